@@ -1,0 +1,562 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The subcommands umount, stats, fsck and gc, and the import of a directory's existing files
+ * when a mount adopts it. Each prints what it did and chooses the exit status: 0 success,
+ * 1 failure (with a message naming the problem), 2 bad usage.
+ */
+#include "cli.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "maint.h"
+#include "store.h"
+#include "util.h"
+
+/* ---- shared argument handling ---- */
+
+struct store_args {
+	char *store;
+	bool json, repair;
+	uint64_t max_size;
+};
+
+static int parse_store_args(int argc, char **argv, struct store_args *a, const char *usage,
+			    const char *shortopts, const struct option *extra)
+{
+	struct option longopts[8] = {
+		{"store", required_argument, NULL, 's'},
+		{"help", no_argument, NULL, 'h'},
+	};
+	int c, n = 2;
+
+	for (const struct option *o = extra; o && o->name && n < 7; o++)
+		longopts[n++] = *o;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			a->store = optarg;
+			break;
+		case 'j':
+			a->json = true;
+			break;
+		case 'r':
+			a->repair = true;
+			break;
+		case 'm':
+			if (parse_size(optarg, &a->max_size) < 0 || a->max_size == 0) {
+				fprintf(stderr, "pkgcachefs: bad size '%s' (try 10G or 500M)\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			exit(0);
+		default:
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "pkgcachefs: unexpected argument '%s'\n", argv[optind]);
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (!a->store)
+		a->store = store_default_dir();
+	if (!a->store) {
+		fprintf(stderr, "pkgcachefs: no store given and no default (pass --store)\n");
+		return 2;
+	}
+	return 0;
+}
+
+/* Open a store for a subcommand; prints the reason on failure. */
+static int open_store(const char *dir, int flags, struct store **ret, bool *ret_live)
+{
+	pid_t owner = 0;
+	int r;
+
+	*ret_live = false;
+	r = store_open(dir, flags, ret, &owner);
+	if (r == -EBUSY) {
+		fprintf(stderr, "pkgcachefs: store %s is mounted (daemon pid %d): unmount it first\n",
+			dir, (int)owner);
+		return r;
+	}
+	if (r == -ENOENT)
+		fprintf(stderr, "pkgcachefs: no store at %s\n", dir);
+	else if (r == -EPROTO)
+		fprintf(stderr, "pkgcachefs: store %s was written by a newer pkgcachefs\n", dir);
+	else if (r == -EUCLEAN)
+		fprintf(stderr, "pkgcachefs: store %s: config or index is damaged\n", dir);
+	else if (r < 0)
+		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", dir, strerror(-r));
+	if (r < 0)
+		return r;
+	if (!(flags & STORE_LOCK)) {
+		/* Is a daemon writing it? Then checks read one snapshot and skip what it owns. */
+		char path[PATH_MAX];
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/lock", dir);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			if (flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK)
+				*ret_live = true;
+			close(fd);
+		}
+	}
+	return 0;
+}
+
+/* ---- stats ---- */
+
+static const char stats_usage[] =
+	"usage: pkgcachefs stats [--store DIR] [--json]\n"
+	"\n"
+	"Files, directories, logical bytes, stored bytes, dedup ratio, chunks, packs, and the\n"
+	"space gc could reclaim. Works while the store is mounted.\n";
+
+int cli_stats(int argc, char **argv)
+{
+	static const struct option extra[] = {{"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+	struct store_args a = {0};
+	struct idx_stats s;
+	struct store *st;
+	uint64_t reclaim;
+	double ratio;
+	char b1[32], b2[32], b3[32], b4[32];
+	bool live;
+	int r;
+
+	r = parse_store_args(argc, argv, &a, stats_usage, "h", extra);
+	if (r)
+		return r;
+	if (open_store(a.store, 0, &st, &live) < 0)
+		return 1;
+	r = idx_get_stats(store_idx(st), &s);
+	store_close(st);
+	if (r < 0) {
+		fprintf(stderr, "pkgcachefs: reading the index of %s: %s\n", a.store, strerror(-r));
+		return 1;
+	}
+	reclaim = s.pack_bytes > s.stored_bytes ? s.pack_bytes - s.stored_bytes : 0;
+	ratio = s.pack_bytes ? (double)s.logical_bytes / (double)s.pack_bytes : 1.0;
+	if (a.json) {
+		printf("{\"store\": \"%s\", \"mounted\": %s, \"files\": %" PRIu64
+		       ", \"directories\": %" PRIu64 ", \"symlinks\": %" PRIu64
+		       ", \"other_inodes\": %" PRIu64 ", \"logical_bytes\": %" PRIu64
+		       ", \"unique_bytes\": %" PRIu64 ", \"stored_bytes\": %" PRIu64
+		       ", \"live_stored_bytes\": %" PRIu64 ", \"dedup_ratio\": %.3f"
+		       ", \"chunks\": %" PRIu64 ", \"dead_chunks\": %" PRIu64 ", \"packs\": %" PRIu64
+		       ", \"reclaimable_bytes\": %" PRIu64 "}\n",
+		       a.store, live ? "true" : "false", s.files, s.dirs, s.symlinks, s.others,
+		       s.logical_bytes, s.chunk_bytes, s.pack_bytes, s.stored_bytes, ratio, s.chunks,
+		       s.dead_chunks, s.packs, reclaim);
+		return 0;
+	}
+	printf("store:           %s%s\n", a.store, live ? " (mounted)" : "");
+	printf("files:           %" PRIu64 "\n", s.files);
+	printf("directories:     %" PRIu64 "\n", s.dirs);
+	printf("symlinks:        %" PRIu64 "\n", s.symlinks);
+	printf("logical bytes:   %s\n", format_size(s.logical_bytes, b1, sizeof(b1)));
+	printf("unique bytes:    %s (in %" PRIu64 " chunks)\n",
+	       format_size(s.chunk_bytes, b2, sizeof(b2)), s.chunks);
+	printf("stored bytes:    %s (in %" PRIu64 " packs)\n",
+	       format_size(s.pack_bytes, b3, sizeof(b3)), s.packs);
+	printf("dedup ratio:     %.2fx\n", ratio);
+	printf("reclaimable:     %s (run pkgcachefs gc)\n", format_size(reclaim, b4, sizeof(b4)));
+	return 0;
+}
+
+/* ---- fsck ---- */
+
+static const char fsck_usage[] =
+	"usage: pkgcachefs fsck [--store DIR] [--repair]\n"
+	"\n"
+	"Check that every chunk the index references is in its pack with the right hash, that\n"
+	"reference and link counts are right, and that nothing is orphaned. --repair (store not\n"
+	"mounted) fixes counts, orphans and leaked packs; damaged data is reported, never dropped.\n"
+	"Exit status: 0 clean, 1 problems remain, 2 usage.\n";
+
+int cli_fsck(int argc, char **argv)
+{
+	static const struct option extra[] = {{"repair", no_argument, NULL, 'r'},
+					      {NULL, 0, NULL, 0}};
+	struct store_args a = {0};
+	struct fsck_report rep;
+	struct store *st;
+	bool live;
+	int r;
+
+	r = parse_store_args(argc, argv, &a, fsck_usage, "h", extra);
+	if (r)
+		return r;
+	if (open_store(a.store, a.repair ? STORE_LOCK : 0, &st, &live) < 0)
+		return 1;
+	r = maint_fsck(st, a.repair, live, stdout, &rep);
+	store_close(st);
+	if (r < 0) {
+		fprintf(stderr, "pkgcachefs: fsck of %s failed: %s\n", a.store, strerror(-r));
+		return 1;
+	}
+	printf("checked %" PRIu64 " files, %" PRIu64 " chunks, %" PRIu64 " bytes%s\n", rep.inodes,
+	       rep.chunks, rep.bytes_checked, live ? " (live snapshot of a mounted store)" : "");
+	if (rep.repaired)
+		printf("repaired %" PRIu64 " problems\n", rep.repaired);
+	if (!fsck_clean(&rep)) {
+		printf("%" PRIu64 " problems remain%s\n", rep.unrepaired,
+		       a.repair ? "" : " (pkgcachefs fsck --repair fixes counts and leaks)");
+		return 1;
+	}
+	printf("clean\n");
+	return 0;
+}
+
+/* ---- gc ---- */
+
+static const char gc_usage[] =
+	"usage: pkgcachefs gc [--store DIR] [--max-size SIZE]\n"
+	"\n"
+	"Reclaim the space of data no file uses: packs that are mostly dead are rewritten, dead\n"
+	"ones deleted. With --max-size (e.g. 20G), first evict least recently used files until\n"
+	"the data fits. The store must not be mounted (a mount with -o max_size keeps itself\n"
+	"within size).\n";
+
+int cli_gc(int argc, char **argv)
+{
+	static const struct option extra[] = {{"max-size", required_argument, NULL, 'm'},
+					      {NULL, 0, NULL, 0}};
+	struct store_args a = {0};
+	struct gc_report rep;
+	struct store *st;
+	char b1[32], b2[32];
+	bool live;
+	int r;
+
+	r = parse_store_args(argc, argv, &a, gc_usage, "h", extra);
+	if (r)
+		return r;
+	if (open_store(a.store, STORE_LOCK, &st, &live) < 0)
+		return 1;
+	r = maint_gc(st, a.max_size, isatty(1) ? stdout : NULL, &rep);
+	if (store_close(st) < 0 && r == 0)
+		r = -EIO;
+	if (r < 0) {
+		fprintf(stderr, "pkgcachefs: gc of %s failed: %s (nothing was lost)\n", a.store,
+			strerror(-r));
+		return 1;
+	}
+	printf("gc: %" PRIu64 " files evicted, %" PRIu64 " chunks dropped, %" PRIu64
+	       " packs deleted, %" PRIu64 " rewritten; packs %s -> %s\n",
+	       rep.evicted_files, rep.chunks_dropped, rep.packs_deleted, rep.packs_rewritten,
+	       format_size(rep.bytes_before, b1, sizeof(b1)),
+	       format_size(rep.bytes_after, b2, sizeof(b2)));
+	return 0;
+}
+
+/* ---- umount ---- */
+
+static const char umount_usage[] =
+	"usage: pkgcachefs umount MOUNTPOINT\n"
+	"\n"
+	"Make everything written to the mount durable, then unmount it. Exits 0 only when all\n"
+	"data is on disk.\n";
+
+/* Find the store behind a pkgcachefs mount in /proc/self/mountinfo. */
+static int find_mount(const char *mnt, char *store, size_t len)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[8192];
+	int found = 0;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char mp[4096], fstype[256], source[4096];
+		char *sep = strstr(line, " - ");
+
+		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
+			continue;
+		if (sscanf(sep + 3, "%255s %4095s", fstype, source) != 2)
+			continue;
+		if (strcmp(mp, mnt) || strcmp(fstype, "fuse.pkgcachefs"))
+			continue;
+		snprintf(store, len, "%s", source);
+		found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
+static int run(const char *prog, const char *a1, const char *a2)
+{
+	pid_t pid = fork();
+	int status;
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		execlp(prog, prog, a1, a2, (char *)NULL);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+void cli_write_exit_status(const char *store, int status)
+{
+	char path[PATH_MAX], buf[16];
+	int fd, n;
+
+	snprintf(path, sizeof(path), "%s/exit-status", store);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	n = snprintf(buf, sizeof(buf), "%d\n", status);
+	if (pwrite_all(fd, buf, (size_t)n, 0) == 0)
+		fsync(fd);
+	close(fd);
+}
+
+int cli_umount(int argc, char **argv)
+{
+	char store[4096], path[PATH_MAX + 32], buf[16];
+	char *mnt;
+	int fd, r, waited = 0;
+	ssize_t n;
+
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		fputs(umount_usage, stdout);
+		return 0;
+	}
+	if (argc != 2) {
+		fputs(umount_usage, stderr);
+		return 2;
+	}
+	mnt = realpath(argv[1], NULL);
+	if (!mnt) {
+		/* A dead daemon's mount cannot be stat'ed; use the path as given. */
+		mnt = strdup(argv[1]);
+	}
+	r = find_mount(mnt, store, sizeof(store));
+	if (r <= 0) {
+		fprintf(stderr, "pkgcachefs: %s is not a pkgcachefs mount\n", mnt);
+		free(mnt);
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/exit-status", store);
+	unlink(path);
+	r = run("fusermount3", "-u", mnt);
+	if (r != 0) {
+		fprintf(stderr, "pkgcachefs: cannot unmount %s: %s\n", mnt,
+			r == 127 ? "fusermount3 not found (install fuse3)"
+				 : "it is busy (a process has files open or its cwd there: see "
+				   "`fuser -vm MOUNTPOINT`)");
+		free(mnt);
+		return 1;
+	}
+	/* The daemon commits and syncs, then releases the store lock: wait for that. */
+	snprintf(path, sizeof(path), "%s/lock", store);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "pkgcachefs: store %s: %s\n", store, strerror(errno));
+		free(mnt);
+		return 1;
+	}
+	while (flock(fd, LOCK_SH | LOCK_NB) < 0) {
+		if (waited == 50)
+			fprintf(stderr, "pkgcachefs: waiting for the daemon to finish writing...\n");
+		usleep(100000);
+		waited++;
+	}
+	close(fd);
+	snprintf(path, sizeof(path), "%s/exit-status", store);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0) {
+		fprintf(stderr, "pkgcachefs: the daemon of %s had died: data written after its last "
+				"sync may be lost; run pkgcachefs fsck --store %s\n",
+			mnt, store);
+		free(mnt);
+		return 1;
+	}
+	buf[n] = '\0';
+	if (atoi(buf) != 0) {
+		fprintf(stderr, "pkgcachefs: the daemon of %s failed to make everything durable; "
+				"see the system log\n",
+			mnt);
+		free(mnt);
+		return 1;
+	}
+	free(mnt);
+	return 0;
+}
+
+/* ---- adopting a non-empty mountpoint ---- */
+
+static int copy_file(int sfd, int dfd)
+{
+	static char buf[1 << 20];
+	off_t off = 0;
+
+	for (;;) {
+		ssize_t n = read(sfd, buf, sizeof(buf));
+
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 0;
+		if (pwrite_all(dfd, buf, (size_t)n, off) < 0)
+			return -errno;
+		off += n;
+	}
+}
+
+static void copy_meta(int dirfd, const char *name, const struct stat *st)
+{
+	struct timespec ts[2] = {st->st_atim, st->st_mtim};
+
+	if (fchownat(dirfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+		log_debug("adopt: chown %s: %s", name, strerror(errno));
+	if (!S_ISLNK(st->st_mode))
+		fchmodat(dirfd, name, st->st_mode & 07777, 0);
+	utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
+}
+
+/* Copy the tree below src into dst (both directory fds), then remove what was copied. */
+static int adopt_dir(int src, int dst)
+{
+	DIR *d;
+	struct dirent *de;
+	int dupfd = dup(src), r = 0;
+
+	if (dupfd < 0)
+		return -errno;
+	d = fdopendir(dupfd);
+	if (!d) {
+		close(dupfd);
+		return -errno;
+	}
+	while (r == 0 && (de = readdir(d))) {
+		const char *name = de->d_name;
+		struct stat st;
+
+		if (!strcmp(name, ".") || !strcmp(name, ".."))
+			continue;
+		if (fstatat(src, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			r = -errno;
+			break;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			int s2, d2;
+
+			if (mkdirat(dst, name, 0700) < 0 && errno != EEXIST) {
+				r = -errno;
+				break;
+			}
+			s2 = openat(src, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			d2 = openat(dst, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (s2 < 0 || d2 < 0) {
+				r = -errno;
+			} else {
+				r = adopt_dir(s2, d2);
+			}
+			if (s2 >= 0)
+				close(s2);
+			if (d2 >= 0)
+				close(d2);
+			if (r == 0) {
+				copy_meta(dst, name, &st);
+				if (unlinkat(src, name, AT_REMOVEDIR) < 0)
+					log_debug("adopt: rmdir %s: %s", name, strerror(errno));
+			}
+		} else if (S_ISREG(st.st_mode)) {
+			int sfd = openat(src, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			int dfd = sfd < 0 ? -1
+					  : openat(dst, name,
+						   O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
+							   O_CLOEXEC,
+						   0600);
+
+			if (sfd < 0 || dfd < 0)
+				r = -errno;
+			else
+				r = copy_file(sfd, dfd);
+			if (dfd >= 0 && close(dfd) < 0 && r == 0)
+				r = -errno;
+			if (sfd >= 0)
+				close(sfd);
+			if (r == 0) {
+				copy_meta(dst, name, &st);
+				unlinkat(src, name, 0);
+			}
+		} else if (S_ISLNK(st.st_mode)) {
+			char target[PATH_MAX];
+			ssize_t n = readlinkat(src, name, target, sizeof(target) - 1);
+
+			if (n < 0) {
+				r = -errno;
+				break;
+			}
+			target[n] = '\0';
+			unlinkat(dst, name, 0);
+			if (symlinkat(target, dst, name) < 0) {
+				r = -errno;
+				break;
+			}
+			copy_meta(dst, name, &st);
+			unlinkat(src, name, 0);
+		} else {
+			unlinkat(dst, name, 0);
+			if (mknodat(dst, name, st.st_mode, st.st_rdev) < 0) {
+				r = -errno;
+				break;
+			}
+			copy_meta(dst, name, &st);
+			unlinkat(src, name, 0);
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+pid_t cli_adopt_start(int underfd, const char *mountpoint)
+{
+	/* The mount is served by this very process: the copy runs in a child, or we deadlock. */
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int mfd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int r;
+
+		if (mfd < 0)
+			_exit(EIO);
+		r = adopt_dir(underfd, mfd);
+		if (r == 0 && syncfs(mfd) < 0)
+			r = -errno;
+		close(mfd);
+		_exit(r < 0 ? (-r & 0xff) : 0);
+	}
+	return pid;
+}

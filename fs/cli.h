@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: MIT */
+/* The subcommands other than mount, and helpers the mount daemon shares with them. */
+#pragma once
+
+int cli_umount(int argc, char **argv);
+int cli_stats(int argc, char **argv);
+int cli_fsck(int argc, char **argv);
+int cli_gc(int argc, char **argv);
+
+#include <sys/types.h>
+
+/*
+ * Start importing the tree open as underfd (a directory the mount now hides) into the mount at
+ * mountpoint, removing each original once copied. The copy runs in a child process, whose pid
+ * is returned (or -errno); it exits 0 when everything was imported and synced, else an errno.
+ */
+pid_t cli_adopt_start(int underfd, const char *mountpoint);
+
+/* Record the daemon's exit status in the store, for `pkgcachefs umount` to report. */
+void cli_write_exit_status(const char *store, int status);

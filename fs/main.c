@@ -1,0 +1,505 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pkgcachefs: the command-line entry point and the mount daemon.
+ *
+ * `mount` forks before touching the store: the child opens and locks the store, mounts, and
+ * reports success or the error text through a pipe; the parent prints it and exits with the
+ * child's verdict, so `pkgcachefs mount` returns only once the mount is ready (or has failed
+ * with a message that says why). SQLite handles and locks are never carried across a fork.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fuse_lowlevel.h>
+
+#include "cli.h"
+#include "ops.h"
+#include "store.h"
+#include "util.h"
+#include "vfs.h"
+
+struct mount_args {
+	char *store;
+	char *mountpoint;
+	char *fuse_opts; /* options passed to the kernel and libfuse */
+	struct vfs_options vo;
+	bool foreground;
+	bool debug;
+	bool adopt;
+};
+
+static int report_fd = -1; /* write end of the pipe to the waiting parent */
+
+/* Tell the parent how the mount went; first line wins. */
+static void report(int status, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n;
+
+	if (report_fd < 0) {
+		if (fmt) {
+			va_start(ap, fmt);
+			fputs("pkgcachefs: ", stderr);
+			vfprintf(stderr, fmt, ap);
+			fputc('\n', stderr);
+			va_end(ap);
+		}
+		return;
+	}
+	buf[0] = (char)status;
+	n = 1;
+	if (fmt) {
+		va_start(ap, fmt);
+		n += vsnprintf(buf + 1, sizeof(buf) - 1, fmt, ap);
+		va_end(ap);
+		if (n > (int)sizeof(buf))
+			n = sizeof(buf);
+	}
+	if (write(report_fd, buf, (size_t)n) < 0)
+		log_debug("report: %s", strerror(errno));
+	close(report_fd);
+	report_fd = -1;
+}
+
+static void usage_mount(FILE *f)
+{
+	fputs("usage: pkgcachefs mount [--store DIR] [-o OPTIONS] [-f] [--no-adopt] MOUNTPOINT\n"
+	      "\n"
+	      "Mount a pkgcachefs store on MOUNTPOINT (for example ~/.cache/pip). The store is\n"
+	      "created on first use. Without -f, returns once the mount is ready and leaves a\n"
+	      "daemon running; `pkgcachefs umount MOUNTPOINT` stops it.\n"
+	      "\n"
+	      "  --store DIR     the store (default: $PKGCACHEFS_STORE, /var/lib/pkgcachefs for\n"
+	      "                  root, else ${XDG_DATA_HOME:-~/.local/share}/pkgcachefs)\n"
+	      "  -o OPTIONS      comma-separated: max_size=SIZE (evict least recently used files\n"
+	      "                  beyond SIZE), commit_interval=MS (group commit period, default\n"
+	      "                  1000), allow_other, ro, and other FUSE mount options\n"
+	      "  -f              stay in the foreground, logging to stderr\n"
+	      "  -d              debug logging (implies -f)\n"
+	      "  --no-adopt      refuse a non-empty MOUNTPOINT instead of importing its files\n",
+	      f);
+}
+
+/* Split -o: our own options into vo, the rest into a FUSE option string. */
+static int parse_opts(const char *in, struct mount_args *a)
+{
+	char *s = strdup(in), *tok, *save;
+	size_t cap = strlen(in) + 64;
+	int r = 0;
+
+	if (!s)
+		return -ENOMEM;
+	if (!a->fuse_opts) {
+		a->fuse_opts = calloc(1, cap + 256);
+		if (!a->fuse_opts) {
+			free(s);
+			return -ENOMEM;
+		}
+	} else {
+		char *n = realloc(a->fuse_opts, strlen(a->fuse_opts) + cap + 256);
+
+		if (!n) {
+			free(s);
+			return -ENOMEM;
+		}
+		a->fuse_opts = n;
+	}
+	for (tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (strncmp(tok, "max_size=", 9) == 0) {
+			if (parse_size(tok + 9, &a->vo.max_size) < 0) {
+				fprintf(stderr, "pkgcachefs: bad size in '%s' (try 10G or 500M)\n",
+					tok);
+				r = -EINVAL;
+				break;
+			}
+		} else if (strncmp(tok, "commit_interval=", 16) == 0) {
+			char *end;
+			long ms = strtol(tok + 16, &end, 10);
+
+			if (*end || ms < 1 || ms > 600000) {
+				fprintf(stderr, "pkgcachefs: bad commit_interval '%s' (1..600000 ms)\n",
+					tok + 16);
+				r = -EINVAL;
+				break;
+			}
+			a->vo.commit_interval_ms = (unsigned)ms;
+		} else if (!strcmp(tok, "rw") || !strcmp(tok, "defaults") ||
+			   !strcmp(tok, "auto") || !strcmp(tok, "noauto") ||
+			   !strcmp(tok, "nofail") || !strcmp(tok, "_netdev") ||
+			   !strcmp(tok, "user") || !strcmp(tok, "users") ||
+			   !strncmp(tok, "x-", 2) || !strcmp(tok, "default_permissions")) {
+			/* fstab noise, or always on */
+		} else {
+			if (a->fuse_opts[0])
+				strcat(a->fuse_opts, ",");
+			strcat(a->fuse_opts, tok);
+		}
+	}
+	free(s);
+	return r;
+}
+
+static int parse_mount_args(int argc, char **argv, struct mount_args *a)
+{
+	static const struct option longopts[] = {
+		{"store", required_argument, NULL, 's'},
+		{"help", no_argument, NULL, 'h'},
+		{"no-adopt", no_argument, NULL, 'N'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	a->adopt = true;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+o:fdh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			free(a->store);
+			a->store = strdup(optarg);
+			break;
+		case 'o':
+			if (parse_opts(optarg, a) < 0)
+				return 2;
+			break;
+		case 'f':
+			a->foreground = true;
+			break;
+		case 'd':
+			a->foreground = true;
+			a->debug = true;
+			break;
+		case 'N':
+			a->adopt = false;
+			break;
+		case 'h':
+			usage_mount(stdout);
+			exit(0);
+		default:
+			usage_mount(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "pkgcachefs mount: expected exactly one MOUNTPOINT\n");
+		usage_mount(stderr);
+		return 2;
+	}
+	a->mountpoint = realpath(argv[optind], NULL);
+	if (!a->mountpoint) {
+		fprintf(stderr, "pkgcachefs: mountpoint %s: %s\n", argv[optind], strerror(errno));
+		return 1;
+	}
+	if (!a->store)
+		a->store = store_default_dir();
+	if (!a->store) {
+		fprintf(stderr, "pkgcachefs: no store given and no default (set HOME or "
+				"PKGCACHEFS_STORE, or pass --store)\n");
+		return 2;
+	}
+	return 0;
+}
+
+static int check_fuse_device(void)
+{
+	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+
+	if (fd >= 0) {
+		close(fd);
+		return 0;
+	}
+	if (errno == ENOENT)
+		fprintf(stderr, "pkgcachefs: /dev/fuse does not exist: load the fuse module "
+				"(modprobe fuse), or in a container pass --device /dev/fuse\n");
+	else
+		fprintf(stderr, "pkgcachefs: cannot open /dev/fuse: %s (in a container, add "
+				"--device /dev/fuse --cap-add SYS_ADMIN)\n",
+			strerror(errno));
+	return -1;
+}
+
+static int dir_is_empty(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	int empty = 1;
+
+	if (!d)
+		return -errno;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			empty = 0;
+			break;
+		}
+	closedir(d);
+	return empty;
+}
+
+static struct fuse_session *the_session;
+static pid_t adopt_pid;
+
+static void *adopt_waiter(void *arg)
+{
+	struct mount_args *a = arg;
+	int status;
+
+	if (waitpid(adopt_pid, &status, 0) == adopt_pid && WIFEXITED(status) &&
+	    WEXITSTATUS(status) == 0) {
+		report(0, NULL);
+		return NULL;
+	}
+	report(1, "importing the existing files of %s failed (%s); what was not imported is "
+		  "still in the directory under the mount; unmounting",
+	       a->mountpoint, WIFEXITED(status) ? strerror(WEXITSTATUS(status)) : "killed");
+	fuse_session_exit(the_session);
+	fuse_session_unmount(the_session);
+	return NULL;
+}
+
+static void on_signal(int sig)
+{
+	if (the_session)
+		fuse_session_exit(the_session);
+}
+
+/* The daemon proper: runs in the child (or in the foreground). Returns the exit status. */
+static int run_daemon(struct mount_args *a)
+{
+	struct fuse_args fargs = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_loop_config *lc = NULL;
+	struct store *st = NULL;
+	struct vfs *v = NULL;
+	char opts[8192];
+	int underfd = -1;
+	pthread_t waiter;
+	pid_t owner = 0;
+	int r, status = 1;
+
+	if (a->debug)
+		log_threshold = LOG_LVL_DEBUG;
+	r = store_open(a->store, STORE_CREATE | STORE_LOCK, &st, &owner);
+	if (r == -EBUSY) {
+		report(1, "store %s is in use by another pkgcachefs process%s%d: one daemon per "
+			  "store (unmount the other mount first, or use another --store)",
+		       a->store, owner ? " (pid " : "", (int)owner);
+		return 1;
+	}
+	if (r == -EPROTO) {
+		report(1, "store %s was written by a newer pkgcachefs: upgrade to mount it",
+		       a->store);
+		return 1;
+	}
+	if (r == -EUCLEAN) {
+		report(1, "store %s: config or index is damaged; run pkgcachefs fsck --store %s",
+		       a->store, a->store);
+		return 1;
+	}
+	if (r < 0) {
+		report(1, "cannot open store %s: %s", a->store, strerror(-r));
+		return 1;
+	}
+	store_write_pid(st);
+	r = vfs_open(st, &a->vo, &v);
+	if (r < 0) {
+		report(1, "cannot start on store %s: %s", a->store, strerror(-r));
+		store_close(st);
+		return 1;
+	}
+
+	r = dir_is_empty(a->mountpoint);
+	if (r == 0) {
+		if (!a->adopt) {
+			report(1, "mountpoint %s is not empty (drop --no-adopt to import its files)",
+			       a->mountpoint);
+			goto out_vfs;
+		}
+		/* Keep a handle on what the mount will hide, to import it once mounted. */
+		underfd = open(a->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+
+	snprintf(opts, sizeof(opts),
+		 "-ofsname=%s,subtype=pkgcachefs,default_permissions%s%s", a->store,
+		 a->fuse_opts && a->fuse_opts[0] ? "," : "", a->fuse_opts ? a->fuse_opts : "");
+	if (fuse_opt_add_arg(&fargs, "pkgcachefs") || fuse_opt_add_arg(&fargs, opts) ||
+	    (a->debug && fuse_opt_add_arg(&fargs, "-d"))) {
+		report(1, "out of memory");
+		goto out_vfs;
+	}
+	the_session = fuse_session_new(&fargs, &pkgcachefs_ops, sizeof(pkgcachefs_ops), v);
+	if (!the_session) {
+		report(1, "bad mount options '%s'", a->fuse_opts ? a->fuse_opts : "");
+		goto out_vfs;
+	}
+	if (fuse_session_mount(the_session, a->mountpoint) != 0) {
+		report(1, "cannot mount on %s (is fusermount3 installed? is it already mounted? "
+			  "allow_other needs user_allow_other in /etc/fuse.conf for non-root)",
+		       a->mountpoint);
+		goto out_session;
+	}
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_signal);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (underfd >= 0) {
+		/* Imported through the mount once it serves; the waiter reports the outcome. */
+		adopt_pid = cli_adopt_start(underfd, a->mountpoint);
+		if (adopt_pid < 0 || pthread_create(&waiter, NULL, adopt_waiter, a) != 0) {
+			report(1, "cannot import the existing files of %s", a->mountpoint);
+			fuse_session_unmount(the_session);
+			goto out_session;
+		}
+		pthread_detach(waiter);
+	} else {
+		report(0, NULL);
+	}
+	if (!a->foreground)
+		log_use_syslog(true);
+	lc = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(lc, 0);
+	fuse_loop_cfg_set_max_threads(lc, 16);
+	r = fuse_session_loop_mt(the_session, lc);
+	fuse_loop_cfg_destroy(lc);
+	fuse_session_unmount(the_session);
+	status = r == 0 ? 0 : 1;
+out_session:
+	fuse_session_destroy(the_session);
+	the_session = NULL;
+out_vfs:
+	if (underfd >= 0)
+		close(underfd);
+	r = vfs_close(v);
+	if (r < 0) {
+		log_error("store %s: final sync failed: %s", a->store, strerror(-r));
+		status = 1;
+	}
+	cli_write_exit_status(a->store, status);
+	fuse_opt_free_args(&fargs);
+	return status;
+}
+
+static int cmd_mount(int argc, char **argv)
+{
+	struct mount_args a = {0};
+	int pfd[2], status;
+	char buf[1024];
+	ssize_t n;
+	pid_t pid;
+
+	status = parse_mount_args(argc, argv, &a);
+	if (status)
+		return status;
+	if (check_fuse_device() < 0)
+		return 1;
+	if (access("/dev/fuse", F_OK) == 0 && geteuid() != 0 &&
+	    access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0) {
+		fprintf(stderr, "pkgcachefs: fusermount3 not found: install the fuse3 package\n");
+		return 1;
+	}
+	if (a.foreground)
+		return run_daemon(&a);
+
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		perror("pkgcachefs: pipe");
+		return 1;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		perror("pkgcachefs: fork");
+		return 1;
+	}
+	if (pid == 0) {
+		int devnull;
+
+		close(pfd[0]);
+		report_fd = pfd[1];
+		setsid();
+		if (chdir("/") < 0)
+			_exit(1);
+		devnull = open("/dev/null", O_RDWR);
+		if (devnull >= 0) {
+			dup2(devnull, 0);
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+			if (devnull > 2)
+				close(devnull);
+		}
+		_exit(run_daemon(&a));
+	}
+	close(pfd[1]);
+	n = read(pfd[0], buf, sizeof(buf) - 1);
+	close(pfd[0]);
+	if (n <= 0) {
+		waitpid(pid, &status, 0);
+		fprintf(stderr, "pkgcachefs: the daemon died while mounting (status %d)\n", status);
+		return 1;
+	}
+	buf[n] = '\0';
+	if (buf[0] != 0) {
+		fprintf(stderr, "pkgcachefs: %s\n", buf + 1);
+		waitpid(pid, &status, 0);
+		return 1;
+	}
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fputs("usage: pkgcachefs COMMAND [ARGS]\n"
+	      "\n"
+	      "A deduplicating, persistent FUSE filesystem for package-manager caches.\n"
+	      "\n"
+	      "commands:\n"
+	      "  mount [--store DIR] [-o OPTS] [-f] MOUNTPOINT   mount a store (created if new)\n"
+	      "  umount MOUNTPOINT                               make everything durable, unmount\n"
+	      "  stats [--store DIR] [--json]                    files, bytes, dedup ratio\n"
+	      "  fsck [--store DIR] [--repair]                   check the index against the packs\n"
+	      "  gc [--store DIR] [--max-size SIZE]              reclaim space, evict LRU files\n"
+	      "\n"
+	      "`pkgcachefs COMMAND --help` tells more. Docs: README.md, docs/operations.md.\n",
+	      f);
+}
+
+int main(int argc, char **argv)
+{
+	const char *cmd;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "--version")) {
+		printf("pkgcachefs %s\n", PKGCACHEFS_VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "mount"))
+		return cmd_mount(argc - 1, argv + 1);
+	if (!strcmp(cmd, "umount") || !strcmp(cmd, "unmount"))
+		return cli_umount(argc - 1, argv + 1);
+	if (!strcmp(cmd, "stats"))
+		return cli_stats(argc - 1, argv + 1);
+	if (!strcmp(cmd, "fsck"))
+		return cli_fsck(argc - 1, argv + 1);
+	if (!strcmp(cmd, "gc"))
+		return cli_gc(argc - 1, argv + 1);
+	fprintf(stderr, "pkgcachefs: unknown command '%s'\n\n", cmd);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,464 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The FUSE low-level operations. Each one decodes the request, calls one vfs function that
+ * returns 0 or -errno, and replies; all the filesystem's logic lives in index/vfs.c.
+ *
+ * Every change goes through this mount, so the kernel may cache entries, attributes and file
+ * pages for long (keep_cache on every open); negative lookups are cached too, which spares
+ * Python's import probing a round trip per miss.
+ */
+#include "ops.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "util.h"
+#include "vfs.h"
+
+#define TIMEOUT 86400.0
+#define MAX_WRITE (1u << 20)
+
+static struct vfs *vfs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct vfs_file *file_of(struct fuse_file_info *fi)
+{
+	return (struct vfs_file *)(uintptr_t)fi->fh;
+}
+
+static void reply_entry(fuse_req_t req, int r, const struct stat *st)
+{
+	struct fuse_entry_param e;
+
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	e.ino = st->st_ino;
+	e.attr = *st;
+	e.attr_timeout = TIMEOUT;
+	e.entry_timeout = TIMEOUT;
+	fuse_reply_entry(req, &e);
+}
+
+static void reply_attr(fuse_req_t req, int r, const struct stat *st)
+{
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, st, TIMEOUT);
+}
+
+static struct vfs_ctx ctx_of(fuse_req_t req)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct vfs_ctx vc = {.uid = c->uid, .gid = c->gid};
+
+	return vc;
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	conn->max_write = MAX_WRITE;
+	conn->max_readahead = MAX_WRITE;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+	/* No lock operations: flock and fcntl locks stay in the kernel, right on one host. */
+	conn->want &= ~(FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_POSIX_LOCKS);
+	/* Writeback caching would let the kernel reorder our view of sizes; measured in docs. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct stat st;
+	int r = vfs_lookup(vfs_of(req), parent, name, &st);
+
+	if (r == -ENOENT) {
+		/* A negative entry, cached by the kernel until something creates the name. */
+		struct fuse_entry_param e;
+
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = TIMEOUT;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	reply_entry(req, r, &st);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	vfs_forget(vfs_of(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		vfs_forget(vfs_of(req), forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+
+	reply_attr(req, vfs_getattr(vfs_of(req), ino, &st), &st);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	static const struct {
+		int fuse, vfs;
+	} map[] = {
+		{FUSE_SET_ATTR_MODE, VFS_SET_MODE},
+		{FUSE_SET_ATTR_UID, VFS_SET_UID},
+		{FUSE_SET_ATTR_GID, VFS_SET_GID},
+		{FUSE_SET_ATTR_SIZE, VFS_SET_SIZE},
+		{FUSE_SET_ATTR_ATIME, VFS_SET_ATIME},
+		{FUSE_SET_ATTR_MTIME, VFS_SET_MTIME},
+		{FUSE_SET_ATTR_ATIME_NOW, VFS_SET_ATIME_NOW},
+		{FUSE_SET_ATTR_MTIME_NOW, VFS_SET_MTIME_NOW},
+		{FUSE_SET_ATTR_CTIME, VFS_SET_CTIME},
+	};
+	struct stat st;
+	int set = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(map); i++)
+		if (to_set & map[i].fuse)
+			set |= map[i].vfs;
+	reply_attr(req, vfs_setattr(vfs_of(req), ino, attr, set, fi ? file_of(fi) : NULL, &st),
+		   &st);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[4096];
+	int r = vfs_readlink(vfs_of(req), ino, buf, sizeof(buf));
+
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	struct vfs_ctx c = ctx_of(req);
+	struct stat st;
+
+	reply_entry(req, vfs_mknod(vfs_of(req), &c, parent, name, mode, rdev, &st), &st);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct vfs_ctx c = ctx_of(req);
+	struct stat st;
+
+	reply_entry(req, vfs_mkdir(vfs_of(req), &c, parent, name, mode, &st), &st);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct vfs_ctx c = ctx_of(req);
+	struct stat st;
+
+	reply_entry(req, vfs_symlink(vfs_of(req), &c, parent, name, link, &st), &st);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct stat st;
+
+	reply_entry(req, vfs_link(vfs_of(req), ino, newparent, newname, &st), &st);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -vfs_unlink(vfs_of(req), parent, name));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -vfs_rmdir(vfs_of(req), parent, name));
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	fuse_reply_err(req, -vfs_rename(vfs_of(req), parent, name, newparent, newname, flags));
+}
+
+static void reply_open(fuse_req_t req, struct fuse_file_info *fi, struct vfs_file *f)
+{
+	fi->fh = (uintptr_t)f;
+	fi->keep_cache = 1;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		vfs_release(vfs_of(req), f); /* the caller was interrupted */
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct vfs_ctx c = ctx_of(req);
+	struct fuse_entry_param e;
+	struct vfs_file *f;
+	struct stat st;
+	int r;
+
+	r = vfs_create(vfs_of(req), &c, parent, name, mode, fi->flags, &st, &f);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	e.ino = st.st_ino;
+	e.attr = st;
+	e.attr_timeout = TIMEOUT;
+	e.entry_timeout = TIMEOUT;
+	fi->fh = (uintptr_t)f;
+	fi->keep_cache = 1;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		vfs_release(vfs_of(req), f);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct vfs_file *f;
+	int r = vfs_open_file(vfs_of(req), ino, fi->flags, &f);
+
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		reply_open(req, fi, f);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	char *buf = malloc(size ? size : 1);
+	ssize_t r;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = vfs_read(vfs_of(req), file_of(fi), buf, size, off);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	ssize_t r = vfs_write(vfs_of(req), file_of(fi), buf, size, off);
+
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_write(req, (size_t)r);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -vfs_flush(vfs_of(req), file_of(fi)));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	vfs_release(vfs_of(req), file_of(fi));
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -vfs_fsync(vfs_of(req), file_of(fi), datasync));
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct vfs_dir *d;
+	int r = vfs_opendir(vfs_of(req), ino, &d);
+
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	fi->cache_readdir = 0;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		vfs_releasedir(d);
+}
+
+static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
+		       bool plus)
+{
+	struct vfs_dir *d = (struct vfs_dir *)(uintptr_t)fi->fh;
+	char *buf = malloc(size), *p = buf;
+	size_t left = size;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (size_t i = (size_t)off; off >= 0 && i < d->n; i++) {
+		const struct vfs_dirent *e = &d->e[i];
+		bool dot = i < 2;
+		size_t n;
+
+		if (plus) {
+			struct fuse_entry_param ep;
+
+			memset(&ep, 0, sizeof(ep));
+			ep.attr = e->st;
+			if (!dot) {
+				ep.ino = e->st.st_ino;
+				ep.attr_timeout = TIMEOUT;
+				ep.entry_timeout = TIMEOUT;
+			}
+			n = fuse_add_direntry_plus(req, p, left, e->name, &ep, (off_t)(i + 1));
+			if (n > left)
+				break;
+			if (!dot)
+				vfs_ref(vfs_of(req), e->st.st_ino);
+		} else {
+			n = fuse_add_direntry(req, p, left, e->name, &e->st, (off_t)(i + 1));
+			if (n > left)
+				break;
+		}
+		p += n;
+		left -= n;
+	}
+	fuse_reply_buf(req, buf, size - left);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	do_readdir(req, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	do_readdir(req, size, off, fi, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	vfs_releasedir((struct vfs_dir *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -vfs_sync(vfs_of(req)));
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+	int r = vfs_statfs(vfs_of(req), &sv);
+
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	fuse_reply_err(req, -vfs_setxattr(vfs_of(req), ino, name, value, size, flags));
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	int r;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = vfs_getxattr(vfs_of(req), ino, name, buf, size);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	int r;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = vfs_listxattr(vfs_of(req), ino, buf, size);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, -vfs_removexattr(vfs_of(req), ino, name));
+}
+
+const struct fuse_lowlevel_ops pkgcachefs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.symlink = op_symlink,
+	.link = op_link,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.create = op_create,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+};

@@ -1,0 +1,885 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The SQLite index. See idx.h for the invariants; docs/format.md for the schema.
+ *
+ * Every statement is prepared once and cached in x->stmt[]. Times are nanoseconds since the
+ * epoch in 64-bit integers, names are BLOBs (file names need not be UTF-8), chunk keys and
+ * digests are BLOBs of 16 and 32 bytes. Reference counts are adjusted in the same statement
+ * sequence that changes extents, inside the caller's transaction.
+ */
+#include "idx.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "util.h"
+
+enum stmt_id {
+	S_GET_INODE,
+	S_PUT_INODE,
+	S_NEW_INODE,
+	S_DEL_INODE,
+	S_DEL_XATTRS,
+	S_DEL_TARGET,
+	S_UNREF_EXTENTS,
+	S_DEL_EXTENTS,
+	S_LOOKUP,
+	S_ADD_DENTRY,
+	S_DEL_DENTRY,
+	S_SET_DENTRY,
+	S_DIR_EMPTY,
+	S_LIST_DIR,
+	S_SET_TARGET,
+	S_GET_TARGET,
+	S_GET_EXTENTS,
+	S_ADD_EXTENT,
+	S_REF_CHUNK,
+	S_FIND_CHUNK,
+	S_ADD_CHUNK,
+	S_ADD_PACK,
+	S_SET_PACK_SIZE,
+	S_GET_XATTR,
+	S_INS_XATTR,
+	S_UPD_XATTR,
+	S_LIST_XATTR,
+	S_DEL_XATTR,
+	S_META_GET,
+	S_META_SET,
+	S_COUNT
+};
+
+static const char *const stmt_sql[S_COUNT] = {
+	[S_GET_INODE] = "SELECT parent, mode, uid, gid, nlink, size, rdev, atime, mtime, ctime "
+			"FROM inodes WHERE ino = ?1",
+	[S_PUT_INODE] = "UPDATE inodes SET parent = ?2, mode = ?3, uid = ?4, gid = ?5, nlink = ?6, "
+			"size = ?7, rdev = ?8, atime = ?9, mtime = ?10, ctime = ?11 WHERE ino = ?1",
+	[S_NEW_INODE] = "INSERT INTO inodes (parent, mode, uid, gid, nlink, size, rdev, atime, "
+			"mtime, ctime) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[S_DEL_INODE] = "DELETE FROM inodes WHERE ino = ?1",
+	[S_DEL_XATTRS] = "DELETE FROM xattrs WHERE ino = ?1",
+	[S_DEL_TARGET] = "DELETE FROM symlinks WHERE ino = ?1",
+	[S_UNREF_EXTENTS] = "UPDATE chunks SET refs = refs - (SELECT count(*) FROM extents e "
+			    "WHERE e.ino = ?1 AND e.chunk = chunks.id) "
+			    "WHERE id IN (SELECT chunk FROM extents WHERE ino = ?1 AND chunk != 0)",
+	[S_DEL_EXTENTS] = "DELETE FROM extents WHERE ino = ?1",
+	[S_LOOKUP] = "SELECT ino FROM dentries WHERE parent = ?1 AND name = ?2",
+	[S_ADD_DENTRY] = "INSERT INTO dentries (parent, name, ino) VALUES (?1, ?2, ?3)",
+	[S_DEL_DENTRY] = "DELETE FROM dentries WHERE parent = ?1 AND name = ?2",
+	[S_SET_DENTRY] = "UPDATE dentries SET ino = ?3 WHERE parent = ?1 AND name = ?2",
+	[S_DIR_EMPTY] = "SELECT 1 FROM dentries WHERE parent = ?1 LIMIT 1",
+	[S_LIST_DIR] = "SELECT d.name, i.ino, i.parent, i.mode, i.uid, i.gid, i.nlink, i.size, "
+		       "i.rdev, i.atime, i.mtime, i.ctime FROM dentries d JOIN inodes i "
+		       "ON i.ino = d.ino WHERE d.parent = ?1",
+	[S_SET_TARGET] = "INSERT OR REPLACE INTO symlinks (ino, target) VALUES (?1, ?2)",
+	[S_GET_TARGET] = "SELECT target FROM symlinks WHERE ino = ?1",
+	[S_GET_EXTENTS] = "SELECT e.off, e.len, e.chunk, c.key, c.pack, c.off, c.stored_len, "
+			  "c.flags FROM extents e LEFT JOIN chunks c ON c.id = e.chunk "
+			  "WHERE e.ino = ?1 ORDER BY e.off",
+	[S_ADD_EXTENT] = "INSERT INTO extents (ino, off, len, chunk) VALUES (?1, ?2, ?3, ?4)",
+	[S_REF_CHUNK] = "UPDATE chunks SET refs = refs + 1 WHERE id = ?1",
+	[S_FIND_CHUNK] = "SELECT id, digest FROM chunks WHERE key = ?1",
+	[S_ADD_CHUNK] = "INSERT INTO chunks (key, digest, raw_len, pack, off, stored_len, flags, "
+			"refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+	[S_ADD_PACK] = "INSERT INTO packs (size, created) VALUES (0, ?1)",
+	[S_SET_PACK_SIZE] = "UPDATE packs SET size = ?2 WHERE id = ?1",
+	[S_GET_XATTR] = "SELECT value FROM xattrs WHERE ino = ?1 AND name = ?2",
+	[S_INS_XATTR] = "INSERT INTO xattrs (ino, name, value) VALUES (?1, ?2, ?3)",
+	[S_UPD_XATTR] = "UPDATE xattrs SET value = ?3 WHERE ino = ?1 AND name = ?2",
+	[S_LIST_XATTR] = "SELECT name FROM xattrs WHERE ino = ?1 ORDER BY name",
+	[S_DEL_XATTR] = "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2",
+	[S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+	[S_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+};
+
+static const char schema_sql[] =
+	"CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+	"CREATE TABLE inodes ("
+	"  ino INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  parent INTEGER NOT NULL, mode INTEGER NOT NULL, uid INTEGER NOT NULL,"
+	"  gid INTEGER NOT NULL, nlink INTEGER NOT NULL, size INTEGER NOT NULL,"
+	"  rdev INTEGER NOT NULL, atime INTEGER NOT NULL, mtime INTEGER NOT NULL,"
+	"  ctime INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);"
+	"CREATE INDEX inodes_orphans ON inodes (nlink) WHERE nlink = 0;"
+	"CREATE TABLE dentries (parent INTEGER NOT NULL, name BLOB NOT NULL,"
+	"  ino INTEGER NOT NULL, PRIMARY KEY (parent, name)) WITHOUT ROWID;"
+	"CREATE TABLE symlinks (ino INTEGER PRIMARY KEY, target BLOB NOT NULL);"
+	"CREATE TABLE xattrs (ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,"
+	"  PRIMARY KEY (ino, name)) WITHOUT ROWID;"
+	"CREATE TABLE extents (ino INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL,"
+	"  chunk INTEGER NOT NULL, PRIMARY KEY (ino, off)) WITHOUT ROWID;"
+	"CREATE INDEX extents_chunk ON extents (chunk) WHERE chunk != 0;"
+	"CREATE TABLE chunks (id INTEGER PRIMARY KEY, key BLOB NOT NULL, digest BLOB NOT NULL,"
+	"  raw_len INTEGER NOT NULL, pack INTEGER NOT NULL, off INTEGER NOT NULL,"
+	"  stored_len INTEGER NOT NULL, flags INTEGER NOT NULL, refs INTEGER NOT NULL);"
+	"CREATE INDEX chunks_key ON chunks (key);"
+	"CREATE INDEX chunks_pack ON chunks (pack, off);"
+	"CREATE TABLE packs (id INTEGER PRIMARY KEY AUTOINCREMENT, size INTEGER NOT NULL,"
+	"  created INTEGER NOT NULL);";
+
+struct idx {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[S_COUNT];
+	bool in_txn;
+	char *wal_path;
+};
+
+int idx_errno(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return -EACCES;
+	case SQLITE_CONSTRAINT:
+		return -EEXIST;
+	case SQLITE_TOOBIG:
+		return -E2BIG;
+	case SQLITE_CANTOPEN:
+		return -ENOENT;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return -EUCLEAN;
+	default:
+		return -EIO;
+	}
+}
+
+/* Fetch a cached statement, reset and with bindings cleared. */
+static sqlite3_stmt *st(struct idx *x, enum stmt_id id)
+{
+	sqlite3_stmt *s = x->stmt[id];
+
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return s;
+}
+
+/* Step a statement that returns no rows. */
+static int step_done(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+static int exec(struct idx *x, const char *sql)
+{
+	int rc = sqlite3_exec(x->db, sql, NULL, NULL, NULL);
+
+	return rc == SQLITE_OK ? 0 : idx_errno(rc);
+}
+
+static void bind_name(sqlite3_stmt *s, int i, const char *name)
+{
+	sqlite3_bind_blob(s, i, name, (int)strlen(name), SQLITE_STATIC);
+}
+
+static int create_schema(struct idx *x)
+{
+	char buf[32];
+	int r;
+
+	r = exec(x, "BEGIN IMMEDIATE");
+	if (r < 0)
+		return r;
+	r = exec(x, schema_sql);
+	if (r < 0)
+		goto out_rollback;
+	snprintf(buf, sizeof(buf), "%d", IDX_SCHEMA_VERSION);
+	r = exec(x, "INSERT INTO meta (key, value) VALUES ('schema_version', '1')");
+	if (r < 0)
+		goto out_rollback;
+	return exec(x, "COMMIT");
+out_rollback:
+	exec(x, "ROLLBACK");
+	return r;
+}
+
+static int check_schema(struct idx *x, bool create)
+{
+	sqlite3_stmt *s;
+	int rc, version = -1;
+
+	rc = sqlite3_prepare_v2(x->db,
+				"SELECT value FROM meta WHERE key = 'schema_version'", -1, &s, NULL);
+	if (rc != SQLITE_OK) {
+		/* No meta table: a new, empty database. */
+		if (!create)
+			return -ENOENT;
+		return create_schema(x);
+	}
+	if (sqlite3_step(s) == SQLITE_ROW)
+		version = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	if (version > IDX_SCHEMA_VERSION)
+		return -EPROTO;
+	if (version != IDX_SCHEMA_VERSION)
+		return -EUCLEAN;
+	return 0;
+}
+
+int idx_open(const char *path, bool create, struct idx **ret)
+{
+	struct idx *x;
+	int rc, r, flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+
+	if (create)
+		flags |= SQLITE_OPEN_CREATE;
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	if (asprintf(&x->wal_path, "%s-wal", path) < 0) {
+		free(x);
+		return -ENOMEM;
+	}
+	rc = sqlite3_open_v2(path, &x->db, flags, NULL);
+	if (rc != SQLITE_OK) {
+		r = idx_errno(rc);
+		goto out_close;
+	}
+	sqlite3_extended_result_codes(x->db, 0);
+	sqlite3_busy_timeout(x->db, 10000);
+	/*
+	 * WAL with synchronous=NORMAL: a commit is atomic at once and durable once the WAL is
+	 * synced, which vfs does itself for fsync (see docs/architecture.md).
+	 */
+	r = exec(x, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+		    "PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY; "
+		    "PRAGMA wal_autocheckpoint=4096; PRAGMA foreign_keys=OFF");
+	if (r < 0)
+		goto out_close;
+	r = check_schema(x, create);
+	if (r < 0)
+		goto out_close;
+	for (int i = 0; i < S_COUNT; i++) {
+		rc = sqlite3_prepare_v3(x->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+					&x->stmt[i], NULL);
+		if (rc != SQLITE_OK) {
+			log_debug("prepare failed: %s: %s", stmt_sql[i], sqlite3_errmsg(x->db));
+			r = idx_errno(rc);
+			goto out_close;
+		}
+	}
+	*ret = x;
+	return 0;
+out_close:
+	idx_close(x);
+	return r;
+}
+
+void idx_close(struct idx *x)
+{
+	if (!x)
+		return;
+	if (x->in_txn)
+		exec(x, "ROLLBACK");
+	for (int i = 0; i < S_COUNT; i++)
+		sqlite3_finalize(x->stmt[i]);
+	sqlite3_close(x->db);
+	free(x->wal_path);
+	free(x);
+}
+
+int idx_begin(struct idx *x)
+{
+	int r;
+
+	if (x->in_txn)
+		return 0;
+	r = exec(x, "BEGIN IMMEDIATE");
+	if (r == 0)
+		x->in_txn = true;
+	return r;
+}
+
+int idx_commit(struct idx *x)
+{
+	int r;
+
+	if (!x->in_txn)
+		return 0;
+	r = exec(x, "COMMIT");
+	if (r == 0)
+		x->in_txn = false;
+	return r;
+}
+
+int idx_op_begin(struct idx *x)
+{
+	int r = idx_begin(x);
+
+	return r < 0 ? r : exec(x, "SAVEPOINT op");
+}
+
+void idx_op_end(struct idx *x, bool failed)
+{
+	if (failed)
+		exec(x, "ROLLBACK TO op");
+	exec(x, "RELEASE op");
+}
+
+bool idx_in_txn(const struct idx *x)
+{
+	return x->in_txn;
+}
+
+const char *idx_wal_path(const struct idx *x)
+{
+	return x->wal_path;
+}
+
+sqlite3 *idx_db(struct idx *x)
+{
+	return x->db;
+}
+
+int idx_meta_get(struct idx *x, const char *key, char *buf, size_t len)
+{
+	sqlite3_stmt *s = st(x, S_META_GET);
+	int rc;
+
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		snprintf(buf, len, "%s", (const char *)sqlite3_column_text(s, 0));
+		sqlite3_reset(s);
+		return 1;
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+int idx_meta_set(struct idx *x, const char *key, const char *value)
+{
+	sqlite3_stmt *s = st(x, S_META_SET);
+
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+	return step_done(s);
+}
+
+static void read_inode_cols(sqlite3_stmt *s, int c, struct idx_inode *in)
+{
+	in->parent = (uint64_t)sqlite3_column_int64(s, c + 0);
+	in->mode = (uint32_t)sqlite3_column_int64(s, c + 1);
+	in->uid = (uint32_t)sqlite3_column_int64(s, c + 2);
+	in->gid = (uint32_t)sqlite3_column_int64(s, c + 3);
+	in->nlink = (uint32_t)sqlite3_column_int64(s, c + 4);
+	in->size = (uint64_t)sqlite3_column_int64(s, c + 5);
+	in->rdev = (uint64_t)sqlite3_column_int64(s, c + 6);
+	in->atime = sqlite3_column_int64(s, c + 7);
+	in->mtime = sqlite3_column_int64(s, c + 8);
+	in->ctime = sqlite3_column_int64(s, c + 9);
+}
+
+int idx_get_inode(struct idx *x, uint64_t ino, struct idx_inode *ret)
+{
+	sqlite3_stmt *s = st(x, S_GET_INODE);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		read_inode_cols(s, 0, ret);
+		ret->ino = ino;
+		sqlite3_reset(s);
+		return 1;
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+static void bind_inode(sqlite3_stmt *s, const struct idx_inode *in)
+{
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)in->parent);
+	sqlite3_bind_int64(s, 3, in->mode);
+	sqlite3_bind_int64(s, 4, in->uid);
+	sqlite3_bind_int64(s, 5, in->gid);
+	sqlite3_bind_int64(s, 6, in->nlink);
+	sqlite3_bind_int64(s, 7, (sqlite3_int64)in->size);
+	sqlite3_bind_int64(s, 8, (sqlite3_int64)in->rdev);
+	sqlite3_bind_int64(s, 9, in->atime);
+	sqlite3_bind_int64(s, 10, in->mtime);
+	sqlite3_bind_int64(s, 11, in->ctime);
+}
+
+int idx_put_inode(struct idx *x, const struct idx_inode *in)
+{
+	sqlite3_stmt *s = st(x, S_PUT_INODE);
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)in->ino);
+	bind_inode(s, in);
+	return step_done(s);
+}
+
+int idx_new_inode(struct idx *x, const struct idx_inode *in, uint64_t *ret_ino)
+{
+	sqlite3_stmt *s = st(x, S_NEW_INODE);
+	int r;
+
+	bind_inode(s, in);
+	r = step_done(s);
+	if (r == 0)
+		*ret_ino = (uint64_t)sqlite3_last_insert_rowid(x->db);
+	return r;
+}
+
+static int by_ino(struct idx *x, enum stmt_id id, uint64_t ino)
+{
+	sqlite3_stmt *s = st(x, id);
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	return step_done(s);
+}
+
+int idx_delete_inode(struct idx *x, uint64_t ino)
+{
+	int r;
+
+	r = idx_set_extents(x, ino, NULL, 0);
+	if (r < 0)
+		return r;
+	r = by_ino(x, S_DEL_XATTRS, ino);
+	if (r < 0)
+		return r;
+	r = by_ino(x, S_DEL_TARGET, ino);
+	if (r < 0)
+		return r;
+	return by_ino(x, S_DEL_INODE, ino);
+}
+
+int idx_lookup(struct idx *x, uint64_t parent, const char *name, uint64_t *ret_ino)
+{
+	sqlite3_stmt *s = st(x, S_LOOKUP);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)parent);
+	bind_name(s, 2, name);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*ret_ino = (uint64_t)sqlite3_column_int64(s, 0);
+		sqlite3_reset(s);
+		return 1;
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+static int dentry_op(struct idx *x, enum stmt_id id, uint64_t parent, const char *name,
+		     uint64_t ino)
+{
+	sqlite3_stmt *s = st(x, id);
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)parent);
+	bind_name(s, 2, name);
+	if (id != S_DEL_DENTRY)
+		sqlite3_bind_int64(s, 3, (sqlite3_int64)ino);
+	return step_done(s);
+}
+
+int idx_add_dentry(struct idx *x, uint64_t parent, const char *name, uint64_t ino)
+{
+	return dentry_op(x, S_ADD_DENTRY, parent, name, ino);
+}
+
+int idx_del_dentry(struct idx *x, uint64_t parent, const char *name)
+{
+	return dentry_op(x, S_DEL_DENTRY, parent, name, 0);
+}
+
+int idx_set_dentry(struct idx *x, uint64_t parent, const char *name, uint64_t ino)
+{
+	return dentry_op(x, S_SET_DENTRY, parent, name, ino);
+}
+
+int idx_dir_is_empty(struct idx *x, uint64_t ino)
+{
+	sqlite3_stmt *s = st(x, S_DIR_EMPTY);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? 1 : idx_errno(rc);
+}
+
+int idx_list_dir(struct idx *x, uint64_t ino,
+		 int (*cb)(const char *name, const struct idx_inode *in, void *data), void *data)
+{
+	sqlite3_stmt *s = st(x, S_LIST_DIR);
+	char name[1024];
+	int rc, r = 0;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct idx_inode in;
+		int n = sqlite3_column_bytes(s, 0);
+
+		if (n <= 0 || (size_t)n >= sizeof(name))
+			continue;
+		memcpy(name, sqlite3_column_blob(s, 0), (size_t)n);
+		name[n] = '\0';
+		in.ino = (uint64_t)sqlite3_column_int64(s, 1);
+		read_inode_cols(s, 2, &in);
+		r = cb(name, &in, data);
+		if (r)
+			break;
+	}
+	sqlite3_reset(s);
+	if (r)
+		return r;
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+int idx_set_target(struct idx *x, uint64_t ino, const char *target)
+{
+	sqlite3_stmt *s = st(x, S_SET_TARGET);
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	bind_name(s, 2, target);
+	return step_done(s);
+}
+
+int idx_get_target(struct idx *x, uint64_t ino, char *buf, size_t len)
+{
+	sqlite3_stmt *s = st(x, S_GET_TARGET);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		size_t n = (size_t)sqlite3_column_bytes(s, 0);
+
+		if (n >= len)
+			n = len - 1;
+		memcpy(buf, sqlite3_column_blob(s, 0), n);
+		buf[n] = '\0';
+		sqlite3_reset(s);
+		return 1;
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+int idx_get_extents(struct idx *x, uint64_t ino, struct idx_extent **ret, size_t *ret_n)
+{
+	sqlite3_stmt *s = st(x, S_GET_EXTENTS);
+	struct idx_extent *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct idx_extent *e;
+
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			struct idx_extent *nv = realloc(v, ncap * sizeof(*v));
+
+			if (!nv) {
+				sqlite3_reset(s);
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			cap = ncap;
+		}
+		e = &v[n++];
+		memset(e, 0, sizeof(*e));
+		e->off = (uint64_t)sqlite3_column_int64(s, 0);
+		e->len = (uint32_t)sqlite3_column_int64(s, 1);
+		e->chunk = (uint64_t)sqlite3_column_int64(s, 2);
+		if (e->chunk) {
+			if (sqlite3_column_bytes(s, 3) != HASH_KEY_SIZE) {
+				sqlite3_reset(s);
+				free(v);
+				return -EUCLEAN;
+			}
+			memcpy(e->key.b, sqlite3_column_blob(s, 3), HASH_KEY_SIZE);
+			e->pack = (uint64_t)sqlite3_column_int64(s, 4);
+			e->loc.offset = (uint64_t)sqlite3_column_int64(s, 5);
+			e->loc.stored_len = (uint32_t)sqlite3_column_int64(s, 6);
+			e->loc.flags = (uint32_t)sqlite3_column_int64(s, 7);
+		}
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		free(v);
+		return idx_errno(rc);
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+int idx_set_extents(struct idx *x, uint64_t ino, const struct idx_extent *ext, size_t n)
+{
+	int r;
+
+	r = by_ino(x, S_UNREF_EXTENTS, ino);
+	if (r < 0)
+		return r;
+	r = by_ino(x, S_DEL_EXTENTS, ino);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_stmt *s = st(x, S_ADD_EXTENT);
+
+		sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)ext[i].off);
+		sqlite3_bind_int64(s, 3, ext[i].len);
+		sqlite3_bind_int64(s, 4, (sqlite3_int64)ext[i].chunk);
+		r = step_done(s);
+		if (r < 0)
+			return r;
+		if (ext[i].chunk) {
+			r = by_ino(x, S_REF_CHUNK, ext[i].chunk);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+int idx_find_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
+		   uint64_t *ret_id)
+{
+	sqlite3_stmt *s = st(x, S_FIND_CHUNK);
+	int rc;
+
+	sqlite3_bind_blob(s, 1, key->b, HASH_KEY_SIZE, SQLITE_STATIC);
+	/* Several rows share a key only under a collision; the digest decides. */
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (sqlite3_column_bytes(s, 1) == HASH_DIGEST_SIZE &&
+		    memcmp(sqlite3_column_blob(s, 1), digest->b, HASH_DIGEST_SIZE) == 0) {
+			*ret_id = (uint64_t)sqlite3_column_int64(s, 0);
+			sqlite3_reset(s);
+			return 1;
+		}
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+int idx_add_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
+		  uint32_t raw_len, uint64_t pack, const struct pack_loc *loc, uint64_t *ret_id)
+{
+	sqlite3_stmt *s = st(x, S_ADD_CHUNK);
+	int r;
+
+	sqlite3_bind_blob(s, 1, key->b, HASH_KEY_SIZE, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 2, digest->b, HASH_DIGEST_SIZE, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, raw_len);
+	sqlite3_bind_int64(s, 4, (sqlite3_int64)pack);
+	sqlite3_bind_int64(s, 5, (sqlite3_int64)loc->offset);
+	sqlite3_bind_int64(s, 6, loc->stored_len);
+	sqlite3_bind_int64(s, 7, loc->flags);
+	r = step_done(s);
+	if (r == 0)
+		*ret_id = (uint64_t)sqlite3_last_insert_rowid(x->db);
+	return r;
+}
+
+int idx_add_pack(struct idx *x, uint64_t *ret_id)
+{
+	sqlite3_stmt *s = st(x, S_ADD_PACK);
+	int r;
+
+	sqlite3_bind_int64(s, 1, now_ns() / 1000000000);
+	r = step_done(s);
+	if (r == 0)
+		*ret_id = (uint64_t)sqlite3_last_insert_rowid(x->db);
+	return r;
+}
+
+int idx_set_pack_size(struct idx *x, uint64_t id, uint64_t size)
+{
+	sqlite3_stmt *s = st(x, S_SET_PACK_SIZE);
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)size);
+	return step_done(s);
+}
+
+int idx_get_xattr(struct idx *x, uint64_t ino, const char *name, void *buf, size_t len)
+{
+	sqlite3_stmt *s = st(x, S_GET_XATTR);
+	int rc, n;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	bind_name(s, 2, name);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(s);
+		return rc == SQLITE_DONE ? -ENODATA : idx_errno(rc);
+	}
+	n = sqlite3_column_bytes(s, 0);
+	if (len > 0 && (size_t)n <= len)
+		memcpy(buf, sqlite3_column_blob(s, 0), (size_t)n);
+	sqlite3_reset(s);
+	return n;
+}
+
+int idx_set_xattr(struct idx *x, uint64_t ino, const char *name, const void *value, size_t len,
+		  int flags)
+{
+	sqlite3_stmt *s;
+	int exists = idx_get_xattr(x, ino, name, NULL, 0);
+
+	if (exists < 0 && exists != -ENODATA)
+		return exists;
+	if (exists >= 0 && (flags & IDX_XATTR_CREATE))
+		return -EEXIST;
+	if (exists == -ENODATA && (flags & IDX_XATTR_REPLACE))
+		return -ENODATA;
+	s = st(x, exists >= 0 ? S_UPD_XATTR : S_INS_XATTR);
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	bind_name(s, 2, name);
+	/* A zero-length blob must still be a blob, not NULL. */
+	sqlite3_bind_blob(s, 3, len ? value : "", (int)len, SQLITE_STATIC);
+	return step_done(s);
+}
+
+int idx_list_xattr(struct idx *x, uint64_t ino, char *buf, size_t len)
+{
+	sqlite3_stmt *s = st(x, S_LIST_XATTR);
+	size_t need = 0;
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		size_t n = (size_t)sqlite3_column_bytes(s, 0);
+
+		if (len && need + n + 1 <= len) {
+			memcpy(buf + need, sqlite3_column_blob(s, 0), n);
+			buf[need + n] = '\0';
+		}
+		need += n + 1;
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE)
+		return idx_errno(rc);
+	return (int)need;
+}
+
+int idx_remove_xattr(struct idx *x, uint64_t ino, const char *name)
+{
+	sqlite3_stmt *s;
+	int r = idx_get_xattr(x, ino, name, NULL, 0);
+
+	if (r < 0)
+		return r;
+	s = st(x, S_DEL_XATTR);
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	bind_name(s, 2, name);
+	return step_done(s);
+}
+
+int idx_delete_orphans(struct idx *x)
+{
+	sqlite3_stmt *s;
+	uint64_t *inos = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(x->db, "SELECT ino FROM inodes WHERE nlink = 0", -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return idx_errno(rc);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			uint64_t *ni = realloc(inos, ncap * sizeof(*inos));
+
+			if (!ni) {
+				r = -ENOMEM;
+				break;
+			}
+			inos = ni;
+			cap = ncap;
+		}
+		inos[n++] = (uint64_t)sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	if (r == 0 && rc != SQLITE_DONE)
+		r = idx_errno(rc);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = idx_delete_inode(x, inos[i]);
+	free(inos);
+	return r < 0 ? r : (int)n;
+}
+
+static int query_u64s(struct idx *x, const char *sql, uint64_t *out, int n)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	rc = sqlite3_prepare_v2(x->db, sql, -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return idx_errno(rc);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		for (int i = 0; i < n; i++)
+			out[i] = (uint64_t)sqlite3_column_int64(s, i);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : idx_errno(rc);
+}
+
+int idx_get_stats(struct idx *x, struct idx_stats *ret)
+{
+	uint64_t v[4];
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	r = query_u64s(x,
+		       "SELECT total(mode & 61440 = 32768), total(mode & 61440 = 16384), "
+		       "total(mode & 61440 = 40960), total(CASE WHEN mode & 61440 = 32768 "
+		       "THEN size ELSE 0 END) FROM inodes WHERE nlink > 0",
+		       v, 4);
+	if (r < 0)
+		return r;
+	ret->files = v[0];
+	ret->dirs = v[1];
+	ret->symlinks = v[2];
+	ret->logical_bytes = v[3];
+	r = query_u64s(x,
+		       "SELECT total(refs > 0), total(CASE WHEN refs > 0 THEN raw_len END), "
+		       "total(CASE WHEN refs > 0 THEN stored_len END), "
+		       "total(CASE WHEN refs <= 0 THEN stored_len END) FROM chunks",
+		       v, 4);
+	if (r < 0)
+		return r;
+	ret->chunks = v[0];
+	ret->chunk_bytes = v[1];
+	ret->stored_bytes = v[2];
+	ret->dead_stored_bytes = v[3];
+	r = query_u64s(x, "SELECT count(*), total(size) FROM packs", v, 2);
+	if (r < 0)
+		return r;
+	ret->packs = v[0];
+	ret->pack_bytes = v[1];
+	r = query_u64s(x, "SELECT count(*) FROM chunks WHERE refs <= 0", v, 1);
+	ret->dead_chunks = v[0];
+	r = query_u64s(x, "SELECT count(*) FROM inodes WHERE nlink > 0", v, 1);
+	if (r == 0)
+		ret->others = v[0] - ret->files - ret->dirs - ret->symlinks;
+	return r;
+}

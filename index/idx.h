@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The index: one SQLite database (WAL mode) holding the namespace (inodes, directory entries,
+ * symlink targets, xattrs), each file's extents, and every chunk with its location in a pack and
+ * its reference count.
+ *
+ * Invariants, all kept inside single transactions:
+ *  - chunks.refs equals the number of extent rows naming the chunk;
+ *  - a directory's nlink is 2 plus its subdirectories; a file's nlink its dentries;
+ *  - an inode with nlink 0 survives only while the daemon has it open or looked up; at startup all
+ *    such orphans are deleted.
+ * Extents cover a file in order without overlap; a hole is an extent with chunk 0.
+ *
+ * An idx is not thread-safe: the caller (vfs) serialises every call with one mutex. Writes
+ * happen inside a transaction that idx_begin opens lazily and idx_commit closes, so many
+ * operations share one commit (group commit). Lookups return 1 found, 0 absent, or -errno.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "hash.h"
+#include "pack.h"
+
+#define IDX_ROOT_INO 1
+#define IDX_SCHEMA_VERSION 1
+
+struct idx;
+
+struct idx_inode {
+	uint64_t ino;
+	uint64_t parent; /* directories: the parent's ino (root: itself); others: 0 */
+	uint32_t mode, uid, gid, nlink;
+	uint64_t size, rdev;
+	int64_t atime, mtime, ctime; /* ns since the epoch */
+};
+
+struct idx_extent {
+	uint64_t off; /* within the file */
+	uint32_t len;
+	uint64_t chunk; /* 0: a hole of len zero bytes */
+	/* Where the chunk lives; valid when chunk != 0. */
+	chunk_key key;
+	uint64_t pack;
+	struct pack_loc loc;
+};
+
+/*
+ * Open (creating when create is true and it does not exist) the database at path. Checks the
+ * schema version: -EPROTO when the store was written by a newer version. *ret is freed by
+ * idx_close.
+ */
+int idx_open(const char *path, bool create, struct idx **ret);
+/* Roll back what was not committed and close. Accepts NULL. */
+void idx_close(struct idx *x);
+
+/* Open a write transaction unless one is open. 0 or -errno. */
+int idx_begin(struct idx *x);
+/* Commit the open transaction, if any. 0 or -errno (the transaction then stays open). */
+int idx_commit(struct idx *x);
+bool idx_in_txn(const struct idx *x);
+/*
+ * Bracket one filesystem operation inside the group transaction, so that a failure halfway
+ * through undoes only that operation's changes: idx_op_begin opens a savepoint (and the
+ * transaction if needed); idx_op_end releases it, rolling back to it first when failed is true.
+ */
+int idx_op_begin(struct idx *x);
+void idx_op_end(struct idx *x, bool failed);
+/* Path of the WAL file, for syncing it. Lives as long as x. */
+const char *idx_wal_path(const struct idx *x);
+
+int idx_meta_get(struct idx *x, const char *key, char *buf, size_t len);
+int idx_meta_set(struct idx *x, const char *key, const char *value);
+
+int idx_get_inode(struct idx *x, uint64_t ino, struct idx_inode *ret);
+/* Write every field of in (in->ino must exist). */
+int idx_put_inode(struct idx *x, const struct idx_inode *in);
+/* Insert a new inode; in->ino is ignored and *ret_ino gets the new number (never reused). */
+int idx_new_inode(struct idx *x, const struct idx_inode *in, uint64_t *ret_ino);
+/* Delete an inode with its extents (dropping chunk references), xattrs and symlink target. */
+int idx_delete_inode(struct idx *x, uint64_t ino);
+
+int idx_lookup(struct idx *x, uint64_t parent, const char *name, uint64_t *ret_ino);
+int idx_add_dentry(struct idx *x, uint64_t parent, const char *name, uint64_t ino);
+int idx_del_dentry(struct idx *x, uint64_t parent, const char *name);
+/* Point an existing dentry at another inode. */
+int idx_set_dentry(struct idx *x, uint64_t parent, const char *name, uint64_t ino);
+/* 1 when the directory has no entries, 0 when it has, or -errno. */
+int idx_dir_is_empty(struct idx *x, uint64_t ino);
+
+/* Calls cb for each entry of directory ino with the entry's inode; a non-zero return stops. */
+int idx_list_dir(struct idx *x, uint64_t ino,
+		 int (*cb)(const char *name, const struct idx_inode *in, void *data), void *data);
+
+int idx_set_target(struct idx *x, uint64_t ino, const char *target);
+/* Symlink target into buf (NUL-terminated, truncated to len - 1). 1, 0 or -errno. */
+int idx_get_target(struct idx *x, uint64_t ino, char *buf, size_t len);
+
+/* Every extent of ino, in order. *ret is malloc'ed, freed by the caller. */
+int idx_get_extents(struct idx *x, uint64_t ino, struct idx_extent **ret, size_t *ret_n);
+/*
+ * Replace all extents of ino by the n given ones (only off, len, chunk are read), adjusting
+ * chunk references. n may be 0.
+ */
+int idx_set_extents(struct idx *x, uint64_t ino, const struct idx_extent *ext, size_t n);
+
+/* A chunk with this key and digest: 1 and its id, or 0. */
+int idx_find_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
+		   uint64_t *ret_id);
+/* Record a chunk stored in a pack, with no references yet. */
+int idx_add_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
+		  uint32_t raw_len, uint64_t pack, const struct pack_loc *loc, uint64_t *ret_id);
+
+/* Packs: name and size on record. */
+int idx_add_pack(struct idx *x, uint64_t *ret_id);
+int idx_set_pack_size(struct idx *x, uint64_t id, uint64_t size);
+
+#define IDX_XATTR_CREATE 1
+#define IDX_XATTR_REPLACE 2
+int idx_set_xattr(struct idx *x, uint64_t ino, const char *name, const void *value, size_t len,
+		  int flags);
+/* Copies up to len bytes; returns the value's size, or -ENODATA, or -errno. */
+int idx_get_xattr(struct idx *x, uint64_t ino, const char *name, void *buf, size_t len);
+/* NUL-separated names; returns the needed size (copying only when it fits len). */
+int idx_list_xattr(struct idx *x, uint64_t ino, char *buf, size_t len);
+int idx_remove_xattr(struct idx *x, uint64_t ino, const char *name);
+
+/* Delete every inode with nlink 0 (orphans left by a crash). Returns how many, or -errno. */
+int idx_delete_orphans(struct idx *x);
+
+struct idx_stats {
+	uint64_t files, dirs, symlinks, others;
+	uint64_t logical_bytes; /* sum of file sizes */
+	uint64_t chunks, chunk_bytes, stored_bytes; /* chunk rows with refs > 0 */
+	uint64_t dead_chunks, dead_stored_bytes;  /* refs == 0: reclaimable */
+	uint64_t packs, pack_bytes;
+};
+int idx_get_stats(struct idx *x, struct idx_stats *ret);
+
+/* The raw handle, for fsck and gc, which run their own queries. */
+struct sqlite3 *idx_db(struct idx *x);
+/* Map an SQLite result code to a negative errno. */
+int idx_errno(int rc);

@@ -1,0 +1,629 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fsck and gc. See maint.h.
+ *
+ * Both work directly on the index with SQL of their own, in one transaction each: fsck in a
+ * read transaction (a consistent snapshot even while a daemon writes), gc and fsck --repair in
+ * a write transaction under the store lock. gc deletes a pack file only after the transaction
+ * that stops referring to it is committed and synced, so a crash at any point leaves either the
+ * old pack or the new one referenced, never neither.
+ */
+#include "maint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "idx.h"
+#include "util.h"
+
+bool fsck_clean(const struct fsck_report *r)
+{
+	return r->unrepaired == 0;
+}
+
+static int exec(sqlite3 *db, const char *sql)
+{
+	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+
+	return rc == SQLITE_OK ? 0 : idx_errno(rc);
+}
+
+/* Run sql; for each row call cb with the statement. */
+static int each_row(sqlite3 *db, const char *sql, int (*cb)(sqlite3_stmt *s, void *data),
+		    void *data)
+{
+	sqlite3_stmt *s;
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return idx_errno(rc);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		r = cb(s, data);
+		if (r)
+			break;
+	}
+	sqlite3_finalize(s);
+	if (r)
+		return r < 0 ? r : 0;
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+struct fsck_ctx {
+	struct store *st;
+	sqlite3 *db;
+	FILE *out;
+	bool repair;
+	struct fsck_report *rep;
+	uint8_t *buf;
+	uint64_t *inos; /* files using damaged chunks */
+	size_t ninos;
+};
+
+static int check_chunk(sqlite3_stmt *s, void *data)
+{
+	struct fsck_ctx *c = data;
+	uint64_t id = (uint64_t)sqlite3_column_int64(s, 0);
+	struct pack_loc loc;
+	chunk_key key;
+	chunk_digest want, got;
+	uint64_t pack = (uint64_t)sqlite3_column_int64(s, 3);
+	int64_t raw_len = sqlite3_column_int64(s, 4);
+	int r;
+
+	c->rep->chunks++;
+	if (sqlite3_column_bytes(s, 1) != HASH_KEY_SIZE ||
+	    sqlite3_column_bytes(s, 2) != HASH_DIGEST_SIZE || raw_len <= 0 ||
+	    raw_len > PACK_MAX_CHUNK) {
+		fprintf(c->out, "chunk %" PRIu64 ": malformed index row\n", id);
+		c->rep->bad_chunks++;
+		c->rep->unrepaired++;
+		return 0;
+	}
+	memcpy(key.b, sqlite3_column_blob(s, 1), HASH_KEY_SIZE);
+	memcpy(want.b, sqlite3_column_blob(s, 2), HASH_DIGEST_SIZE);
+	loc.offset = (uint64_t)sqlite3_column_int64(s, 5);
+	loc.stored_len = (uint32_t)sqlite3_column_int64(s, 6);
+	loc.flags = (uint32_t)sqlite3_column_int64(s, 7);
+	r = store_read_chunk(c->st, pack, &loc, &key, c->buf, (uint32_t)raw_len);
+	if (r == 0) {
+		hash_digest(c->buf, (size_t)raw_len, &got);
+		if (!hash_digest_equal(&got, &want))
+			r = -EIO;
+	}
+	if (r < 0) {
+		char hex[2 * HASH_KEY_SIZE + 1];
+
+		fprintf(c->out, "chunk %" PRIu64 " (%s) in pack %" PRIu64 " at %" PRIu64 ": %s\n",
+			id, hash_hex(key.b, HASH_KEY_SIZE, hex), pack, loc.offset,
+			r == -EIO ? "damaged or missing" : strerror(-r));
+		c->rep->bad_chunks++;
+		c->rep->unrepaired++;
+		return 0;
+	}
+	c->rep->bytes_checked += (uint64_t)raw_len;
+	return 0;
+}
+
+static int report_row(sqlite3_stmt *s, void *data)
+{
+	struct fsck_ctx *c = data;
+	const char *what = sqlite3_column_count(s) > 0 && sqlite3_column_type(s, 0) == SQLITE_TEXT
+				   ? (const char *)sqlite3_column_text(s, 0)
+				   : "?";
+
+	fprintf(c->out, "%s\n", what);
+	return 0;
+}
+
+/*
+ * Count the rows of a check query, print them, and repair with fix_sql when asked. *counter
+ * gets the count.
+ */
+static int check_query(struct fsck_ctx *c, const char *count_sql, const char *show_sql,
+		       const char *fix_sql, uint64_t *counter)
+{
+	sqlite3_stmt *s;
+	uint64_t n = 0;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(c->db, count_sql, -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return idx_errno(rc);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	*counter += n;
+	if (n == 0)
+		return 0;
+	r = each_row(c->db, show_sql, report_row, c);
+	if (r < 0)
+		return r;
+	if (c->repair && fix_sql) {
+		r = exec(c->db, fix_sql);
+		if (r < 0)
+			return r;
+		c->rep->repaired += n;
+	} else {
+		c->rep->unrepaired += n;
+	}
+	return 0;
+}
+
+static int check_extents_of(sqlite3_stmt *s, void *data)
+{
+	struct fsck_ctx *c = data;
+	uint64_t ino = (uint64_t)sqlite3_column_int64(s, 0);
+	uint64_t size = (uint64_t)sqlite3_column_int64(s, 1);
+	uint64_t count = (uint64_t)sqlite3_column_int64(s, 2);
+	uint64_t total = (uint64_t)sqlite3_column_int64(s, 3);
+	uint64_t end = (uint64_t)sqlite3_column_int64(s, 4);
+
+	c->rep->inodes++;
+	/* Extents are contiguous from 0 and end at the size, or there are none (all zeros). */
+	if (count > 0 && (total != end || end != size)) {
+		fprintf(c->out,
+			"inode %" PRIu64 ": extents cover %" PRIu64 " of %" PRIu64 " bytes\n", ino,
+			total, size);
+		c->rep->bad_extents++;
+		c->rep->unrepaired++;
+	}
+	return 0;
+}
+
+/* Pack files that the index does not know. */
+static int check_leaked_packs(struct fsck_ctx *c)
+{
+	int fd = dup(store_packs_fd(c->st));
+	DIR *d;
+	struct dirent *de;
+	sqlite3_stmt *s;
+	int rc;
+
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	rewinddir(d);
+	rc = sqlite3_prepare_v2(c->db, "SELECT 1 FROM packs WHERE id = ?1", -1, &s, NULL);
+	if (rc != SQLITE_OK) {
+		closedir(d);
+		return idx_errno(rc);
+	}
+	while ((de = readdir(d))) {
+		unsigned long long id;
+		char extra;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (sscanf(de->d_name, "%16llx.pac%c", &id, &extra) != 2 || extra != 'k') {
+			if (c->out)
+				fprintf(c->out, "packs/%s: not a pack name (left alone)\n",
+					de->d_name);
+			continue;
+		}
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			continue;
+		if (c->out)
+			fprintf(c->out, "packs/%s: not in the index (left by a crash)%s\n",
+				de->d_name, c->repair ? ": removed" : "");
+		c->rep->leaked_packs++;
+		if (c->repair && unlinkat(store_packs_fd(c->st), de->d_name, 0) == 0)
+			c->rep->repaired++;
+		else
+			c->rep->unrepaired++;
+	}
+	sqlite3_finalize(s);
+	closedir(d);
+	return 0;
+}
+
+static int check_pack_present(sqlite3_stmt *s, void *data)
+{
+	struct fsck_ctx *c = data;
+	uint64_t id = (uint64_t)sqlite3_column_int64(s, 0);
+	char name[32];
+	struct stat stt;
+
+	store_pack_name(id, name, sizeof(name));
+	if (fstatat(store_packs_fd(c->st), name, &stt, 0) < 0) {
+		fprintf(c->out, "pack %s is missing\n", name);
+		c->rep->missing_packs++;
+		c->rep->unrepaired++;
+	}
+	return 0;
+}
+
+int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_report *ret)
+{
+	struct fsck_ctx c = {.st = st, .db = idx_db(store_idx(st)), .out = out, .repair = repair};
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	c.rep = ret;
+	c.buf = malloc(PACK_MAX_CHUNK);
+	if (!c.buf)
+		return -ENOMEM;
+	r = exec(c.db, repair ? "BEGIN IMMEDIATE" : "BEGIN");
+	if (r < 0)
+		goto out_free;
+
+	if (repair && !live) {
+		r = check_query(&c, "SELECT count(*) FROM inodes WHERE nlink = 0",
+				"SELECT 'inode ' || ino || ': no name left (orphan)' FROM inodes "
+				"WHERE nlink = 0",
+				NULL, &ret->orphans);
+		if (r < 0)
+			goto out_rollback;
+		if (ret->orphans) {
+			r = idx_delete_orphans(store_idx(st));
+			if (r < 0)
+				goto out_rollback;
+			ret->unrepaired -= ret->orphans;
+			ret->repaired += ret->orphans;
+		}
+	}
+	r = check_query(&c,
+			"SELECT count(*) FROM dentries d LEFT JOIN inodes i ON i.ino = d.ino "
+			"WHERE i.ino IS NULL",
+			"SELECT 'entry ' || quote(d.name) || ' in directory ' || d.parent || "
+			"' names missing inode ' || d.ino FROM dentries d LEFT JOIN inodes i ON "
+			"i.ino = d.ino WHERE i.ino IS NULL",
+			"DELETE FROM dentries WHERE ino NOT IN (SELECT ino FROM inodes)",
+			&ret->bad_dentries);
+	if (r < 0)
+		goto out_rollback;
+	r = check_query(&c,
+			"SELECT count(*) FROM inodes i WHERE i.mode & 61440 != 16384 AND "
+			"i.nlink != (SELECT count(*) FROM dentries d WHERE d.ino = i.ino) AND "
+			"(i.nlink > 0 OR ?1)",
+			"SELECT 'inode ' || i.ino || ': nlink ' || i.nlink || ', names ' || "
+			"(SELECT count(*) FROM dentries d WHERE d.ino = i.ino) FROM inodes i "
+			"WHERE i.mode & 61440 != 16384 AND i.nlink != (SELECT count(*) FROM "
+			"dentries d WHERE d.ino = i.ino) AND i.nlink > 0",
+			"UPDATE inodes SET nlink = (SELECT count(*) FROM dentries d WHERE d.ino = "
+			"inodes.ino) WHERE mode & 61440 != 16384 AND nlink > 0",
+			&ret->bad_nlinks);
+	if (r < 0)
+		goto out_rollback;
+	r = check_query(&c,
+			"SELECT count(*) FROM inodes i WHERE i.mode & 61440 = 16384 AND "
+			"i.nlink > 0 AND i.nlink != 2 + (SELECT count(*) FROM dentries d JOIN "
+			"inodes j ON j.ino = d.ino WHERE d.parent = i.ino AND j.mode & 61440 = "
+			"16384)",
+			"SELECT 'directory ' || i.ino || ': nlink ' || i.nlink FROM inodes i WHERE "
+			"i.mode & 61440 = 16384 AND i.nlink > 0 AND i.nlink != 2 + (SELECT "
+			"count(*) FROM dentries d JOIN inodes j ON j.ino = d.ino WHERE d.parent = "
+			"i.ino AND j.mode & 61440 = 16384)",
+			"UPDATE inodes SET nlink = 2 + (SELECT count(*) FROM dentries d JOIN inodes "
+			"j ON j.ino = d.ino WHERE d.parent = inodes.ino AND j.mode & 61440 = 16384) "
+			"WHERE mode & 61440 = 16384 AND nlink > 0",
+			&ret->bad_nlinks);
+	if (r < 0)
+		goto out_rollback;
+	r = check_query(&c,
+			"SELECT count(*) FROM extents e LEFT JOIN chunks c ON c.id = e.chunk "
+			"WHERE e.chunk != 0 AND c.id IS NULL",
+			"SELECT 'inode ' || e.ino || ' at ' || e.off || ': extent names missing "
+			"chunk ' || e.chunk FROM extents e LEFT JOIN chunks c ON c.id = e.chunk "
+			"WHERE e.chunk != 0 AND c.id IS NULL",
+			NULL, &ret->dangling_extents);
+	if (r < 0)
+		goto out_rollback;
+	r = check_query(&c,
+			"SELECT count(*) FROM chunks c WHERE c.refs != (SELECT count(*) FROM "
+			"extents e WHERE e.chunk = c.id)",
+			"SELECT 'chunk ' || c.id || ': refs ' || c.refs || ', used ' || (SELECT "
+			"count(*) FROM extents e WHERE e.chunk = c.id) FROM chunks c WHERE c.refs != "
+			"(SELECT count(*) FROM extents e WHERE e.chunk = c.id)",
+			"UPDATE chunks SET refs = (SELECT count(*) FROM extents e WHERE e.chunk = "
+			"chunks.id) WHERE refs != (SELECT count(*) FROM extents e WHERE e.chunk = "
+			"chunks.id)",
+			&ret->bad_refs);
+	if (r < 0)
+		goto out_rollback;
+	r = each_row(c.db,
+		     "SELECT i.ino, i.size, count(e.off), total(e.len), max(e.off + e.len) FROM "
+		     "inodes i LEFT JOIN extents e ON e.ino = i.ino WHERE i.mode & 61440 = 32768 "
+		     "GROUP BY i.ino",
+		     check_extents_of, &c);
+	if (r < 0)
+		goto out_rollback;
+	r = each_row(c.db, "SELECT id FROM packs", check_pack_present, &c);
+	if (r < 0)
+		goto out_rollback;
+	r = each_row(c.db,
+		     "SELECT id, key, digest, pack, raw_len, off, stored_len, flags FROM chunks "
+		     "WHERE refs > 0 ORDER BY pack, off",
+		     check_chunk, &c);
+	if (r < 0)
+		goto out_rollback;
+	if (ret->bad_chunks)
+		each_row(c.db,
+			 "SELECT DISTINCT 'inode ' || e.ino || ' uses damaged data' FROM extents "
+			 "e WHERE e.chunk IN (SELECT id FROM chunks WHERE refs > 0) AND 0",
+			 report_row, &c);
+	if (!live) {
+		r = check_leaked_packs(&c);
+		if (r < 0)
+			goto out_rollback;
+	}
+	r = exec(c.db, "COMMIT");
+	goto out_free;
+out_rollback:
+	exec(c.db, "ROLLBACK");
+out_free:
+	free(c.buf);
+	free(c.inos);
+	return r;
+}
+
+/* ---- gc ---- */
+
+struct pack_usage {
+	uint64_t id, size, live;
+};
+
+static int collect_packs(sqlite3_stmt *s, void *data)
+{
+	struct pack_usage **v = data;
+	size_t n = (size_t)(*v)[0].id; /* slot 0 counts */
+
+	if (n % 64 == 0) {
+		struct pack_usage *nv = realloc(*v, (n + 1 + 64) * sizeof(**v));
+
+		if (!nv)
+			return -ENOMEM;
+		*v = nv;
+	}
+	(*v)[n + 1].id = (uint64_t)sqlite3_column_int64(s, 0);
+	(*v)[n + 1].size = (uint64_t)sqlite3_column_int64(s, 1);
+	(*v)[n + 1].live = (uint64_t)sqlite3_column_int64(s, 2);
+	(*v)[0].id = n + 1;
+	return 0;
+}
+
+/* Delete the least recently used files until live data fits max_size. */
+static int evict(struct store *st, uint64_t max_size, struct gc_report *rep)
+{
+	sqlite3 *db = idx_db(store_idx(st));
+	sqlite3_stmt *live, *pick;
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(db,
+				"SELECT total(stored_len) FROM chunks WHERE refs > 0", -1, &live,
+				NULL);
+	if (rc != SQLITE_OK)
+		return idx_errno(rc);
+	rc = sqlite3_prepare_v2(db,
+				"SELECT d.parent, d.name, i.ino, i.size FROM inodes i JOIN dentries d "
+				"ON d.ino = i.ino WHERE i.mode & 61440 = 32768 AND i.size > 0 "
+				"ORDER BY max(i.used, i.mtime / 1000000000) LIMIT 64",
+				-1, &pick, NULL);
+	if (rc != SQLITE_OK) {
+		sqlite3_finalize(live);
+		return idx_errno(rc);
+	}
+	for (;;) {
+		uint64_t used = 0;
+		bool any = false;
+
+		sqlite3_reset(live);
+		if (sqlite3_step(live) == SQLITE_ROW)
+			used = (uint64_t)sqlite3_column_int64(live, 0);
+		if (used <= max_size)
+			break;
+		sqlite3_reset(pick);
+		while (sqlite3_step(pick) == SQLITE_ROW) {
+			uint64_t parent = (uint64_t)sqlite3_column_int64(pick, 0);
+			uint64_t ino = (uint64_t)sqlite3_column_int64(pick, 2);
+			char name[1024];
+			int n = sqlite3_column_bytes(pick, 1);
+			struct idx_inode in;
+
+			if (n <= 0 || n >= (int)sizeof(name))
+				continue;
+			memcpy(name, sqlite3_column_blob(pick, 1), (size_t)n);
+			name[n] = '\0';
+			any = true;
+			r = idx_del_dentry(store_idx(st), parent, name);
+			if (r == 0 && idx_get_inode(store_idx(st), ino, &in) == 1) {
+				in.nlink = in.nlink ? in.nlink - 1 : 0;
+				r = idx_put_inode(store_idx(st), &in);
+				if (r == 0 && in.nlink == 0) {
+					r = idx_delete_inode(store_idx(st), ino);
+					rep->evicted_files++;
+					rep->evicted_bytes += in.size;
+				}
+			}
+			if (r < 0)
+				break;
+		}
+		if (r < 0 || !any)
+			break;
+	}
+	sqlite3_finalize(live);
+	sqlite3_finalize(pick);
+	return r;
+}
+
+static int rewrite_chunk(sqlite3_stmt *s, void *data)
+{
+	struct store *st = ((void **)data)[0];
+	uint8_t *buf = ((void **)data)[1];
+	sqlite3_stmt *upd = ((void **)data)[2];
+	uint64_t id = (uint64_t)sqlite3_column_int64(s, 0);
+	struct pack_loc loc, nloc;
+	chunk_key key;
+	chunk_digest digest;
+	uint64_t pack = (uint64_t)sqlite3_column_int64(s, 3), npack;
+	int64_t raw_len = sqlite3_column_int64(s, 4);
+	int r;
+
+	if (sqlite3_column_bytes(s, 1) != HASH_KEY_SIZE ||
+	    sqlite3_column_bytes(s, 2) != HASH_DIGEST_SIZE || raw_len <= 0 ||
+	    raw_len > PACK_MAX_CHUNK)
+		return -EUCLEAN;
+	memcpy(key.b, sqlite3_column_blob(s, 1), HASH_KEY_SIZE);
+	memcpy(digest.b, sqlite3_column_blob(s, 2), HASH_DIGEST_SIZE);
+	loc.offset = (uint64_t)sqlite3_column_int64(s, 5);
+	loc.stored_len = (uint32_t)sqlite3_column_int64(s, 6);
+	loc.flags = (uint32_t)sqlite3_column_int64(s, 7);
+	r = store_read_chunk(st, pack, &loc, &key, buf, (uint32_t)raw_len);
+	if (r < 0)
+		return r;
+	r = store_append_chunk(st, &key, &digest, buf, (uint32_t)raw_len, &npack, &nloc);
+	if (r < 0)
+		return r;
+	sqlite3_reset(upd);
+	sqlite3_bind_int64(upd, 1, (sqlite3_int64)id);
+	sqlite3_bind_int64(upd, 2, (sqlite3_int64)npack);
+	sqlite3_bind_int64(upd, 3, (sqlite3_int64)nloc.offset);
+	sqlite3_bind_int64(upd, 4, nloc.stored_len);
+	sqlite3_bind_int64(upd, 5, nloc.flags);
+	return sqlite3_step(upd) == SQLITE_DONE ? 0 : -EIO;
+}
+
+int maint_gc(struct store *st, uint64_t max_size, FILE *progress, struct gc_report *ret)
+{
+	sqlite3 *db = idx_db(store_idx(st));
+	struct pack_usage *packs = calloc(65, sizeof(*packs));
+	uint64_t *doomed = NULL;
+	size_t ndoomed = 0;
+	uint8_t *buf = malloc(PACK_MAX_CHUNK);
+	sqlite3_stmt *upd = NULL, *sel = NULL;
+	char name[32];
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	if (!packs || !buf) {
+		r = -ENOMEM;
+		goto out_free;
+	}
+	r = exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out_free;
+	r = idx_delete_orphans(store_idx(st));
+	if (r < 0)
+		goto out_rollback;
+	if (max_size) {
+		r = evict(st, max_size, ret);
+		if (r < 0)
+			goto out_rollback;
+	}
+	ret->chunks_dropped = (uint64_t)sqlite3_total_changes(db);
+	r = exec(db, "DELETE FROM chunks WHERE refs <= 0");
+	if (r < 0)
+		goto out_rollback;
+	ret->chunks_dropped = (uint64_t)sqlite3_total_changes(db) - ret->chunks_dropped;
+	r = each_row(db,
+		     "SELECT p.id, p.size, (SELECT total(c.stored_len + 64) FROM chunks c WHERE "
+		     "c.pack = p.id) FROM packs p",
+		     collect_packs, &packs);
+	if (r < 0)
+		goto out_rollback;
+	if (sqlite3_prepare_v2(db,
+			       "UPDATE chunks SET pack = ?2, off = ?3, stored_len = ?4, flags = ?5 "
+			       "WHERE id = ?1",
+			       -1, &upd, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "DELETE FROM packs WHERE id = ?1", -1, &sel, NULL) !=
+		    SQLITE_OK) {
+		r = -EIO;
+		goto out_rollback;
+	}
+	doomed = calloc((size_t)packs[0].id + 1, sizeof(*doomed));
+	if (!doomed) {
+		r = -ENOMEM;
+		goto out_rollback;
+	}
+	for (size_t i = 1; i <= packs[0].id; i++) {
+		struct pack_usage *p = &packs[i];
+		struct stat stt;
+
+		store_pack_name(p->id, name, sizeof(name));
+		if (fstatat(store_packs_fd(st), name, &stt, 0) == 0)
+			p->size = (uint64_t)stt.st_size;
+		ret->bytes_before += p->size;
+		if (p->live > 0 && p->live * 2 >= p->size)
+			continue;
+		if (p->live > 0) {
+			char sql[256];
+			void *ctx[3] = {st, buf, upd};
+
+			if (progress)
+				fprintf(progress, "rewriting pack %s (%" PRIu64 " of %" PRIu64
+						  " bytes live)\n",
+					name, p->live, p->size);
+			snprintf(sql, sizeof(sql),
+				 "SELECT id, key, digest, pack, raw_len, off, stored_len, flags FROM "
+				 "chunks WHERE pack = %" PRIu64 " ORDER BY off",
+				 p->id);
+			r = each_row(db, sql, rewrite_chunk, ctx);
+			if (r < 0)
+				goto out_rollback;
+			ret->packs_rewritten++;
+		} else {
+			ret->packs_deleted++;
+		}
+		sqlite3_reset(sel);
+		sqlite3_bind_int64(sel, 1, (sqlite3_int64)p->id);
+		if (sqlite3_step(sel) != SQLITE_DONE) {
+			r = -EIO;
+			goto out_rollback;
+		}
+		doomed[ndoomed++] = p->id;
+	}
+	/* New packs durable, then the index, then the old packs may go. */
+	r = store_sync_packs(st);
+	if (r < 0)
+		goto out_rollback;
+	sqlite3_finalize(upd);
+	sqlite3_finalize(sel);
+	upd = sel = NULL;
+	r = exec(db, "COMMIT");
+	if (r < 0)
+		goto out_rollback;
+	exec(db, "PRAGMA wal_checkpoint(FULL)");
+	store_drop_pack_fds(st);
+	for (size_t i = 0; i < ndoomed; i++) {
+		store_pack_name(doomed[i], name, sizeof(name));
+		unlinkat(store_packs_fd(st), name, 0);
+	}
+	{
+		struct fsck_report frep = {0};
+		struct fsck_ctx c = {.st = st, .db = db, .repair = true, .rep = &frep};
+
+		check_leaked_packs(&c);
+		ret->packs_deleted += frep.repaired;
+	}
+	fsync(store_packs_fd(st));
+	{
+		struct idx_stats s;
+
+		if (idx_get_stats(store_idx(st), &s) == 0)
+			ret->bytes_after = s.pack_bytes;
+	}
+	goto out_free;
+out_rollback:
+	sqlite3_finalize(upd);
+	sqlite3_finalize(sel);
+	exec(db, "ROLLBACK");
+out_free:
+	free(doomed);
+	free(packs);
+	free(buf);
+	return r;
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Store maintenance: fsck (check the index against the packs, and repair what can be repaired
+ * without dropping intact data) and gc (reclaim unreferenced chunks by deleting or rewriting
+ * packs, and evict least-recently-used files down to a size).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "store.h"
+
+struct fsck_report {
+	uint64_t inodes, chunks, bytes_checked;
+	uint64_t bad_chunks;       /* unreadable, or content not matching key or digest */
+	uint64_t missing_packs;    /* named by the index, absent on disk */
+	uint64_t bad_refs;         /* chunks.refs not equal to the extents naming it */
+	uint64_t dangling_extents; /* extents naming no chunk */
+	uint64_t bad_extents;      /* a file's extents not covering exactly its size */
+	uint64_t bad_dentries;     /* entries naming no inode */
+	uint64_t bad_nlinks;       /* link counts not matching the entries */
+	uint64_t orphans;          /* inodes with no name (left by a crash) */
+	uint64_t leaked_packs;     /* pack files the index does not know (left by a crash) */
+	uint64_t repaired;
+	uint64_t unrepaired;
+};
+
+/* Problems found, and not repaired, count as damage. */
+bool fsck_clean(const struct fsck_report *r);
+
+/*
+ * Check the store. With repair (the store must be locked by the caller), fix reference counts,
+ * link counts, orphans, leaked packs and dangling entries; damaged chunks cannot be repaired
+ * and are reported with the files that use them. live is true when a daemon has the store
+ * mounted: then the check reads one consistent snapshot and skips the leaked-pack check.
+ * Findings are printed to out, one line each. 0 or -errno (an error of the check itself).
+ */
+int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_report *ret);
+
+struct gc_report {
+	uint64_t evicted_files, evicted_bytes;
+	uint64_t chunks_dropped;
+	uint64_t packs_deleted, packs_rewritten;
+	uint64_t bytes_before, bytes_after; /* pack bytes on disk */
+};
+
+/*
+ * Collect garbage; the caller holds the store lock. With max_size > 0, first evict the least
+ * recently used files until the live data fits in max_size bytes. Packs that are more than half
+ * dead are rewritten, fully dead ones deleted. 0 or -errno.
+ */
+int maint_gc(struct store *st, uint64_t max_size, FILE *progress, struct gc_report *ret);

@@ -1,0 +1,483 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The store directory: layout, config, lock, and the set of packs. See store.h.
+ *
+ * Read descriptors of packs are kept in a small table indexed by pack id, protected by
+ * fds_lock, so that concurrent readers never reopen a pack per read. The active pack writer is
+ * used only under the caller's writer lock.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "util.h"
+
+/* Space kept free so the index can always commit and nothing half-written is left behind. */
+#define STORE_RESERVE (8ull << 20)
+
+struct store {
+	char *dir;
+	int dirfd, packsfd, stagingfd, lockfd;
+	struct chunker_params params;
+	struct idx *idx;
+
+	struct pack_writer *writer; /* active pack; caller's writer lock */
+	uint64_t writer_id;
+
+	pthread_mutex_t fds_lock;
+	int *fds; /* fds[id] or -1; fds_lock */
+	size_t nfds;
+};
+
+char *store_default_dir(void)
+{
+	const char *env = getenv("PKGCACHEFS_STORE");
+	const char *xdg, *home;
+	char *p;
+
+	if (env && *env)
+		return strdup(env);
+	if (geteuid() == 0)
+		return strdup("/var/lib/pkgcachefs");
+	xdg = getenv("XDG_DATA_HOME");
+	if (xdg && *xdg) {
+		if (asprintf(&p, "%s/pkgcachefs", xdg) < 0)
+			return NULL;
+		return p;
+	}
+	home = getenv("HOME");
+	if (!home || !*home)
+		return NULL;
+	if (asprintf(&p, "%s/.local/share/pkgcachefs", home) < 0)
+		return NULL;
+	return p;
+}
+
+void store_pack_name(uint64_t id, char *buf, size_t len)
+{
+	snprintf(buf, len, "%016llx.pack", (unsigned long long)id);
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char *p = strdup(path), *s;
+	int r = 0;
+
+	if (!p)
+		return -ENOMEM;
+	for (s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0755) < 0 && errno != EEXIST) {
+			r = -errno;
+			goto out;
+		}
+		*s = '/';
+	}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		r = -errno;
+out:
+	free(p);
+	return r;
+}
+
+static int write_config(int dirfd, const struct chunker_params *p)
+{
+	char buf[512];
+	int fd, n, r = 0;
+
+	n = snprintf(buf, sizeof(buf),
+		     "# pkgcachefs store. Do not edit: the chunker parameters are fixed at creation.\n"
+		     "format = %d\nchunk_min = %u\nchunk_avg = %u\nchunk_max = %u\n",
+		     STORE_FORMAT_VERSION, p->min, p->avg, p->max);
+	fd = openat(dirfd, "config.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	r = pwrite_all(fd, buf, (size_t)n, 0);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (r == 0 && renameat(dirfd, "config.tmp", dirfd, "config") < 0)
+		r = -errno;
+	if (r == 0 && fsync(dirfd) < 0)
+		r = -errno;
+	return r;
+}
+
+/* The config is untrusted: unknown keys and bad values are errors, not guesses. */
+static int read_config(int dirfd, struct chunker_params *p)
+{
+	char buf[4096], *line, *save;
+	long format = -1;
+	ssize_t n;
+	int fd;
+
+	memset(p, 0, sizeof(*p));
+	fd = openat(dirfd, "config", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	if (n == sizeof(buf) - 1)
+		return -EUCLEAN;
+	buf[n] = '\0';
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char key[32];
+		unsigned long long v;
+		char extra;
+
+		if (line[0] == '#' || line[0] == '\0')
+			continue;
+		if (sscanf(line, "%31[a-z_] = %llu %c", key, &v, &extra) != 2 || v > UINT32_MAX)
+			return -EUCLEAN;
+		if (strcmp(key, "format") == 0)
+			format = (long)v;
+		else if (strcmp(key, "chunk_min") == 0)
+			p->min = (uint32_t)v;
+		else if (strcmp(key, "chunk_avg") == 0)
+			p->avg = (uint32_t)v;
+		else if (strcmp(key, "chunk_max") == 0)
+			p->max = (uint32_t)v;
+		else
+			return -EUCLEAN;
+	}
+	if (format > STORE_FORMAT_VERSION)
+		return -EPROTO;
+	if (format != STORE_FORMAT_VERSION || chunker_params_validate(p) < 0)
+		return -EUCLEAN;
+	return 0;
+}
+
+static int open_subdir(int dirfd, const char *name, bool create)
+{
+	int fd;
+
+	if (create && mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static int take_lock(struct store *st, pid_t *ret_owner)
+{
+	char buf[32];
+	ssize_t n;
+	int fd;
+
+	st->lockfd = openat(st->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (st->lockfd < 0)
+		return -errno;
+	if (flock(st->lockfd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	if (errno != EWOULDBLOCK)
+		return -errno;
+	if (ret_owner) {
+		*ret_owner = 0;
+		fd = openat(st->dirfd, "daemon.pid", O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			n = read(fd, buf, sizeof(buf) - 1);
+			if (n > 0) {
+				buf[n] = '\0';
+				*ret_owner = (pid_t)atoi(buf);
+			}
+			close(fd);
+		}
+	}
+	return -EBUSY;
+}
+
+/* Remove scratch files left by a crash: their data was never committed. */
+static void clear_staging(int fd)
+{
+	DIR *d;
+	struct dirent *de;
+	int dfd = dup(fd);
+
+	if (dfd < 0)
+		return;
+	d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return;
+	}
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			unlinkat(fd, de->d_name, 0);
+	closedir(d);
+}
+
+int store_open(const char *dir, int flags, struct store **ret, pid_t *ret_owner)
+{
+	bool create = flags & STORE_CREATE;
+	struct store *st;
+	char path[4096];
+	int r;
+
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->dirfd = st->packsfd = st->stagingfd = st->lockfd = -1;
+	pthread_mutex_init(&st->fds_lock, NULL);
+	st->dir = strdup(dir);
+	if (!st->dir) {
+		r = -ENOMEM;
+		goto out_free;
+	}
+	if (create) {
+		r = mkdir_p(dir, 0700);
+		if (r < 0)
+			goto out_free;
+	}
+	st->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (st->dirfd < 0) {
+		r = -errno;
+		goto out_free;
+	}
+	if (flags & STORE_LOCK) {
+		r = take_lock(st, ret_owner);
+		if (r < 0)
+			goto out_free;
+	}
+	r = read_config(st->dirfd, &st->params);
+	if (r == -ENOENT && create) {
+		/* A new store, or one whose creation was interrupted before config was written. */
+		st->params = chunker_default_params;
+		r = write_config(st->dirfd, &st->params);
+	}
+	if (r < 0)
+		goto out_free;
+	st->packsfd = open_subdir(st->dirfd, "packs", true);
+	if (st->packsfd < 0) {
+		r = st->packsfd;
+		goto out_free;
+	}
+	st->stagingfd = open_subdir(st->dirfd, "staging", true);
+	if (st->stagingfd < 0) {
+		r = st->stagingfd;
+		goto out_free;
+	}
+	if (flags & STORE_LOCK)
+		clear_staging(st->stagingfd);
+	snprintf(path, sizeof(path), "%s/index.db", dir);
+	r = idx_open(path, true, &st->idx);
+	if (r < 0)
+		goto out_free;
+	chmod(path, 0600);
+	*ret = st;
+	return 0;
+out_free:
+	store_close(st);
+	return r;
+}
+
+int store_close(struct store *st)
+{
+	int r = 0;
+
+	if (!st)
+		return 0;
+	if (st->writer) {
+		r = pack_writer_seal(st->writer);
+		pack_writer_free(st->writer);
+	}
+	idx_close(st->idx);
+	for (size_t i = 0; i < st->nfds; i++)
+		if (st->fds[i] >= 0)
+			close(st->fds[i]);
+	free(st->fds);
+	if (st->lockfd >= 0) {
+		unlinkat(st->dirfd, "daemon.pid", 0);
+		close(st->lockfd);
+	}
+	if (st->stagingfd >= 0)
+		close(st->stagingfd);
+	if (st->packsfd >= 0)
+		close(st->packsfd);
+	if (st->dirfd >= 0)
+		close(st->dirfd);
+	pthread_mutex_destroy(&st->fds_lock);
+	free(st->dir);
+	free(st);
+	return r;
+}
+
+const char *store_dir(const struct store *st)
+{
+	return st->dir;
+}
+
+const struct chunker_params *store_chunker_params(const struct store *st)
+{
+	return &st->params;
+}
+
+struct idx *store_idx(struct store *st)
+{
+	return st->idx;
+}
+
+int store_staging_fd(const struct store *st)
+{
+	return st->stagingfd;
+}
+
+int store_packs_fd(const struct store *st)
+{
+	return st->packsfd;
+}
+
+int store_write_pid(struct store *st)
+{
+	char buf[32];
+	int fd, n, r;
+
+	n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	fd = openat(st->dirfd, "daemon.pid", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	r = pwrite_all(fd, buf, (size_t)n, 0);
+	close(fd);
+	return r;
+}
+
+int store_check_space(struct store *st, uint64_t need)
+{
+	struct statvfs sv;
+
+	if (fstatvfs(st->dirfd, &sv) < 0)
+		return -errno;
+	if ((uint64_t)sv.f_bavail * sv.f_frsize < need + STORE_RESERVE)
+		return -ENOSPC;
+	return 0;
+}
+
+/* Start a new pack. Ids come from the index; a file left by a crash under the same id held
+ * only chunks that were never committed, so it is replaced. */
+static int start_pack(struct store *st)
+{
+	char name[32];
+	uint64_t id;
+	int r;
+
+	r = idx_add_pack(st->idx, &id);
+	if (r < 0)
+		return r;
+	store_pack_name(id, name, sizeof(name));
+	r = pack_writer_create(st->packsfd, name, id, &st->writer);
+	if (r == -EEXIST) {
+		unlinkat(st->packsfd, name, 0);
+		r = pack_writer_create(st->packsfd, name, id, &st->writer);
+	}
+	if (r < 0)
+		return r;
+	st->writer_id = id;
+	return 0;
+}
+
+int store_append_chunk(struct store *st, const chunk_key *key, const chunk_digest *digest,
+		       const void *data, uint32_t len, uint64_t *ret_pack, struct pack_loc *ret_loc)
+{
+	int r;
+
+	r = store_check_space(st, (uint64_t)len + 4096);
+	if (r < 0)
+		return r;
+	if (st->writer && pack_writer_size(st->writer) >= STORE_PACK_TARGET) {
+		r = idx_set_pack_size(st->idx, st->writer_id, pack_writer_size(st->writer));
+		if (r < 0)
+			return r;
+		r = pack_writer_seal(st->writer);
+		pack_writer_free(st->writer);
+		st->writer = NULL;
+		if (r < 0)
+			return r;
+	}
+	if (!st->writer) {
+		r = start_pack(st);
+		if (r < 0)
+			return r;
+	}
+	r = pack_writer_append(st->writer, key, digest, data, len, true, ret_loc);
+	if (r < 0)
+		return r;
+	*ret_pack = st->writer_id;
+	return idx_set_pack_size(st->idx, st->writer_id, pack_writer_size(st->writer));
+}
+
+int store_sync_packs(struct store *st)
+{
+	return st->writer ? pack_writer_sync(st->writer) : 0;
+}
+
+static int pack_fd(struct store *st, uint64_t id)
+{
+	char name[32];
+	int fd;
+
+	pthread_mutex_lock(&st->fds_lock);
+	if (id < st->nfds && st->fds[id] >= 0) {
+		fd = st->fds[id];
+		goto out_unlock;
+	}
+	if (id >= st->nfds) {
+		size_t n = MAX((size_t)id + 1, st->nfds * 2);
+		int *v = realloc(st->fds, n * sizeof(*v));
+
+		if (!v) {
+			fd = -ENOMEM;
+			goto out_unlock;
+		}
+		for (size_t i = st->nfds; i < n; i++)
+			v[i] = -1;
+		st->fds = v;
+		st->nfds = n;
+	}
+	store_pack_name(id, name, sizeof(name));
+	fd = openat(st->packsfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		fd = -errno;
+	else
+		st->fds[id] = fd;
+out_unlock:
+	pthread_mutex_unlock(&st->fds_lock);
+	return fd;
+}
+
+int store_read_chunk(struct store *st, uint64_t pack, const struct pack_loc *loc,
+		     const chunk_key *key, void *buf, uint32_t raw_len)
+{
+	int fd;
+
+	if (pack == 0 || pack > (1ull << 40))
+		return -EIO;
+	fd = pack_fd(st, pack);
+	if (fd == -ENOENT)
+		return -EIO;
+	if (fd < 0)
+		return fd;
+	return pack_read_chunk(fd, loc, key, buf, raw_len);
+}
+
+void store_drop_pack_fds(struct store *st)
+{
+	pthread_mutex_lock(&st->fds_lock);
+	for (size_t i = 0; i < st->nfds; i++) {
+		if (st->fds[i] >= 0)
+			close(st->fds[i]);
+		st->fds[i] = -1;
+	}
+	pthread_mutex_unlock(&st->fds_lock);
+}

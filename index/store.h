@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A store: the directory that holds everything pkgcachefs keeps.
+ *
+ *   STORE/config        text, key = value: format version and chunker parameters (fixed at
+ *                       creation: changing them would silently end dedup)
+ *   STORE/index.db      the SQLite index (idx.h), with its -wal and -shm files
+ *   STORE/packs/        pack files, <16 hex digits of the pack id>.pack (pack.h)
+ *   STORE/staging/      per-inode scratch files holding data written but not yet chunked
+ *   STORE/lock          flock'ed by the one process that may write the store
+ *   STORE/daemon.pid    pid of the mounted daemon, while it runs
+ *
+ * Everything is created 0700/0600: a cache can hold private packages. The store owns the index
+ * connection and the packs; it is not itself thread-safe except where a function says so. The
+ * caller (vfs) serialises writers with its own lock.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "chunker.h"
+#include "hash.h"
+#include "idx.h"
+#include "pack.h"
+
+#define STORE_FORMAT_VERSION 1
+/* Packs are sealed and a new one started past this size. */
+#define STORE_PACK_TARGET (64ull << 20)
+
+struct store;
+
+enum {
+	STORE_CREATE = 1 << 0, /* create the directory and its files when missing */
+	STORE_LOCK = 1 << 1,   /* take the exclusive lock (daemon, gc, fsck --repair) */
+};
+
+/*
+ * Open the store at dir. With STORE_LOCK, -EBUSY when another process holds the lock (then
+ * *ret_owner, if not NULL, gets its pid or 0). -EPROTO when the store was written by a newer
+ * version, -ENOENT when it does not exist and STORE_CREATE was not given, -EUCLEAN when its
+ * config is damaged. *ret is released by store_close.
+ */
+int store_open(const char *dir, int flags, struct store **ret, pid_t *ret_owner);
+/* Seal the active pack, close the index and release the lock. Accepts NULL. 0 or -errno. */
+int store_close(struct store *st);
+
+/* The default store directory: $PKGCACHEFS_STORE, /var/lib/pkgcachefs for root, else
+ * ${XDG_DATA_HOME:-~/.local/share}/pkgcachefs. Malloc'ed; the caller frees. */
+char *store_default_dir(void);
+
+const char *store_dir(const struct store *st);
+const struct chunker_params *store_chunker_params(const struct store *st);
+struct idx *store_idx(struct store *st);
+/* An fd open on STORE/staging, for the vfs's scratch files. */
+int store_staging_fd(const struct store *st);
+
+/* Write the pid file (daemon only). */
+int store_write_pid(struct store *st);
+
+/*
+ * Append a chunk to the active pack (starting a new pack when needed; the caller must be in an
+ * index transaction). Returns 0 with the pack id and location, or -errno (-ENOSPC when the disk
+ * is full or nearly so: a reserve is kept so that the index can still commit).
+ */
+int store_append_chunk(struct store *st, const chunk_key *key, const chunk_digest *digest,
+		       const void *data, uint32_t len, uint64_t *ret_pack, struct pack_loc *ret_loc);
+
+/* fdatasync the active pack if it has unsynced data. 0 or -errno. */
+int store_sync_packs(struct store *st);
+
+/* Read and verify a chunk. Thread-safe. 0, -EIO on damage, or -errno. */
+int store_read_chunk(struct store *st, uint64_t pack, const struct pack_loc *loc,
+		     const chunk_key *key, void *buf, uint32_t raw_len);
+
+/* 0 when at least need bytes (plus the reserve) are free in the store's filesystem; -ENOSPC. */
+int store_check_space(struct store *st, uint64_t need);
+
+/* Forget cached read descriptors of packs (after gc removed or rewrote some). Thread-safe. */
+void store_drop_pack_fds(struct store *st);
+
+/* Name of pack id into buf (at least 32 bytes). */
+void store_pack_name(uint64_t id, char *buf, size_t len);
+/* fd of the packs directory. */
+int store_packs_fd(const struct store *st);

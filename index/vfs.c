@@ -1,0 +1,1880 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The filesystem core. See vfs.h for the data path and durability model.
+ *
+ * Locks, always taken in this order:
+ *   gc_lock (rwlock)  commits hold it shared; gc holds it exclusive, so a chunk found by dedup
+ *                     cannot be reclaimed before the extent that references it is written.
+ *   node->rw          a file's data state: staging fd, dirty flag, cached extents.
+ *   v->lock           the index, the pack writer, the node table, and each node's counters and
+ *                     attribute overrides.
+ * Nobody takes node->rw while holding v->lock.
+ *
+ * A node exists for every inode the kernel holds a lookup reference on or has open. While a
+ * node has a staging file, its size, mtime and ctime in memory override the index's.
+ */
+#include "vfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "chunker.h"
+#include "hash.h"
+#include "idx.h"
+#include "util.h"
+
+#define NODE_BUCKETS 4096
+#define NAME_MAX_LEN 255
+#define XATTR_VALUE_MAX 65536
+#define COMMIT_READ_SIZE (4u << 20)
+
+struct vnode {
+	uint64_t ino;
+	struct vnode *next; /* hash chain; v->lock */
+	uint64_t nlookup;   /* v->lock */
+	unsigned opens;     /* v->lock */
+	bool staged;        /* v->lock (also only changed under rw) */
+	uint64_t size;      /* v->lock; valid while staged */
+	int64_t mtime, ctime;
+
+	pthread_rwlock_t rw;
+	int staging_fd;          /* rw; -1 when not staged */
+	bool dirty;              /* rw; staging content not yet committed */
+	struct idx_extent *ext;  /* rw; committed extents, loaded while open */
+	size_t next_count;
+	bool ext_valid;
+};
+
+struct vfs_file {
+	struct vnode *n;
+	int flags;
+	pthread_mutex_t cache_lock; /* the last chunk read, for reads smaller than a chunk */
+	uint64_t cache_chunk;
+	uint32_t cache_len;
+	uint8_t *cache;
+};
+
+struct vfs {
+	struct store *st;
+	struct idx *x;
+	struct chunker_params cp;
+	unsigned interval_ms;
+
+	pthread_rwlock_t gc_lock;
+	pthread_mutex_t lock;
+	struct vnode *buckets[NODE_BUCKETS]; /* lock */
+	uint64_t commits;                    /* lock; commits done */
+
+	pthread_mutex_t sync_lock;
+	uint64_t durable; /* sync_lock; commits known durable */
+	int wal_fd;       /* sync_lock */
+
+	pthread_t thread;
+	pthread_cond_t cond; /* with lock: wakes the commit thread */
+	bool stop;           /* lock */
+	int last_error;      /* lock; last background commit failure */
+};
+
+static void stat_from_inode(const struct idx_inode *in, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = in->ino;
+	st->st_mode = in->mode;
+	st->st_nlink = in->nlink;
+	st->st_uid = in->uid;
+	st->st_gid = in->gid;
+	st->st_rdev = in->rdev;
+	st->st_size = (off_t)in->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)((in->size + 511) / 512);
+	st->st_atim.tv_sec = in->atime / 1000000000;
+	st->st_atim.tv_nsec = in->atime % 1000000000;
+	st->st_mtim.tv_sec = in->mtime / 1000000000;
+	st->st_mtim.tv_nsec = in->mtime % 1000000000;
+	st->st_ctim.tv_sec = in->ctime / 1000000000;
+	st->st_ctim.tv_nsec = in->ctime % 1000000000;
+}
+
+static int64_t ts_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+/* ---- node table (v->lock held) ---- */
+
+static struct vnode *node_find(struct vfs *v, uint64_t ino)
+{
+	struct vnode *n;
+
+	for (n = v->buckets[ino % NODE_BUCKETS]; n; n = n->next)
+		if (n->ino == ino)
+			return n;
+	return NULL;
+}
+
+static struct vnode *node_get(struct vfs *v, uint64_t ino)
+{
+	struct vnode *n = node_find(v, ino);
+
+	if (n)
+		return n;
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	n->ino = ino;
+	n->staging_fd = -1;
+	pthread_rwlock_init(&n->rw, NULL);
+	n->next = v->buckets[ino % NODE_BUCKETS];
+	v->buckets[ino % NODE_BUCKETS] = n;
+	return n;
+}
+
+static void node_unlink_free(struct vfs *v, struct vnode *n)
+{
+	struct vnode **p;
+
+	for (p = &v->buckets[n->ino % NODE_BUCKETS]; *p; p = &(*p)->next) {
+		if (*p == n) {
+			*p = n->next;
+			break;
+		}
+	}
+	if (n->staging_fd >= 0)
+		close(n->staging_fd);
+	free(n->ext);
+	pthread_rwlock_destroy(&n->rw);
+	free(n);
+}
+
+/* An inode with no names left goes once nothing holds it; v->lock held, in a transaction. */
+static int reap_if_unused(struct vfs *v, uint64_t ino)
+{
+	struct vnode *n = node_find(v, ino);
+	struct idx_inode in;
+	int r;
+
+	if (n && (n->nlookup > 0 || n->opens > 0))
+		return 0;
+	r = idx_get_inode(v->x, ino, &in);
+	if (r <= 0 || in.nlink > 0)
+		return r;
+	r = idx_delete_inode(v->x, ino);
+	if (r == 0 && n) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "%llu", (unsigned long long)ino);
+		unlinkat(store_staging_fd(v->st), name, 0);
+		node_unlink_free(v, n);
+	}
+	return r;
+}
+
+/* Apply a staged node's in-memory attributes; v->lock held. */
+static void apply_override(struct vfs *v, struct stat *st)
+{
+	struct vnode *n = node_find(v, st->st_ino);
+
+	if (!n || !n->staged)
+		return;
+	st->st_size = (off_t)n->size;
+	st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
+	st->st_mtim.tv_sec = n->mtime / 1000000000;
+	st->st_mtim.tv_nsec = n->mtime % 1000000000;
+	st->st_ctim.tv_sec = n->ctime / 1000000000;
+	st->st_ctim.tv_nsec = n->ctime % 1000000000;
+}
+
+/* Read an inode with overrides applied; v->lock held. 0, -ENOENT or -errno. */
+static int get_stat(struct vfs *v, uint64_t ino, struct stat *st)
+{
+	struct idx_inode in;
+	int r = idx_get_inode(v->x, ino, &in);
+
+	if (r == 0)
+		return -ENOENT;
+	if (r < 0)
+		return r;
+	stat_from_inode(&in, st);
+	apply_override(v, st);
+	return 0;
+}
+
+/* ---- commit and durability ---- */
+
+/* Commit the open transaction; v->lock held. Packs first, so the index never names bytes
+ * that could be lost. */
+static int commit_locked(struct vfs *v)
+{
+	int r;
+
+	if (!idx_in_txn(v->x))
+		return 0;
+	r = store_sync_packs(v->st);
+	if (r < 0)
+		return r;
+	r = idx_commit(v->x);
+	if (r == 0)
+		v->commits++;
+	return r;
+}
+
+static int begin(struct vfs *v)
+{
+	return idx_begin(v->x);
+}
+
+/* One operation's changes, undone together on failure; v->lock held. */
+static int op_begin(struct vfs *v)
+{
+	return idx_op_begin(v->x);
+}
+
+static int op_end(struct vfs *v, int r)
+{
+	idx_op_end(v->x, r < 0);
+	return r;
+}
+
+int vfs_sync(struct vfs *v)
+{
+	uint64_t target;
+	int r;
+
+	pthread_mutex_lock(&v->lock);
+	r = commit_locked(v);
+	target = v->commits;
+	pthread_mutex_unlock(&v->lock);
+	if (r < 0)
+		return r;
+
+	pthread_mutex_lock(&v->sync_lock);
+	if (v->durable >= target)
+		goto out_unlock;
+	if (v->wal_fd < 0) {
+		v->wal_fd = open(idx_wal_path(v->x), O_RDONLY | O_CLOEXEC);
+		if (v->wal_fd < 0) {
+			r = -errno;
+			goto out_unlock;
+		}
+	}
+	if (fdatasync(v->wal_fd) < 0) {
+		r = -errno;
+		goto out_unlock;
+	}
+	v->durable = target;
+out_unlock:
+	pthread_mutex_unlock(&v->sync_lock);
+	return r;
+}
+
+static void *commit_thread(void *arg)
+{
+	struct vfs *v = arg;
+
+	pthread_mutex_lock(&v->lock);
+	while (!v->stop) {
+		struct timespec ts;
+		int r;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += v->interval_ms / 1000;
+		ts.tv_nsec += (long)(v->interval_ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&v->cond, &v->lock, &ts);
+		r = commit_locked(v);
+		if (r < 0 && r != v->last_error)
+			log_warn("background commit failed: %s", strerror(-r));
+		v->last_error = r;
+	}
+	pthread_mutex_unlock(&v->lock);
+	return NULL;
+}
+
+/* ---- chunk I/O ---- */
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Store one chunk (dedup by key, confirmed by digest); v->lock held, in a transaction. */
+static int put_chunk(struct vfs *v, const uint8_t *data, uint32_t len, uint64_t *ret_id)
+{
+	chunk_key key;
+	chunk_digest digest;
+	struct pack_loc loc;
+	uint64_t pack;
+	int r;
+
+	hash_key(data, len, &key);
+	hash_digest(data, len, &digest);
+	r = idx_find_chunk(v->x, &key, &digest, ret_id);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	r = store_append_chunk(v->st, &key, &digest, data, len, &pack, &loc);
+	if (r < 0)
+		return r;
+	return idx_add_chunk(v->x, &key, &digest, len, pack, &loc, ret_id);
+}
+
+struct ext_vec {
+	struct idx_extent *e;
+	size_t n, cap;
+};
+
+static int ext_push(struct ext_vec *ev, uint64_t off, uint32_t len, uint64_t chunk)
+{
+	if (ev->n && !chunk && !ev->e[ev->n - 1].chunk &&
+	    (uint64_t)ev->e[ev->n - 1].len + len <= UINT32_MAX) {
+		ev->e[ev->n - 1].len += len; /* merge adjacent holes */
+		return 0;
+	}
+	if (ev->n == ev->cap) {
+		size_t ncap = ev->cap ? ev->cap * 2 : 64;
+		struct idx_extent *ne = realloc(ev->e, ncap * sizeof(*ne));
+
+		if (!ne)
+			return -ENOMEM;
+		ev->e = ne;
+		ev->cap = ncap;
+	}
+	memset(&ev->e[ev->n], 0, sizeof(ev->e[0]));
+	ev->e[ev->n].off = off;
+	ev->e[ev->n].len = len;
+	ev->e[ev->n].chunk = chunk;
+	ev->n++;
+	return 0;
+}
+
+/* One chunk of the staging file: a hole when all zero, else stored. */
+static int emit_chunk(struct vfs *v, struct ext_vec *ev, uint64_t off, const uint8_t *p,
+		      uint32_t len)
+{
+	uint64_t id = 0;
+	int r;
+
+	if (!all_zero(p, len)) {
+		pthread_mutex_lock(&v->lock);
+		r = begin(v);
+		if (r == 0)
+			r = put_chunk(v, p, len, &id);
+		pthread_mutex_unlock(&v->lock);
+		if (r < 0)
+			return r;
+	}
+	return ext_push(ev, off, len, id);
+}
+
+/*
+ * Cut the staging file into chunks and make them the file's extents. node->rw held for
+ * writing; gc_lock held shared by the caller.
+ */
+static int commit_node(struct vfs *v, struct vnode *n)
+{
+	struct ext_vec ev = {0};
+	struct chunker ch;
+	struct stat sst;
+	uint8_t *buf;
+	size_t cap = COMMIT_READ_SIZE + v->cp.max, len = 0, start = 0, scanned = 0;
+	uint64_t file_off = 0, base = 0, size;
+	int r = 0;
+
+	if (fstat(n->staging_fd, &sst) < 0)
+		return -errno;
+	size = (uint64_t)sst.st_size;
+	buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
+	chunker_init(&ch, &v->cp);
+	for (;;) {
+		ssize_t got = 0;
+
+		if (file_off < size) {
+			got = pread(n->staging_fd, buf + len, MIN(cap - len, size - file_off),
+				    (off_t)file_off);
+			if (got < 0) {
+				r = -errno;
+				goto out_free;
+			}
+			if (got == 0) {
+				r = -EIO; /* the staging file shrank under us: a bug */
+				goto out_free;
+			}
+			file_off += (uint64_t)got;
+			len += (size_t)got;
+		}
+		while (scanned < len) {
+			size_t cut = chunker_scan(&ch, buf + scanned, len - scanned);
+
+			if (cut == CHUNKER_NO_CUT) {
+				scanned = len;
+				break;
+			}
+			scanned += cut;
+			r = emit_chunk(v, &ev, base, buf + start, (uint32_t)(scanned - start));
+			if (r < 0)
+				goto out_free;
+			base += scanned - start;
+			start = scanned;
+		}
+		if (file_off >= size)
+			break;
+		memmove(buf, buf + start, len - start);
+		len -= start;
+		scanned -= start;
+		start = 0;
+	}
+	if (len > start) {
+		r = emit_chunk(v, &ev, base, buf + start, (uint32_t)(len - start));
+		if (r < 0)
+			goto out_free;
+	}
+
+	pthread_mutex_lock(&v->lock);
+	r = begin(v);
+	if (r == 0)
+		r = idx_set_extents(v->x, n->ino, ev.e, ev.n);
+	if (r == 0) {
+		struct idx_inode in;
+
+		r = idx_get_inode(v->x, n->ino, &in);
+		if (r == 1) {
+			in.size = size;
+			in.mtime = n->mtime;
+			in.ctime = n->ctime;
+			r = idx_put_inode(v->x, &in);
+		} else if (r == 0) {
+			r = -ENOENT;
+		}
+	}
+	if (r == 0) {
+		free(n->ext);
+		n->ext = NULL;
+		n->ext_valid = false;
+		r = idx_get_extents(v->x, n->ino, &n->ext, &n->next_count);
+		n->ext_valid = r == 0;
+		n->dirty = false;
+	}
+	pthread_mutex_unlock(&v->lock);
+out_free:
+	free(ev.e);
+	free(buf);
+	return r;
+}
+
+/* Commit under the gc lock. node->rw held for writing. */
+static int commit_node_gc(struct vfs *v, struct vnode *n)
+{
+	int r;
+
+	if (!n->dirty)
+		return 0;
+	pthread_rwlock_rdlock(&v->gc_lock);
+	r = commit_node(v, n);
+	pthread_rwlock_unlock(&v->gc_lock);
+	return r;
+}
+
+/* Load committed extents into the node; rw held for writing. */
+static int load_extents(struct vfs *v, struct vnode *n)
+{
+	int r;
+
+	if (n->ext_valid)
+		return 0;
+	pthread_mutex_lock(&v->lock);
+	free(n->ext);
+	n->ext = NULL;
+	r = idx_get_extents(v->x, n->ino, &n->ext, &n->next_count);
+	n->ext_valid = r == 0;
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+/* Read one committed extent's chunk into buf (len bytes). */
+static int read_extent(struct vfs *v, const struct idx_extent *e, uint8_t *buf)
+{
+	if (!e->chunk) {
+		memset(buf, 0, e->len);
+		return 0;
+	}
+	return store_read_chunk(v->st, e->pack, &e->loc, &e->key, buf, e->len);
+}
+
+/* Index of the extent containing off, or n when none; ext sorted by off. */
+static size_t find_extent(const struct idx_extent *ext, size_t n, uint64_t off)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (ext[mid].off + ext[mid].len <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Read committed content [off, off + size) clipped to file_size; rw held. */
+static ssize_t read_committed(struct vfs *v, struct vfs_file *f, struct vnode *n, uint8_t *out,
+			      size_t size, uint64_t off, uint64_t file_size)
+{
+	size_t done = 0, i;
+	uint8_t *tmp = NULL;
+	ssize_t r = 0;
+
+	if (off >= file_size)
+		return 0;
+	size = (size_t)MIN((uint64_t)size, file_size - off);
+	for (i = find_extent(n->ext, n->next_count, off); i < n->next_count && done < size; i++) {
+		const struct idx_extent *e = &n->ext[i];
+		uint64_t pos = off + done;
+		size_t skip, take;
+
+		if (e->off > pos) {
+			/* A gap in the extents reads as zeros (a file extended by truncate). */
+			take = (size_t)MIN(e->off - pos, (uint64_t)(size - done));
+			memset(out + done, 0, take);
+			done += take;
+			if (done == size)
+				break;
+			pos = off + done;
+		}
+		skip = (size_t)(pos - e->off);
+		take = MIN((size_t)e->len - skip, size - done);
+		if (!e->chunk) {
+			memset(out + done, 0, take);
+		} else if (skip == 0 && take == e->len) {
+			r = read_extent(v, e, out + done);
+			if (r < 0)
+				goto out;
+		} else {
+			pthread_mutex_lock(&f->cache_lock);
+			if (f->cache_chunk != e->chunk || f->cache_len != e->len) {
+				tmp = realloc(f->cache, e->len);
+				if (!tmp) {
+					pthread_mutex_unlock(&f->cache_lock);
+					r = -ENOMEM;
+					goto out;
+				}
+				f->cache = tmp;
+				f->cache_chunk = 0;
+				r = read_extent(v, e, f->cache);
+				if (r < 0) {
+					pthread_mutex_unlock(&f->cache_lock);
+					goto out;
+				}
+				f->cache_chunk = e->chunk;
+				f->cache_len = e->len;
+			}
+			memcpy(out + done, f->cache + skip, take);
+			pthread_mutex_unlock(&f->cache_lock);
+		}
+		done += take;
+	}
+	if (done < size) {
+		memset(out + done, 0, size - done);
+		done = size;
+	}
+	r = (ssize_t)done;
+out:
+	return r;
+}
+
+/* Give the node a staging file holding its committed content; rw held for writing. */
+static int stage(struct vfs *v, struct vnode *n)
+{
+	char name[32];
+	struct stat st;
+	uint8_t *buf = NULL;
+	int fd, r;
+
+	if (n->staging_fd >= 0)
+		return 0;
+	pthread_mutex_lock(&v->lock);
+	r = get_stat(v, n->ino, &st);
+	pthread_mutex_unlock(&v->lock);
+	if (r < 0)
+		return r;
+	r = load_extents(v, n);
+	if (r < 0)
+		return r;
+	r = store_check_space(v->st, (uint64_t)st.st_size);
+	if (r < 0)
+		return r;
+	snprintf(name, sizeof(name), "%llu", (unsigned long long)n->ino);
+	fd = openat(store_staging_fd(v->st), name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	for (size_t i = 0; i < n->next_count; i++) {
+		const struct idx_extent *e = &n->ext[i];
+
+		if (!e->chunk || e->off >= (uint64_t)st.st_size)
+			continue;
+		buf = realloc(buf, e->len);
+		if (!buf) {
+			r = -ENOMEM;
+			goto out_close;
+		}
+		r = read_extent(v, e, buf);
+		if (r == 0)
+			r = pwrite_all(fd, buf, (size_t)MIN((uint64_t)e->len, st.st_size - e->off),
+				       (off_t)e->off);
+		if (r < 0)
+			goto out_close;
+	}
+	if (ftruncate(fd, st.st_size) < 0) {
+		r = -errno;
+		goto out_close;
+	}
+	free(buf);
+	n->staging_fd = fd;
+	pthread_mutex_lock(&v->lock);
+	n->staged = true;
+	n->size = (uint64_t)st.st_size;
+	n->mtime = ts_ns(&st.st_mtim);
+	n->ctime = ts_ns(&st.st_ctim);
+	pthread_mutex_unlock(&v->lock);
+	return 0;
+out_close:
+	free(buf);
+	close(fd);
+	unlinkat(store_staging_fd(v->st), name, 0);
+	return r;
+}
+
+/* Drop the staging file of a clean node; rw held for writing. */
+static void unstage(struct vfs *v, struct vnode *n)
+{
+	char name[32];
+
+	if (n->staging_fd < 0)
+		return;
+	close(n->staging_fd);
+	n->staging_fd = -1;
+	n->dirty = false;
+	snprintf(name, sizeof(name), "%llu", (unsigned long long)n->ino);
+	unlinkat(store_staging_fd(v->st), name, 0);
+	pthread_mutex_lock(&v->lock);
+	n->staged = false;
+	pthread_mutex_unlock(&v->lock);
+}
+
+/* ---- setup ---- */
+
+static int init_root(struct vfs *v)
+{
+	struct idx_inode in;
+	uint64_t ino;
+	int r;
+
+	r = idx_get_inode(v->x, IDX_ROOT_INO, &in);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	memset(&in, 0, sizeof(in));
+	in.mode = S_IFDIR | 0755;
+	in.uid = getuid();
+	in.gid = getgid();
+	in.nlink = 2;
+	in.parent = IDX_ROOT_INO;
+	in.atime = in.mtime = in.ctime = now_ns();
+	r = idx_new_inode(v->x, &in, &ino);
+	if (r == 0 && ino != IDX_ROOT_INO)
+		r = -EUCLEAN;
+	return r;
+}
+
+int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
+{
+	struct vfs *v;
+	int r;
+
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->st = st;
+	v->x = store_idx(st);
+	v->cp = *store_chunker_params(st);
+	v->interval_ms = o && o->commit_interval_ms ? o->commit_interval_ms : 1000;
+	v->wal_fd = -1;
+	pthread_rwlock_init(&v->gc_lock, NULL);
+	pthread_mutex_init(&v->lock, NULL);
+	pthread_mutex_init(&v->sync_lock, NULL);
+	pthread_cond_init(&v->cond, NULL);
+
+	r = begin(v);
+	if (r == 0)
+		r = init_root(v);
+	if (r == 0) {
+		r = idx_delete_orphans(v->x);
+		if (r > 0)
+			log_debug("removed %d orphaned inodes", r);
+	}
+	if (r >= 0)
+		r = commit_locked(v);
+	if (r < 0)
+		goto out_free;
+	r = -pthread_create(&v->thread, NULL, commit_thread, v);
+	if (r < 0)
+		goto out_free;
+	*ret = v;
+	return 0;
+out_free:
+	pthread_mutex_destroy(&v->lock);
+	free(v);
+	return r;
+}
+
+int vfs_close(struct vfs *v)
+{
+	int r, r2;
+
+	if (!v)
+		return 0;
+	pthread_mutex_lock(&v->lock);
+	v->stop = true;
+	pthread_cond_signal(&v->cond);
+	pthread_mutex_unlock(&v->lock);
+	pthread_join(v->thread, NULL);
+
+	/* Files still open (a lazy unmount) are committed as they are. */
+	for (size_t b = 0; b < NODE_BUCKETS; b++) {
+		while (v->buckets[b]) {
+			struct vnode *n = v->buckets[b];
+
+			pthread_rwlock_wrlock(&n->rw);
+			if (n->dirty) {
+				r = commit_node_gc(v, n);
+				if (r < 0)
+					log_error("inode %llu: data lost: %s",
+						  (unsigned long long)n->ino, strerror(-r));
+			}
+			unstage(v, n);
+			pthread_rwlock_unlock(&n->rw);
+			n->nlookup = 0;
+			n->opens = 0;
+			pthread_mutex_lock(&v->lock);
+			begin(v);
+			if (reap_if_unused(v, n->ino) < 0 || node_find(v, n->ino) == n)
+				node_unlink_free(v, n);
+			pthread_mutex_unlock(&v->lock);
+		}
+	}
+	r = vfs_sync(v);
+	if (v->wal_fd >= 0)
+		close(v->wal_fd);
+	r2 = store_close(v->st);
+	if (r == 0)
+		r = r2;
+	pthread_mutex_destroy(&v->lock);
+	pthread_mutex_destroy(&v->sync_lock);
+	pthread_rwlock_destroy(&v->gc_lock);
+	pthread_cond_destroy(&v->cond);
+	free(v);
+	return r;
+}
+
+struct store *vfs_store(struct vfs *v)
+{
+	return v->st;
+}
+
+/* ---- namespace ---- */
+
+static int check_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0)
+		return -ENOENT;
+	if (len > NAME_MAX_LEN)
+		return -ENAMETOOLONG;
+	if (strchr(name, '/'))
+		return -EINVAL;
+	return 0;
+}
+
+int vfs_lookup(struct vfs *v, uint64_t parent, const char *name, struct stat *ret)
+{
+	uint64_t ino;
+	struct vnode *n;
+	int r;
+
+	r = check_name(name);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&v->lock);
+	r = idx_lookup(v->x, parent, name, &ino);
+	if (r == 0)
+		r = -ENOENT;
+	if (r < 0)
+		goto out_unlock;
+	r = get_stat(v, ino, ret);
+	if (r < 0)
+		goto out_unlock;
+	n = node_get(v, ino);
+	if (!n) {
+		r = -ENOMEM;
+		goto out_unlock;
+	}
+	n->nlookup++;
+out_unlock:
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+void vfs_ref(struct vfs *v, uint64_t ino)
+{
+	struct vnode *n;
+
+	pthread_mutex_lock(&v->lock);
+	n = node_get(v, ino);
+	if (n)
+		n->nlookup++;
+	pthread_mutex_unlock(&v->lock);
+}
+
+void vfs_forget(struct vfs *v, uint64_t ino, uint64_t nlookup)
+{
+	struct vnode *n;
+
+	pthread_mutex_lock(&v->lock);
+	n = node_find(v, ino);
+	if (!n)
+		goto out_unlock;
+	n->nlookup = nlookup >= n->nlookup ? 0 : n->nlookup - nlookup;
+	if (n->nlookup > 0 || n->opens > 0)
+		goto out_unlock;
+	if (begin(v) == 0)
+		reap_if_unused(v, ino);
+	n = node_find(v, ino);
+	if (n && n->nlookup == 0 && n->opens == 0 && n->staging_fd < 0)
+		node_unlink_free(v, n);
+out_unlock:
+	pthread_mutex_unlock(&v->lock);
+}
+
+int vfs_getattr(struct vfs *v, uint64_t ino, struct stat *ret)
+{
+	int r;
+
+	pthread_mutex_lock(&v->lock);
+	r = get_stat(v, ino, ret);
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+/* Bump mtime and ctime of a directory; v->lock held, in a transaction. */
+static int touch_dir(struct vfs *v, uint64_t ino, int64_t now, int nlink_delta)
+{
+	struct idx_inode in;
+	int r = idx_get_inode(v->x, ino, &in);
+
+	if (r <= 0)
+		return r < 0 ? r : -ENOENT;
+	in.mtime = in.ctime = now;
+	in.nlink = (uint32_t)((int64_t)in.nlink + nlink_delta);
+	return idx_put_inode(v->x, &in);
+}
+
+/* Create an inode named name in parent; v->lock held. */
+static int make_node(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const char *name,
+		     mode_t mode, dev_t rdev, const char *target, struct stat *ret)
+{
+	struct idx_inode pin, in;
+	uint64_t ino, existing;
+	struct vnode *n;
+	int64_t now = now_ns();
+	int r;
+
+	r = check_name(name);
+	if (r < 0)
+		return r;
+	r = begin(v);
+	if (r < 0)
+		return r;
+	r = idx_get_inode(v->x, parent, &pin);
+	if (r <= 0)
+		return r < 0 ? r : -ENOENT;
+	if (!S_ISDIR(pin.mode))
+		return -ENOTDIR;
+	if (pin.nlink == 0)
+		return -ENOENT; /* creating in a removed directory */
+	r = idx_lookup(v->x, parent, name, &existing);
+	if (r != 0)
+		return r < 0 ? r : -EEXIST;
+
+	memset(&in, 0, sizeof(in));
+	in.mode = mode;
+	in.uid = c->uid;
+	in.gid = c->gid;
+	/* BSD group semantics in a setgid directory, as ext4 does. */
+	if (pin.mode & S_ISGID) {
+		in.gid = pin.gid;
+		if (S_ISDIR(mode))
+			in.mode |= S_ISGID;
+	}
+	in.nlink = S_ISDIR(mode) ? 2 : 1;
+	in.parent = S_ISDIR(mode) ? parent : 0;
+	in.rdev = rdev;
+	in.size = target ? strlen(target) : 0;
+	in.atime = in.mtime = in.ctime = now;
+	r = idx_new_inode(v->x, &in, &ino);
+	if (r < 0)
+		return r;
+	in.ino = ino;
+	if (target) {
+		r = idx_set_target(v->x, ino, target);
+		if (r < 0)
+			return r;
+	}
+	r = idx_add_dentry(v->x, parent, name, ino);
+	if (r < 0)
+		return r;
+	r = touch_dir(v, parent, now, S_ISDIR(mode) ? 1 : 0);
+	if (r < 0)
+		return r;
+	n = node_get(v, ino);
+	if (!n)
+		return -ENOMEM;
+	n->nlookup++;
+	stat_from_inode(&in, ret);
+	return 0;
+}
+
+int vfs_mknod(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const char *name,
+	      mode_t mode, dev_t rdev, struct stat *ret)
+{
+	int r;
+
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+	case S_IFIFO:
+	case S_IFSOCK:
+	case S_IFCHR:
+	case S_IFBLK:
+		break;
+	case 0:
+		mode |= S_IFREG;
+		break;
+	default:
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&v->lock);
+	r = op_begin(v);
+	if (r == 0)
+		r = op_end(v, make_node(v, c, parent, name, mode, rdev, NULL, ret));
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+int vfs_mkdir(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const char *name,
+	      mode_t mode, struct stat *ret)
+{
+	int r;
+
+	pthread_mutex_lock(&v->lock);
+	r = op_begin(v);
+	if (r == 0)
+		r = op_end(v, make_node(v, c, parent, name, S_IFDIR | (mode & 07777), 0, NULL, ret));
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+int vfs_symlink(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const char *name,
+		const char *target, struct stat *ret)
+{
+	int r;
+
+	if (strlen(target) >= 4096)
+		return -ENAMETOOLONG;
+	pthread_mutex_lock(&v->lock);
+	r = op_begin(v);
+	if (r == 0)
+		r = op_end(v, make_node(v, c, parent, name, S_IFLNK | 0777, 0, target, ret));
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+int vfs_readlink(struct vfs *v, uint64_t ino, char *buf, size_t len)
+{
+	int r;
+
+	pthread_mutex_lock(&v->lock);
+	r = idx_get_target(v->x, ino, buf, len);
+	pthread_mutex_unlock(&v->lock);
+	if (r == 0)
+		return -EINVAL;
+	return r < 0 ? r : 0;
+}
+
+int vfs_link(struct vfs *v, uint64_t ino, uint64_t newparent, const char *newname,
+	     struct stat *ret)
+{
+	struct idx_inode in;
+	uint64_t existing;
+	struct vnode *n;
+	int64_t now = now_ns();
+	int r;
+
+	r = check_name(newname);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&v->lock);
+	r = op_begin(v);
+	if (r < 0) {
+		pthread_mutex_unlock(&v->lock);
+		return r;
+	}
+	r = idx_get_inode(v->x, ino, &in);
+	if (r <= 0) {
+		r = r < 0 ? r : -ENOENT;
+		goto out_unlock;
+	}
+	if (S_ISDIR(in.mode)) {
+		r = -EPERM;
+		goto out_unlock;
+	}
+	if (in.nlink >= 65000) {
+		r = -EMLINK;
+		goto out_unlock;
+	}
+	r = idx_lookup(v->x, newparent, newname, &existing);
+	if (r != 0) {
+		r = r < 0 ? r : -EEXIST;
+		goto out_unlock;
+	}
+	r = idx_add_dentry(v->x, newparent, newname, ino);
+	if (r < 0)
+		goto out_unlock;
+	in.nlink++;
+	in.ctime = now;
+	r = idx_put_inode(v->x, &in);
+	if (r == 0)
+		r = touch_dir(v, newparent, now, 0);
+	if (r < 0)
+		goto out_unlock;
+	n = node_get(v, ino);
+	if (!n) {
+		r = -ENOMEM;
+		goto out_unlock;
+	}
+	n->nlookup++;
+	stat_from_inode(&in, ret);
+	apply_override(v, ret);
+	ret->st_ctim.tv_sec = now / 1000000000;
+	ret->st_ctim.tv_nsec = now % 1000000000;
+	if (n->staged)
+		n->ctime = now;
+out_unlock:
+	r = op_end(v, r);
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+/* Drop one name of ino; v->lock held, in a transaction. */
+static int drop_name(struct vfs *v, uint64_t ino, int64_t now)
+{
+	struct idx_inode in;
+	struct vnode *n;
+	int r = idx_get_inode(v->x, ino, &in);
+
+	if (r <= 0)
+		return r < 0 ? r : -ENOENT;
+	if (S_ISDIR(in.mode))
+		in.nlink = 0;
+	else if (in.nlink > 0)
+		in.nlink--;
+	in.ctime = now;
+	n = node_find(v, ino);
+	if (n && n->staged)
+		n->ctime = now;
+	r = idx_put_inode(v->x, &in);
+	if (r < 0)
+		return r;
+	return in.nlink == 0 ? reap_if_unused(v, ino) : 0;
+}
+
+int vfs_unlink(struct vfs *v, uint64_t parent, const char *name)
+{
+	struct idx_inode in;
+	uint64_t ino;
+	int64_t now = now_ns();
+	int r;
+
+	pthread_mutex_lock(&v->lock);
+	r = op_begin(v);
+	if (r < 0) {
+		pthread_mutex_unlock(&v->lock);
+		return r;
+	}
+	r = idx_lookup(v->x, parent, name, &ino);
+	if (r <= 0) {
+		r = r < 0 ? r : -ENOENT;
+		goto out_unlock;
+	}
+	r = idx_get_inode(v->x, ino, &in);
+	if (r <= 0) {
+		r = r < 0 ? r : -ENOENT;
+		goto out_unlock;
+	}
+	if (S_ISDIR(in.mode)) {
+		r = -EISDIR;
+		goto out_unlock;
+	}
+	r = idx_del_dentry(v->x, parent, name);
+	if (r == 0)
+		r = touch_dir(v, parent, now, 0);
+	if (r == 0)
+		r = drop_name(v, ino, now);
+out_unlock:
+	r = op_end(v, r);
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+int vfs_rmdir(struct vfs *v, uint64_t parent, const char *name)
+{
+	struct idx_inode in;
+	uint64_t ino;
+	int64_t now = now_ns();
+	int r;
+
+	if (strcmp(name, ".") == 0)
+		return -EINVAL;
+	if (strcmp(name, "..") == 0)
+		return -ENOTEMPTY;
+	pthread_mutex_lock(&v->lock);
+	r = op_begin(v);
+	if (r < 0) {
+		pthread_mutex_unlock(&v->lock);
+		return r;
+	}
+	r = idx_lookup(v->x, parent, name, &ino);
+	if (r <= 0) {
+		r = r < 0 ? r : -ENOENT;
+		goto out_unlock;
+	}
+	r = idx_get_inode(v->x, ino, &in);
+	if (r <= 0) {
+		r = r < 0 ? r : -ENOENT;
+		goto out_unlock;
+	}
+	if (!S_ISDIR(in.mode)) {
+		r = -ENOTDIR;
+		goto out_unlock;
+	}
+	r = idx_dir_is_empty(v->x, ino);
+	if (r == 0) {
+		r = -ENOTEMPTY;
+		goto out_unlock;
+	}
+	if (r < 0)
+		goto out_unlock;
+	r = idx_del_dentry(v->x, parent, name);
+	if (r == 0)
+		r = touch_dir(v, parent, now, -1);
+	if (r == 0)
+		r = drop_name(v, ino, now);
+out_unlock:
+	r = op_end(v, r);
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+/* 1 when dir is anc or below it; v->lock held. */
+static int is_descendant(struct vfs *v, uint64_t dir, uint64_t anc)
+{
+	struct idx_inode in;
+	unsigned depth = 0;
+
+	while (depth++ < 100000) {
+		int r;
+
+		if (dir == anc)
+			return 1;
+		if (dir == IDX_ROOT_INO)
+			return 0;
+		r = idx_get_inode(v->x, dir, &in);
+		if (r <= 0)
+			return r < 0 ? r : 0;
+		dir = in.parent;
+	}
+	return -ELOOP;
+}
+
+static int set_ctime(struct vfs *v, struct idx_inode *in, int64_t now)
+{
+	struct vnode *n = node_find(v, in->ino);
+
+	in->ctime = now;
+	if (n && n->staged)
+		n->ctime = now;
+	return idx_put_inode(v->x, in);
+}
+
+static int rename_locked(struct vfs *v, uint64_t parent, const char *name, uint64_t newparent,
+			 const char *newname, unsigned flags)
+{
+	struct idx_inode src, dst;
+	uint64_t sino, dino = 0;
+	int64_t now = now_ns();
+	bool sdir, ddir = false;
+	int r;
+
+	r = check_name(newname);
+	if (r < 0)
+		return r;
+	r = begin(v);
+	if (r < 0)
+		return r;
+	r = idx_lookup(v->x, parent, name, &sino);
+	if (r <= 0)
+		return r < 0 ? r : -ENOENT;
+	r = idx_get_inode(v->x, sino, &src);
+	if (r <= 0)
+		return r < 0 ? r : -ENOENT;
+	sdir = S_ISDIR(src.mode);
+	r = idx_lookup(v->x, newparent, newname, &dino);
+	if (r < 0)
+		return r;
+	if (r == 1) {
+		r = idx_get_inode(v->x, dino, &dst);
+		if (r <= 0)
+			return r < 0 ? r : -ENOENT;
+		ddir = S_ISDIR(dst.mode);
+	} else {
+		dino = 0;
+	}
+	if ((flags & RENAME_EXCHANGE) && !dino)
+		return -ENOENT;
+	if ((flags & RENAME_NOREPLACE) && dino)
+		return -EEXIST;
+	if (dino == sino)
+		return 0; /* two names of one inode: POSIX says do nothing */
+
+	/* A directory may not move below itself. */
+	if (sdir && parent != newparent) {
+		r = is_descendant(v, newparent, sino);
+		if (r != 0)
+			return r < 0 ? r : -EINVAL;
+	}
+	if ((flags & RENAME_EXCHANGE) && ddir && parent != newparent) {
+		r = is_descendant(v, parent, dino);
+		if (r != 0)
+			return r < 0 ? r : -EINVAL;
+	}
+
+	if (flags & RENAME_EXCHANGE) {
+		r = idx_set_dentry(v->x, parent, name, dino);
+		if (r == 0)
+			r = idx_set_dentry(v->x, newparent, newname, sino);
+		if (r < 0)
+			return r;
+		if (parent != newparent && sdir != ddir) {
+			/* The directory moved; link counts of the parents follow it. */
+			r = touch_dir(v, parent, now, sdir ? -1 : 1);
+			if (r == 0)
+				r = touch_dir(v, newparent, now, sdir ? 1 : -1);
+		} else {
+			r = touch_dir(v, parent, now, 0);
+			if (r == 0 && parent != newparent)
+				r = touch_dir(v, newparent, now, 0);
+		}
+		if (r < 0)
+			return r;
+		if (sdir)
+			src.parent = newparent;
+		if (ddir)
+			dst.parent = parent;
+		r = set_ctime(v, &src, now);
+		if (r == 0)
+			r = set_ctime(v, &dst, now);
+		return r;
+	}
+
+	if (dino) {
+		if (sdir && !ddir)
+			return -ENOTDIR;
+		if (!sdir && ddir)
+			return -EISDIR;
+		if (ddir) {
+			r = idx_dir_is_empty(v->x, dino);
+			if (r <= 0)
+				return r < 0 ? r : -ENOTEMPTY;
+		}
+		r = idx_set_dentry(v->x, newparent, newname, sino);
+		if (r == 0 && ddir)
+			r = touch_dir(v, newparent, now, -1); /* the replaced directory's link */
+		if (r == 0)
+			r = drop_name(v, dino, now);
+	} else {
+		r = idx_add_dentry(v->x, newparent, newname, sino);
+	}
+	if (r < 0)
+		return r;
+	r = idx_del_dentry(v->x, parent, name);
+	if (r < 0)
+		return r;
+	if (parent != newparent) {
+		r = touch_dir(v, parent, now, sdir ? -1 : 0);
+		if (r == 0)
+			r = touch_dir(v, newparent, now, sdir ? 1 : 0);
+	} else {
+		r = touch_dir(v, parent, now, 0);
+	}
+	if (r < 0)
+		return r;
+	if (sdir)
+		src.parent = newparent;
+	return set_ctime(v, &src, now);
+}
+
+int vfs_rename(struct vfs *v, uint64_t parent, const char *name, uint64_t newparent,
+	       const char *newname, unsigned flags)
+{
+	int r;
+
+	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE))
+		return -EINVAL;
+	if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
+		return -EINVAL;
+	pthread_mutex_lock(&v->lock);
+	r = op_begin(v);
+	if (r == 0)
+		r = op_end(v, rename_locked(v, parent, name, newparent, newname, flags));
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+/* ---- attributes ---- */
+
+static int truncate_node(struct vfs *v, struct vnode *n, uint64_t size, bool keep_staged)
+{
+	int r;
+
+	pthread_rwlock_rdlock(&v->gc_lock);
+	pthread_rwlock_wrlock(&n->rw);
+	r = stage(v, n);
+	if (r < 0)
+		goto out_unlock;
+	if (ftruncate(n->staging_fd, (off_t)size) < 0) {
+		r = -errno;
+		goto out_unlock;
+	}
+	pthread_mutex_lock(&v->lock);
+	n->size = size;
+	n->mtime = n->ctime = now_ns();
+	pthread_mutex_unlock(&v->lock);
+	n->dirty = true;
+	if (!keep_staged) {
+		r = commit_node(v, n);
+		if (r == 0)
+			unstage(v, n);
+	}
+out_unlock:
+	pthread_rwlock_unlock(&n->rw);
+	pthread_rwlock_unlock(&v->gc_lock);
+	return r;
+}
+
+int vfs_setattr(struct vfs *v, uint64_t ino, const struct stat *attr, int to_set,
+		struct vfs_file *f, struct stat *ret)
+{
+	struct idx_inode in;
+	struct vnode *n;
+	int64_t now = now_ns();
+	int r;
+
+	if (to_set & VFS_SET_SIZE) {
+		pthread_mutex_lock(&v->lock);
+		r = idx_get_inode(v->x, ino, &in);
+		if (r == 1 && S_ISDIR(in.mode))
+			r = -EISDIR;
+		else if (r == 1 && !S_ISREG(in.mode))
+			r = -EINVAL;
+		n = node_get(v, ino);
+		if (n)
+			n->opens++; /* pin the node while truncating */
+		pthread_mutex_unlock(&v->lock);
+		if (!n)
+			return -ENOMEM;
+		if (r == 1)
+			r = truncate_node(v, n, (uint64_t)attr->st_size, f || n->opens > 1);
+		else if (r == 0)
+			r = -ENOENT;
+		pthread_mutex_lock(&v->lock);
+		n->opens--;
+		pthread_mutex_unlock(&v->lock);
+		if (r < 0)
+			return r;
+	}
+
+	pthread_mutex_lock(&v->lock);
+	r = op_begin(v);
+	if (r < 0) {
+		pthread_mutex_unlock(&v->lock);
+		return r;
+	}
+	r = idx_get_inode(v->x, ino, &in);
+	if (r <= 0) {
+		r = r < 0 ? r : -ENOENT;
+		goto out_unlock;
+	}
+	n = node_find(v, ino);
+	if (to_set & VFS_SET_MODE)
+		in.mode = (in.mode & S_IFMT) | (attr->st_mode & 07777);
+	if (to_set & VFS_SET_UID)
+		in.uid = attr->st_uid;
+	if (to_set & VFS_SET_GID)
+		in.gid = attr->st_gid;
+	if (to_set & VFS_SET_ATIME_NOW)
+		in.atime = now;
+	else if (to_set & VFS_SET_ATIME)
+		in.atime = ts_ns(&attr->st_atim);
+	if (to_set & VFS_SET_MTIME_NOW)
+		in.mtime = now;
+	else if (to_set & VFS_SET_MTIME)
+		in.mtime = ts_ns(&attr->st_mtim);
+	if (to_set & VFS_SET_CTIME)
+		in.ctime = ts_ns(&attr->st_ctim);
+	else if (to_set & ~(VFS_SET_SIZE))
+		in.ctime = now;
+	if (n && n->staged) {
+		if (to_set & (VFS_SET_MTIME | VFS_SET_MTIME_NOW))
+			n->mtime = in.mtime;
+		else
+			in.mtime = n->mtime;
+		if (to_set & ~(VFS_SET_SIZE))
+			n->ctime = in.ctime;
+		else
+			in.ctime = n->ctime;
+		in.size = n->size;
+	}
+	r = idx_put_inode(v->x, &in);
+	if (r < 0)
+		goto out_unlock;
+	stat_from_inode(&in, ret);
+	apply_override(v, ret);
+out_unlock:
+	r = op_end(v, r);
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+/* ---- open files ---- */
+
+static int file_new(struct vnode *n, int flags, struct vfs_file **ret)
+{
+	struct vfs_file *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return -ENOMEM;
+	f->n = n;
+	f->flags = flags;
+	pthread_mutex_init(&f->cache_lock, NULL);
+	*ret = f;
+	return 0;
+}
+
+static int open_node(struct vfs *v, struct vnode *n, int flags, struct vfs_file **ret_f)
+{
+	int r;
+
+	r = file_new(n, flags, ret_f);
+	if (r < 0)
+		return r;
+	pthread_rwlock_wrlock(&n->rw);
+	if (n->staging_fd < 0)
+		r = load_extents(v, n);
+	pthread_rwlock_unlock(&n->rw);
+	if (r < 0) {
+		free(*ret_f);
+		return r;
+	}
+	return 0;
+}
+
+int vfs_create(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const char *name,
+	       mode_t mode, int flags, struct stat *ret, struct vfs_file **ret_f)
+{
+	struct vnode *n;
+	int r;
+
+	pthread_mutex_lock(&v->lock);
+	r = op_begin(v);
+	if (r == 0)
+		r = op_end(v, make_node(v, c, parent, name, S_IFREG | (mode & 07777), 0, NULL, ret));
+	if (r < 0) {
+		pthread_mutex_unlock(&v->lock);
+		return r;
+	}
+	n = node_find(v, ret->st_ino);
+	n->opens++;
+	pthread_mutex_unlock(&v->lock);
+	r = open_node(v, n, flags, ret_f);
+	if (r < 0) {
+		pthread_mutex_lock(&v->lock);
+		n->opens--;
+		pthread_mutex_unlock(&v->lock);
+	}
+	return r;
+}
+
+int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_f)
+{
+	struct stat st;
+	struct vnode *n;
+	int r;
+
+	pthread_mutex_lock(&v->lock);
+	r = get_stat(v, ino, &st);
+	if (r == 0 && S_ISDIR(st.st_mode))
+		r = -EISDIR;
+	n = r == 0 ? node_get(v, ino) : NULL;
+	if (r == 0 && !n)
+		r = -ENOMEM;
+	if (r == 0)
+		n->opens++;
+	pthread_mutex_unlock(&v->lock);
+	if (r < 0)
+		return r;
+	r = open_node(v, n, flags, ret_f);
+	if (r < 0) {
+		pthread_mutex_lock(&v->lock);
+		n->opens--;
+		pthread_mutex_unlock(&v->lock);
+	}
+	return r;
+}
+
+ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_t off)
+{
+	struct vnode *n = f->n;
+	uint64_t file_size;
+	ssize_t r;
+
+	if (off < 0)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&n->rw);
+	if (n->staging_fd >= 0) {
+		r = pread(n->staging_fd, buf, size, off);
+		if (r < 0)
+			r = -errno;
+		goto out_unlock;
+	}
+	pthread_mutex_lock(&v->lock);
+	{
+		struct stat st;
+
+		r = get_stat(v, n->ino, &st);
+		file_size = (uint64_t)st.st_size;
+	}
+	pthread_mutex_unlock(&v->lock);
+	if (r < 0)
+		goto out_unlock;
+	if (!n->ext_valid) {
+		r = -EIO;
+		goto out_unlock;
+	}
+	r = read_committed(v, f, n, buf, size, (uint64_t)off, file_size);
+out_unlock:
+	pthread_rwlock_unlock(&n->rw);
+	return r;
+}
+
+ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t size, off_t off)
+{
+	struct vnode *n = f->n;
+	ssize_t r;
+
+	if (off < 0)
+		return -EINVAL;
+	pthread_rwlock_wrlock(&n->rw);
+	r = stage(v, n);
+	if (r < 0)
+		goto out_unlock;
+	r = store_check_space(v->st, size);
+	if (r < 0)
+		goto out_unlock;
+	r = pwrite(n->staging_fd, buf, size, off);
+	if (r < 0) {
+		r = -errno;
+		goto out_unlock;
+	}
+	n->dirty = true;
+	pthread_mutex_lock(&v->lock);
+	if ((uint64_t)off + (uint64_t)r > n->size)
+		n->size = (uint64_t)off + (uint64_t)r;
+	n->mtime = n->ctime = now_ns();
+	pthread_mutex_unlock(&v->lock);
+out_unlock:
+	pthread_rwlock_unlock(&n->rw);
+	return r;
+}
+
+int vfs_flush(struct vfs *v, struct vfs_file *f)
+{
+	struct vnode *n = f->n;
+	int r;
+
+	pthread_rwlock_wrlock(&n->rw);
+	r = commit_node_gc(v, n);
+	pthread_rwlock_unlock(&n->rw);
+	return r;
+}
+
+int vfs_fsync(struct vfs *v, struct vfs_file *f, bool datasync)
+{
+	int r = 0;
+
+	if (f)
+		r = vfs_flush(v, f);
+	if (r == 0)
+		r = vfs_sync(v);
+	return r;
+}
+
+void vfs_release(struct vfs *v, struct vfs_file *f)
+{
+	struct vnode *n = f->n;
+	bool last;
+	int r;
+
+	pthread_mutex_lock(&v->lock);
+	last = n->opens == 1;
+	pthread_mutex_unlock(&v->lock);
+	if (last) {
+		pthread_rwlock_wrlock(&n->rw);
+		r = commit_node_gc(v, n);
+		if (r < 0)
+			log_warn("inode %llu: changes lost at close: %s",
+				 (unsigned long long)n->ino, strerror(-r));
+		unstage(v, n);
+		pthread_rwlock_unlock(&n->rw);
+	}
+	pthread_mutex_lock(&v->lock);
+	n->opens--;
+	if (n->opens == 0 && n->nlookup == 0) {
+		if (begin(v) == 0)
+			reap_if_unused(v, n->ino);
+		if (node_find(v, f->n->ino) == n && n->staging_fd < 0)
+			node_unlink_free(v, n);
+	}
+	pthread_mutex_unlock(&v->lock);
+	pthread_mutex_destroy(&f->cache_lock);
+	free(f->cache);
+	free(f);
+}
+
+/* ---- directories ---- */
+
+struct dir_fill {
+	struct vfs *v;
+	struct vfs_dir *d;
+	size_t cap;
+};
+
+static int dir_push(struct dir_fill *df, const char *name, const struct idx_inode *in)
+{
+	struct vfs_dir *d = df->d;
+
+	if (d->n == df->cap) {
+		size_t ncap = df->cap ? df->cap * 2 : 32;
+		struct vfs_dirent *ne = realloc(d->e, ncap * sizeof(*ne));
+
+		if (!ne)
+			return -ENOMEM;
+		d->e = ne;
+		df->cap = ncap;
+	}
+	d->e[d->n].name = strdup(name);
+	if (!d->e[d->n].name)
+		return -ENOMEM;
+	stat_from_inode(in, &d->e[d->n].st);
+	apply_override(df->v, &d->e[d->n].st);
+	d->n++;
+	return 0;
+}
+
+static int dir_cb(const char *name, const struct idx_inode *in, void *data)
+{
+	return dir_push(data, name, in);
+}
+
+int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **ret)
+{
+	struct dir_fill df = {.v = v};
+	struct idx_inode in, pin;
+	int r;
+
+	df.d = calloc(1, sizeof(*df.d));
+	if (!df.d)
+		return -ENOMEM;
+	pthread_mutex_lock(&v->lock);
+	r = idx_get_inode(v->x, ino, &in);
+	if (r <= 0) {
+		r = r < 0 ? r : -ENOENT;
+		goto out_unlock;
+	}
+	if (!S_ISDIR(in.mode)) {
+		r = -ENOTDIR;
+		goto out_unlock;
+	}
+	r = dir_push(&df, ".", &in);
+	if (r < 0)
+		goto out_unlock;
+	if (idx_get_inode(v->x, in.parent, &pin) != 1)
+		pin = in;
+	r = dir_push(&df, "..", &pin);
+	if (r == 0)
+		r = idx_list_dir(v->x, ino, dir_cb, &df);
+out_unlock:
+	pthread_mutex_unlock(&v->lock);
+	if (r < 0) {
+		vfs_releasedir(df.d);
+		return r;
+	}
+	*ret = df.d;
+	return 0;
+}
+
+void vfs_releasedir(struct vfs_dir *d)
+{
+	if (!d)
+		return;
+	for (size_t i = 0; i < d->n; i++)
+		free(d->e[i].name);
+	free(d->e);
+	free(d);
+}
+
+int vfs_statfs(struct vfs *v, struct statvfs *ret)
+{
+	struct statvfs sv;
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s", store_dir(v->st));
+	if (statvfs(path, &sv) < 0)
+		return -errno;
+	memset(ret, 0, sizeof(*ret));
+	ret->f_bsize = 4096;
+	ret->f_frsize = 4096;
+	ret->f_blocks = (fsblkcnt_t)((uint64_t)sv.f_blocks * sv.f_frsize / 4096);
+	ret->f_bfree = (fsblkcnt_t)((uint64_t)sv.f_bfree * sv.f_frsize / 4096);
+	ret->f_bavail = (fsblkcnt_t)((uint64_t)sv.f_bavail * sv.f_frsize / 4096);
+	ret->f_files = 1ull << 32;
+	ret->f_ffree = (1ull << 32) - 1024;
+	ret->f_favail = ret->f_ffree;
+	ret->f_namemax = NAME_MAX_LEN;
+	return 0;
+}
+
+/* ---- xattrs ---- */
+
+static int check_xattr_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > 255)
+		return -ERANGE;
+	/* ACLs are not supported (the kernel checks modes); system.* names go nowhere. */
+	if (strncmp(name, "user.", 5) && strncmp(name, "trusted.", 8) &&
+	    strncmp(name, "security.", 9))
+		return -EOPNOTSUPP;
+	return 0;
+}
+
+static int touch_ctime(struct vfs *v, uint64_t ino)
+{
+	struct idx_inode in;
+	int r = idx_get_inode(v->x, ino, &in);
+
+	if (r <= 0)
+		return r < 0 ? r : -ENOENT;
+	return set_ctime(v, &in, now_ns());
+}
+
+int vfs_setxattr(struct vfs *v, uint64_t ino, const char *name, const void *value, size_t size,
+		 int flags)
+{
+	int r = check_xattr_name(name);
+
+	if (r < 0)
+		return r;
+	if (size > XATTR_VALUE_MAX)
+		return -E2BIG;
+	pthread_mutex_lock(&v->lock);
+	r = op_begin(v);
+	if (r == 0) {
+		r = idx_set_xattr(v->x, ino, name, value, size,
+				  (flags & XATTR_CREATE ? IDX_XATTR_CREATE : 0) |
+					  (flags & XATTR_REPLACE ? IDX_XATTR_REPLACE : 0));
+		if (r == 0)
+			r = touch_ctime(v, ino);
+		r = op_end(v, r);
+	}
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+int vfs_getxattr(struct vfs *v, uint64_t ino, const char *name, void *buf, size_t size)
+{
+	int r = check_xattr_name(name);
+
+	if (r == -EOPNOTSUPP)
+		return -ENODATA;
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&v->lock);
+	r = idx_get_xattr(v->x, ino, name, buf, size);
+	pthread_mutex_unlock(&v->lock);
+	if (r >= 0 && size > 0 && (size_t)r > size)
+		return -ERANGE;
+	return r;
+}
+
+int vfs_listxattr(struct vfs *v, uint64_t ino, char *buf, size_t size)
+{
+	int r;
+
+	pthread_mutex_lock(&v->lock);
+	r = idx_list_xattr(v->x, ino, buf, size);
+	pthread_mutex_unlock(&v->lock);
+	if (r >= 0 && size > 0 && (size_t)r > size)
+		return -ERANGE;
+	return r;
+}
+
+int vfs_removexattr(struct vfs *v, uint64_t ino, const char *name)
+{
+	int r = check_xattr_name(name);
+
+	if (r == -EOPNOTSUPP)
+		return -ENODATA;
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&v->lock);
+	r = op_begin(v);
+	if (r == 0) {
+		r = idx_remove_xattr(v->x, ino, name);
+		if (r == 0)
+			r = touch_ctime(v, ino);
+		r = op_end(v, r);
+	}
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}

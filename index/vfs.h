@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The filesystem core: POSIX operations on inodes, implemented on the index and the packs.
+ * The FUSE layer (fs/ops.c) decodes a request, calls one of these, and replies; nothing here
+ * knows about FUSE, so all of it is tested without a mount.
+ *
+ * Data path. A file's committed content is its extents: chunks in packs. A write goes to a
+ * per-inode staging file (a sparse scratch file in STORE/staging) holding the file's whole
+ * current content; on flush (close), fsync, or the last release, the staging file is cut into
+ * chunks, new chunks are appended to the active pack, and the file's extents are replaced in
+ * one index transaction. Readers of a staged file read the staging file; readers of a clean
+ * file read chunks (verified against their keys).
+ *
+ * Durability. Index changes join one open transaction, committed by a background thread every
+ * commit interval and by every fsync (group commit). Packs are synced before each commit, so a
+ * committed extent never names bytes that are not on disk; fsync also syncs the WAL. A crash
+ * loses at most the last interval's uncommitted changes, never a file's consistency: a file
+ * reads as its last committed content.
+ *
+ * Functions return 0 (or a byte count) on success and a negative errno on failure.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#include "store.h"
+
+struct vfs;
+struct vfs_file;
+
+struct vfs_options {
+	unsigned commit_interval_ms; /* 0: default (1000) */
+	uint64_t max_size;           /* 0: unlimited; else evict LRU files beyond it */
+};
+
+/* The caller's identity, for ownership of new inodes. */
+struct vfs_ctx {
+	uid_t uid;
+	gid_t gid;
+};
+
+/* Take ownership of st (freed by vfs_close). Cleans orphans left by a crash. */
+int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret);
+/* Commit and sync everything, stop the commit thread, close the store. 0 only when all data is
+ * durable. Accepts NULL. */
+int vfs_close(struct vfs *v);
+/* Commit everything and make it durable. */
+int vfs_sync(struct vfs *v);
+
+/* Lookups that return an inode also take a lookup reference, dropped by vfs_forget. */
+int vfs_lookup(struct vfs *v, uint64_t parent, const char *name, struct stat *ret);
+void vfs_forget(struct vfs *v, uint64_t ino, uint64_t nlookup);
+/* Take a lookup reference on an inode the caller just handed out (readdirplus). */
+void vfs_ref(struct vfs *v, uint64_t ino);
+int vfs_getattr(struct vfs *v, uint64_t ino, struct stat *ret);
+
+/* Which fields of vfs_setattr's attr to apply. */
+enum {
+	VFS_SET_MODE = 1 << 0,
+	VFS_SET_UID = 1 << 1,
+	VFS_SET_GID = 1 << 2,
+	VFS_SET_SIZE = 1 << 3,
+	VFS_SET_ATIME = 1 << 4,
+	VFS_SET_MTIME = 1 << 5,
+	VFS_SET_ATIME_NOW = 1 << 6,
+	VFS_SET_MTIME_NOW = 1 << 7,
+	VFS_SET_CTIME = 1 << 8,
+};
+/* f, when not NULL, is the open file the change comes through (ftruncate). */
+int vfs_setattr(struct vfs *v, uint64_t ino, const struct stat *attr, int to_set,
+		struct vfs_file *f, struct stat *ret);
+
+int vfs_mknod(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const char *name,
+	      mode_t mode, dev_t rdev, struct stat *ret);
+int vfs_mkdir(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const char *name,
+	      mode_t mode, struct stat *ret);
+int vfs_symlink(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const char *name,
+		const char *target, struct stat *ret);
+int vfs_link(struct vfs *v, uint64_t ino, uint64_t newparent, const char *newname,
+	     struct stat *ret);
+int vfs_unlink(struct vfs *v, uint64_t parent, const char *name);
+int vfs_rmdir(struct vfs *v, uint64_t parent, const char *name);
+/* flags: RENAME_NOREPLACE, RENAME_EXCHANGE, or 0. */
+int vfs_rename(struct vfs *v, uint64_t parent, const char *name, uint64_t newparent,
+	       const char *newname, unsigned flags);
+/* Target into buf, NUL-terminated. */
+int vfs_readlink(struct vfs *v, uint64_t ino, char *buf, size_t len);
+
+/* Open files. *ret_f lives until vfs_release. flags are open(2) flags. */
+int vfs_create(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const char *name,
+	       mode_t mode, int flags, struct stat *ret, struct vfs_file **ret_f);
+int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_f);
+/* Bytes read (short only at end of file), or -errno. */
+ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_t off);
+ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t size, off_t off);
+/* Commit what was written through f (on close(2)); reports write-back errors. */
+int vfs_flush(struct vfs *v, struct vfs_file *f);
+int vfs_fsync(struct vfs *v, struct vfs_file *f, bool datasync);
+void vfs_release(struct vfs *v, struct vfs_file *f);
+
+/* A directory snapshot taken at opendir, stable while it is read. */
+struct vfs_dirent {
+	char *name;
+	struct stat st;
+};
+struct vfs_dir {
+	size_t n;
+	struct vfs_dirent *e; /* e[0] is ".", e[1] is ".." */
+};
+int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **ret);
+void vfs_releasedir(struct vfs_dir *d);
+
+int vfs_statfs(struct vfs *v, struct statvfs *ret);
+
+int vfs_setxattr(struct vfs *v, uint64_t ino, const char *name, const void *value, size_t size,
+		 int flags);
+/* Returns the value's size (copying it when it fits size; size 0 only asks), or -errno. */
+int vfs_getxattr(struct vfs *v, uint64_t ino, const char *name, void *buf, size_t size);
+int vfs_listxattr(struct vfs *v, uint64_t ino, char *buf, size_t size);
+int vfs_removexattr(struct vfs *v, uint64_t ino, const char *name);
+
+/* Flush dirty files and return the index for read-only use by stats (no lock taken). */
+struct store *vfs_store(struct vfs *v);

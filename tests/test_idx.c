@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Index tests: schema creation and versioning, inodes and entries, extents with reference
+ * counting, chunk lookup confirmed by digest, xattrs, orphans, and group transactions with
+ * per-operation savepoints.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "idx.h"
+
+static char dir[] = "/tmp/pkgcachefs-test-idx-XXXXXX";
+static char path[256];
+static struct idx *x;
+
+static void setup(void)
+{
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/index.db", dir);
+	cr_assert_eq(idx_open(path, true, &x), 0);
+}
+
+static void teardown(void)
+{
+	char cmd[300];
+
+	idx_close(x);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static uint64_t new_file(uint64_t parent, const char *name)
+{
+	struct idx_inode in = {.mode = 0100644, .nlink = 1};
+	uint64_t ino;
+
+	cr_assert_eq(idx_new_inode(x, &in, &ino), 0);
+	cr_assert_eq(idx_add_dentry(x, parent, name, ino), 0);
+	return ino;
+}
+
+static uint64_t chunk_refs(uint64_t id)
+{
+	sqlite3_stmt *s;
+	uint64_t refs = UINT64_MAX;
+
+	sqlite3_prepare_v2(idx_db(x), "SELECT refs FROM chunks WHERE id = ?1", -1, &s, NULL);
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		refs = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return refs;
+}
+
+TestSuite(idx, .init = setup, .fini = teardown);
+
+Test(idx, inode_roundtrip)
+{
+	struct idx_inode in = {.mode = 0100640, .uid = 1000, .gid = 100, .nlink = 1, .size = 12,
+			       .rdev = 0, .atime = 1, .mtime = 1234567890123456789, .ctime = 3};
+	struct idx_inode out;
+	uint64_t a, b;
+
+	cr_assert_eq(idx_begin(x), 0);
+	cr_assert_eq(idx_new_inode(x, &in, &a), 0);
+	cr_assert_eq(idx_new_inode(x, &in, &b), 0);
+	cr_assert_gt(b, a);
+	cr_assert_eq(idx_get_inode(x, a, &out), 1);
+	cr_assert_eq(out.mode, 0100640);
+	cr_assert_eq(out.uid, 1000);
+	cr_assert_eq(out.mtime, 1234567890123456789);
+	cr_assert_eq(idx_get_inode(x, 999999, &out), 0);
+	cr_assert_eq(idx_commit(x), 0);
+}
+
+Test(idx, dentries)
+{
+	uint64_t f, got;
+
+	cr_assert_eq(idx_begin(x), 0);
+	f = new_file(1, "a\xff-not-utf8");
+	cr_assert_eq(idx_lookup(x, 1, "a\xff-not-utf8", &got), 1);
+	cr_assert_eq(got, f);
+	cr_assert_eq(idx_lookup(x, 1, "b", &got), 0);
+	cr_assert_eq(idx_add_dentry(x, 1, "a\xff-not-utf8", f), -EEXIST);
+	cr_assert_eq(idx_dir_is_empty(x, 1), 0);
+	cr_assert_eq(idx_del_dentry(x, 1, "a\xff-not-utf8"), 0);
+	cr_assert_eq(idx_dir_is_empty(x, 1), 1);
+}
+
+Test(idx, extents_keep_refcounts)
+{
+	chunk_key k1 = {{1}}, k2 = {{2}};
+	chunk_digest d1 = {{1}}, d2 = {{2}};
+	struct pack_loc loc = {.offset = 64, .stored_len = 10};
+	uint64_t c1, c2, f, g;
+	struct idx_extent e[3] = {{0}};
+	struct idx_extent *got;
+	size_t n;
+
+	cr_assert_eq(idx_begin(x), 0);
+	cr_assert_eq(idx_add_chunk(x, &k1, &d1, 10, 1, &loc, &c1), 0);
+	cr_assert_eq(idx_add_chunk(x, &k2, &d2, 10, 1, &loc, &c2), 0);
+	f = new_file(1, "f");
+	g = new_file(1, "g");
+	/* The same chunk twice in one file, a hole, then another file sharing it. */
+	e[0] = (struct idx_extent){.off = 0, .len = 10, .chunk = c1};
+	e[1] = (struct idx_extent){.off = 10, .len = 100, .chunk = 0};
+	e[2] = (struct idx_extent){.off = 110, .len = 10, .chunk = c1};
+	cr_assert_eq(idx_set_extents(x, f, e, 3), 0);
+	cr_assert_eq(chunk_refs(c1), 2);
+	e[0].chunk = c2;
+	cr_assert_eq(idx_set_extents(x, g, e, 1), 0);
+	cr_assert_eq(chunk_refs(c2), 1);
+	cr_assert_eq(idx_get_extents(x, f, &got, &n), 0);
+	cr_assert_eq(n, 3);
+	cr_assert_eq(got[1].chunk, 0);
+	cr_assert_eq(got[2].off, 110);
+	cr_assert(hash_key_equal(&got[2].key, &k1));
+	free(got);
+	/* Replacing and deleting drop references exactly. */
+	cr_assert_eq(idx_set_extents(x, f, e, 1), 0);
+	cr_assert_eq(chunk_refs(c1), 0);
+	cr_assert_eq(chunk_refs(c2), 2);
+	cr_assert_eq(idx_delete_inode(x, g), 0);
+	cr_assert_eq(chunk_refs(c2), 1);
+}
+
+Test(idx, chunk_match_needs_digest)
+{
+	chunk_key k = {{7}};
+	chunk_digest d1 = {{1}}, d2 = {{2}};
+	struct pack_loc loc = {.offset = 64, .stored_len = 10};
+	uint64_t a, b, got;
+
+	cr_assert_eq(idx_begin(x), 0);
+	cr_assert_eq(idx_add_chunk(x, &k, &d1, 10, 1, &loc, &a), 0);
+	cr_assert_eq(idx_find_chunk(x, &k, &d2, &got), 0, "a key match alone must not dedup");
+	cr_assert_eq(idx_add_chunk(x, &k, &d2, 10, 1, &loc, &b), 0);
+	cr_assert_eq(idx_find_chunk(x, &k, &d2, &got), 1);
+	cr_assert_eq(got, b);
+	cr_assert_eq(idx_find_chunk(x, &k, &d1, &got), 1);
+	cr_assert_eq(got, a);
+}
+
+Test(idx, xattrs)
+{
+	char buf[64];
+	uint64_t f;
+
+	cr_assert_eq(idx_begin(x), 0);
+	f = new_file(1, "f");
+	cr_assert_eq(idx_set_xattr(x, f, "user.a", "1", 1, IDX_XATTR_REPLACE), -ENODATA);
+	cr_assert_eq(idx_set_xattr(x, f, "user.a", "1", 1, IDX_XATTR_CREATE), 0);
+	cr_assert_eq(idx_set_xattr(x, f, "user.a", "22", 2, IDX_XATTR_CREATE), -EEXIST);
+	cr_assert_eq(idx_set_xattr(x, f, "user.a", "22", 2, 0), 0);
+	cr_assert_eq(idx_set_xattr(x, f, "user.empty", "", 0, 0), 0);
+	cr_assert_eq(idx_get_xattr(x, f, "user.a", buf, sizeof(buf)), 2);
+	cr_assert_eq(memcmp(buf, "22", 2), 0);
+	cr_assert_eq(idx_get_xattr(x, f, "user.empty", buf, sizeof(buf)), 0);
+	cr_assert_eq(idx_list_xattr(x, f, buf, sizeof(buf)), 18);
+	cr_assert_str_eq(buf, "user.a");
+	cr_assert_str_eq(buf + 7, "user.empty");
+	cr_assert_eq(idx_remove_xattr(x, f, "user.a"), 0);
+	cr_assert_eq(idx_remove_xattr(x, f, "user.a"), -ENODATA);
+}
+
+Test(idx, orphans_deleted)
+{
+	struct idx_inode in = {.mode = 0100644, .nlink = 0};
+	uint64_t o, keep;
+	struct idx_inode out;
+
+	cr_assert_eq(idx_begin(x), 0);
+	cr_assert_eq(idx_new_inode(x, &in, &o), 0);
+	keep = new_file(1, "kept");
+	cr_assert_eq(idx_delete_orphans(x), 1);
+	cr_assert_eq(idx_get_inode(x, o, &out), 0);
+	cr_assert_eq(idx_get_inode(x, keep, &out), 1);
+}
+
+Test(idx, savepoint_undoes_only_failed_op)
+{
+	uint64_t a, got;
+
+	cr_assert_eq(idx_op_begin(x), 0);
+	a = new_file(1, "kept");
+	idx_op_end(x, false);
+	cr_assert_eq(idx_op_begin(x), 0);
+	new_file(1, "undone");
+	idx_op_end(x, true);
+	cr_assert_eq(idx_commit(x), 0);
+	cr_assert_eq(idx_lookup(x, 1, "kept", &got), 1);
+	cr_assert_eq(got, a);
+	cr_assert_eq(idx_lookup(x, 1, "undone", &got), 0);
+}
+
+Test(idx, survives_reopen_and_refuses_newer_schema)
+{
+	uint64_t f, got;
+	struct idx *y;
+
+	cr_assert_eq(idx_begin(x), 0);
+	f = new_file(1, "persist");
+	cr_assert_eq(idx_commit(x), 0);
+	idx_close(x);
+	cr_assert_eq(idx_open(path, false, &x), 0);
+	cr_assert_eq(idx_lookup(x, 1, "persist", &got), 1);
+	cr_assert_eq(got, f);
+	cr_assert_eq(sqlite3_exec(idx_db(x),
+				  "UPDATE meta SET value = '99' WHERE key = 'schema_version'", NULL,
+				  NULL, NULL),
+		     SQLITE_OK);
+	cr_assert_eq(idx_open(path, false, &y), -EPROTO);
+}

@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Filesystem core tests without a mount: the same calls the FUSE layer makes. Covers the write
+ * and read path through staging and chunking, dedup across files, a forced XXH3 collision that
+ * must not share content, persistence across close and reopen, rename and unlink semantics,
+ * and orphans of unlinked open files.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "maint.h"
+#include "vfs.h"
+
+static char dir[] = "/tmp/pkgcachefs-test-vfs-XXXXXX";
+static struct vfs *v;
+static const struct vfs_ctx ctx = {.uid = 0, .gid = 0};
+
+static void open_vfs(void)
+{
+	struct store *st;
+
+	cr_assert_eq(store_open(dir, STORE_CREATE | STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(vfs_open(st, NULL, &v), 0);
+}
+
+static void setup(void)
+{
+	cr_assert_not_null(mkdtemp(dir));
+	open_vfs();
+}
+
+static void teardown(void)
+{
+	char cmd[300];
+
+	if (v)
+		cr_assert_eq(vfs_close(v), 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static void fill_random(uint8_t *p, size_t n, uint64_t seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		p[i] = (uint8_t)(seed >> 56);
+	}
+}
+
+static uint64_t write_file(const char *name, const uint8_t *data, size_t n)
+{
+	struct vfs_file *f;
+	struct stat st;
+	size_t done = 0;
+
+	cr_assert_eq(vfs_create(v, &ctx, 1, name, 0644, O_WRONLY, &st, &f), 0);
+	while (done < n) {
+		size_t step = n - done < 100000 ? n - done : 100000;
+
+		cr_assert_eq(vfs_write(v, f, data + done, step, (off_t)done), (ssize_t)step);
+		done += step;
+	}
+	cr_assert_eq(vfs_flush(v, f), 0);
+	vfs_release(v, f);
+	return st.st_ino;
+}
+
+static void check_file(uint64_t ino, const uint8_t *data, size_t n)
+{
+	struct vfs_file *f;
+	uint8_t *buf = malloc(n + 100);
+	size_t done = 0;
+
+	cr_assert_eq(vfs_open_file(v, ino, O_RDONLY, &f), 0);
+	while (done < n) {
+		ssize_t got = vfs_read(v, f, buf + done, 131072, (off_t)done);
+
+		cr_assert_gt(got, 0, "read at %zu: %zd", done, got);
+		done += (size_t)got;
+	}
+	cr_assert_eq(done, n);
+	cr_assert_eq(vfs_read(v, f, buf, 100, (off_t)n), 0, "read past the end");
+	cr_assert_eq(memcmp(buf, data, n), 0);
+	vfs_release(v, f);
+	free(buf);
+}
+
+TestSuite(vfs, .init = setup, .fini = teardown);
+
+Test(vfs, write_read_and_dedup)
+{
+	size_t n = 3 << 20;
+	uint8_t *data = malloc(n);
+	struct idx_stats s;
+	uint64_t a, b;
+
+	fill_random(data, n, 1);
+	a = write_file("a", data, n);
+	b = write_file("b", data, n);
+	check_file(a, data, n);
+	check_file(b, data, n);
+	cr_assert_eq(vfs_sync(v), 0);
+	cr_assert_eq(idx_get_stats(store_idx(vfs_store(v)), &s), 0);
+	cr_assert_eq(s.logical_bytes, 2 * n);
+	cr_assert_eq(s.chunk_bytes, n, "identical files are stored once");
+	free(data);
+}
+
+Test(vfs, sparse_and_partial_reads)
+{
+	struct vfs_file *f;
+	struct stat st;
+	uint8_t buf[1000], zero[1000] = {0};
+
+	cr_assert_eq(vfs_create(v, &ctx, 1, "sparse", 0644, O_RDWR, &st, &f), 0);
+	cr_assert_eq(vfs_write(v, f, "end", 3, 10 << 20), 3);
+	cr_assert_eq(vfs_flush(v, f), 0);
+	vfs_release(v, f);
+	cr_assert_eq(vfs_getattr(v, st.st_ino, &st), 0);
+	cr_assert_eq(st.st_size, (10 << 20) + 3);
+	cr_assert_eq(vfs_open_file(v, st.st_ino, O_RDONLY, &f), 0);
+	cr_assert_eq(vfs_read(v, f, buf, sizeof(buf), 5 << 20), (ssize_t)sizeof(buf));
+	cr_assert_eq(memcmp(buf, zero, sizeof(buf)), 0);
+	cr_assert_eq(vfs_read(v, f, buf, sizeof(buf), (10 << 20) + 1), 2);
+	cr_assert_eq(memcmp(buf, "nd", 2), 0);
+	vfs_release(v, f);
+}
+
+/* A chunk whose key collides with another's must still read back as its own bytes. */
+Test(vfs, forced_key_collision_does_not_share)
+{
+	size_t n = 4096;
+	uint8_t a[4096], b[4096];
+	chunk_key kb;
+	sqlite3_stmt *s;
+	uint64_t ia, ib;
+
+	fill_random(a, n, 11);
+	fill_random(b, n, 22);
+	ia = write_file("a", a, n);
+	/* Forge: give a's stored chunk the key b's content will have. */
+	hash_key(b, n, &kb);
+	cr_assert_eq(vfs_sync(v), 0);
+	cr_assert_eq(sqlite3_prepare_v2(idx_db(store_idx(vfs_store(v))),
+					"UPDATE chunks SET key = ?1", -1, &s, NULL),
+		     SQLITE_OK);
+	sqlite3_bind_blob(s, 1, kb.b, sizeof(kb.b), SQLITE_STATIC);
+	cr_assert_eq(sqlite3_step(s), SQLITE_DONE);
+	sqlite3_finalize(s);
+	ib = write_file("b", b, n);
+	check_file(ib, b, n);
+	(void)ia;
+}
+
+Test(vfs, persists_across_reopen)
+{
+	size_t n = 1 << 20;
+	uint8_t *data = malloc(n);
+	struct stat st;
+	uint64_t a;
+
+	fill_random(data, n, 5);
+	a = write_file("kept", data, n);
+	cr_assert_eq(vfs_close(v), 0);
+	v = NULL;
+	open_vfs();
+	cr_assert_eq(vfs_lookup(v, 1, "kept", &st), 0);
+	cr_assert_eq(st.st_ino, a);
+	cr_assert_eq(st.st_size, (off_t)n);
+	check_file(a, data, n);
+	free(data);
+}
+
+Test(vfs, rename_semantics)
+{
+	struct stat st;
+	uint64_t a, b;
+
+	a = write_file("a", (const uint8_t *)"AAAA", 4);
+	b = write_file("b", (const uint8_t *)"BB", 2);
+	cr_assert_eq(vfs_rename(v, 1, "a", 1, "b", RENAME_NOREPLACE), -EEXIST);
+	cr_assert_eq(vfs_rename(v, 1, "a", 1, "b", RENAME_EXCHANGE), 0);
+	cr_assert_eq(vfs_lookup(v, 1, "a", &st), 0);
+	cr_assert_eq(st.st_ino, b);
+	cr_assert_eq(vfs_rename(v, 1, "a", 1, "b", 0), 0);
+	cr_assert_eq(vfs_lookup(v, 1, "a", &st), -ENOENT);
+	cr_assert_eq(vfs_lookup(v, 1, "b", &st), 0);
+	cr_assert_eq(st.st_ino, b);
+	cr_assert_eq(vfs_mkdir(v, &ctx, 1, "d", 0755, &st), 0);
+	cr_assert_eq(vfs_rename(v, 1, "d", st.st_ino, "inside", 0), -EINVAL);
+	cr_assert_eq(vfs_rename(v, 1, "b", 1, "d", 0), -EISDIR);
+	(void)a;
+}
+
+Test(vfs, unlinked_open_file_lives_until_release)
+{
+	struct vfs_file *f;
+	struct stat st;
+	uint8_t buf[8];
+	uint64_t a;
+	struct fsck_report rep;
+
+	a = write_file("gone", (const uint8_t *)"content!", 8);
+	cr_assert_eq(vfs_open_file(v, a, O_RDONLY, &f), 0);
+	cr_assert_eq(vfs_unlink(v, 1, "gone"), 0);
+	cr_assert_eq(vfs_lookup(v, 1, "gone", &st), -ENOENT);
+	cr_assert_eq(vfs_read(v, f, buf, 8, 0), 8);
+	cr_assert_eq(memcmp(buf, "content!", 8), 0);
+	vfs_release(v, f);
+	vfs_forget(v, a, 1); /* the lookup reference vfs_create took */
+	cr_assert_eq(vfs_getattr(v, a, &st), -ENOENT);
+	cr_assert_eq(vfs_sync(v), 0);
+	cr_assert_eq(maint_fsck(vfs_store(v), false, true, stderr, &rep), 0);
+	cr_assert(fsck_clean(&rep));
+}
+
+Test(vfs, directories_and_links)
+{
+	struct stat d, st;
+	uint64_t f;
+
+	cr_assert_eq(vfs_mkdir(v, &ctx, 1, "dir", 0755, &d), 0);
+	cr_assert_eq(d.st_nlink, 2);
+	cr_assert_eq(vfs_mkdir(v, &ctx, d.st_ino, "sub", 0755, &st), 0);
+	cr_assert_eq(vfs_getattr(v, d.st_ino, &d), 0);
+	cr_assert_eq(d.st_nlink, 3);
+	cr_assert_eq(vfs_rmdir(v, 1, "dir"), -ENOTEMPTY);
+	f = write_file("f", (const uint8_t *)"x", 1);
+	cr_assert_eq(vfs_link(v, f, d.st_ino, "hard", &st), 0);
+	cr_assert_eq(st.st_nlink, 2);
+	cr_assert_eq(vfs_link(v, d.st_ino, 1, "dirlink", &st), -EPERM);
+	cr_assert_eq(vfs_symlink(v, &ctx, 1, "sym", "f", &st), 0);
+	{
+		char buf[16];
+
+		cr_assert_eq(vfs_readlink(v, st.st_ino, buf, sizeof(buf)), 0);
+		cr_assert_str_eq(buf, "f");
+	}
+	cr_assert_eq(vfs_unlink(v, 1, "f"), 0);
+	cr_assert_eq(vfs_lookup(v, d.st_ino, "hard", &st), 0);
+	cr_assert_eq(st.st_nlink, 1);
+	cr_assert_eq(vfs_rmdir(v, d.st_ino, "sub"), 0);
+	cr_assert_eq(vfs_unlink(v, d.st_ino, "hard"), 0);
+	cr_assert_eq(vfs_rmdir(v, 1, "dir"), 0);
+}
