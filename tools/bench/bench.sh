@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
+# shellcheck disable=SC2317  # functions are called through timed() and trap
 #
 # bench.sh: times pkgcachefs against plain ext4 and libfuse's passthrough_ll on a generated,
 # deterministic package-cache corpus (see corpus.py), and reports stored bytes and the daemon's
@@ -87,7 +88,7 @@ done
 [[ $REPS -ge 1 ]] || die "--reps must be >= 1"
 
 [[ $EUID -eq 0 ]] || die "run as root (drop_caches and FUSE mounts need it)"
-for t in python3 gcc pkg-config fusermount3 mountpoint find xargs du df; do
+for t in python3 gcc pkg-config fusermount3 find xargs du df; do
 	command -v "$t" >/dev/null || die "missing tool: $t"
 done
 
@@ -124,18 +125,22 @@ done
 # Mount bookkeeping: every mount we make is listed in MOUNTED (mountpoint -> kind), daemons we
 # started ourselves in DAEMON_PID (mountpoint -> pid). cleanup() undoes them all.
 
+# Reads the mount table, not the mountpoint: stat() of a FUSE mount whose daemon died fails
+# with ENOTCONN, and mountpoint(1) would then call it unmounted.
+is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
+
 declare -A MOUNTED=()
 declare -A DAEMON_PID=()
 
 fuse_unmount() {
 	local mnt=$1 kind=${MOUNTED[$1]:-fuse} pid=${DAEMON_PID[$1]:-} i
-	if mountpoint -q "$mnt"; then
+	if is_mounted "$mnt"; then
 		if [[ $kind == pkgcachefs && -x $PKG ]]; then
 			timeout 120 "$PKG" umount "$mnt" >>"$OUT/daemon.log" 2>&1 ||
 				log "warning: 'pkgcachefs umount $mnt' failed"
 		fi
-		mountpoint -q "$mnt" && fusermount3 -u "$mnt" 2>>"$OUT/daemon.log"
-		if mountpoint -q "$mnt"; then
+		is_mounted "$mnt" && fusermount3 -u "$mnt" 2>>"$OUT/daemon.log"
+		if is_mounted "$mnt"; then
 			log "warning: $mnt busy, lazy unmount"
 			umount -l "$mnt"
 		fi
@@ -171,7 +176,7 @@ trap 'log "interrupted"; exit 130' INT TERM
 
 # A previous run that was killed with -9 may have left our own mountpoints mounted.
 for m in "$TGT/pt-mnt" "$TGT/pkg-mnt"; do
-	if mountpoint -q "$m" 2>/dev/null; then
+	if is_mounted "$m"; then
 		log "unmounting stale $m from an earlier run"
 		fusermount3 -u "$m" 2>/dev/null || umount -l "$m"
 	fi
@@ -284,7 +289,7 @@ build_passthrough() {
 wait_mounted() {
 	local mnt=$1 pid=${2:-} i
 	for ((i = 0; i < 200; i++)); do
-		mountpoint -q "$mnt" && return 0
+		is_mounted "$mnt" && return 0
 		[[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null && return 1
 		sleep 0.05
 	done
@@ -317,7 +322,7 @@ target_up() {
 		MOUNTED[$TGT/pkg-mnt]=pkgcachefs
 		local -a o=()
 		[[ -n $PKG_OPTS ]] && o=(-o "$PKG_OPTS")
-		"$PKG" mount --store "$TGT/pkg-store" "${o[@]}" "$TGT/pkg-mnt" >>"$OUT/daemon.log" 2>&1 ||
+		timeout 120 "$PKG" mount --store "$TGT/pkg-store" "${o[@]}" "$TGT/pkg-mnt" >>"$OUT/daemon.log" 2>&1 ||
 			die "pkgcachefs mount failed (see $OUT/daemon.log)"
 		wait_mounted "$TGT/pkg-mnt" || die "pkgcachefs mount returned but $TGT/pkg-mnt is not mounted"
 		DPID=$(cat "$TGT/pkg-store/daemon.pid" 2>/dev/null)
@@ -491,4 +496,7 @@ cat >"$OUT/config.json" <<EOF
  "date": "$(date -u +%FT%TZ)"}
 EOF
 python3 "$REPORT_PY" "$OUT" | tee "$OUT/report.txt"
+report_rc=${PIPESTATUS[0]}
 log "wrote $OUT/report.txt and $OUT/results.json"
+# Figures, not a verdict: exit 1 only when something could not be measured or read back wrong.
+exit "$report_rc"

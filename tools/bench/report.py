@@ -188,16 +188,19 @@ def main():
             if stats and isinstance(stats.get("stored_bytes"), int):
                 sb = stats["stored_bytes"]
                 lb = stats.get("logical_bytes")
-                v = "ok" if sb <= STORED_SLACK * ideal else "MISS"
+                if m("pkgcachefs", "write") == "fail" or (isinstance(lb, int) and lb != corpus["logical_bytes"]):
+                    v = "n/a: the store does not hold the whole corpus"
+                else:
+                    v = "ok" if sb <= STORED_SLACK * ideal else "MISS"
                 st["verdict"] = v
                 p("pkgcachefs after write: stored_bytes %s = %.1f%% of zip-member unique, %.1f%% of "
                   "whole-file unique; dedup %.2fx  [target <= 105%% of unique: %s]"
                   % (gib(sb), 100 * sb / ideal, 100 * sb / corpus["whole_file_unique_bytes"],
                      corpus["logical_bytes"] / sb if sb else 0, v))
                 if isinstance(lb, int):
-                    p("  logical_bytes %s (%s the corpus), files %s"
-                      % (gib(lb), "matches" if lb == corpus["logical_bytes"] else
-                         "DIFFERS from %d in" % corpus["logical_bytes"], stats.get("files")))
+                    p("  logical_bytes %d (%s), files %s"
+                      % (lb, "matches the corpus" if lb == corpus["logical_bytes"] else
+                         "DIFFERS from the corpus: %d" % corpus["logical_bytes"], stats.get("files")))
             else:
                 p("pkgcachefs stats --json after write: unavailable or without stored_bytes")
             if "store_du_after_write_bytes" in st:
@@ -255,13 +258,19 @@ def main():
     if ver:
         p("content check (rep 1, untimed): " + ", ".join(ver))
         res["verify"] = ver
+    failed = sorted({"%s %s" % (t, op) for t, ops in med.items() for op, v in ops.items()
+                     if v["median_s"] == "fail"})
+    bad_content = [v for v in ver if v.endswith("FAIL")]
+    res["errors"] = failed + bad_content
+    if res["errors"]:
+        p("ERRORS: " + ", ".join(res["errors"]) + " (see ops.log, verify.log, daemon.log)")
     p("run took %s s of wall time" % cfg.get("wall_seconds", "?"))
 
     text = "\n".join(line.rstrip() for line in lines)
     print(text)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
-    return 0
+    return 1 if res["errors"] else 0
 
 
 if __name__ == "__main__":
