@@ -304,6 +304,13 @@ static int find_mount(const char *mnt, char *store, size_t len)
 	return found;
 }
 
+bool cli_is_pkgcachefs_mount(const char *path)
+{
+	char store[4096];
+
+	return find_mount(path, store, sizeof(store)) > 0;
+}
+
 static int run(const char *prog, const char *a1, const char *a2)
 {
 	pid_t pid = fork();

@@ -2,6 +2,8 @@
 /* The subcommands other than mount, and helpers the mount daemon shares with them. */
 #pragma once
 
+#include <stdbool.h>
+
 int cli_umount(int argc, char **argv);
 int cli_stats(int argc, char **argv);
 int cli_fsck(int argc, char **argv);
@@ -18,3 +20,6 @@ pid_t cli_adopt_start(int underfd, const char *mountpoint);
 
 /* Record the daemon's exit status in the store, for `pkgcachefs umount` to report. */
 void cli_write_exit_status(const char *store, int status);
+
+/* Whether a pkgcachefs mount sits exactly on path. */
+bool cli_is_pkgcachefs_mount(const char *path);

@@ -290,9 +290,9 @@ static int run_daemon(struct mount_args *a)
 		log_threshold = LOG_LVL_DEBUG;
 	r = store_open(a->store, STORE_CREATE | STORE_LOCK, &st, &owner);
 	if (r == -EBUSY) {
-		report(1, "store %s is in use by another pkgcachefs process%s%d: one daemon per "
-			  "store (unmount the other mount first, or use another --store)",
-		       a->store, owner ? " (pid " : "", (int)owner);
+		report(1, "store %s is in use by another pkgcachefs process (pid %d): one daemon "
+			  "per store (unmount the other mount first, or use another --store)",
+		       a->store, (int)owner);
 		return 1;
 	}
 	if (r == -EPROTO) {
@@ -402,6 +402,12 @@ static int cmd_mount(int argc, char **argv)
 		return status;
 	if (check_fuse_device() < 0)
 		return 1;
+	if (cli_is_pkgcachefs_mount(a.mountpoint)) {
+		fprintf(stderr, "pkgcachefs: %s is busy: a pkgcachefs mount is already there "
+				"(pkgcachefs umount %s first)\n",
+			a.mountpoint, a.mountpoint);
+		return 1;
+	}
 	if (access("/dev/fuse", F_OK) == 0 && geteuid() != 0 &&
 	    access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0) {
 		fprintf(stderr, "pkgcachefs: fusermount3 not found: install the fuse3 package\n");

@@ -28,6 +28,7 @@
 struct store {
 	char *dir;
 	int dirfd, packsfd, stagingfd, lockfd;
+	bool locked; /* we hold the lock, and own daemon.pid */
 	struct chunker_params params;
 	struct idx *idx;
 
@@ -180,8 +181,10 @@ static int take_lock(struct store *st, pid_t *ret_owner)
 	st->lockfd = openat(st->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (st->lockfd < 0)
 		return -errno;
-	if (flock(st->lockfd, LOCK_EX | LOCK_NB) == 0)
+	if (flock(st->lockfd, LOCK_EX | LOCK_NB) == 0) {
+		st->locked = true;
 		return 0;
+	}
 	if (errno != EWOULDBLOCK)
 		return -errno;
 	if (ret_owner) {
@@ -298,10 +301,10 @@ int store_close(struct store *st)
 		if (st->fds[i] >= 0)
 			close(st->fds[i]);
 	free(st->fds);
-	if (st->lockfd >= 0) {
+	if (st->locked)
 		unlinkat(st->dirfd, "daemon.pid", 0);
+	if (st->lockfd >= 0)
 		close(st->lockfd);
-	}
 	if (st->stagingfd >= 0)
 		close(st->stagingfd);
 	if (st->packsfd >= 0)

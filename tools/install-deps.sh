@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Install what pkgcachefs needs on Debian 12, from Debian's own packages.
+#   tools/install-deps.sh          build and run dependencies
+#   tools/install-deps.sh --test   also what the tests and benchmarks need
+# Runs apt-get as root (through sudo when not root). Safe to run again.
+set -euo pipefail
+
+build_pkgs=(
+	meson ninja-build gcc pkg-config
+	libfuse3-dev fuse3              # the FUSE library and fusermount3
+	libsqlite3-dev                  # the index
+	libxxhash-dev                   # XXH3-128 chunk keys
+	libzstd-dev                     # per-chunk compression
+	libssl-dev                      # SHA-256 (libcrypto)
+)
+test_pkgs=(
+	libcriterion-dev                # unit tests
+	python3 python3-venv python3-pip  # real pip through the mount, test helpers
+	attr psmisc procps util-linux   # getfattr, fuser, ps, mount helpers
+	sqlite3 zstd
+)
+
+pkgs=("${build_pkgs[@]}")
+if [[ ${1:-} == --test ]]; then
+	pkgs+=("${test_pkgs[@]}")
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+	echo "install-deps: all ${#pkgs[@]} packages present"
+	exit 0
+fi
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+	command -v sudo >/dev/null || { echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+	sudo=(sudo)
+fi
+echo "install-deps: installing ${missing[*]}"
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
