@@ -296,19 +296,21 @@ wait_mounted() {
 	return 1
 }
 
-# target_up TARGET: fresh, empty target; sets DATA (where files go) and DPID (daemon pid or "").
-target_up() {
+# FUSE targets are unmounted after the write and mounted again before the reads: drop_caches
+# empties the kernel's caches but not a daemon's own, and the umount after the write is where
+# pkgcachefs makes everything durable (timed, as information) and where its stats are taken.
+
+mnt_of() { case "$1" in passthrough) echo "$TGT/pt-mnt" ;; pkgcachefs) echo "$TGT/pkg-mnt" ;; esac; }
+
+# target_mount TARGET: mount the existing backing directory or store; sets DATA and DPID.
+target_mount() {
 	local target=$1
 	DPID=""
 	case "$target" in
 	ext4)
-		rm -rf "$TGT/ext4"
-		mkdir -p "$TGT/ext4"
 		DATA="$TGT/ext4"
 		;;
 	passthrough)
-		rm -rf "$TGT/pt-src"
-		mkdir -p "$TGT/pt-src" "$TGT/pt-mnt"
 		"$PT_BIN" -f -o source="$TGT/pt-src" "$TGT/pt-mnt" >>"$OUT/daemon.log" 2>&1 &
 		DPID=$!
 		DAEMON_PID[$TGT/pt-mnt]=$DPID
@@ -317,8 +319,6 @@ target_up() {
 		DATA="$TGT/pt-mnt"
 		;;
 	pkgcachefs)
-		rm -rf "$TGT/pkg-store"
-		mkdir -p "$TGT/pkg-store" "$TGT/pkg-mnt"
 		MOUNTED[$TGT/pkg-mnt]=pkgcachefs
 		local -a o=()
 		[[ -n $PKG_OPTS ]] && o=(-o "$PKG_OPTS")
@@ -333,21 +333,41 @@ target_up() {
 	esac
 }
 
-# target_down TARGET REP: record the daemon's memory, unmount, delete the backing files.
+# target_fresh TARGET: empty backing directory or store, mounted.
+target_fresh() {
+	case "$1" in
+	ext4) rm -rf "$TGT/ext4"; mkdir -p "$TGT/ext4" ;;
+	passthrough) rm -rf "$TGT/pt-src"; mkdir -p "$TGT/pt-src" "$TGT/pt-mnt" ;;
+	pkgcachefs) rm -rf "$TGT/pkg-store"; mkdir -p "$TGT/pkg-store" "$TGT/pkg-mnt" ;;
+	esac
+	target_mount "$1"
+}
+
+# target_unmount TARGET REP PHASE [OP]: record the daemon's memory as PHASE, unmount (timed as
+# OP when given; the time includes the daemon's exit).
+target_unmount() {
+	local target=$1 rep=$2 phase=$3 op=${4:-}
+	if [[ -n $DPID ]]; then
+		extra "$target" "$rep" "${phase}_vmhwm_kib" "$(vm_kib "$DPID" VmHWM)"
+		extra "$target" "$rep" "${phase}_vmrss_kib" "$(vm_kib "$DPID" VmRSS)"
+	fi
+	[[ $target == ext4 ]] && return 0
+	if [[ -n $op ]]; then
+		timed "$target" "$rep" "$op" fuse_unmount "$(mnt_of "$target")"
+	else
+		fuse_unmount "$(mnt_of "$target")"
+	fi
+	DPID=""
+}
+
+# target_down TARGET REP: unmount and delete the backing files.
 target_down() {
 	local target=$1 rep=$2
-	if [[ -n $DPID ]]; then
-		extra "$target" "$rep" vmhwm_kib "$(vm_kib "$DPID" VmHWM)"
-		extra "$target" "$rep" vmrss_kib "$(vm_kib "$DPID" VmRSS)"
-	fi
+	target_unmount "$target" "$rep" reads
 	case "$target" in
 	ext4) rm -rf "$TGT/ext4" ;;
-	passthrough)
-		fuse_unmount "$TGT/pt-mnt"
-		rm -rf "$TGT/pt-src"
-		;;
+	passthrough) rm -rf "$TGT/pt-src" ;;
 	pkgcachefs)
-		fuse_unmount "$TGT/pkg-mnt"
 		if [[ $rep == 1 ]]; then
 			"$PKG" stats --store "$TGT/pkg-store" --json >"$OUT/pkgcachefs-stats-final.json" \
 				2>>"$OUT/daemon.log" || log "warning: pkgcachefs stats (after umount) failed"
@@ -360,8 +380,8 @@ target_down() {
 
 store_figures() {
 	local tag=$1
-	"$PKG" stats --store "$TGT/pkg-store" --json >"$OUT/pkgcachefs-stats-$tag.json" 2>>"$OUT/daemon.log" ||
-		log "warning: pkgcachefs stats --json failed while mounted"
+"$PKG" stats --store "$TGT/pkg-store" --json >"$OUT/pkgcachefs-stats-$tag.json" 2>>"$OUT/daemon.log" ||
+		log "warning: pkgcachefs stats --json ($tag) failed"
 	extra pkgcachefs 1 "store_du_${tag}_bytes" "$(du -sB1 "$TGT/pkg-store" | cut -f1)"
 	extra pkgcachefs 1 "store_apparent_${tag}_bytes" "$(du -sb "$TGT/pkg-store" | cut -f1)"
 }
@@ -400,20 +420,23 @@ if [[ $RSS_FILES -gt 0 ]]; then
 	check_disk $((RSS_FILES * 16 / 1024 + 1024))
 	for t in "${FUSE_TARGETS[@]}"; do
 		log "rss: $t, $RSS_FILES files"
-		target_up "$t"
+		target_fresh "$t"
 		timed "$t" 1 rss_tree_copy op_copy "$TREE_DIR/data" "$DATA/tree"
 		sync
 		extra "$t" 1 rss_after_write_vmhwm_kib "$(vm_kib "$DPID" VmHWM)"
 		extra "$t" 1 rss_after_write_vmrss_kib "$(vm_kib "$DPID" VmRSS)"
 		timed "$t" 1 rss_tree_walk op_walk "$DATA/tree"
-		drop_caches
-		timed "$t" 1 rss_tree_walk_cold op_walk "$DATA/tree"
 		extra "$t" 1 rss_after_walk_vmhwm_kib "$(vm_kib "$DPID" VmHWM)"
 		extra "$t" 1 rss_after_walk_vmrss_kib "$(vm_kib "$DPID" VmRSS)"
+		target_unmount "$t" 1 rss_write rss_umount
 		if [[ $t == pkgcachefs ]]; then
 			"$PKG" stats --store "$TGT/pkg-store" --json >"$OUT/pkgcachefs-stats-rss.json" \
 				2>>"$OUT/daemon.log" || log "warning: pkgcachefs stats failed"
 		fi
+		target_mount "$t"
+		drop_caches
+		timed "$t" 1 rss_tree_walk_cold op_walk "$DATA/tree"
+		extra "$t" 1 rss_cold_walk_vmhwm_kib "$(vm_kib "$DPID" VmHWM)"
 		target_down "$t" rss
 	done
 else
@@ -445,11 +468,15 @@ else
 	for ((rep = 1; rep <= REPS; rep++)); do
 		for t in "${TARGETS[@]}"; do
 			log "rep $rep/$REPS: $t"
-			target_up "$t"
+			target_fresh "$t"
 			drop_caches
 			timed "$t" "$rep" write op_copy "$WHEEL_DIR/data" "$DATA/cache"
 			timed "$t" "$rep" write_sync sync
-			[[ $t == pkgcachefs && $rep == 1 ]] && store_figures after_write
+			if [[ $t != ext4 ]]; then
+				target_unmount "$t" "$rep" write umount_after_write
+				[[ $t == pkgcachefs && $rep == 1 ]] && store_figures after_write
+				target_mount "$t"
+			fi
 			drop_caches
 			timed "$t" "$rep" cold_read op_readall "$DATA/cache"
 			timed "$t" "$rep" warm_read op_readall "$DATA/cache"
