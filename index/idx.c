@@ -39,6 +39,7 @@ enum stmt_id {
 	S_ADD_EXTENT,
 	S_REF_CHUNK,
 	S_FIND_CHUNK,
+	S_ADD_REFS,
 	S_ADD_CHUNK,
 	S_ADD_PACK,
 	S_SET_PACK_SIZE,
@@ -81,7 +82,8 @@ static const char *const stmt_sql[S_COUNT] = {
 			  "WHERE e.ino = ?1 ORDER BY e.off",
 	[S_ADD_EXTENT] = "INSERT INTO extents (ino, off, len, chunk) VALUES (?1, ?2, ?3, ?4)",
 	[S_REF_CHUNK] = "UPDATE chunks SET refs = refs + 1 WHERE id = ?1",
-	[S_FIND_CHUNK] = "SELECT id, digest FROM chunks WHERE key = ?1",
+	[S_FIND_CHUNK] = "SELECT id, digest, pack, off, stored_len, flags FROM chunks WHERE key = ?1",
+	[S_ADD_REFS] = "UPDATE chunks SET refs = refs + ?2 WHERE id = ?1",
 	[S_ADD_CHUNK] = "INSERT INTO chunks (key, digest, raw_len, pack, off, stored_len, flags, "
 			"refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
 	[S_ADD_PACK] = "INSERT INTO packs (size, created) VALUES (0, ?1)",
@@ -661,7 +663,7 @@ int idx_set_extents(struct idx *x, uint64_t ino, const struct idx_extent *ext, s
 }
 
 int idx_find_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
-		   uint64_t *ret_id)
+		   uint64_t *ret_id, uint64_t *ret_pack, struct pack_loc *ret_loc)
 {
 	sqlite3_stmt *s = st(x, S_FIND_CHUNK);
 	int rc;
@@ -671,7 +673,15 @@ int idx_find_chunk(struct idx *x, const chunk_key *key, const chunk_digest *dige
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		if (sqlite3_column_bytes(s, 1) == HASH_DIGEST_SIZE &&
 		    memcmp(sqlite3_column_blob(s, 1), digest->b, HASH_DIGEST_SIZE) == 0) {
-			*ret_id = (uint64_t)sqlite3_column_int64(s, 0);
+			if (ret_id)
+				*ret_id = (uint64_t)sqlite3_column_int64(s, 0);
+			if (ret_pack)
+				*ret_pack = (uint64_t)sqlite3_column_int64(s, 2);
+			if (ret_loc) {
+				ret_loc->offset = (uint64_t)sqlite3_column_int64(s, 3);
+				ret_loc->stored_len = (uint32_t)sqlite3_column_int64(s, 4);
+				ret_loc->flags = (uint32_t)sqlite3_column_int64(s, 5);
+			}
 			sqlite3_reset(s);
 			return 1;
 		}
@@ -697,6 +707,24 @@ int idx_add_chunk(struct idx *x, const chunk_key *key, const chunk_digest *diges
 	if (r == 0)
 		*ret_id = (uint64_t)sqlite3_last_insert_rowid(x->db);
 	return r;
+}
+
+int idx_ref_chunk(struct idx *x, uint64_t id, int delta)
+{
+	sqlite3_stmt *s = st(x, S_ADD_REFS);
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+	sqlite3_bind_int64(s, 2, delta);
+	return step_done(s);
+}
+
+int idx_recount_refs(struct idx *x)
+{
+	int r = exec(x, "UPDATE chunks SET refs = (SELECT count(*) FROM extents e WHERE "
+			"e.chunk = chunks.id) WHERE refs != (SELECT count(*) FROM extents e WHERE "
+			"e.chunk = chunks.id)");
+
+	return r < 0 ? r : sqlite3_changes(x->db);
 }
 
 int idx_add_pack(struct idx *x, uint64_t *ret_id)

@@ -107,9 +107,14 @@ int idx_get_extents(struct idx *x, uint64_t ino, struct idx_extent **ret, size_t
  */
 int idx_set_extents(struct idx *x, uint64_t ino, const struct idx_extent *ext, size_t n);
 
-/* A chunk with this key and digest: 1 and its id, or 0. */
+/* A chunk with this key and digest: 1 with its id, pack and location (each may be NULL), or 0. */
 int idx_find_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
-		   uint64_t *ret_id);
+		   uint64_t *ret_id, uint64_t *ret_pack, struct pack_loc *ret_loc);
+/* Add delta to a chunk's reference count (pins held by files being written). */
+int idx_ref_chunk(struct idx *x, uint64_t id, int delta);
+/* Set every chunk's reference count to the number of extents naming it (after a crash). Returns
+ * how many were wrong, or -errno. */
+int idx_recount_refs(struct idx *x);
 /* Record a chunk stored in a pack, with no references yet. */
 int idx_add_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
 		  uint32_t raw_len, uint64_t pack, const struct pack_loc *loc, uint64_t *ret_id);

@@ -36,6 +36,25 @@
 #define XATTR_VALUE_MAX 65536
 #define COMMIT_READ_SIZE (4u << 20)
 
+struct ext_vec {
+	struct idx_extent *e;
+	size_t n, cap;
+};
+
+/*
+ * A file written from empty by sequential writes (the common case: pip, npm and uv write a new
+ * temp file front to back) is chunked as the data arrives, with no staging file: chunks are
+ * stored and pinned as they are cut, and at flush the extents are written in one go. Any other
+ * access (a write elsewhere, a read, a truncate) spills the stream into a staging file first.
+ */
+struct stream {
+	struct chunker ch;
+	uint8_t *buf; /* bytes since the last cut */
+	size_t len, cap, scanned;
+	uint64_t base;     /* file offset of buf[0] */
+	struct ext_vec ev; /* chunks emitted so far, each pinned */
+};
+
 struct vnode {
 	uint64_t ino;
 	struct vnode *next; /* hash chain; v->lock */
@@ -48,6 +67,7 @@ struct vnode {
 	pthread_rwlock_t rw;
 	int staging_fd;          /* rw; -1 when not staged */
 	bool dirty;              /* rw; staging content not yet committed */
+	struct stream *stream;   /* rw; a file being written sequentially from empty */
 	struct idx_extent *ext;  /* rw; committed extents, loaded while open */
 	size_t next_count;
 	bool ext_valid;
@@ -108,6 +128,9 @@ static int64_t ts_ns(const struct timespec *ts)
 	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
 }
 
+static void unpin(struct vfs *v, const struct ext_vec *ev);
+static int stream_finish(struct vfs *v, struct vnode *n);
+
 /* ---- node table (v->lock held) ---- */
 
 static struct vnode *node_find(struct vfs *v, uint64_t ino)
@@ -149,6 +172,12 @@ static void node_unlink_free(struct vfs *v, struct vnode *n)
 	}
 	if (n->staging_fd >= 0)
 		close(n->staging_fd);
+	if (n->stream) {
+		unpin(v, &n->stream->ev);
+		free(n->stream->ev.e);
+		free(n->stream->buf);
+		free(n->stream);
+	}
 	free(n->ext);
 	pthread_rwlock_destroy(&n->rw);
 	free(n);
@@ -308,36 +337,31 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-/* Store one chunk (dedup by key, confirmed by digest); v->lock held, in a transaction. */
-static int put_chunk(struct vfs *v, const uint8_t *data, uint32_t len, uint64_t *ret_id)
+/*
+ * Store one chunk (dedup by key, confirmed by digest); v->lock held, in a transaction. Fills
+ * e's chunk, key, pack and loc.
+ */
+static int put_chunk(struct vfs *v, const uint8_t *data, uint32_t len, struct idx_extent *e)
 {
-	chunk_key key;
 	chunk_digest digest;
-	struct pack_loc loc;
-	uint64_t pack;
 	int r;
 
-	hash_key(data, len, &key);
+	hash_key(data, len, &e->key);
 	hash_digest(data, len, &digest);
-	r = idx_find_chunk(v->x, &key, &digest, ret_id);
+	r = idx_find_chunk(v->x, &e->key, &digest, &e->chunk, &e->pack, &e->loc);
 	if (r != 0)
 		return r < 0 ? r : 0;
-	r = store_append_chunk(v->st, &key, &digest, data, len, &pack, &loc);
+	r = store_append_chunk(v->st, &e->key, &digest, data, len, &e->pack, &e->loc);
 	if (r < 0)
 		return r;
-	return idx_add_chunk(v->x, &key, &digest, len, pack, &loc, ret_id);
+	return idx_add_chunk(v->x, &e->key, &digest, len, e->pack, &e->loc, &e->chunk);
 }
 
-struct ext_vec {
-	struct idx_extent *e;
-	size_t n, cap;
-};
-
-static int ext_push(struct ext_vec *ev, uint64_t off, uint32_t len, uint64_t chunk)
+static int ext_push(struct ext_vec *ev, const struct idx_extent *e)
 {
-	if (ev->n && !chunk && !ev->e[ev->n - 1].chunk &&
-	    (uint64_t)ev->e[ev->n - 1].len + len <= UINT32_MAX) {
-		ev->e[ev->n - 1].len += len; /* merge adjacent holes */
+	if (ev->n && !e->chunk && !ev->e[ev->n - 1].chunk &&
+	    (uint64_t)ev->e[ev->n - 1].len + e->len <= UINT32_MAX) {
+		ev->e[ev->n - 1].len += e->len; /* merge adjacent holes */
 		return 0;
 	}
 	if (ev->n == ev->cap) {
@@ -349,31 +373,76 @@ static int ext_push(struct ext_vec *ev, uint64_t off, uint32_t len, uint64_t chu
 		ev->e = ne;
 		ev->cap = ncap;
 	}
-	memset(&ev->e[ev->n], 0, sizeof(ev->e[0]));
-	ev->e[ev->n].off = off;
-	ev->e[ev->n].len = len;
-	ev->e[ev->n].chunk = chunk;
-	ev->n++;
+	ev->e[ev->n++] = *e;
 	return 0;
 }
 
-/* One chunk of the staging file: a hole when all zero, else stored. */
+/*
+ * One chunk of a file: a hole when all zero, else stored. With pin, the chunk gets a reference
+ * at once, held until the extents that use it are written (streamed files), so that nothing
+ * reclaims it in between.
+ */
 static int emit_chunk(struct vfs *v, struct ext_vec *ev, uint64_t off, const uint8_t *p,
-		      uint32_t len)
+		      uint32_t len, bool pin)
 {
-	uint64_t id = 0;
+	struct idx_extent e = {.off = off, .len = len};
 	int r;
 
 	if (!all_zero(p, len)) {
 		pthread_mutex_lock(&v->lock);
 		r = begin(v);
 		if (r == 0)
-			r = put_chunk(v, p, len, &id);
+			r = put_chunk(v, p, len, &e);
+		if (r == 0 && pin)
+			r = idx_ref_chunk(v->x, e.chunk, 1);
 		pthread_mutex_unlock(&v->lock);
 		if (r < 0)
 			return r;
 	}
-	return ext_push(ev, off, len, id);
+	return ext_push(ev, &e);
+}
+
+/* Drop the pins of emitted chunks; v->lock held. */
+static void unpin(struct vfs *v, const struct ext_vec *ev)
+{
+	for (size_t i = 0; i < ev->n; i++)
+		if (ev->e[i].chunk && idx_ref_chunk(v->x, ev->e[i].chunk, -1) < 0)
+			log_debug("unpin of chunk %llu failed", (unsigned long long)ev->e[i].chunk);
+}
+
+/*
+ * Make ev the file's extents and size its length; v->lock held. The node's cached extents
+ * become ev (ownership moves; ev is emptied).
+ */
+static int set_content(struct vfs *v, struct vnode *n, struct ext_vec *ev, uint64_t size)
+{
+	struct idx_inode in;
+	int r;
+
+	r = op_begin(v);
+	if (r < 0)
+		return r;
+	r = idx_set_extents(v->x, n->ino, ev->e, ev->n);
+	if (r == 0) {
+		r = idx_get_inode(v->x, n->ino, &in);
+		if (r == 0)
+			r = -ENOENT;
+	}
+	if (r > 0) {
+		in.size = size;
+		in.mtime = n->mtime;
+		in.ctime = n->ctime;
+		r = idx_put_inode(v->x, &in);
+	}
+	if (op_end(v, r) < 0)
+		return r;
+	free(n->ext);
+	n->ext = ev->e;
+	n->next_count = ev->n;
+	n->ext_valid = true;
+	ev->e = NULL;
+	ev->n = ev->cap = 0;
+	return 0;
 }
 
 /*
@@ -422,7 +491,8 @@ static int commit_node(struct vfs *v, struct vnode *n)
 				break;
 			}
 			scanned += cut;
-			r = emit_chunk(v, &ev, base, buf + start, (uint32_t)(scanned - start));
+			r = emit_chunk(v, &ev, base, buf + start, (uint32_t)(scanned - start),
+				       false);
 			if (r < 0)
 				goto out_free;
 			base += scanned - start;
@@ -436,36 +506,15 @@ static int commit_node(struct vfs *v, struct vnode *n)
 		start = 0;
 	}
 	if (len > start) {
-		r = emit_chunk(v, &ev, base, buf + start, (uint32_t)(len - start));
+		r = emit_chunk(v, &ev, base, buf + start, (uint32_t)(len - start), false);
 		if (r < 0)
 			goto out_free;
 	}
 
 	pthread_mutex_lock(&v->lock);
-	r = begin(v);
+	r = set_content(v, n, &ev, size);
 	if (r == 0)
-		r = idx_set_extents(v->x, n->ino, ev.e, ev.n);
-	if (r == 0) {
-		struct idx_inode in;
-
-		r = idx_get_inode(v->x, n->ino, &in);
-		if (r == 1) {
-			in.size = size;
-			in.mtime = n->mtime;
-			in.ctime = n->ctime;
-			r = idx_put_inode(v->x, &in);
-		} else if (r == 0) {
-			r = -ENOENT;
-		}
-	}
-	if (r == 0) {
-		free(n->ext);
-		n->ext = NULL;
-		n->ext_valid = false;
-		r = idx_get_extents(v->x, n->ino, &n->ext, &n->next_count);
-		n->ext_valid = r == 0;
 		n->dirty = false;
-	}
 	pthread_mutex_unlock(&v->lock);
 out_free:
 	free(ev.e);
@@ -478,10 +527,10 @@ static int commit_node_gc(struct vfs *v, struct vnode *n)
 {
 	int r;
 
-	if (!n->dirty)
+	if (!n->dirty && !n->stream)
 		return 0;
 	pthread_rwlock_rdlock(&v->gc_lock);
-	r = commit_node(v, n);
+	r = n->stream ? stream_finish(v, n) : commit_node(v, n);
 	pthread_rwlock_unlock(&v->gc_lock);
 	return r;
 }
@@ -594,6 +643,165 @@ out:
 	return r;
 }
 
+/* ---- streamed writes ---- */
+
+static void stream_free(struct stream *sm)
+{
+	if (!sm)
+		return;
+	free(sm->ev.e);
+	free(sm->buf);
+	free(sm);
+}
+
+/* Start streaming an empty file; rw held for writing. */
+static int stream_start(struct vfs *v, struct vnode *n)
+{
+	struct stream *sm = calloc(1, sizeof(*sm));
+
+	if (!sm)
+		return -ENOMEM;
+	chunker_init(&sm->ch, &v->cp);
+	n->stream = sm;
+	pthread_mutex_lock(&v->lock);
+	n->staged = true;
+	n->size = 0;
+	n->mtime = n->ctime = now_ns();
+	pthread_mutex_unlock(&v->lock);
+	return 0;
+}
+
+static int stream_append(struct vfs *v, struct vnode *n, const uint8_t *data, size_t size)
+{
+	struct stream *sm = n->stream;
+	size_t start = 0;
+	int r = 0;
+
+	if (sm->len + size > sm->cap) {
+		size_t ncap = MAX(sm->len + size, (size_t)v->cp.max * 2);
+		uint8_t *nb = realloc(sm->buf, ncap);
+
+		if (!nb)
+			return -ENOMEM;
+		sm->buf = nb;
+		sm->cap = ncap;
+	}
+	memcpy(sm->buf + sm->len, data, size);
+	sm->len += size;
+	while (sm->scanned < sm->len) {
+		size_t cut = chunker_scan(&sm->ch, sm->buf + sm->scanned, sm->len - sm->scanned);
+
+		if (cut == CHUNKER_NO_CUT) {
+			sm->scanned = sm->len;
+			break;
+		}
+		sm->scanned += cut;
+		r = emit_chunk(v, &sm->ev, sm->base + start, sm->buf + start,
+			       (uint32_t)(sm->scanned - start), true);
+		if (r < 0) {
+			/* The cut stays unemitted: rewind so the bytes are kept and retried. */
+			sm->scanned = start;
+			chunker_init(&sm->ch, &v->cp);
+			break;
+		}
+		start = sm->scanned;
+	}
+	if (start > 0) {
+		memmove(sm->buf, sm->buf + start, sm->len - start);
+		sm->len -= start;
+		sm->scanned -= start;
+		sm->base += start;
+	}
+	return r;
+}
+
+/* Emit the tail and make the streamed chunks the file's content; rw held for writing. */
+static int stream_finish(struct vfs *v, struct vnode *n)
+{
+	struct stream *sm = n->stream;
+	uint64_t size = sm->base + sm->len;
+	int r = 0;
+
+	if (sm->len > 0) {
+		r = emit_chunk(v, &sm->ev, sm->base, sm->buf, (uint32_t)sm->len, true);
+		if (r < 0)
+			return r;
+		sm->base += sm->len;
+		sm->len = sm->scanned = 0;
+		chunker_init(&sm->ch, &v->cp);
+	}
+	pthread_mutex_lock(&v->lock);
+	{
+		struct ext_vec pins = sm->ev;
+
+		/* set_content takes the vector; the pins are the same chunks, dropped after. */
+		pins.e = malloc(MAX(sm->ev.n, (size_t)1) * sizeof(*pins.e));
+		if (!pins.e) {
+			r = -ENOMEM;
+		} else {
+			memcpy(pins.e, sm->ev.e, sm->ev.n * sizeof(*pins.e));
+			r = set_content(v, n, &sm->ev, size);
+			if (r == 0)
+				unpin(v, &pins);
+			free(pins.e);
+		}
+	}
+	if (r == 0) {
+		n->staged = false;
+		n->stream = NULL;
+	}
+	pthread_mutex_unlock(&v->lock);
+	if (r == 0)
+		stream_free(sm);
+	return r;
+}
+
+/* Turn a stream into a staging file holding the same bytes; rw held for writing. */
+static int stream_spill(struct vfs *v, struct vnode *n)
+{
+	struct stream *sm = n->stream;
+	char name[32];
+	uint8_t *buf = NULL;
+	int fd, r = 0;
+
+	snprintf(name, sizeof(name), "%llu", (unsigned long long)n->ino);
+	fd = openat(store_staging_fd(v->st), name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	for (size_t i = 0; i < sm->ev.n && r == 0; i++) {
+		const struct idx_extent *e = &sm->ev.e[i];
+
+		if (!e->chunk)
+			continue;
+		buf = realloc(buf, e->len);
+		if (!buf) {
+			r = -ENOMEM;
+			break;
+		}
+		r = read_extent(v, e, buf);
+		if (r == 0)
+			r = pwrite_all(fd, buf, e->len, (off_t)e->off);
+	}
+	free(buf);
+	if (r == 0 && sm->len)
+		r = pwrite_all(fd, sm->buf, sm->len, (off_t)sm->base);
+	if (r == 0 && ftruncate(fd, (off_t)(sm->base + sm->len)) < 0)
+		r = -errno;
+	if (r < 0) {
+		close(fd);
+		unlinkat(store_staging_fd(v->st), name, 0);
+		return r;
+	}
+	n->staging_fd = fd;
+	n->dirty = true;
+	pthread_mutex_lock(&v->lock);
+	unpin(v, &sm->ev);
+	n->stream = NULL;
+	pthread_mutex_unlock(&v->lock);
+	stream_free(sm);
+	return 0;
+}
+
 /* Give the node a staging file holding its committed content; rw held for writing. */
 static int stage(struct vfs *v, struct vnode *n)
 {
@@ -604,6 +812,8 @@ static int stage(struct vfs *v, struct vnode *n)
 
 	if (n->staging_fd >= 0)
 		return 0;
+	if (n->stream)
+		return stream_spill(v, n);
 	pthread_mutex_lock(&v->lock);
 	r = get_stat(v, n->ino, &st);
 	pthread_mutex_unlock(&v->lock);
@@ -723,6 +933,19 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 		if (r > 0)
 			log_debug("removed %d orphaned inodes", r);
 	}
+	if (r >= 0) {
+		/* After a crash, pins of files being written are left in the counts. */
+		char clean[8] = "";
+
+		r = idx_meta_get(v->x, "clean_shutdown", clean, sizeof(clean));
+		if (r >= 0 && strcmp(clean, "1") != 0) {
+			r = idx_recount_refs(v->x);
+			if (r > 0)
+				log_debug("fixed %d chunk reference counts after a crash", r);
+		}
+		if (r >= 0)
+			r = idx_meta_set(v->x, "clean_shutdown", "0");
+	}
 	if (r >= 0)
 		r = commit_locked(v);
 	if (r < 0)
@@ -756,7 +979,7 @@ int vfs_close(struct vfs *v)
 			struct vnode *n = v->buckets[b];
 
 			pthread_rwlock_wrlock(&n->rw);
-			if (n->dirty) {
+			if (n->dirty || n->stream) {
 				r = commit_node_gc(v, n);
 				if (r < 0)
 					log_error("inode %llu: data lost: %s",
@@ -773,7 +996,13 @@ int vfs_close(struct vfs *v)
 			pthread_mutex_unlock(&v->lock);
 		}
 	}
-	r = vfs_sync(v);
+	pthread_mutex_lock(&v->lock);
+	r = begin(v);
+	if (r == 0)
+		r = idx_meta_set(v->x, "clean_shutdown", "1");
+	pthread_mutex_unlock(&v->lock);
+	if (r == 0)
+		r = vfs_sync(v);
 	if (v->wal_fd >= 0)
 		close(v->wal_fd);
 	r2 = store_close(v->st);
@@ -1570,6 +1799,16 @@ ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_
 	if (off < 0)
 		return -EINVAL;
 	pthread_rwlock_rdlock(&n->rw);
+	if (n->stream) {
+		/* Reading a file being streamed: give it a staging file to read from. */
+		pthread_rwlock_unlock(&n->rw);
+		pthread_rwlock_wrlock(&n->rw);
+		r = n->stream ? stream_spill(v, n) : 0;
+		pthread_rwlock_unlock(&n->rw);
+		if (r < 0)
+			return r;
+		pthread_rwlock_rdlock(&n->rw);
+	}
 	if (n->staging_fd >= 0) {
 		r = pread(n->staging_fd, buf, size, off);
 		if (r < 0)
@@ -1604,6 +1843,31 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 	if (off < 0)
 		return -EINVAL;
 	pthread_rwlock_wrlock(&n->rw);
+	if (!n->stream && n->staging_fd < 0 && off == 0) {
+		struct stat st;
+
+		pthread_mutex_lock(&v->lock);
+		r = get_stat(v, n->ino, &st);
+		pthread_mutex_unlock(&v->lock);
+		if (r < 0)
+			goto out_unlock;
+		if (st.st_size == 0) {
+			r = stream_start(v, n);
+			if (r < 0)
+				goto out_unlock;
+		}
+	}
+	if (n->stream && (uint64_t)off == n->stream->base + n->stream->len) {
+		r = stream_append(v, n, buf, size);
+		if (r < 0)
+			goto out_unlock;
+		r = (ssize_t)size;
+		pthread_mutex_lock(&v->lock);
+		n->size = (uint64_t)off + size;
+		n->mtime = n->ctime = now_ns();
+		pthread_mutex_unlock(&v->lock);
+		goto out_unlock;
+	}
 	r = stage(v, n);
 	if (r < 0)
 		goto out_unlock;

@@ -141,11 +141,11 @@ Test(idx, chunk_match_needs_digest)
 
 	cr_assert_eq(idx_begin(x), 0);
 	cr_assert_eq(idx_add_chunk(x, &k, &d1, 10, 1, &loc, &a), 0);
-	cr_assert_eq(idx_find_chunk(x, &k, &d2, &got), 0, "a key match alone must not dedup");
+	cr_assert_eq(idx_find_chunk(x, &k, &d2, &got, NULL, NULL), 0, "a key match alone must not dedup");
 	cr_assert_eq(idx_add_chunk(x, &k, &d2, 10, 1, &loc, &b), 0);
-	cr_assert_eq(idx_find_chunk(x, &k, &d2, &got), 1);
+	cr_assert_eq(idx_find_chunk(x, &k, &d2, &got, NULL, NULL), 1);
 	cr_assert_eq(got, b);
-	cr_assert_eq(idx_find_chunk(x, &k, &d1, &got), 1);
+	cr_assert_eq(idx_find_chunk(x, &k, &d1, &got, NULL, NULL), 1);
 	cr_assert_eq(got, a);
 }
 

@@ -251,3 +251,54 @@ Test(vfs, directories_and_links)
 	cr_assert_eq(vfs_unlink(v, d.st_ino, "hard"), 0);
 	cr_assert_eq(vfs_rmdir(v, 1, "dir"), 0);
 }
+
+/* A sequential writer is chunked as it writes; a read or a write elsewhere spills to staging. */
+Test(vfs, stream_spills_on_read_and_random_write)
+{
+	size_t n = 2 << 20;
+	uint8_t *data = malloc(n), buf[4096];
+	struct vfs_file *f;
+	struct stat st;
+
+	fill_random(data, n, 9);
+	cr_assert_eq(vfs_create(v, &ctx, 1, "s", 0644, O_RDWR, &st, &f), 0);
+	cr_assert_eq(vfs_write(v, f, data, n / 2, 0), (ssize_t)(n / 2));
+	cr_assert_eq(vfs_getattr(v, st.st_ino, &st), 0);
+	cr_assert_eq(st.st_size, (off_t)(n / 2), "size grows while streaming");
+	cr_assert_eq(vfs_read(v, f, buf, sizeof(buf), 1000), (ssize_t)sizeof(buf));
+	cr_assert_eq(memcmp(buf, data + 1000, sizeof(buf)), 0);
+	cr_assert_eq(vfs_write(v, f, data + n / 2, n / 2, (off_t)(n / 2)), (ssize_t)(n / 2));
+	data[10] ^= 0xff;
+	cr_assert_eq(vfs_write(v, f, data + 10, 1, 10), 1);
+	cr_assert_eq(vfs_flush(v, f), 0);
+	vfs_release(v, f);
+	check_file(st.st_ino, data, n);
+	free(data);
+}
+
+/* Chunks of a file being streamed are pinned until it is closed, and only until then. */
+Test(vfs, pins_held_until_close)
+{
+	size_t n = 1 << 20;
+	uint8_t *data = malloc(n);
+	struct vfs_file *f;
+	struct stat st;
+	struct fsck_report rep;
+	struct store *st2;
+
+	fill_random(data, n, 3);
+	cr_assert_eq(vfs_create(v, &ctx, 1, "s", 0644, O_RDWR, &st, &f), 0);
+	cr_assert_eq(vfs_write(v, f, data, n, 0), (ssize_t)n);
+	cr_assert_eq(vfs_sync(v), 0);
+	/* "Crash": look at the store from outside, as the next mount would. */
+	cr_assert_eq(store_open(dir, 0, &st2, NULL), 0);
+	cr_assert_eq(maint_fsck(st2, false, true, stderr, &rep), 0);
+	cr_assert_gt(rep.bad_refs, 0, "pins are visible before the file is closed");
+	store_close(st2);
+	cr_assert_eq(vfs_flush(v, f), 0);
+	vfs_release(v, f);
+	cr_assert_eq(vfs_sync(v), 0);
+	cr_assert_eq(maint_fsck(vfs_store(v), false, true, stderr, &rep), 0);
+	cr_assert(fsck_clean(&rep));
+	free(data);
+}
