@@ -267,6 +267,13 @@ static void *adopt_waiter(void *arg)
 	return NULL;
 }
 
+/* gc evicted a name: make the kernel forget its cached entry. Called with no lock held. */
+static void on_evicted(void *data, uint64_t parent, const char *name)
+{
+	if (the_session)
+		fuse_lowlevel_notify_inval_entry(the_session, parent, name, strlen(name));
+}
+
 static void on_signal(int sig)
 {
 	if (the_session)
@@ -310,6 +317,7 @@ static int run_daemon(struct mount_args *a)
 		return 1;
 	}
 	store_write_pid(st);
+	a->vo.evicted = on_evicted;
 	r = vfs_open(st, &a->vo, &v);
 	if (r < 0) {
 		report(1, "cannot start on store %s: %s", a->store, strerror(-r));

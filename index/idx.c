@@ -40,6 +40,8 @@ enum stmt_id {
 	S_REF_CHUNK,
 	S_FIND_CHUNK,
 	S_ADD_REFS,
+	S_CHUNK_LOC,
+	S_TOUCH_USED,
 	S_ADD_CHUNK,
 	S_ADD_PACK,
 	S_SET_PACK_SIZE,
@@ -83,6 +85,8 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_ADD_EXTENT] = "INSERT INTO extents (ino, off, len, chunk) VALUES (?1, ?2, ?3, ?4)",
 	[S_REF_CHUNK] = "UPDATE chunks SET refs = refs + 1 WHERE id = ?1",
 	[S_FIND_CHUNK] = "SELECT id, digest, pack, off, stored_len, flags FROM chunks WHERE key = ?1",
+	[S_CHUNK_LOC] = "SELECT pack, off, stored_len, flags FROM chunks WHERE id = ?1",
+	[S_TOUCH_USED] = "UPDATE inodes SET used = ?2 WHERE ino = ?1 AND used < ?2 - 3600",
 	[S_ADD_REFS] = "UPDATE chunks SET refs = refs + ?2 WHERE id = ?1",
 	[S_ADD_CHUNK] = "INSERT INTO chunks (key, digest, raw_len, pack, off, stored_len, flags, "
 			"refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
@@ -161,6 +165,8 @@ int idx_errno(int rc)
 		return -EIO;
 	}
 }
+
+static int query_u64s(struct idx *x, const char *sql, uint64_t *out, int n);
 
 /* Fetch a cached statement, reset and with bindings cleared. */
 static sqlite3_stmt *st(struct idx *x, enum stmt_id id)
@@ -709,6 +715,34 @@ int idx_add_chunk(struct idx *x, const chunk_key *key, const chunk_digest *diges
 	return r;
 }
 
+int idx_chunk_loc(struct idx *x, uint64_t id, uint64_t *ret_pack, struct pack_loc *ret_loc)
+{
+	sqlite3_stmt *s = st(x, S_CHUNK_LOC);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*ret_pack = (uint64_t)sqlite3_column_int64(s, 0);
+		ret_loc->offset = (uint64_t)sqlite3_column_int64(s, 1);
+		ret_loc->stored_len = (uint32_t)sqlite3_column_int64(s, 2);
+		ret_loc->flags = (uint32_t)sqlite3_column_int64(s, 3);
+		sqlite3_reset(s);
+		return 1;
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+int idx_touch_used(struct idx *x, uint64_t ino, int64_t now)
+{
+	sqlite3_stmt *s = st(x, S_TOUCH_USED);
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	sqlite3_bind_int64(s, 2, now);
+	return step_done(s);
+}
+
 int idx_ref_chunk(struct idx *x, uint64_t id, int delta)
 {
 	sqlite3_stmt *s = st(x, S_ADD_REFS);
@@ -746,6 +780,16 @@ int idx_set_pack_size(struct idx *x, uint64_t id, uint64_t size)
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
 	sqlite3_bind_int64(s, 2, (sqlite3_int64)size);
 	return step_done(s);
+}
+
+int idx_pack_bytes(struct idx *x, uint64_t *ret)
+{
+	uint64_t v[1];
+	int r = query_u64s(x, "SELECT total(size) FROM packs", v, 1);
+
+	if (r == 0)
+		*ret = v[0];
+	return r;
 }
 
 int idx_get_xattr(struct idx *x, uint64_t ino, const char *name, void *buf, size_t len)

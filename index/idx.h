@@ -110,6 +110,11 @@ int idx_set_extents(struct idx *x, uint64_t ino, const struct idx_extent *ext, s
 /* A chunk with this key and digest: 1 with its id, pack and location (each may be NULL), or 0. */
 int idx_find_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
 		   uint64_t *ret_id, uint64_t *ret_pack, struct pack_loc *ret_loc);
+/* Where chunk id lives now (gc moves chunks). 1, 0 or -errno. */
+int idx_chunk_loc(struct idx *x, uint64_t id, uint64_t *ret_pack, struct pack_loc *ret_loc);
+/* Note that ino was used at time now (seconds), for least-recently-used eviction. Cheap: it
+ * writes only when the recorded time is over an hour old. */
+int idx_touch_used(struct idx *x, uint64_t ino, int64_t now);
 /* Add delta to a chunk's reference count (pins held by files being written). */
 int idx_ref_chunk(struct idx *x, uint64_t id, int delta);
 /* Set every chunk's reference count to the number of extents naming it (after a crash). Returns
@@ -122,6 +127,8 @@ int idx_add_chunk(struct idx *x, const chunk_key *key, const chunk_digest *diges
 /* Packs: name and size on record. */
 int idx_add_pack(struct idx *x, uint64_t *ret_id);
 int idx_set_pack_size(struct idx *x, uint64_t id, uint64_t size);
+/* Bytes in all packs, as recorded. */
+int idx_pack_bytes(struct idx *x, uint64_t *ret);
 
 #define IDX_XATTR_CREATE 1
 #define IDX_XATTR_REPLACE 2

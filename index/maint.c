@@ -397,7 +397,8 @@ static int collect_packs(sqlite3_stmt *s, void *data)
 }
 
 /* Delete the least recently used files until live data fits max_size. */
-static int evict(struct store *st, uint64_t max_size, struct gc_report *rep)
+static int evict(struct store *st, uint64_t max_size, const struct gc_hooks *h,
+		 struct gc_report *rep)
 {
 	sqlite3 *db = idx_db(store_idx(st));
 	sqlite3_stmt *live, *pick;
@@ -411,13 +412,13 @@ static int evict(struct store *st, uint64_t max_size, struct gc_report *rep)
 	rc = sqlite3_prepare_v2(db,
 				"SELECT d.parent, d.name, i.ino, i.size FROM inodes i JOIN dentries d "
 				"ON d.ino = i.ino WHERE i.mode & 61440 = 32768 AND i.size > 0 "
-				"ORDER BY max(i.used, i.mtime / 1000000000) LIMIT 64",
+				"ORDER BY max(i.used, i.mtime / 1000000000) LIMIT 64 OFFSET ?1",
 				-1, &pick, NULL);
 	if (rc != SQLITE_OK) {
 		sqlite3_finalize(live);
 		return idx_errno(rc);
 	}
-	for (;;) {
+	for (int skipped = 0;;) {
 		uint64_t used = 0;
 		bool any = false;
 
@@ -427,6 +428,7 @@ static int evict(struct store *st, uint64_t max_size, struct gc_report *rep)
 		if (used <= max_size)
 			break;
 		sqlite3_reset(pick);
+		sqlite3_bind_int(pick, 1, skipped);
 		while (sqlite3_step(pick) == SQLITE_ROW) {
 			uint64_t parent = (uint64_t)sqlite3_column_int64(pick, 0);
 			uint64_t ino = (uint64_t)sqlite3_column_int64(pick, 2);
@@ -439,6 +441,12 @@ static int evict(struct store *st, uint64_t max_size, struct gc_report *rep)
 			memcpy(name, sqlite3_column_blob(pick, 1), (size_t)n);
 			name[n] = '\0';
 			any = true;
+			if (h && h->skip && h->skip(h->data, ino)) {
+				skipped++;
+				continue;
+			}
+			if (h && h->evicted)
+				h->evicted(h->data, parent, name);
 			r = idx_del_dentry(store_idx(st), parent, name);
 			if (r == 0 && idx_get_inode(store_idx(st), ino, &in) == 1) {
 				in.nlink = in.nlink ? in.nlink - 1 : 0;
@@ -497,7 +505,8 @@ static int rewrite_chunk(sqlite3_stmt *s, void *data)
 	return sqlite3_step(upd) == SQLITE_DONE ? 0 : -EIO;
 }
 
-int maint_gc(struct store *st, uint64_t max_size, FILE *progress, struct gc_report *ret)
+int maint_gc(struct store *st, uint64_t max_size, FILE *progress, const struct gc_hooks *hooks,
+	     struct gc_report *ret)
 {
 	sqlite3 *db = idx_db(store_idx(st));
 	struct pack_usage *packs = calloc(65, sizeof(*packs));
@@ -516,11 +525,15 @@ int maint_gc(struct store *st, uint64_t max_size, FILE *progress, struct gc_repo
 	r = exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out_free;
-	r = idx_delete_orphans(store_idx(st));
-	if (r < 0)
-		goto out_rollback;
+	if (!(hooks && hooks->live)) {
+		r = idx_delete_orphans(store_idx(st));
+		if (r >= 0)
+			r = idx_recount_refs(store_idx(st));
+		if (r < 0)
+			goto out_rollback;
+	}
 	if (max_size) {
-		r = evict(st, max_size, ret);
+		r = evict(st, max_size, hooks, ret);
 		if (r < 0)
 			goto out_rollback;
 	}
@@ -557,6 +570,8 @@ int maint_gc(struct store *st, uint64_t max_size, FILE *progress, struct gc_repo
 		if (fstatat(store_packs_fd(st), name, &stt, 0) == 0)
 			p->size = (uint64_t)stt.st_size;
 		ret->bytes_before += p->size;
+		if (p->id == store_active_pack(st))
+			continue;
 		if (p->live > 0 && p->live * 2 >= p->size)
 			continue;
 		if (p->live > 0) {
@@ -602,7 +617,7 @@ int maint_gc(struct store *st, uint64_t max_size, FILE *progress, struct gc_repo
 		store_pack_name(doomed[i], name, sizeof(name));
 		unlinkat(store_packs_fd(st), name, 0);
 	}
-	{
+	if (!(hooks && hooks->live)) {
 		struct fsck_report frep = {0};
 		struct fsck_ctx c = {.st = st, .db = db, .repair = true, .rep = &frep};
 

@@ -46,9 +46,23 @@ struct gc_report {
 	uint64_t bytes_before, bytes_after; /* pack bytes on disk */
 };
 
+/* How a mounted daemon takes part in its own gc. */
+struct gc_hooks {
+	/* Files that must not be evicted (open ones). */
+	bool (*skip)(void *data, uint64_t ino);
+	/* Called for each evicted name, so the kernel's cache can forget it. */
+	void (*evicted)(void *data, uint64_t parent, const char *name);
+	void *data;
+	/* Reference counts include pins of files being written: do not recount them. */
+	bool live;
+};
+
 /*
- * Collect garbage; the caller holds the store lock. With max_size > 0, first evict the least
- * recently used files until the live data fits in max_size bytes. Packs that are more than half
- * dead are rewritten, fully dead ones deleted. 0 or -errno.
+ * Collect garbage; the caller holds the store lock (and, in a daemon, excludes every other
+ * user of the index). Counts are first recounted from the extents (unless hooks->live), so
+ * whatever a crash leaked is reclaimed. With max_size > 0, the least recently used files are
+ * evicted until the live data fits in max_size bytes. Packs that are more than half dead are
+ * rewritten, fully dead ones deleted. hooks may be NULL. 0 or -errno.
  */
-int maint_gc(struct store *st, uint64_t max_size, FILE *progress, struct gc_report *ret);
+int maint_gc(struct store *st, uint64_t max_size, FILE *progress, const struct gc_hooks *hooks,
+	     struct gc_report *ret);

@@ -399,12 +399,7 @@ int store_append_chunk(struct store *st, const chunk_key *key, const chunk_diges
 	if (r < 0)
 		return r;
 	if (st->writer && pack_writer_size(st->writer) >= STORE_PACK_TARGET) {
-		r = idx_set_pack_size(st->idx, st->writer_id, pack_writer_size(st->writer));
-		if (r < 0)
-			return r;
-		r = pack_writer_seal(st->writer);
-		pack_writer_free(st->writer);
-		st->writer = NULL;
+		r = store_seal_active(st);
 		if (r < 0)
 			return r;
 	}
@@ -418,6 +413,26 @@ int store_append_chunk(struct store *st, const chunk_key *key, const chunk_diges
 		return r;
 	*ret_pack = st->writer_id;
 	return idx_set_pack_size(st->idx, st->writer_id, pack_writer_size(st->writer));
+}
+
+int store_seal_active(struct store *st)
+{
+	int r;
+
+	if (!st->writer)
+		return 0;
+	r = idx_set_pack_size(st->idx, st->writer_id, pack_writer_size(st->writer));
+	if (r < 0)
+		return r;
+	r = pack_writer_seal(st->writer);
+	pack_writer_free(st->writer);
+	st->writer = NULL;
+	return r;
+}
+
+uint64_t store_active_pack(const struct store *st)
+{
+	return st->writer ? st->writer_id : 0;
 }
 
 int store_sync_packs(struct store *st)

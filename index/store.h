@@ -67,6 +67,12 @@ int store_write_pid(struct store *st);
 int store_append_chunk(struct store *st, const chunk_key *key, const chunk_digest *digest,
 		       const void *data, uint32_t len, uint64_t *ret_pack, struct pack_loc *ret_loc);
 
+/* Id of the pack being appended to, or 0. gc leaves it alone. */
+uint64_t store_active_pack(const struct store *st);
+
+/* Seal the active pack so that gc may rewrite it; the next append starts a new one. */
+int store_seal_active(struct store *st);
+
 /* fdatasync the active pack if it has unsynced data. 0 or -errno. */
 int store_sync_packs(struct store *st);
 

@@ -87,6 +87,8 @@ struct vfs {
 	struct idx *x;
 	struct chunker_params cp;
 	unsigned interval_ms;
+	struct vfs_options opts;
+	int64_t last_size_check; /* mono ns; commit thread only */
 
 	pthread_rwlock_t gc_lock;
 	pthread_mutex_t lock;
@@ -130,6 +132,7 @@ static int64_t ts_ns(const struct timespec *ts)
 
 static void unpin(struct vfs *v, const struct ext_vec *ev);
 static int stream_finish(struct vfs *v, struct vnode *n);
+int vfs_gc(struct vfs *v, uint64_t max_size, struct gc_report *ret);
 
 /* ---- node table (v->lock held) ---- */
 
@@ -325,6 +328,24 @@ static void *commit_thread(void *arg)
 		if (r < 0 && r != v->last_error)
 			log_warn("background commit failed: %s", strerror(-r));
 		v->last_error = r;
+		if (v->opts.max_size && !v->stop && mono_ns() - v->last_size_check > 5000000000) {
+			uint64_t bytes = 0;
+
+			v->last_size_check = mono_ns();
+			if (idx_pack_bytes(v->x, &bytes) == 0 && bytes > v->opts.max_size) {
+				struct gc_report rep;
+
+				pthread_mutex_unlock(&v->lock);
+				/* Evict to 90% so that gc does not run again at once. */
+				r = vfs_gc(v, v->opts.max_size / 10 * 9, &rep);
+				if (r < 0)
+					log_warn("gc to stay within max_size failed: %s", strerror(-r));
+				else
+					log_info("gc: evicted %llu files to stay within max_size",
+						 (unsigned long long)rep.evicted_files);
+				pthread_mutex_lock(&v->lock);
+			}
+		}
 	}
 	pthread_mutex_unlock(&v->lock);
 	return NULL;
@@ -522,17 +543,25 @@ out_free:
 	return r;
 }
 
-/* Commit under the gc lock. node->rw held for writing. */
+/* Commit what was written; gc_lock held shared, node->rw held for writing. */
 static int commit_node_gc(struct vfs *v, struct vnode *n)
 {
-	int r;
+	if (n->stream)
+		return stream_finish(v, n);
+	return n->dirty ? commit_node(v, n) : 0;
+}
 
-	if (!n->dirty && !n->stream)
-		return 0;
+/* Take the locks a commit needs, in order. */
+static void lock_for_commit(struct vfs *v, struct vnode *n)
+{
 	pthread_rwlock_rdlock(&v->gc_lock);
-	r = n->stream ? stream_finish(v, n) : commit_node(v, n);
+	pthread_rwlock_wrlock(&n->rw);
+}
+
+static void unlock_for_commit(struct vfs *v, struct vnode *n)
+{
+	pthread_rwlock_unlock(&n->rw);
 	pthread_rwlock_unlock(&v->gc_lock);
-	return r;
 }
 
 /* Load committed extents into the node; rw held for writing. */
@@ -919,6 +948,8 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 	v->x = store_idx(st);
 	v->cp = *store_chunker_params(st);
 	v->interval_ms = o && o->commit_interval_ms ? o->commit_interval_ms : 1000;
+	if (o)
+		v->opts = *o;
 	v->wal_fd = -1;
 	pthread_rwlock_init(&v->gc_lock, NULL);
 	pthread_mutex_init(&v->lock, NULL);
@@ -978,15 +1009,13 @@ int vfs_close(struct vfs *v)
 		while (v->buckets[b]) {
 			struct vnode *n = v->buckets[b];
 
-			pthread_rwlock_wrlock(&n->rw);
-			if (n->dirty || n->stream) {
-				r = commit_node_gc(v, n);
-				if (r < 0)
-					log_error("inode %llu: data lost: %s",
-						  (unsigned long long)n->ino, strerror(-r));
-			}
+			lock_for_commit(v, n);
+			r = commit_node_gc(v, n);
+			if (r < 0)
+				log_error("inode %llu: data lost: %s", (unsigned long long)n->ino,
+					  strerror(-r));
 			unstage(v, n);
-			pthread_rwlock_unlock(&n->rw);
+			unlock_for_commit(v, n);
 			n->nlookup = 0;
 			n->opens = 0;
 			pthread_mutex_lock(&v->lock);
@@ -1019,6 +1048,94 @@ int vfs_close(struct vfs *v)
 struct store *vfs_store(struct vfs *v)
 {
 	return v->st;
+}
+
+/* ---- gc inside the daemon ---- */
+
+struct evicted_name {
+	uint64_t parent;
+	char *name;
+};
+
+struct gc_ctx {
+	struct vfs *v;
+	struct evicted_name *names;
+	size_t n, cap;
+};
+
+static bool gc_skip(void *data, uint64_t ino)
+{
+	struct gc_ctx *c = data;
+	struct vnode *n = node_find(c->v, ino);
+
+	return n && (n->opens > 0 || n->stream || n->staging_fd >= 0);
+}
+
+static void gc_evicted(void *data, uint64_t parent, const char *name)
+{
+	struct gc_ctx *c = data;
+
+	if (c->n == c->cap) {
+		size_t ncap = c->cap ? c->cap * 2 : 64;
+		struct evicted_name *nn = realloc(c->names, ncap * sizeof(*nn));
+
+		if (!nn)
+			return; /* the kernel's entry then expires by itself */
+		c->names = nn;
+		c->cap = ncap;
+	}
+	c->names[c->n].parent = parent;
+	c->names[c->n].name = strdup(name);
+	if (c->names[c->n].name)
+		c->n++;
+}
+
+/* gc moved chunks: refresh every cached location; gc_lock held exclusive, v->lock held. */
+static void refresh_locations(struct vfs *v)
+{
+	for (size_t b = 0; b < NODE_BUCKETS; b++) {
+		for (struct vnode *n = v->buckets[b]; n; n = n->next) {
+			if (n->ext_valid) {
+				free(n->ext);
+				n->ext = NULL;
+				n->ext_valid = idx_get_extents(v->x, n->ino, &n->ext,
+							       &n->next_count) == 0;
+			}
+			if (n->stream) {
+				struct ext_vec *ev = &n->stream->ev;
+
+				for (size_t i = 0; i < ev->n; i++)
+					if (ev->e[i].chunk)
+						idx_chunk_loc(v->x, ev->e[i].chunk, &ev->e[i].pack,
+							      &ev->e[i].loc);
+			}
+		}
+	}
+}
+
+int vfs_gc(struct vfs *v, uint64_t max_size, struct gc_report *ret)
+{
+	struct gc_ctx c = {.v = v};
+	struct gc_hooks h = {.skip = gc_skip, .evicted = gc_evicted, .data = &c, .live = true};
+	int r;
+
+	pthread_rwlock_wrlock(&v->gc_lock);
+	pthread_mutex_lock(&v->lock);
+	r = commit_locked(v);
+	if (r == 0)
+		r = store_seal_active(v->st);
+	if (r == 0)
+		r = maint_gc(v->st, max_size, NULL, &h, ret);
+	refresh_locations(v);
+	pthread_mutex_unlock(&v->lock);
+	pthread_rwlock_unlock(&v->gc_lock);
+	for (size_t i = 0; i < c.n; i++) {
+		if (v->opts.evicted)
+			v->opts.evicted(v->opts.evicted_data, c.names[i].parent, c.names[i].name);
+		free(c.names[i].name);
+	}
+	free(c.names);
+	return r;
 }
 
 /* ---- namespace ---- */
@@ -1778,6 +1895,8 @@ int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_
 		r = -ENOMEM;
 	if (r == 0)
 		n->opens++;
+	if (r == 0 && v->opts.max_size && begin(v) == 0)
+		idx_touch_used(v->x, ino, now_ns() / 1000000000);
 	pthread_mutex_unlock(&v->lock);
 	if (r < 0)
 		return r;
@@ -1798,6 +1917,7 @@ ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_
 
 	if (off < 0)
 		return -EINVAL;
+	pthread_rwlock_rdlock(&v->gc_lock);
 	pthread_rwlock_rdlock(&n->rw);
 	if (n->stream) {
 		/* Reading a file being streamed: give it a staging file to read from. */
@@ -1805,8 +1925,10 @@ ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_
 		pthread_rwlock_wrlock(&n->rw);
 		r = n->stream ? stream_spill(v, n) : 0;
 		pthread_rwlock_unlock(&n->rw);
-		if (r < 0)
+		if (r < 0) {
+			pthread_rwlock_unlock(&v->gc_lock);
 			return r;
+		}
 		pthread_rwlock_rdlock(&n->rw);
 	}
 	if (n->staging_fd >= 0) {
@@ -1832,6 +1954,7 @@ ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_
 	r = read_committed(v, f, n, buf, size, (uint64_t)off, file_size);
 out_unlock:
 	pthread_rwlock_unlock(&n->rw);
+	pthread_rwlock_unlock(&v->gc_lock);
 	return r;
 }
 
@@ -1842,6 +1965,7 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 
 	if (off < 0)
 		return -EINVAL;
+	pthread_rwlock_rdlock(&v->gc_lock);
 	pthread_rwlock_wrlock(&n->rw);
 	if (!n->stream && n->staging_fd < 0 && off == 0) {
 		struct stat st;
@@ -1887,6 +2011,7 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 	pthread_mutex_unlock(&v->lock);
 out_unlock:
 	pthread_rwlock_unlock(&n->rw);
+	pthread_rwlock_unlock(&v->gc_lock);
 	return r;
 }
 
@@ -1895,9 +2020,9 @@ int vfs_flush(struct vfs *v, struct vfs_file *f)
 	struct vnode *n = f->n;
 	int r;
 
-	pthread_rwlock_wrlock(&n->rw);
+	lock_for_commit(v, n);
 	r = commit_node_gc(v, n);
-	pthread_rwlock_unlock(&n->rw);
+	unlock_for_commit(v, n);
 	return r;
 }
 
@@ -1922,13 +2047,13 @@ void vfs_release(struct vfs *v, struct vfs_file *f)
 	last = n->opens == 1;
 	pthread_mutex_unlock(&v->lock);
 	if (last) {
-		pthread_rwlock_wrlock(&n->rw);
+		lock_for_commit(v, n);
 		r = commit_node_gc(v, n);
 		if (r < 0)
 			log_warn("inode %llu: changes lost at close: %s",
 				 (unsigned long long)n->ino, strerror(-r));
 		unstage(v, n);
-		pthread_rwlock_unlock(&n->rw);
+		unlock_for_commit(v, n);
 	}
 	pthread_mutex_lock(&v->lock);
 	n->opens--;

@@ -28,6 +28,7 @@
 #include <sys/statvfs.h>
 #include <sys/types.h>
 
+#include "maint.h"
 #include "store.h"
 
 struct vfs;
@@ -36,6 +37,9 @@ struct vfs_file;
 struct vfs_options {
 	unsigned commit_interval_ms; /* 0: default (1000) */
 	uint64_t max_size;           /* 0: unlimited; else evict LRU files beyond it */
+	/* Told of each name evicted to stay within max_size, with no lock held. */
+	void (*evicted)(void *data, uint64_t parent, const char *name);
+	void *evicted_data;
 };
 
 /* The caller's identity, for ownership of new inodes. */
@@ -123,6 +127,13 @@ int vfs_setxattr(struct vfs *v, uint64_t ino, const char *name, const void *valu
 int vfs_getxattr(struct vfs *v, uint64_t ino, const char *name, void *buf, size_t size);
 int vfs_listxattr(struct vfs *v, uint64_t ino, char *buf, size_t size);
 int vfs_removexattr(struct vfs *v, uint64_t ino, const char *name);
+
+/*
+ * Run gc now (what the commit thread does by itself when the store outgrows max_size): evict
+ * least recently used files that are not open until the data fits max_size (0: no eviction),
+ * and reclaim dead space. 0 or -errno.
+ */
+int vfs_gc(struct vfs *v, uint64_t max_size, struct gc_report *ret);
 
 /* Flush dirty files and return the index for read-only use by stats (no lock taken). */
 struct store *vfs_store(struct vfs *v);

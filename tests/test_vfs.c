@@ -302,3 +302,46 @@ Test(vfs, pins_held_until_close)
 	cr_assert(fsck_clean(&rep));
 	free(data);
 }
+
+/* Eviction to a size keeps open files, drops the least recently used, and loses nothing else. */
+Test(vfs, gc_evicts_to_size)
+{
+	size_t n = 1 << 20;
+	uint8_t *data = malloc(n);
+	uint64_t ino[10];
+	struct vfs_file *open_f;
+	struct gc_report rep;
+	struct fsck_report frep;
+	uint64_t bytes;
+	int kept = 0;
+
+	for (int i = 0; i < 10; i++) {
+		char name[16];
+
+		fill_random(data, n, 100 + (uint64_t)i);
+		snprintf(name, sizeof(name), "f%d", i);
+		ino[i] = write_file(name, data, n);
+	}
+	cr_assert_eq(vfs_open_file(v, ino[0], O_RDONLY, &open_f), 0, "the oldest, but open");
+	cr_assert_eq(vfs_gc(v, 3 << 20, &rep), 0);
+	cr_assert_geq(rep.evicted_files, 7);
+	cr_assert_eq(idx_pack_bytes(store_idx(vfs_store(v)), &bytes), 0);
+	cr_assert_leq(bytes, (3 << 20) + (1 << 20), "packs hold %llu bytes", (unsigned long long)bytes);
+	for (int i = 0; i < 10; i++) {
+		struct stat st;
+
+		if (vfs_getattr(v, ino[i], &st) == 0) {
+			fill_random(data, n, 100 + (uint64_t)i);
+			check_file(ino[i], data, n);
+			kept++;
+		}
+	}
+	cr_assert_geq(kept, 1);
+	fill_random(data, n, 100);
+	check_file(ino[0], data, n);
+	vfs_release(v, open_f);
+	cr_assert_eq(vfs_sync(v), 0);
+	cr_assert_eq(maint_fsck(vfs_store(v), false, true, stderr, &frep), 0);
+	cr_assert(fsck_clean(&frep));
+	free(data);
+}
