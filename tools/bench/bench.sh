@@ -350,6 +350,8 @@ target_unmount() {
 	if [[ -n $DPID ]]; then
 		extra "$target" "$rep" "${phase}_vmhwm_kib" "$(vm_kib "$DPID" VmHWM)"
 		extra "$target" "$rep" "${phase}_vmrss_kib" "$(vm_kib "$DPID" VmRSS)"
+		extra "$target" "$rep" "${phase}_rssanon_kib" "$(vm_kib "$DPID" RssAnon)"
+		extra "$target" "$rep" "${phase}_rssfile_kib" "$(vm_kib "$DPID" RssFile)"
 	fi
 	[[ $target == ext4 ]] && return 0
 	if [[ -n $op ]]; then
@@ -410,6 +412,7 @@ for t in "${TARGETS[@]}"; do [[ $t == passthrough ]] && build_passthrough; done
 
 if [[ $RSS_FILES -gt 0 ]]; then
 	MODE=rss
+	# ext4 is timed too, as the reference for the walks; only the FUSE daemons have an RSS.
 	FUSE_TARGETS=()
 	for t in "${TARGETS[@]}"; do [[ $t != ext4 ]] && FUSE_TARGETS+=("$t"); done
 	[[ ${#FUSE_TARGETS[@]} -gt 0 ]] || die "--rss-files needs passthrough or pkgcachefs"
@@ -418,7 +421,7 @@ if [[ $RSS_FILES -gt 0 ]]; then
 	[[ -f $TREE_DIR/.done ]] || check_disk $((RSS_FILES * 48 / 1024 + 1024))
 	ensure_corpus "$TREE_DIR" tree "$RSS_FILES"
 	check_disk $((RSS_FILES * 16 / 1024 + 1024))
-	for t in "${FUSE_TARGETS[@]}"; do
+	for t in "${TARGETS[@]}"; do
 		log "rss: $t, $RSS_FILES files"
 		target_fresh "$t"
 		timed "$t" 1 rss_tree_copy op_copy "$TREE_DIR/data" "$DATA/tree"
@@ -428,6 +431,8 @@ if [[ $RSS_FILES -gt 0 ]]; then
 		timed "$t" 1 rss_tree_walk op_walk "$DATA/tree"
 		extra "$t" 1 rss_after_walk_vmhwm_kib "$(vm_kib "$DPID" VmHWM)"
 		extra "$t" 1 rss_after_walk_vmrss_kib "$(vm_kib "$DPID" VmRSS)"
+		extra "$t" 1 rss_after_walk_rssanon_kib "$(vm_kib "$DPID" RssAnon)"
+		extra "$t" 1 rss_after_walk_rssfile_kib "$(vm_kib "$DPID" RssFile)"
 		target_unmount "$t" 1 rss_write rss_umount
 		if [[ $t == pkgcachefs ]]; then
 			"$PKG" stats --store "$TGT/pkg-store" --json >"$OUT/pkgcachefs-stats-rss.json" \
