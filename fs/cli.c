@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -155,7 +156,7 @@ int cli_stats(int argc, char **argv)
 		fprintf(stderr, "pkgcachefs: reading the index of %s: %s\n", a.store, strerror(-r));
 		return 1;
 	}
-	reclaim = s.pack_bytes > s.stored_bytes ? s.pack_bytes - s.stored_bytes : 0;
+	reclaim = s.dead_stored_bytes + s.dead_chunks * PACK_ENTRY_OVERHEAD;
 	ratio = s.pack_bytes ? (double)s.logical_bytes / (double)s.pack_bytes : 1.0;
 	if (a.json) {
 		printf("{\"store\": \"%s\", \"mounted\": %s, \"files\": %" PRIu64
@@ -235,8 +236,118 @@ static const char gc_usage[] =
 	"\n"
 	"Reclaim the space of data no file uses: packs that are mostly dead are rewritten, dead\n"
 	"ones deleted. With --max-size (e.g. 20G), first evict least recently used files until\n"
-	"the data fits. The store must not be mounted (a mount with -o max_size keeps itself\n"
-	"within size).\n";
+	"the data fits. On a mounted store the daemon does the work (files open are never\n"
+	"evicted) and this command waits for it.\n";
+
+static int gc_path(const char *store, const char *name, char *buf, size_t len)
+{
+	return snprintf(buf, len, "%s/%s", store, name) < (int)len ? 0 : -ENAMETOOLONG;
+}
+
+int cli_read_gc_request(const char *store, uint64_t *ret_max)
+{
+	char path[PATH_MAX], buf[32];
+	ssize_t n;
+	int fd;
+
+	*ret_max = 0;
+	if (gc_path(store, "gc-request", path, sizeof(path)) < 0)
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	unlink(path);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return parse_size(buf, ret_max);
+}
+
+void cli_write_gc_result(const char *store, int r, const struct gc_report *rep)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8], buf[256];
+	int fd, n;
+
+	if (gc_path(store, "gc-result", path, sizeof(path)) < 0)
+		return;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	n = snprintf(buf, sizeof(buf),
+		     "%lld %d %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+		     "\n",
+		     (long long)mono_ns(), r, rep->evicted_files, rep->chunks_dropped,
+		     rep->packs_deleted, rep->packs_rewritten, rep->bytes_before, rep->bytes_after);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	if (pwrite_all(fd, buf, (size_t)n, 0) == 0)
+		rename(tmp, path);
+	close(fd);
+}
+
+static int read_gc_result(const char *store, long long *stamp, int *r, struct gc_report *rep)
+{
+	char path[PATH_MAX];
+	FILE *f;
+	int got;
+
+	if (gc_path(store, "gc-result", path, sizeof(path)) < 0)
+		return -ENAMETOOLONG;
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	got = fscanf(f, "%lld %d %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
+			" %" SCNu64,
+		     stamp, r, &rep->evicted_files, &rep->chunks_dropped, &rep->packs_deleted,
+		     &rep->packs_rewritten, &rep->bytes_before, &rep->bytes_after);
+	fclose(f);
+	return got == 8 ? 0 : -EIO;
+}
+
+/* gc of a mounted store: ask its daemon and wait for the outcome. */
+static int gc_mounted(const char *store, uint64_t max_size, struct gc_report *rep)
+{
+	char path[PATH_MAX], buf[32];
+	long long before = 0, stamp = 0;
+	int fd, n, r = 0;
+	pid_t pid;
+	FILE *f;
+
+	if (gc_path(store, "daemon.pid", path, sizeof(path)) < 0)
+		return -ENAMETOOLONG;
+	f = fopen(path, "re");
+	if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 1) {
+		if (f)
+			fclose(f);
+		fprintf(stderr, "pkgcachefs: store %s is locked but has no daemon pid\n", store);
+		return -ESRCH;
+	}
+	fclose(f);
+	read_gc_result(store, &before, &r, rep);
+	if (max_size) {
+		gc_path(store, "gc-request", path, sizeof(path));
+		n = snprintf(buf, sizeof(buf), "%llu\n", (unsigned long long)max_size);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0 || pwrite_all(fd, buf, (size_t)n, 0) < 0) {
+			if (fd >= 0)
+				close(fd);
+			return -errno;
+		}
+		close(fd);
+	}
+	if (kill(pid, SIGUSR1) < 0)
+		return -errno;
+	for (int waited = 0; waited < 36000; waited++) {
+		usleep(100000);
+		if (read_gc_result(store, &stamp, &r, rep) == 0 && stamp != before)
+			return r;
+		if (kill(pid, 0) < 0)
+			return -ESRCH;
+	}
+	return -ETIMEDOUT;
+}
 
 int cli_gc(int argc, char **argv)
 {
@@ -252,11 +363,18 @@ int cli_gc(int argc, char **argv)
 	r = parse_store_args(argc, argv, &a, gc_usage, "h", extra);
 	if (r)
 		return r;
-	if (open_store(a.store, STORE_LOCK, &st, &live) < 0)
+	if (open_store(a.store, 0, &st, &live) < 0)
 		return 1;
-	r = maint_gc(st, a.max_size, isatty(1) ? stdout : NULL, NULL, &rep);
-	if (store_close(st) < 0 && r == 0)
-		r = -EIO;
+	store_close(st);
+	if (live) {
+		r = gc_mounted(a.store, a.max_size, &rep);
+	} else {
+		if (open_store(a.store, STORE_LOCK, &st, &live) < 0)
+			return 1;
+		r = maint_gc(st, a.max_size, isatty(1) ? stdout : NULL, NULL, &rep);
+		if (store_close(st) < 0 && r == 0)
+			r = -EIO;
+	}
 	if (r < 0) {
 		fprintf(stderr, "pkgcachefs: gc of %s failed: %s (nothing was lost)\n", a.store,
 			strerror(-r));

@@ -274,6 +274,29 @@ static void on_evicted(void *data, uint64_t parent, const char *name)
 		fuse_lowlevel_notify_inval_entry(the_session, parent, name, strlen(name));
 }
 
+static struct vfs *the_vfs;
+static const char *the_store;
+
+/* `pkgcachefs gc` on a mounted store leaves its --max-size in STORE/gc-request. */
+static uint64_t on_gc_request_size(void *data)
+{
+	uint64_t max = 0;
+
+	cli_read_gc_request(the_store, &max);
+	return max;
+}
+
+static void on_gc_done(void *data, int r, const struct gc_report *rep)
+{
+	cli_write_gc_result(the_store, r, rep);
+}
+
+static void on_usr1(int sig)
+{
+	if (the_vfs)
+		vfs_request_gc(the_vfs);
+}
+
 static void on_signal(int sig)
 {
 	if (the_session)
@@ -318,6 +341,9 @@ static int run_daemon(struct mount_args *a)
 	}
 	store_write_pid(st);
 	a->vo.evicted = on_evicted;
+	a->vo.gc_request_size = on_gc_request_size;
+	a->vo.gc_done = on_gc_done;
+	the_store = a->store;
 	r = vfs_open(st, &a->vo, &v);
 	if (r < 0) {
 		report(1, "cannot start on store %s: %s", a->store, strerror(-r));
@@ -359,6 +385,8 @@ static int run_daemon(struct mount_args *a)
 	signal(SIGTERM, on_signal);
 	signal(SIGHUP, on_signal);
 	signal(SIGPIPE, SIG_IGN);
+	the_vfs = v;
+	signal(SIGUSR1, on_usr1);
 
 	if (underfd >= 0) {
 		/* Imported through the mount once it serves; the waiter reports the outcome. */
@@ -380,6 +408,8 @@ static int run_daemon(struct mount_args *a)
 	r = fuse_session_loop_mt(the_session, lc);
 	fuse_loop_cfg_destroy(lc);
 	fuse_session_unmount(the_session);
+	signal(SIGUSR1, SIG_IGN);
+	the_vfs = NULL;
 	status = r == 0 ? 0 : 1;
 out_session:
 	fuse_session_destroy(the_session);

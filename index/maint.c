@@ -323,18 +323,61 @@ int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_
 			NULL, &ret->dangling_extents);
 	if (r < 0)
 		goto out_rollback;
+	/* Fewer references than uses would let gc drop live data: always damage. */
 	r = check_query(&c,
-			"SELECT count(*) FROM chunks c WHERE c.refs != (SELECT count(*) FROM "
+			"SELECT count(*) FROM chunks c WHERE c.refs < (SELECT count(*) FROM "
 			"extents e WHERE e.chunk = c.id)",
 			"SELECT 'chunk ' || c.id || ': refs ' || c.refs || ', used ' || (SELECT "
-			"count(*) FROM extents e WHERE e.chunk = c.id) FROM chunks c WHERE c.refs != "
+			"count(*) FROM extents e WHERE e.chunk = c.id) FROM chunks c WHERE c.refs < "
 			"(SELECT count(*) FROM extents e WHERE e.chunk = c.id)",
 			"UPDATE chunks SET refs = (SELECT count(*) FROM extents e WHERE e.chunk = "
-			"chunks.id) WHERE refs != (SELECT count(*) FROM extents e WHERE e.chunk = "
+			"chunks.id) WHERE refs < (SELECT count(*) FROM extents e WHERE e.chunk = "
 			"chunks.id)",
 			&ret->bad_refs);
 	if (r < 0)
 		goto out_rollback;
+	/*
+	 * More references than uses are the pins of files being written: normal while mounted,
+	 * and left by a crash otherwise, which the next mount (or gc) recounts. Only after a
+	 * clean shutdown are they a fault.
+	 */
+	{
+		char clean[8] = "";
+		uint64_t pins = 0;
+		bool expected = live || idx_meta_get(store_idx(st), "clean_shutdown", clean,
+						     sizeof(clean)) <= 0 ||
+				strcmp(clean, "1") != 0;
+
+		if (expected && !repair) {
+			r = check_query(&c,
+					"SELECT count(*) FROM chunks c WHERE c.refs > (SELECT "
+					"count(*) FROM extents e WHERE e.chunk = c.id)",
+					"SELECT NULL WHERE 0", NULL, &pins);
+			if (r < 0)
+				goto out_rollback;
+			ret->unrepaired -= pins;
+			ret->pinned = pins;
+			if (pins)
+				fprintf(out,
+					"%" PRIu64 " chunks pinned by files being written%s: the next "
+					"mount or gc recounts them\n",
+					pins, live ? "" : " when the daemon stopped");
+		} else {
+			r = check_query(&c,
+					"SELECT count(*) FROM chunks c WHERE c.refs > (SELECT "
+					"count(*) FROM extents e WHERE e.chunk = c.id)",
+					"SELECT 'chunk ' || c.id || ': refs ' || c.refs || ', used ' || "
+					"(SELECT count(*) FROM extents e WHERE e.chunk = c.id) FROM "
+					"chunks c WHERE c.refs > (SELECT count(*) FROM extents e WHERE "
+					"e.chunk = c.id)",
+					"UPDATE chunks SET refs = (SELECT count(*) FROM extents e WHERE "
+					"e.chunk = chunks.id) WHERE refs > (SELECT count(*) FROM "
+					"extents e WHERE e.chunk = chunks.id)",
+					&ret->bad_refs);
+			if (r < 0)
+				goto out_rollback;
+		}
+	}
 	r = each_row(c.db,
 		     "SELECT i.ino, i.size, count(e.off), total(e.len), max(e.off + e.len) FROM "
 		     "inodes i LEFT JOIN extents e ON e.ino = i.ino WHERE i.mode & 61440 = 32768 "
@@ -505,16 +548,90 @@ static int rewrite_chunk(sqlite3_stmt *s, void *data)
 	return sqlite3_step(upd) == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* Make the last commit durable before files it stopped referring to are deleted. */
+static int make_durable(sqlite3 *db)
+{
+	return exec(db, "PRAGMA wal_checkpoint(FULL)");
+}
+
+static void unlink_pack(struct store *st, uint64_t id)
+{
+	char name[32];
+
+	store_pack_name(id, name, sizeof(name));
+	unlinkat(store_packs_fd(st), name, 0);
+}
+
+static int delete_pack_row(sqlite3 *db, uint64_t id)
+{
+	char sql[96];
+
+	snprintf(sql, sizeof(sql), "DELETE FROM packs WHERE id = %" PRIu64, id);
+	return exec(db, sql);
+}
+
+/* Move a pack's live chunks to the active pack, in a transaction of its own, then delete it. */
+static int rewrite_pack(struct store *st, const struct pack_usage *p, uint8_t *buf,
+			FILE *progress)
+{
+	sqlite3 *db = idx_db(store_idx(st));
+	sqlite3_stmt *upd = NULL;
+	char sql[256], name[32];
+	int r;
+
+	store_pack_name(p->id, name, sizeof(name));
+	if (progress)
+		fprintf(progress, "gc: rewriting pack %s (%" PRIu64 " of %" PRIu64 " bytes live)\n",
+			name, p->live, p->size);
+	r = exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		return r;
+	if (sqlite3_prepare_v2(db,
+			       "UPDATE chunks SET pack = ?2, off = ?3, stored_len = ?4, flags = ?5 "
+			       "WHERE id = ?1",
+			       -1, &upd, NULL) != SQLITE_OK) {
+		r = -EIO;
+		goto out_rollback;
+	}
+	{
+		void *ctx[3] = {st, buf, upd};
+
+		snprintf(sql, sizeof(sql),
+			 "SELECT id, key, digest, pack, raw_len, off, stored_len, flags FROM chunks "
+			 "WHERE pack = %" PRIu64 " ORDER BY off",
+			 p->id);
+		r = each_row(db, sql, rewrite_chunk, ctx);
+	}
+	sqlite3_finalize(upd);
+	upd = NULL;
+	if (r == 0)
+		r = delete_pack_row(db, p->id);
+	/* The copies must be on disk before the index points at them. */
+	if (r == 0)
+		r = store_sync_packs(st);
+	if (r < 0)
+		goto out_rollback;
+	r = exec(db, "COMMIT");
+	if (r < 0)
+		goto out_rollback;
+	r = make_durable(db);
+	store_drop_pack_fds(st);
+	if (r == 0)
+		unlink_pack(st, p->id);
+	return r;
+out_rollback:
+	sqlite3_finalize(upd);
+	exec(db, "ROLLBACK");
+	return r;
+}
+
 int maint_gc(struct store *st, uint64_t max_size, FILE *progress, const struct gc_hooks *hooks,
 	     struct gc_report *ret)
 {
 	sqlite3 *db = idx_db(store_idx(st));
 	struct pack_usage *packs = calloc(65, sizeof(*packs));
-	uint64_t *doomed = NULL;
-	size_t ndoomed = 0;
 	uint8_t *buf = malloc(PACK_MAX_CHUNK);
-	sqlite3_stmt *upd = NULL, *sel = NULL;
-	char name[32];
+	bool live = hooks && hooks->live;
 	int r;
 
 	memset(ret, 0, sizeof(*ret));
@@ -522,10 +639,12 @@ int maint_gc(struct store *st, uint64_t max_size, FILE *progress, const struct g
 		r = -ENOMEM;
 		goto out_free;
 	}
+
+	/* Phase 1: evict, drop dead chunks, delete packs with nothing live. No space needed. */
 	r = exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out_free;
-	if (!(hooks && hooks->live)) {
+	if (!live) {
 		r = idx_delete_orphans(store_idx(st));
 		if (r >= 0)
 			r = idx_recount_refs(store_idx(st));
@@ -537,87 +656,57 @@ int maint_gc(struct store *st, uint64_t max_size, FILE *progress, const struct g
 		if (r < 0)
 			goto out_rollback;
 	}
-	ret->chunks_dropped = (uint64_t)sqlite3_total_changes(db);
 	r = exec(db, "DELETE FROM chunks WHERE refs <= 0");
 	if (r < 0)
 		goto out_rollback;
-	ret->chunks_dropped = (uint64_t)sqlite3_total_changes(db) - ret->chunks_dropped;
+	ret->chunks_dropped = (uint64_t)sqlite3_changes(db);
 	r = each_row(db,
-		     "SELECT p.id, p.size, (SELECT total(c.stored_len + 64) FROM chunks c WHERE "
+		     "SELECT p.id, p.size, (SELECT total(c.stored_len + 72) FROM chunks c WHERE "
 		     "c.pack = p.id) FROM packs p",
 		     collect_packs, &packs);
 	if (r < 0)
 		goto out_rollback;
-	if (sqlite3_prepare_v2(db,
-			       "UPDATE chunks SET pack = ?2, off = ?3, stored_len = ?4, flags = ?5 "
-			       "WHERE id = ?1",
-			       -1, &upd, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db, "DELETE FROM packs WHERE id = ?1", -1, &sel, NULL) !=
-		    SQLITE_OK) {
-		r = -EIO;
-		goto out_rollback;
-	}
-	doomed = calloc((size_t)packs[0].id + 1, sizeof(*doomed));
-	if (!doomed) {
-		r = -ENOMEM;
-		goto out_rollback;
-	}
 	for (size_t i = 1; i <= packs[0].id; i++) {
 		struct pack_usage *p = &packs[i];
 		struct stat stt;
+		char name[32];
 
 		store_pack_name(p->id, name, sizeof(name));
 		if (fstatat(store_packs_fd(st), name, &stt, 0) == 0)
 			p->size = (uint64_t)stt.st_size;
 		ret->bytes_before += p->size;
-		if (p->id == store_active_pack(st))
+		if (p->live > 0 || p->id == store_active_pack(st))
 			continue;
-		if (p->live > 0 && p->live * 2 >= p->size)
-			continue;
-		if (p->live > 0) {
-			char sql[256];
-			void *ctx[3] = {st, buf, upd};
-
-			if (progress)
-				fprintf(progress, "rewriting pack %s (%" PRIu64 " of %" PRIu64
-						  " bytes live)\n",
-					name, p->live, p->size);
-			snprintf(sql, sizeof(sql),
-				 "SELECT id, key, digest, pack, raw_len, off, stored_len, flags FROM "
-				 "chunks WHERE pack = %" PRIu64 " ORDER BY off",
-				 p->id);
-			r = each_row(db, sql, rewrite_chunk, ctx);
-			if (r < 0)
-				goto out_rollback;
-			ret->packs_rewritten++;
-		} else {
-			ret->packs_deleted++;
-		}
-		sqlite3_reset(sel);
-		sqlite3_bind_int64(sel, 1, (sqlite3_int64)p->id);
-		if (sqlite3_step(sel) != SQLITE_DONE) {
-			r = -EIO;
+		r = delete_pack_row(db, p->id);
+		if (r < 0)
 			goto out_rollback;
-		}
-		doomed[ndoomed++] = p->id;
 	}
-	/* New packs durable, then the index, then the old packs may go. */
-	r = store_sync_packs(st);
-	if (r < 0)
-		goto out_rollback;
-	sqlite3_finalize(upd);
-	sqlite3_finalize(sel);
-	upd = sel = NULL;
 	r = exec(db, "COMMIT");
 	if (r < 0)
 		goto out_rollback;
-	exec(db, "PRAGMA wal_checkpoint(FULL)");
+	r = make_durable(db);
+	if (r < 0)
+		goto out_free;
 	store_drop_pack_fds(st);
-	for (size_t i = 0; i < ndoomed; i++) {
-		store_pack_name(doomed[i], name, sizeof(name));
-		unlinkat(store_packs_fd(st), name, 0);
+	for (size_t i = 1; i <= packs[0].id; i++) {
+		if (packs[i].live == 0 && packs[i].id != store_active_pack(st)) {
+			unlink_pack(st, packs[i].id);
+			ret->packs_deleted++;
+		}
 	}
-	if (!(hooks && hooks->live)) {
+
+	/* Phase 2: rewrite mostly dead packs one at a time, so the extra space is one pack. */
+	for (size_t i = 1; i <= packs[0].id; i++) {
+		struct pack_usage *p = &packs[i];
+
+		if (p->live == 0 || p->live * 2 >= p->size || p->id == store_active_pack(st))
+			continue;
+		r = rewrite_pack(st, p, buf, progress);
+		if (r < 0)
+			goto out_free;
+		ret->packs_rewritten++;
+	}
+	if (!live) {
 		struct fsck_report frep = {0};
 		struct fsck_ctx c = {.st = st, .db = db, .repair = true, .rep = &frep};
 
@@ -625,19 +714,12 @@ int maint_gc(struct store *st, uint64_t max_size, FILE *progress, const struct g
 		ret->packs_deleted += frep.repaired;
 	}
 	fsync(store_packs_fd(st));
-	{
-		struct idx_stats s;
-
-		if (idx_get_stats(store_idx(st), &s) == 0)
-			ret->bytes_after = s.pack_bytes;
-	}
+	if (idx_pack_bytes(store_idx(st), &ret->bytes_after) < 0)
+		ret->bytes_after = 0;
 	goto out_free;
 out_rollback:
-	sqlite3_finalize(upd);
-	sqlite3_finalize(sel);
 	exec(db, "ROLLBACK");
 out_free:
-	free(doomed);
 	free(packs);
 	free(buf);
 	return r;

@@ -17,6 +17,7 @@ struct fsck_report {
 	uint64_t bad_chunks;       /* unreadable, or content not matching key or digest */
 	uint64_t missing_packs;    /* named by the index, absent on disk */
 	uint64_t bad_refs;         /* chunks.refs not equal to the extents naming it */
+	uint64_t pinned;           /* extra references held by files being written (not damage) */
 	uint64_t dangling_extents; /* extents naming no chunk */
 	uint64_t bad_extents;      /* a file's extents not covering exactly its size */
 	uint64_t bad_dentries;     /* entries naming no inode */

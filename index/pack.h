@@ -29,6 +29,10 @@ struct pack_loc {
 
 #define PACK_F_ZSTD 0x1u
 
+/* Bytes a pack spends on each chunk besides its data: the entry header and, once sealed, the
+ * footer record. */
+#define PACK_ENTRY_OVERHEAD (72u + 68u)
+
 /* Largest raw chunk a pack accepts. */
 #define PACK_MAX_CHUNK (16u << 20)
 

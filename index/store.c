@@ -32,6 +32,7 @@ struct store {
 	struct chunker_params params;
 	struct idx *idx;
 
+	uint64_t pack_target; /* seal packs past this size */
 	struct pack_writer *writer; /* active pack; caller's writer lock */
 	uint64_t writer_id;
 
@@ -274,6 +275,18 @@ int store_open(const char *dir, int flags, struct store **ret, pid_t *ret_owner)
 	}
 	if (flags & STORE_LOCK)
 		clear_staging(st->stagingfd);
+	{
+		/*
+		 * Packs are at most 1/32 of the filesystem, so that gc, which copies a pack's live
+		 * chunks before deleting it, can work on a nearly full small disk.
+		 */
+		struct statvfs sv;
+		uint64_t fs = 0;
+
+		if (fstatvfs(st->dirfd, &sv) == 0)
+			fs = (uint64_t)sv.f_blocks * sv.f_frsize;
+		st->pack_target = MAX(1ull << 20, MIN(STORE_PACK_TARGET, fs / 32));
+	}
 	snprintf(path, sizeof(path), "%s/index.db", dir);
 	r = idx_open(path, true, &st->idx);
 	if (r < 0)
@@ -398,7 +411,7 @@ int store_append_chunk(struct store *st, const chunk_key *key, const chunk_diges
 	r = store_check_space(st, (uint64_t)len + 4096);
 	if (r < 0)
 		return r;
-	if (st->writer && pack_writer_size(st->writer) >= STORE_PACK_TARGET) {
+	if (st->writer && pack_writer_size(st->writer) >= st->pack_target) {
 		r = store_seal_active(st);
 		if (r < 0)
 			return r;

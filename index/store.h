@@ -26,7 +26,7 @@
 #include "pack.h"
 
 #define STORE_FORMAT_VERSION 1
-/* Packs are sealed and a new one started past this size. */
+/* Packs are sealed and a new one started past this size (less on a small filesystem). */
 #define STORE_PACK_TARGET (64ull << 20)
 
 struct store;

@@ -89,6 +89,8 @@ struct vfs {
 	unsigned interval_ms;
 	struct vfs_options opts;
 	int64_t last_size_check; /* mono ns; commit thread only */
+	int gc_request;          /* atomic */
+	int64_t last_auto_gc;    /* mono ns; atomic */
 
 	pthread_rwlock_t gc_lock;
 	pthread_mutex_t lock;
@@ -328,6 +330,20 @@ static void *commit_thread(void *arg)
 		if (r < 0 && r != v->last_error)
 			log_warn("background commit failed: %s", strerror(-r));
 		v->last_error = r;
+		if (__atomic_exchange_n(&v->gc_request, 0, __ATOMIC_SEQ_CST) && !v->stop) {
+			struct gc_report rep;
+			uint64_t max = v->opts.gc_request_size
+					       ? v->opts.gc_request_size(v->opts.hook_data)
+					       : 0;
+
+			pthread_mutex_unlock(&v->lock);
+			r = vfs_gc(v, max, &rep);
+			if (r < 0)
+				log_warn("requested gc failed: %s", strerror(-r));
+			if (v->opts.gc_done)
+				v->opts.gc_done(v->opts.hook_data, r, &rep);
+			pthread_mutex_lock(&v->lock);
+		}
 		if (v->opts.max_size && !v->stop && mono_ns() - v->last_size_check > 5000000000) {
 			uint64_t bytes = 0;
 
@@ -1113,6 +1129,23 @@ static void refresh_locations(struct vfs *v)
 	}
 }
 
+void vfs_request_gc(struct vfs *v)
+{
+	__atomic_store_n(&v->gc_request, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Out of space: reclaim dead space by itself, but not more than every 10 s. */
+static int note_enospc(struct vfs *v, int r)
+{
+	int64_t now = mono_ns(), last = __atomic_load_n(&v->last_auto_gc, __ATOMIC_RELAXED);
+
+	if (r == -ENOSPC && now - last > 10000000000) {
+		__atomic_store_n(&v->last_auto_gc, now, __ATOMIC_RELAXED);
+		vfs_request_gc(v);
+	}
+	return r;
+}
+
 int vfs_gc(struct vfs *v, uint64_t max_size, struct gc_report *ret)
 {
 	struct gc_ctx c = {.v = v};
@@ -1131,7 +1164,7 @@ int vfs_gc(struct vfs *v, uint64_t max_size, struct gc_report *ret)
 	pthread_rwlock_unlock(&v->gc_lock);
 	for (size_t i = 0; i < c.n; i++) {
 		if (v->opts.evicted)
-			v->opts.evicted(v->opts.evicted_data, c.names[i].parent, c.names[i].name);
+			v->opts.evicted(v->opts.hook_data, c.names[i].parent, c.names[i].name);
 		free(c.names[i].name);
 	}
 	free(c.names);
@@ -1708,12 +1741,50 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name, uint64_t newpar
 
 /* ---- attributes ---- */
 
+/*
+ * Truncation to zero, the common case (O_TRUNC): no copy of the old content, just empty
+ * extents; the next write at 0 streams. gc_lock and rw held.
+ */
+static int truncate_to_zero(struct vfs *v, struct vnode *n)
+{
+	struct ext_vec none = {0};
+	int64_t now = now_ns();
+	int r;
+
+	if (n->staging_fd >= 0) {
+		if (ftruncate(n->staging_fd, 0) < 0)
+			return -errno;
+		pthread_mutex_lock(&v->lock);
+		n->size = 0;
+		n->mtime = n->ctime = now;
+		pthread_mutex_unlock(&v->lock);
+		n->dirty = true;
+		return 0;
+	}
+	pthread_mutex_lock(&v->lock);
+	if (n->stream) {
+		unpin(v, &n->stream->ev);
+		stream_free(n->stream);
+		n->stream = NULL;
+	}
+	n->mtime = n->ctime = now;
+	r = set_content(v, n, &none, 0);
+	if (r == 0)
+		n->staged = false;
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
 static int truncate_node(struct vfs *v, struct vnode *n, uint64_t size, bool keep_staged)
 {
 	int r;
 
 	pthread_rwlock_rdlock(&v->gc_lock);
 	pthread_rwlock_wrlock(&n->rw);
+	if (size == 0) {
+		r = truncate_to_zero(v, n);
+		goto out_unlock;
+	}
 	r = stage(v, n);
 	if (r < 0)
 		goto out_unlock;
@@ -1901,6 +1972,17 @@ int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_
 	if (r < 0)
 		return r;
 	r = open_node(v, n, flags, ret_f);
+	if (r == 0 && (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY) {
+		/* The kernel passes O_TRUNC to open when it does not truncate first. */
+		pthread_rwlock_rdlock(&v->gc_lock);
+		pthread_rwlock_wrlock(&n->rw);
+		r = truncate_to_zero(v, n);
+		pthread_rwlock_unlock(&n->rw);
+		pthread_rwlock_unlock(&v->gc_lock);
+		if (r < 0)
+			vfs_release(v, *ret_f);
+		return r;
+	}
 	if (r < 0) {
 		pthread_mutex_lock(&v->lock);
 		n->opens--;
@@ -2012,6 +2094,8 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 out_unlock:
 	pthread_rwlock_unlock(&n->rw);
 	pthread_rwlock_unlock(&v->gc_lock);
+	if (r == -ENOSPC)
+		note_enospc(v, -ENOSPC);
 	return r;
 }
 
@@ -2023,7 +2107,7 @@ int vfs_flush(struct vfs *v, struct vfs_file *f)
 	lock_for_commit(v, n);
 	r = commit_node_gc(v, n);
 	unlock_for_commit(v, n);
-	return r;
+	return note_enospc(v, r);
 }
 
 int vfs_fsync(struct vfs *v, struct vfs_file *f, bool datasync)

@@ -39,7 +39,10 @@ struct vfs_options {
 	uint64_t max_size;           /* 0: unlimited; else evict LRU files beyond it */
 	/* Told of each name evicted to stay within max_size, with no lock held. */
 	void (*evicted)(void *data, uint64_t parent, const char *name);
-	void *evicted_data;
+	/* Asked for the size limit of a requested gc (0: none), and told its outcome. */
+	uint64_t (*gc_request_size)(void *data);
+	void (*gc_done)(void *data, int r, const struct gc_report *rep);
+	void *hook_data;
 };
 
 /* The caller's identity, for ownership of new inodes. */
@@ -134,6 +137,9 @@ int vfs_removexattr(struct vfs *v, uint64_t ino, const char *name);
  * and reclaim dead space. 0 or -errno.
  */
 int vfs_gc(struct vfs *v, uint64_t max_size, struct gc_report *ret);
+
+/* Ask the commit thread to run gc within a commit interval. Async-signal-safe. */
+void vfs_request_gc(struct vfs *v);
 
 /* Flush dirty files and return the index for read-only use by stats (no lock taken). */
 struct store *vfs_store(struct vfs *v);
