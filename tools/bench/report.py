@@ -260,7 +260,7 @@ def main():
                     parts.append("%s %s" % (label, mib(r[k] * 1024)))
             verdict = ""
             if not rss_mode and parts:
-                parts[0] += " (max of reps; rep 1 also reads everything again to verify)"
+                parts[-1] += " (max of reps; rep 1 also reads everything once more, to verify)"
             if t == "pkgcachefs":
                 peak = max(v for k, v in r.items() if "vmhwm" in k) / 1024
                 verdict = "  [target < %d MiB: %s]" % (RSS_TARGET_MIB, "ok" if peak < RSS_TARGET_MIB else "MISS")
