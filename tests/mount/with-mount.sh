@@ -140,7 +140,7 @@ command -v fusermount3 >/dev/null 2>&1 || skip "fusermount3 not found in PATH ($
 [ -e /dev/fuse ] || skip "/dev/fuse does not exist (no FUSE in this kernel or container)"
 [ -c /dev/fuse ] || skip "/dev/fuse is not a character device"
 if ! err=$( { exec 3<>/dev/fuse; } 2>&1); then
-	skip "/dev/fuse cannot be opened read-write: ${err:-permission denied}"
+	skip "/dev/fuse cannot be opened read-write: ${err##*: }"
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pcf-mount.XXXXXX") || fail "mktemp -d under ${TMPDIR:-/tmp}"
