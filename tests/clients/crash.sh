@@ -5,7 +5,8 @@
 # Each round, two writers (crash_writer.py) create, overwrite, append, rename, unlink files and
 # publish directories on the mount, each recording in a manifest outside the mount what is
 # durable (after fsync returned) and what is in flight.  At a random moment 2-4 s in, the daemon
-# is killed with kill -9, the dead mount is lazily unmounted and then:
+# is killed with kill -9 (in even rounds, while `pkgcachefs gc` of the mounted store may be
+# running), the dead mount is lazily unmounted and then:
 #   - pkgcachefs fsck on the store, as the crash left it, must be clean;
 #   - the store mounts again;
 #   - every file the manifests call durable holds exactly its content, every other file is
@@ -29,6 +30,8 @@ log "crash test: $ROUNDS rounds, seed $SEED (CRASH_SEED=$SEED to repeat the kill
 pcf_mount "$STORE" "$MNT"
 "${W[@]}" init "$MNT" "$TMP/baseline-0.json" || fail "could not create the top directories"
 
+msleep() { sleep "$(($1 / 1000)).$(printf %03d $(($1 % 1000)))"; }
+
 check_round() {
 	local r=$1
 	shift
@@ -48,7 +51,23 @@ for r in $(seq 1 "$ROUNDS"); do
 		PCF_BG_PIDS+=($!)
 	done
 	delay_ms=$((2000 + RANDOM % 2001))
-	sleep "$((delay_ms / 1000)).$(printf %03d $((delay_ms % 1000)))"
+	gcpid=""
+	if [ $((r % 2)) = 0 ]; then
+		# Even rounds: gc of the mounted store (done by the daemon) starts while the writers
+		# run, so the kill may land in the middle of it.
+		gc_ms=$((delay_ms - 100 - RANDOM % 900))
+		msleep "$gc_ms"
+		timeout "$PCF_TIMEOUT" "$BIN" gc --store "$STORE" >"$TMP/gc-$r.out" 2>&1 &
+		gcpid=$!
+		PCF_BG_PIDS+=($!)
+		msleep "$((delay_ms - gc_ms))"
+	else
+		msleep "$delay_ms"
+	fi
+	gc_done_before_kill=0
+	if [ -n "$gcpid" ] && ! kill -0 "$gcpid" 2>/dev/null; then
+		gc_done_before_kill=1
+	fi
 	for i in 0 1; do
 		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
 			wait "${pids[$i]}"
@@ -79,6 +98,16 @@ for r in $(seq 1 "$ROUNDS"); do
 			;;
 		esac
 	done
+	if [ -n "$gcpid" ]; then
+		wait "$gcpid"
+		rc=$?
+		if [ $gc_done_before_kill = 1 ]; then
+			[ $rc = 0 ] || { cat "$TMP/gc-$r.out" >&2; fail "round $r: gc of the mounted store exited $rc"; }
+			log "round $r: gc on the mounted store finished before the kill: $(tail -n 1 "$TMP/gc-$r.out")"
+		else
+			log "round $r: gc on the mounted store was running at the kill (exit $rc)"
+		fi
+	fi
 	PCF_BG_PIDS=()
 	pcf_fsck "$STORE" "round $r, store as the crash left it"
 	pcf_mount "$STORE" "$MNT"
