@@ -33,6 +33,8 @@ struct store {
 	struct idx *idx;
 
 	uint64_t pack_target; /* seal packs past this size */
+	int64_t space_checked;  /* mono ns of the last statvfs; caller's writer lock */
+	uint64_t space_avail;   /* bytes free then, less what was appended since */
 	struct pack_writer *writer; /* active pack; caller's writer lock */
 	uint64_t writer_id;
 
@@ -372,11 +374,18 @@ int store_write_pid(struct store *st)
 int store_check_space(struct store *st, uint64_t need)
 {
 	struct statvfs sv;
+	int64_t now = mono_ns();
 
-	if (fstatvfs(st->dirfd, &sv) < 0)
-		return -errno;
-	if ((uint64_t)sv.f_bavail * sv.f_frsize < need + STORE_RESERVE)
+	/* statvfs at most every 50 ms while there is plenty of room; every time when tight. */
+	if (now - st->space_checked > 50000000 || st->space_avail < need + 4 * STORE_RESERVE) {
+		if (fstatvfs(st->dirfd, &sv) < 0)
+			return -errno;
+		st->space_avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+		st->space_checked = now;
+	}
+	if (st->space_avail < need + STORE_RESERVE)
 		return -ENOSPC;
+	st->space_avail -= MIN(need, st->space_avail);
 	return 0;
 }
 
@@ -425,7 +434,7 @@ int store_append_chunk(struct store *st, const chunk_key *key, const chunk_diges
 	if (r < 0)
 		return r;
 	*ret_pack = st->writer_id;
-	return idx_set_pack_size(st->idx, st->writer_id, pack_writer_size(st->writer));
+	return 0;
 }
 
 int store_seal_active(struct store *st)
@@ -450,7 +459,13 @@ uint64_t store_active_pack(const struct store *st)
 
 int store_sync_packs(struct store *st)
 {
-	return st->writer ? pack_writer_sync(st->writer) : 0;
+	int r;
+
+	if (!st->writer)
+		return 0;
+	/* Record the active pack's size in the transaction about to commit. */
+	r = idx_set_pack_size(st->idx, st->writer_id, pack_writer_size(st->writer));
+	return r < 0 ? r : pack_writer_sync(st->writer);
 }
 
 static int pack_fd(struct store *st, uint64_t id)

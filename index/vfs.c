@@ -31,7 +31,7 @@
 #include "idx.h"
 #include "util.h"
 
-#define NODE_BUCKETS 4096
+#define NODE_BUCKETS_MIN 1024
 #define NAME_MAX_LEN 255
 #define XATTR_VALUE_MAX 65536
 #define COMMIT_READ_SIZE (4u << 20)
@@ -94,7 +94,8 @@ struct vfs {
 
 	pthread_rwlock_t gc_lock;
 	pthread_mutex_t lock;
-	struct vnode *buckets[NODE_BUCKETS]; /* lock */
+	struct vnode **buckets; /* lock; a power of two of them, grown to keep chains short */
+	size_t nbuckets, nnodes; /* lock */
 	uint64_t commits;                    /* lock; commits done */
 
 	pthread_mutex_t sync_lock;
@@ -142,10 +143,32 @@ static struct vnode *node_find(struct vfs *v, uint64_t ino)
 {
 	struct vnode *n;
 
-	for (n = v->buckets[ino % NODE_BUCKETS]; n; n = n->next)
+	for (n = v->buckets[ino & (v->nbuckets - 1)]; n; n = n->next)
 		if (n->ino == ino)
 			return n;
 	return NULL;
+}
+
+/* Double the table when it averages two nodes a chain; a failed grow only slows lookups. */
+static void node_table_grow(struct vfs *v)
+{
+	size_t nb = v->nbuckets * 2;
+	struct vnode **b = calloc(nb, sizeof(*b));
+
+	if (!b)
+		return;
+	for (size_t i = 0; i < v->nbuckets; i++) {
+		while (v->buckets[i]) {
+			struct vnode *n = v->buckets[i];
+
+			v->buckets[i] = n->next;
+			n->next = b[n->ino & (nb - 1)];
+			b[n->ino & (nb - 1)] = n;
+		}
+	}
+	free(v->buckets);
+	v->buckets = b;
+	v->nbuckets = nb;
 }
 
 static struct vnode *node_get(struct vfs *v, uint64_t ino)
@@ -154,14 +177,17 @@ static struct vnode *node_get(struct vfs *v, uint64_t ino)
 
 	if (n)
 		return n;
+	if (v->nnodes >= 2 * v->nbuckets)
+		node_table_grow(v);
 	n = calloc(1, sizeof(*n));
 	if (!n)
 		return NULL;
 	n->ino = ino;
 	n->staging_fd = -1;
 	pthread_rwlock_init(&n->rw, NULL);
-	n->next = v->buckets[ino % NODE_BUCKETS];
-	v->buckets[ino % NODE_BUCKETS] = n;
+	n->next = v->buckets[ino & (v->nbuckets - 1)];
+	v->buckets[ino & (v->nbuckets - 1)] = n;
+	v->nnodes++;
 	return n;
 }
 
@@ -169,9 +195,10 @@ static void node_unlink_free(struct vfs *v, struct vnode *n)
 {
 	struct vnode **p;
 
-	for (p = &v->buckets[n->ino % NODE_BUCKETS]; *p; p = &(*p)->next) {
+	for (p = &v->buckets[n->ino & (v->nbuckets - 1)]; *p; p = &(*p)->next) {
 		if (*p == n) {
 			*p = n->next;
+			v->nnodes--;
 			break;
 		}
 	}
@@ -474,49 +501,50 @@ static int set_content(struct vfs *v, struct vnode *n, struct ext_vec *ev, uint6
 	if (op_end(v, r) < 0)
 		return r;
 	free(n->ext);
-	n->ext = ev->e;
+	n->ext = ev->n ? realloc(ev->e, ev->n * sizeof(*ev->e)) : NULL;
+	if (!n->ext)
+		free(ev->e);
 	n->next_count = ev->n;
-	n->ext_valid = true;
+	n->ext_valid = ev->n == 0 || n->ext;
 	ev->e = NULL;
 	ev->n = ev->cap = 0;
 	return 0;
 }
 
-/*
- * Cut the staging file into chunks and make them the file's extents. node->rw held for
- * writing; gc_lock held shared by the caller.
- */
-static int commit_node(struct vfs *v, struct vnode *n)
+/* A run of zeros as hole extents, each at most 1 GiB. */
+static int push_hole(struct ext_vec *ev, uint64_t off, uint64_t len)
 {
-	struct ext_vec ev = {0};
-	struct chunker ch;
-	struct stat sst;
-	uint8_t *buf;
-	size_t cap = COMMIT_READ_SIZE + v->cp.max, len = 0, start = 0, scanned = 0;
-	uint64_t file_off = 0, base = 0, size;
-	int r = 0;
+	while (len > 0) {
+		struct idx_extent e = {.off = off, .len = (uint32_t)MIN(len, (uint64_t)1 << 30)};
+		int r = ext_push(ev, &e);
 
-	if (fstat(n->staging_fd, &sst) < 0)
-		return -errno;
-	size = (uint64_t)sst.st_size;
-	buf = malloc(cap);
-	if (!buf)
-		return -ENOMEM;
+		if (r < 0)
+			return r;
+		off += e.len;
+		len -= e.len;
+	}
+	return 0;
+}
+
+/* Chunk bytes [from, to) of fd, the chunker starting afresh at from. */
+static int chunk_range(struct vfs *v, int fd, struct ext_vec *ev, uint64_t from, uint64_t to,
+		       uint8_t *buf, size_t cap)
+{
+	struct chunker ch;
+	size_t len = 0, start = 0, scanned = 0;
+	uint64_t file_off = from, base = from;
+	int r;
+
 	chunker_init(&ch, &v->cp);
 	for (;;) {
-		ssize_t got = 0;
+		if (file_off < to) {
+			ssize_t got = pread(fd, buf + len, MIN(cap - len, to - file_off),
+					    (off_t)file_off);
 
-		if (file_off < size) {
-			got = pread(n->staging_fd, buf + len, MIN(cap - len, size - file_off),
-				    (off_t)file_off);
-			if (got < 0) {
-				r = -errno;
-				goto out_free;
-			}
-			if (got == 0) {
-				r = -EIO; /* the staging file shrank under us: a bug */
-				goto out_free;
-			}
+			if (got < 0)
+				return -errno;
+			if (got == 0)
+				return -EIO; /* the staging file shrank under us: a bug */
 			file_off += (uint64_t)got;
 			len += (size_t)got;
 		}
@@ -528,32 +556,71 @@ static int commit_node(struct vfs *v, struct vnode *n)
 				break;
 			}
 			scanned += cut;
-			r = emit_chunk(v, &ev, base, buf + start, (uint32_t)(scanned - start),
+			r = emit_chunk(v, ev, base, buf + start, (uint32_t)(scanned - start),
 				       false);
 			if (r < 0)
-				goto out_free;
+				return r;
 			base += scanned - start;
 			start = scanned;
 		}
-		if (file_off >= size)
+		if (file_off >= to)
 			break;
 		memmove(buf, buf + start, len - start);
 		len -= start;
 		scanned -= start;
 		start = 0;
 	}
-	if (len > start) {
-		r = emit_chunk(v, &ev, base, buf + start, (uint32_t)(len - start), false);
-		if (r < 0)
-			goto out_free;
-	}
+	if (len > start)
+		return emit_chunk(v, ev, base, buf + start, (uint32_t)(len - start), false);
+	return 0;
+}
 
-	pthread_mutex_lock(&v->lock);
-	r = set_content(v, n, &ev, size);
-	if (r == 0)
-		n->dirty = false;
-	pthread_mutex_unlock(&v->lock);
-out_free:
+/*
+ * Cut the staging file into chunks and make them the file's extents. Holes of the (sparse)
+ * staging file become hole extents without being read. node->rw held for writing; gc_lock
+ * held shared by the caller.
+ */
+static int commit_node(struct vfs *v, struct vnode *n)
+{
+	struct ext_vec ev = {0};
+	struct stat sst;
+	size_t cap = COMMIT_READ_SIZE + v->cp.max;
+	uint64_t pos = 0, size;
+	uint8_t *buf;
+	int r = 0;
+
+	if (fstat(n->staging_fd, &sst) < 0)
+		return -errno;
+	size = (uint64_t)sst.st_size;
+	buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
+	while (pos < size && r == 0) {
+		off_t data = lseek(n->staging_fd, (off_t)pos, SEEK_DATA);
+		off_t hole;
+
+		if (data < 0 && errno != ENXIO) {
+			r = -errno;
+			break;
+		}
+		if (data < 0 || (uint64_t)data >= size)
+			data = (off_t)size; /* zeros to the end */
+		r = push_hole(&ev, pos, (uint64_t)data - pos);
+		if (r < 0 || (uint64_t)data >= size)
+			break;
+		hole = lseek(n->staging_fd, data, SEEK_HOLE);
+		if (hole < 0 || (uint64_t)hole > size)
+			hole = (off_t)size;
+		r = chunk_range(v, n->staging_fd, &ev, (uint64_t)data, (uint64_t)hole, buf, cap);
+		pos = (uint64_t)hole;
+	}
+	if (r == 0) {
+		pthread_mutex_lock(&v->lock);
+		r = set_content(v, n, &ev, size);
+		if (r == 0)
+			n->dirty = false;
+		pthread_mutex_unlock(&v->lock);
+	}
 	free(ev.e);
 	free(buf);
 	return r;
@@ -867,7 +934,9 @@ static int stage(struct vfs *v, struct vnode *n)
 	r = load_extents(v, n);
 	if (r < 0)
 		return r;
+	pthread_mutex_lock(&v->lock);
 	r = store_check_space(v->st, (uint64_t)st.st_size);
+	pthread_mutex_unlock(&v->lock);
 	if (r < 0)
 		return r;
 	snprintf(name, sizeof(name), "%llu", (unsigned long long)n->ino);
@@ -967,6 +1036,12 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 	if (o)
 		v->opts = *o;
 	v->wal_fd = -1;
+	v->nbuckets = NODE_BUCKETS_MIN;
+	v->buckets = calloc(v->nbuckets, sizeof(*v->buckets));
+	if (!v->buckets) {
+		free(v);
+		return -ENOMEM;
+	}
 	pthread_rwlock_init(&v->gc_lock, NULL);
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_mutex_init(&v->sync_lock, NULL);
@@ -1004,6 +1079,7 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 	return 0;
 out_free:
 	pthread_mutex_destroy(&v->lock);
+	free(v->buckets);
 	free(v);
 	return r;
 }
@@ -1021,7 +1097,7 @@ int vfs_close(struct vfs *v)
 	pthread_join(v->thread, NULL);
 
 	/* Files still open (a lazy unmount) are committed as they are. */
-	for (size_t b = 0; b < NODE_BUCKETS; b++) {
+	for (size_t b = 0; b < v->nbuckets; b++) {
 		while (v->buckets[b]) {
 			struct vnode *n = v->buckets[b];
 
@@ -1057,6 +1133,7 @@ int vfs_close(struct vfs *v)
 	pthread_mutex_destroy(&v->sync_lock);
 	pthread_rwlock_destroy(&v->gc_lock);
 	pthread_cond_destroy(&v->cond);
+	free(v->buckets);
 	free(v);
 	return r;
 }
@@ -1109,7 +1186,7 @@ static void gc_evicted(void *data, uint64_t parent, const char *name)
 /* gc moved chunks: refresh every cached location; gc_lock held exclusive, v->lock held. */
 static void refresh_locations(struct vfs *v)
 {
-	for (size_t b = 0; b < NODE_BUCKETS; b++) {
+	for (size_t b = 0; b < v->nbuckets; b++) {
 		for (struct vnode *n = v->buckets[b]; n; n = n->next) {
 			if (n->ext_valid) {
 				free(n->ext);
@@ -2077,7 +2154,9 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 	r = stage(v, n);
 	if (r < 0)
 		goto out_unlock;
+	pthread_mutex_lock(&v->lock);
 	r = store_check_space(v->st, size);
+	pthread_mutex_unlock(&v->lock);
 	if (r < 0)
 		goto out_unlock;
 	r = pwrite(n->staging_fd, buf, size, off);
@@ -2137,6 +2216,11 @@ void vfs_release(struct vfs *v, struct vfs_file *f)
 			log_warn("inode %llu: changes lost at close: %s",
 				 (unsigned long long)n->ino, strerror(-r));
 		unstage(v, n);
+		/* Closed files keep no extents in memory: 100k files must not cost 100k lists. */
+		free(n->ext);
+		n->ext = NULL;
+		n->next_count = 0;
+		n->ext_valid = false;
 		unlock_for_commit(v, n);
 	}
 	pthread_mutex_lock(&v->lock);
