@@ -307,9 +307,27 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 		       bool plus)
 {
 	struct vfs_dir *d = (struct vfs_dir *)(uintptr_t)fi->fh;
-	char *buf = malloc(size), *p = buf;
+	char *buf, *p;
 	size_t left = size;
 
+	if (off == 0 && d->read) {
+		/* rewinddir: POSIX wants the directory as it is now. */
+		struct vfs_dir *nd;
+		int r = vfs_opendir(vfs_of(req), d->ino, &nd);
+
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		/* The kernel keeps our handle: swap the contents, not the pointer. */
+		struct vfs_dir tmp = *d;
+
+		*d = *nd;
+		*nd = tmp;
+		vfs_releasedir(nd);
+	}
+	d->read = true;
+	buf = p = malloc(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;

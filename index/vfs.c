@@ -934,9 +934,17 @@ static int stage(struct vfs *v, struct vnode *n)
 	r = load_extents(v, n);
 	if (r < 0)
 		return r;
-	pthread_mutex_lock(&v->lock);
-	r = store_check_space(v->st, (uint64_t)st.st_size);
-	pthread_mutex_unlock(&v->lock);
+	{
+		/* Room for the data, not for the holes of a sparse file. */
+		uint64_t data = 0;
+
+		for (size_t i = 0; i < n->next_count; i++)
+			if (n->ext[i].chunk)
+				data += n->ext[i].len;
+		pthread_mutex_lock(&v->lock);
+		r = store_check_space(v->st, data);
+		pthread_mutex_unlock(&v->lock);
+	}
 	if (r < 0)
 		return r;
 	snprintf(name, sizeof(name), "%llu", (unsigned long long)n->ino);
@@ -2281,6 +2289,7 @@ int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **ret)
 	df.d = calloc(1, sizeof(*df.d));
 	if (!df.d)
 		return -ENOMEM;
+	df.d->ino = ino;
 	pthread_mutex_lock(&v->lock);
 	r = idx_get_inode(v->x, ino, &in);
 	if (r <= 0) {

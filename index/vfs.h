@@ -116,8 +116,10 @@ struct vfs_dirent {
 	struct stat st;
 };
 struct vfs_dir {
+	uint64_t ino;
 	size_t n;
 	struct vfs_dirent *e; /* e[0] is ".", e[1] is ".." */
+	bool read;            /* entries were handed out: a read from 0 takes a new snapshot */
 };
 int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **ret);
 void vfs_releasedir(struct vfs_dir *d);
