@@ -151,7 +151,7 @@ trap 'exit 143' TERM
 STORE=$TMP/store
 MNT=$TMP/mnt
 mkdir "$MNT" || fail "mkdir $MNT"
-# The mount must be usable by other users (allow_other tests), and sticky-free like a cache dir.
+# mktemp made it 0700; the allow_other tests switch to another user, who must reach the mount.
 chmod 0755 "$TMP"
 
 # ---- mount ----
@@ -201,7 +201,7 @@ if is_mounted "$MNT"; then
 else
 	bad "$MNT was no longer mounted after the command"
 fi
-for i in $(seq 100); do
+for _ in $(seq 100); do
 	daemon_pid >/dev/null || break
 	sleep 0.1
 done
