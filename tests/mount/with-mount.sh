@@ -60,13 +60,13 @@ daemon_pid() {
 }
 
 cleanup() {
-	local rc=$? pid i
+	local rc=$? pid
 	trap - EXIT INT TERM
 	set +e
 	if [ -n "$CMD_PID" ] && kill -0 "$CMD_PID" 2>/dev/null; then
 		log "killing the command (pid $CMD_PID), still running"
 		kill -TERM "$CMD_PID" 2>/dev/null
-		for i in $(seq 50); do
+		for _ in $(seq 50); do
 			kill -0 "$CMD_PID" 2>/dev/null || break
 			sleep 0.1
 		done
@@ -78,14 +78,14 @@ cleanup() {
 	fi
 	if pid=$(daemon_pid); then
 		# Detaching the mount normally makes the daemon exit; give it a moment first.
-		for i in $(seq 50); do
+		for _ in $(seq 50); do
 			daemon_pid >/dev/null || break
 			sleep 0.1
 		done
 		if pid=$(daemon_pid); then
 			log "killing the leftover daemon (pid $pid)"
 			kill -TERM "$pid"
-			for i in $(seq 50); do
+			for _ in $(seq 50); do
 				kill -0 "$pid" 2>/dev/null || break
 				sleep 0.1
 			done
