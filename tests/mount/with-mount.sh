@@ -48,7 +48,7 @@ daemon_pid() {
 	# stale file could name a recycled pid, which must never be killed.
 	local pid exe
 	[ -n "$STORE" ] && [ -r "$STORE/daemon.pid" ] || return 1
-	pid=$(tr -dc '0-9' <"$STORE/daemon.pid")
+	pid=$( { tr -dc '0-9' <"$STORE/daemon.pid"; } 2>/dev/null) # it may vanish meanwhile
 	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
 	exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || exe=""
 	exe=${exe% (deleted)}
