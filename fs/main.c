@@ -427,17 +427,30 @@ out_vfs:
 	return status;
 }
 
+static int do_mount(struct mount_args *a);
+
 static int cmd_mount(int argc, char **argv)
 {
 	struct mount_args a = {0};
+	int status;
+
+	status = parse_mount_args(argc, argv, &a);
+	if (status == 0)
+		status = do_mount(&a);
+	free(a.store);
+	free(a.mountpoint);
+	free(a.fuse_opts);
+	return status;
+}
+
+static int do_mount(struct mount_args *ap)
+{
+	struct mount_args a = *ap;
 	int pfd[2], status;
 	char buf[1024];
 	ssize_t n;
 	pid_t pid;
 
-	status = parse_mount_args(argc, argv, &a);
-	if (status)
-		return status;
 	if (check_fuse_device() < 0)
 		return 1;
 	if (cli_is_pkgcachefs_mount(a.mountpoint)) {

@@ -579,7 +579,8 @@ int idx_get_target(struct idx *x, uint64_t ino, char *buf, size_t len)
 
 		if (n >= len)
 			n = len - 1;
-		memcpy(buf, sqlite3_column_blob(s, 0), n);
+		if (n > 0)
+			memcpy(buf, sqlite3_column_blob(s, 0), n);
 		buf[n] = '\0';
 		sqlite3_reset(s);
 		return 1;
@@ -805,7 +806,7 @@ int idx_get_xattr(struct idx *x, uint64_t ino, const char *name, void *buf, size
 		return rc == SQLITE_DONE ? -ENODATA : idx_errno(rc);
 	}
 	n = sqlite3_column_bytes(s, 0);
-	if (len > 0 && (size_t)n <= len)
+	if (n > 0 && len > 0 && (size_t)n <= len)
 		memcpy(buf, sqlite3_column_blob(s, 0), (size_t)n);
 	sqlite3_reset(s);
 	return n;
@@ -842,7 +843,8 @@ int idx_list_xattr(struct idx *x, uint64_t ino, char *buf, size_t len)
 		size_t n = (size_t)sqlite3_column_bytes(s, 0);
 
 		if (len && need + n + 1 <= len) {
-			memcpy(buf + need, sqlite3_column_blob(s, 0), n);
+			if (n > 0)
+				memcpy(buf + need, sqlite3_column_blob(s, 0), n);
 			buf[need + n] = '\0';
 		}
 		need += n + 1;

@@ -118,7 +118,8 @@ static void stat_from_inode(const struct idx_inode *in, struct stat *st)
 	st->st_gid = in->gid;
 	st->st_rdev = in->rdev;
 	st->st_size = (off_t)in->size;
-	st->st_blksize = 4096;
+	/* Tools size their buffers by this (cp, Python): one FUSE write carries up to 1 MiB. */
+	st->st_blksize = 1 << 20;
 	st->st_blocks = (blkcnt_t)((in->size + 511) / 512);
 	st->st_atim.tv_sec = in->atime / 1000000000;
 	st->st_atim.tv_nsec = in->atime % 1000000000;
@@ -1116,12 +1117,19 @@ int vfs_close(struct vfs *v)
 					  strerror(-r));
 			unstage(v, n);
 			unlock_for_commit(v, n);
+			pthread_mutex_lock(&v->lock);
 			n->nlookup = 0;
 			n->opens = 0;
-			pthread_mutex_lock(&v->lock);
-			begin(v);
-			if (reap_if_unused(v, n->ino) < 0 || node_find(v, n->ino) == n)
-				node_unlink_free(v, n);
+			{
+				uint64_t ino = n->ino;
+
+				/* Reaping frees the node of an unlinked inode; free any other. */
+				begin(v);
+				reap_if_unused(v, ino);
+				n = node_find(v, ino);
+				if (n)
+					node_unlink_free(v, n);
+			}
 			pthread_mutex_unlock(&v->lock);
 		}
 	}
