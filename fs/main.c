@@ -493,7 +493,8 @@ static int do_mount(struct mount_args *ap)
 			if (devnull > 2)
 				close(devnull);
 		}
-		_exit(run_daemon(&a));
+		/* exit, not _exit: sanitizers report at exit. */
+		exit(run_daemon(&a));
 	}
 	close(pfd[1]);
 	n = read(pfd[0], buf, sizeof(buf) - 1);

@@ -32,8 +32,16 @@ if [[ ${1:-} != --no-sanitize ]]; then
 			-Dwerror=true >/dev/null
 	fi
 	ninja -C build-asan
-	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+	# Daemons run detached with no stderr: their reports go to files, checked below.
+	logs=$(mktemp -d /tmp/pkgcachefs-sanitizer.XXXXXX)
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$logs/asan
+	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan
 	run_suite build-asan --suite unit --suite mount
+	if compgen -G "$logs/*" >/dev/null; then
+		echo "== sanitizer reports:"
+		cat "$logs"/*
+		exit 1
+	fi
+	rm -rf "$logs"
 fi
 echo "== all tests passed"
