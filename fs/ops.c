@@ -261,11 +261,27 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
+struct write_reply {
+	fuse_req_t req;
+	bool replied;
+};
+
+static void early_write_reply(void *ctx, size_t n)
+{
+	struct write_reply *w = ctx;
+
+	fuse_reply_write(w->req, n);
+	w->replied = true;
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	ssize_t r = vfs_write(vfs_of(req), file_of(fi), buf, size, off);
+	struct write_reply w = {.req = req};
+	ssize_t r = vfs_write(vfs_of(req), file_of(fi), buf, size, off, early_write_reply, &w);
 
+	if (w.replied)
+		return;
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else
@@ -288,98 +304,83 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	fuse_reply_err(req, -vfs_fsync(vfs_of(req), file_of(fi), datasync));
 }
 
+/*
+ * No opendir: the kernel then skips opendir and releasedir round trips and caches directory
+ * listings itself (it invalidates them when an entry changes through this mount).
+ */
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct vfs_dir *d;
-	int r = vfs_opendir(vfs_of(req), ino, &d);
-
-	if (r < 0) {
-		fuse_reply_err(req, -r);
-		return;
-	}
-	fi->fh = (uintptr_t)d;
-	fi->cache_readdir = 0;
-	if (fuse_reply_open(req, fi) == -ENOENT)
-		vfs_releasedir(d);
+	fuse_reply_err(req, ENOSYS);
 }
 
-static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
-		       bool plus)
+struct dir_reply {
+	fuse_req_t req;
+	char *buf;
+	size_t size, used;
+	bool plus;
+};
+
+static int add_dirent(const char *name, const struct stat *st, uint64_t next_off, void *data)
 {
-	struct vfs_dir *d = (struct vfs_dir *)(uintptr_t)fi->fh;
-	char *buf, *p;
-	size_t left = size;
+	struct dir_reply *dr = data;
+	bool dot = !strcmp(name, ".") || !strcmp(name, "..");
+	char *p = dr->buf + dr->used;
+	size_t left = dr->size - dr->used, n;
 
-	if (off == 0 && d->read) {
-		/* rewinddir: POSIX wants the directory as it is now. */
-		struct vfs_dir *nd;
-		int r = vfs_opendir(vfs_of(req), d->ino, &nd);
+	if (dr->plus) {
+		struct fuse_entry_param e;
 
-		if (r < 0) {
-			fuse_reply_err(req, -r);
-			return;
+		memset(&e, 0, sizeof(e));
+		e.attr = *st;
+		if (!dot) {
+			e.ino = st->st_ino;
+			e.attr_timeout = TIMEOUT;
+			e.entry_timeout = TIMEOUT;
 		}
-		/* The kernel keeps our handle: swap the contents, not the pointer. */
-		struct vfs_dir tmp = *d;
-
-		*d = *nd;
-		*nd = tmp;
-		vfs_releasedir(nd);
+		n = fuse_add_direntry_plus(dr->req, p, left, name, &e, (off_t)next_off);
+		if (n > left)
+			return 1;
+	} else {
+		n = fuse_add_direntry(dr->req, p, left, name, st, (off_t)next_off);
+		if (n > left)
+			return 1;
 	}
-	d->read = true;
-	buf = p = malloc(size);
-	if (!buf) {
+	dr->used += n;
+	return 0;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+	struct dir_reply dr = {.req = req, .size = size, .plus = plus};
+	int r;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	dr.buf = malloc(size);
+	if (!dr.buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	for (size_t i = (size_t)off; off >= 0 && i < d->n; i++) {
-		const struct vfs_dirent *e = &d->e[i];
-		bool dot = i < 2;
-		size_t n;
-
-		if (plus) {
-			struct fuse_entry_param ep;
-
-			memset(&ep, 0, sizeof(ep));
-			ep.attr = e->st;
-			if (!dot) {
-				ep.ino = e->st.st_ino;
-				ep.attr_timeout = TIMEOUT;
-				ep.entry_timeout = TIMEOUT;
-			}
-			n = fuse_add_direntry_plus(req, p, left, e->name, &ep, (off_t)(i + 1));
-			if (n > left)
-				break;
-			if (!dot)
-				vfs_ref(vfs_of(req), e->st.st_ino);
-		} else {
-			n = fuse_add_direntry(req, p, left, e->name, &e->st, (off_t)(i + 1));
-			if (n > left)
-				break;
-		}
-		p += n;
-		left -= n;
-	}
-	fuse_reply_buf(req, buf, size - left);
-	free(buf);
+	r = vfs_readdir(vfs_of(req), ino, (uint64_t)off, plus, add_dirent, &dr);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_buf(req, dr.buf, dr.used);
+	free(dr.buf);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	do_readdir(req, size, off, fi, false);
+	do_readdir(req, ino, size, off, false);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
-	do_readdir(req, size, off, fi, true);
-}
-
-static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	vfs_releasedir((struct vfs_dir *)(uintptr_t)fi->fh);
-	fuse_reply_err(req, 0);
+	do_readdir(req, ino, size, off, true);
 }
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -472,7 +473,6 @@ const struct fuse_lowlevel_ops pkgcachefs_ops = {
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,
-	.releasedir = op_releasedir,
 	.fsyncdir = op_fsyncdir,
 	.statfs = op_statfs,
 	.setxattr = op_setxattr,

@@ -75,8 +75,8 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_SET_DENTRY] = "UPDATE dentries SET ino = ?3 WHERE parent = ?1 AND name = ?2",
 	[S_DIR_EMPTY] = "SELECT 1 FROM dentries WHERE parent = ?1 LIMIT 1",
 	[S_LIST_DIR] = "SELECT d.name, i.ino, i.parent, i.mode, i.uid, i.gid, i.nlink, i.size, "
-		       "i.rdev, i.atime, i.mtime, i.ctime FROM dentries d JOIN inodes i "
-		       "ON i.ino = d.ino WHERE d.parent = ?1",
+		       "i.rdev, i.atime, i.mtime, i.ctime, d.id FROM dentries d JOIN inodes i "
+		       "ON i.ino = d.ino WHERE d.parent = ?1 AND d.id > ?2 ORDER BY d.id",
 	[S_SET_TARGET] = "INSERT OR REPLACE INTO symlinks (ino, target) VALUES (?1, ?2)",
 	[S_GET_TARGET] = "SELECT target FROM symlinks WHERE ino = ?1",
 	[S_GET_EXTENTS] = "SELECT e.off, e.len, e.chunk, c.key, c.pack, c.off, c.stored_len, "
@@ -110,8 +110,11 @@ static const char schema_sql[] =
 	"  rdev INTEGER NOT NULL, atime INTEGER NOT NULL, mtime INTEGER NOT NULL,"
 	"  ctime INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX inodes_orphans ON inodes (nlink) WHERE nlink = 0;"
-	"CREATE TABLE dentries (parent INTEGER NOT NULL, name BLOB NOT NULL,"
-	"  ino INTEGER NOT NULL, PRIMARY KEY (parent, name)) WITHOUT ROWID;"
+	"CREATE TABLE dentries (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL);"
+	"CREATE UNIQUE INDEX dentries_name ON dentries (parent, name);"
+	"CREATE INDEX dentries_dir ON dentries (parent);"
+	"CREATE INDEX dentries_ino ON dentries (ino);"
 	"CREATE TABLE symlinks (ino INTEGER PRIMARY KEY, target BLOB NOT NULL);"
 	"CREATE TABLE xattrs (ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,"
 	"  PRIMARY KEY (ino, name)) WITHOUT ROWID;"
@@ -530,14 +533,16 @@ int idx_dir_is_empty(struct idx *x, uint64_t ino)
 	return rc == SQLITE_DONE ? 1 : idx_errno(rc);
 }
 
-int idx_list_dir(struct idx *x, uint64_t ino,
-		 int (*cb)(const char *name, const struct idx_inode *in, void *data), void *data)
+int idx_list_dir(struct idx *x, uint64_t ino, uint64_t after,
+		 int (*cb)(const char *name, const struct idx_inode *in, uint64_t cookie, void *data),
+		 void *data)
 {
 	sqlite3_stmt *s = st(x, S_LIST_DIR);
 	char name[1024];
 	int rc, r = 0;
 
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)after);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		struct idx_inode in;
 		int n = sqlite3_column_bytes(s, 0);
@@ -548,7 +553,7 @@ int idx_list_dir(struct idx *x, uint64_t ino,
 		name[n] = '\0';
 		in.ino = (uint64_t)sqlite3_column_int64(s, 1);
 		read_inode_cols(s, 2, &in);
-		r = cb(name, &in, data);
+		r = cb(name, &in, (uint64_t)sqlite3_column_int64(s, 12), data);
 		if (r)
 			break;
 	}

@@ -91,9 +91,14 @@ int idx_set_dentry(struct idx *x, uint64_t parent, const char *name, uint64_t in
 /* 1 when the directory has no entries, 0 when it has, or -errno. */
 int idx_dir_is_empty(struct idx *x, uint64_t ino);
 
-/* Calls cb for each entry of directory ino with the entry's inode; a non-zero return stops. */
-int idx_list_dir(struct idx *x, uint64_t ino,
-		 int (*cb)(const char *name, const struct idx_inode *in, void *data), void *data);
+/*
+ * Calls cb for each entry of directory ino whose cookie is above after, in cookie order, with the
+ * entry's inode and cookie; a non-zero return stops and is returned. Cookies are stable and never
+ * reused, so a listing resumed from one misses no entry that stayed and repeats none.
+ */
+int idx_list_dir(struct idx *x, uint64_t ino, uint64_t after,
+		 int (*cb)(const char *name, const struct idx_inode *in, uint64_t cookie, void *data),
+		 void *data);
 
 int idx_set_target(struct idx *x, uint64_t ino, const char *target);
 /* Symlink target into buf (NUL-terminated, truncated to len - 1). 1, 0 or -errno. */

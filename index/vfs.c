@@ -53,7 +53,11 @@ struct stream {
 	size_t len, cap, scanned;
 	uint64_t base;     /* file offset of buf[0] */
 	struct ext_vec ev; /* chunks emitted so far, each pinned */
+	int error;         /* the last failure to store a chunk, retried by flush */
 };
+
+/* Bytes a stream may hold while its chunks cannot be stored before writes fail too. */
+#define STREAM_BACKLOG_MAX (64u << 20)
 
 struct vnode {
 	uint64_t ino;
@@ -784,12 +788,14 @@ static int stream_start(struct vfs *v, struct vnode *n)
 	return 0;
 }
 
-static int stream_append(struct vfs *v, struct vnode *n, const uint8_t *data, size_t size)
+/* Take a write's bytes into the stream's buffer. Cheap: the chunking comes after the reply. */
+static int stream_add(struct vfs *v, struct vnode *n, const uint8_t *data, size_t size)
 {
 	struct stream *sm = n->stream;
-	size_t start = 0;
-	int r = 0;
 
+	/* Chunks that cannot be stored (a full disk) stay buffered, but not without bound. */
+	if (sm->error && sm->len > STREAM_BACKLOG_MAX)
+		return sm->error;
 	if (sm->len + size > sm->cap) {
 		size_t ncap = MAX(sm->len + size, (size_t)v->cp.max * 2);
 		uint8_t *nb = realloc(sm->buf, ncap);
@@ -801,6 +807,20 @@ static int stream_append(struct vfs *v, struct vnode *n, const uint8_t *data, si
 	}
 	memcpy(sm->buf + sm->len, data, size);
 	sm->len += size;
+	return 0;
+}
+
+/*
+ * Cut what the buffer holds into chunks and store the complete ones. A chunk that cannot be
+ * stored stays in the buffer and its error in sm->error, to be tried again by the next call
+ * and reported by flush. rw held for writing.
+ */
+static int stream_process(struct vfs *v, struct vnode *n)
+{
+	struct stream *sm = n->stream;
+	size_t start = 0;
+	int r = 0;
+
 	while (sm->scanned < sm->len) {
 		size_t cut = chunker_scan(&sm->ch, sm->buf + sm->scanned, sm->len - sm->scanned);
 
@@ -825,6 +845,7 @@ static int stream_append(struct vfs *v, struct vnode *n, const uint8_t *data, si
 		sm->scanned -= start;
 		sm->base += start;
 	}
+	sm->error = r;
 	return r;
 }
 
@@ -833,8 +854,11 @@ static int stream_finish(struct vfs *v, struct vnode *n)
 {
 	struct stream *sm = n->stream;
 	uint64_t size = sm->base + sm->len;
-	int r = 0;
+	int r;
 
+	r = stream_process(v, n);
+	if (r < 0)
+		return r;
 	if (sm->len > 0) {
 		r = emit_chunk(v, &sm->ev, sm->base, sm->buf, (uint32_t)sm->len, true);
 		if (r < 0)
@@ -2133,7 +2157,8 @@ out_unlock:
 	return r;
 }
 
-ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t size, off_t off)
+ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t size, off_t off,
+		  void (*early_reply)(void *ctx, size_t n), void *ctx)
 {
 	struct vnode *n = f->n;
 	ssize_t r;
@@ -2157,7 +2182,13 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 		}
 	}
 	if (n->stream && (uint64_t)off == n->stream->base + n->stream->len) {
-		r = stream_append(v, n, buf, size);
+		/* A full disk fails the write itself, not only the close that follows. */
+		pthread_mutex_lock(&v->lock);
+		r = store_check_space(v->st, size);
+		pthread_mutex_unlock(&v->lock);
+		if (r < 0)
+			goto out_unlock;
+		r = stream_add(v, n, buf, size);
 		if (r < 0)
 			goto out_unlock;
 		r = (ssize_t)size;
@@ -2165,6 +2196,20 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 		n->size = (uint64_t)off + size;
 		n->mtime = n->ctime = now_ns();
 		pthread_mutex_unlock(&v->lock);
+		/*
+		 * The bytes are ours: let the writer go on while we chunk and hash them, so its
+		 * next write crosses the kernel while this one is digested. A failure to store
+		 * them is reported by flush (close) and fsync, as a page cache's would be.
+		 */
+		if (early_reply) {
+			early_reply(ctx, size);
+			stream_process(v, n);
+		} else {
+			int e = stream_process(v, n);
+
+			if (e == -ENOMEM)
+				r = e;
+		}
 		goto out_unlock;
 	}
 	r = stage(v, n);
@@ -2255,49 +2300,42 @@ void vfs_release(struct vfs *v, struct vfs_file *f)
 
 /* ---- directories ---- */
 
-struct dir_fill {
+struct dir_list {
 	struct vfs *v;
-	struct vfs_dir *d;
-	size_t cap;
+	bool lookup;
+	int (*cb)(const char *name, const struct stat *st, uint64_t next_off, void *data);
+	void *data;
 };
 
-static int dir_push(struct dir_fill *df, const char *name, const struct idx_inode *in)
+/* Offsets: 0 ".", 1 "..", then an entry's cookie + 2. */
+static int dir_entry(const char *name, const struct idx_inode *in, uint64_t cookie, void *data)
 {
-	struct vfs_dir *d = df->d;
-
-	if (d->n == df->cap) {
-		size_t ncap = df->cap ? df->cap * 2 : 32;
-		struct vfs_dirent *ne = realloc(d->e, ncap * sizeof(*ne));
-
-		if (!ne)
-			return -ENOMEM;
-		d->e = ne;
-		df->cap = ncap;
-	}
-	d->e[d->n].name = strdup(name);
-	if (!d->e[d->n].name)
-		return -ENOMEM;
-	stat_from_inode(in, &d->e[d->n].st);
-	apply_override(df->v, &d->e[d->n].st);
-	d->n++;
-	return 0;
-}
-
-static int dir_cb(const char *name, const struct idx_inode *in, void *data)
-{
-	return dir_push(data, name, in);
-}
-
-int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **ret)
-{
-	struct dir_fill df = {.v = v};
-	struct idx_inode in, pin;
+	struct dir_list *dl = data;
+	struct stat st;
 	int r;
 
-	df.d = calloc(1, sizeof(*df.d));
-	if (!df.d)
-		return -ENOMEM;
-	df.d->ino = ino;
+	stat_from_inode(in, &st);
+	apply_override(dl->v, &st);
+	r = dl->cb(name, &st, cookie + 2, dl->data);
+	if (r == 0 && dl->lookup) {
+		struct vnode *n = node_get(dl->v, in->ino);
+
+		if (!n)
+			return -ENOMEM;
+		n->nlookup++;
+	}
+	return r;
+}
+
+int vfs_readdir(struct vfs *v, uint64_t ino, uint64_t off, bool lookup,
+		int (*cb)(const char *name, const struct stat *st, uint64_t next_off, void *data),
+		void *data)
+{
+	struct dir_list dl = {.v = v, .lookup = lookup, .cb = cb, .data = data};
+	struct idx_inode in, pin;
+	struct stat st;
+	int r;
+
 	pthread_mutex_lock(&v->lock);
 	r = idx_get_inode(v->x, ino, &in);
 	if (r <= 0) {
@@ -2308,32 +2346,24 @@ int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **ret)
 		r = -ENOTDIR;
 		goto out_unlock;
 	}
-	r = dir_push(&df, ".", &in);
-	if (r < 0)
-		goto out_unlock;
-	if (idx_get_inode(v->x, in.parent, &pin) != 1)
-		pin = in;
-	r = dir_push(&df, "..", &pin);
-	if (r == 0)
-		r = idx_list_dir(v->x, ino, dir_cb, &df);
+	if (off == 0) {
+		stat_from_inode(&in, &st);
+		if (cb(".", &st, 1, data))
+			goto out_unlock;
+	}
+	if (off <= 1) {
+		if (idx_get_inode(v->x, in.parent, &pin) != 1)
+			pin = in;
+		stat_from_inode(&pin, &st);
+		if (cb("..", &st, 2, data))
+			goto out_unlock;
+	}
+	r = idx_list_dir(v->x, ino, off > 2 ? off - 2 : 0, dir_entry, &dl);
+	if (r > 0)
+		r = 0; /* the caller's buffer is full */
 out_unlock:
 	pthread_mutex_unlock(&v->lock);
-	if (r < 0) {
-		vfs_releasedir(df.d);
-		return r;
-	}
-	*ret = df.d;
-	return 0;
-}
-
-void vfs_releasedir(struct vfs_dir *d)
-{
-	if (!d)
-		return;
-	for (size_t i = 0; i < d->n; i++)
-		free(d->e[i].name);
-	free(d->e);
-	free(d);
+	return r;
 }
 
 int vfs_statfs(struct vfs *v, struct statvfs *ret)

@@ -104,25 +104,29 @@ int vfs_create(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const ch
 int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_f);
 /* Bytes read (short only at end of file), or -errno. */
 ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_t off);
-ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t size, off_t off);
+/*
+ * Bytes written, or -errno. When early_reply is given, vfs may call it with the count once the
+ * bytes are safely taken, before it has finished storing them (the caller then must not reply
+ * again); what fails after that is reported by vfs_flush and vfs_fsync.
+ */
+ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t size, off_t off,
+		  void (*early_reply)(void *ctx, size_t n), void *ctx);
 /* Commit what was written through f (on close(2)); reports write-back errors. */
 int vfs_flush(struct vfs *v, struct vfs_file *f);
 int vfs_fsync(struct vfs *v, struct vfs_file *f, bool datasync);
 void vfs_release(struct vfs *v, struct vfs_file *f);
 
-/* A directory snapshot taken at opendir, stable while it is read. */
-struct vfs_dirent {
-	char *name;
-	struct stat st;
-};
-struct vfs_dir {
-	uint64_t ino;
-	size_t n;
-	struct vfs_dirent *e; /* e[0] is ".", e[1] is ".." */
-	bool read;            /* entries were handed out: a read from 0 takes a new snapshot */
-};
-int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **ret);
-void vfs_releasedir(struct vfs_dir *d);
+/*
+ * List directory ino from offset off: "." (offset 0), ".." (1), then the entries in a stable
+ * order. cb gets each entry with its attributes and the offset to resume after it; a non-zero
+ * return stops the listing (a full reply buffer) and the entry it refused is the next one
+ * offered on the next call. With lookup (readdirplus), each entry cb accepts, but "." and "..",
+ * takes a lookup reference. cb runs with the vfs lock held: it must not call back into vfs.
+ * 0 or -errno.
+ */
+int vfs_readdir(struct vfs *v, uint64_t ino, uint64_t off, bool lookup,
+		int (*cb)(const char *name, const struct stat *st, uint64_t next_off, void *data),
+		void *data);
 
 int vfs_statfs(struct vfs *v, struct statvfs *ret);
 

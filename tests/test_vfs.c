@@ -65,7 +65,7 @@ static uint64_t write_file(const char *name, const uint8_t *data, size_t n)
 	while (done < n) {
 		size_t step = n - done < 100000 ? n - done : 100000;
 
-		cr_assert_eq(vfs_write(v, f, data + done, step, (off_t)done), (ssize_t)step);
+		cr_assert_eq(vfs_write(v, f, data + done, step, (off_t)done, NULL, NULL), (ssize_t)step);
 		done += step;
 	}
 	cr_assert_eq(vfs_flush(v, f), 0);
@@ -121,7 +121,7 @@ Test(vfs, sparse_and_partial_reads)
 	uint8_t buf[1000], zero[1000] = {0};
 
 	cr_assert_eq(vfs_create(v, &ctx, 1, "sparse", 0644, O_RDWR, &st, &f), 0);
-	cr_assert_eq(vfs_write(v, f, "end", 3, 10 << 20), 3);
+	cr_assert_eq(vfs_write(v, f, "end", 3, 10 << 20, NULL, NULL), 3);
 	cr_assert_eq(vfs_flush(v, f), 0);
 	vfs_release(v, f);
 	cr_assert_eq(vfs_getattr(v, st.st_ino, &st), 0);
@@ -262,14 +262,14 @@ Test(vfs, stream_spills_on_read_and_random_write)
 
 	fill_random(data, n, 9);
 	cr_assert_eq(vfs_create(v, &ctx, 1, "s", 0644, O_RDWR, &st, &f), 0);
-	cr_assert_eq(vfs_write(v, f, data, n / 2, 0), (ssize_t)(n / 2));
+	cr_assert_eq(vfs_write(v, f, data, n / 2, 0, NULL, NULL), (ssize_t)(n / 2));
 	cr_assert_eq(vfs_getattr(v, st.st_ino, &st), 0);
 	cr_assert_eq(st.st_size, (off_t)(n / 2), "size grows while streaming");
 	cr_assert_eq(vfs_read(v, f, buf, sizeof(buf), 1000), (ssize_t)sizeof(buf));
 	cr_assert_eq(memcmp(buf, data + 1000, sizeof(buf)), 0);
-	cr_assert_eq(vfs_write(v, f, data + n / 2, n / 2, (off_t)(n / 2)), (ssize_t)(n / 2));
+	cr_assert_eq(vfs_write(v, f, data + n / 2, n / 2, (off_t)(n / 2), NULL, NULL), (ssize_t)(n / 2));
 	data[10] ^= 0xff;
-	cr_assert_eq(vfs_write(v, f, data + 10, 1, 10), 1);
+	cr_assert_eq(vfs_write(v, f, data + 10, 1, 10, NULL, NULL), 1);
 	cr_assert_eq(vfs_flush(v, f), 0);
 	vfs_release(v, f);
 	check_file(st.st_ino, data, n);
@@ -288,7 +288,7 @@ Test(vfs, pins_held_until_close)
 
 	fill_random(data, n, 3);
 	cr_assert_eq(vfs_create(v, &ctx, 1, "s", 0644, O_RDWR, &st, &f), 0);
-	cr_assert_eq(vfs_write(v, f, data, n, 0), (ssize_t)n);
+	cr_assert_eq(vfs_write(v, f, data, n, 0, NULL, NULL), (ssize_t)n);
 	cr_assert_eq(vfs_sync(v), 0);
 	/* "Crash": look at the store from outside, as the next mount would. */
 	cr_assert_eq(store_open(dir, 0, &st2, NULL), 0);
