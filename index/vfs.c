@@ -47,7 +47,20 @@ struct ext_vec {
  * stored and pinned as they are cut, and at flush the extents are written in one go. Any other
  * access (a write elsewhere, a read, a truncate) spills the stream into a staging file first.
  */
+struct stream;
+
+/* A chunk cut from a stream, hashed and stored by a hashing thread. */
+struct hash_job {
+	struct hash_job *next; /* the queue; v->hq_lock */
+	uint8_t *data;         /* owned copy of the chunk */
+	struct idx_extent e;   /* off and len in; chunk, key, pack, loc out (under v->lock) */
+	int status;            /* v->hq_lock */
+	bool done;             /* v->hq_lock */
+};
+
 struct stream {
+	struct hash_job **jobs; /* cut, not yet collected into ev, in file order */
+	size_t njobs, capjobs;
 	struct chunker ch;
 	uint8_t *buf; /* bytes since the last cut */
 	size_t len, cap, scanned;
@@ -58,6 +71,9 @@ struct stream {
 
 /* Bytes a stream may hold while its chunks cannot be stored before writes fail too. */
 #define STREAM_BACKLOG_MAX (64u << 20)
+/* Chunks of one stream in the hashing threads' hands at once. */
+#define STREAM_INFLIGHT_MAX 64
+#define HASHERS 2
 
 struct vnode {
 	uint64_t ino;
@@ -105,6 +121,12 @@ struct vfs {
 	pthread_mutex_t sync_lock;
 	uint64_t durable; /* sync_lock; commits known durable */
 	int wal_fd;       /* sync_lock */
+
+	pthread_mutex_t hq_lock;
+	pthread_cond_t hq_work, hq_done;
+	struct hash_job *hq_head, *hq_tail; /* hq_lock */
+	bool hq_stop;                       /* hq_lock */
+	pthread_t hashers[HASHERS];
 
 	pthread_t thread;
 	pthread_cond_t cond; /* with lock: wakes the commit thread */
@@ -410,13 +432,25 @@ static bool all_zero(const uint8_t *p, size_t n)
  * Store one chunk (dedup by key, confirmed by digest); v->lock held, in a transaction. Fills
  * e's chunk, key, pack and loc.
  */
+static int put_hashed_chunk(struct vfs *v, const uint8_t *data, uint32_t len,
+			    const chunk_digest *dg, struct idx_extent *e);
+
 static int put_chunk(struct vfs *v, const uint8_t *data, uint32_t len, struct idx_extent *e)
 {
 	chunk_digest digest;
-	int r;
 
 	hash_key(data, len, &e->key);
 	hash_digest(data, len, &digest);
+	return put_hashed_chunk(v, data, len, &digest, e);
+}
+
+/* put_chunk with e->key and the digest already computed (outside the lock). */
+static int put_hashed_chunk(struct vfs *v, const uint8_t *data, uint32_t len,
+			    const chunk_digest *dg, struct idx_extent *e)
+{
+	chunk_digest digest = *dg;
+	int r;
+
 	r = idx_find_chunk(v->x, &e->key, &digest, &e->chunk, &e->pack, &e->loc);
 	if (r != 0)
 		return r < 0 ? r : 0;
@@ -760,12 +794,150 @@ out:
 	return r;
 }
 
+/* ---- hashing threads ---- */
+
+/* Hash and store one job's chunk; runs on a hashing thread. */
+static void run_job(struct vfs *v, struct hash_job *j)
+{
+	struct idx_extent e = j->e;
+	chunk_digest digest;
+	int r = 0;
+
+	if (!all_zero(j->data, e.len)) {
+		hash_key(j->data, e.len, &e.key);
+		hash_digest(j->data, e.len, &digest);
+		pthread_mutex_lock(&v->lock);
+		r = begin(v);
+		if (r == 0)
+			r = put_hashed_chunk(v, j->data, e.len, &digest, &e);
+		if (r == 0)
+			r = idx_ref_chunk(v->x, e.chunk, 1); /* the stream's pin */
+		if (r == 0)
+			j->e = e; /* under v->lock, so gc's refresh sees it whole */
+		pthread_mutex_unlock(&v->lock);
+	}
+	pthread_mutex_lock(&v->hq_lock);
+	j->status = r;
+	j->done = true;
+	pthread_cond_broadcast(&v->hq_done);
+	pthread_mutex_unlock(&v->hq_lock);
+}
+
+static void *hasher_thread(void *arg)
+{
+	struct vfs *v = arg;
+
+	pthread_mutex_lock(&v->hq_lock);
+	for (;;) {
+		struct hash_job *j;
+
+		while (!v->hq_head && !v->hq_stop)
+			pthread_cond_wait(&v->hq_work, &v->hq_lock);
+		j = v->hq_head;
+		if (!j)
+			break;
+		v->hq_head = j->next;
+		if (!v->hq_head)
+			v->hq_tail = NULL;
+		pthread_mutex_unlock(&v->hq_lock);
+		run_job(v, j);
+		pthread_mutex_lock(&v->hq_lock);
+	}
+	pthread_mutex_unlock(&v->hq_lock);
+	return NULL;
+}
+
+/* Queue a copy of a cut chunk; rw held. */
+static int queue_chunk(struct vfs *v, struct stream *sm, uint64_t off, const uint8_t *p,
+		       uint32_t len)
+{
+	struct hash_job *j;
+
+	if (sm->njobs == sm->capjobs) {
+		size_t ncap = sm->capjobs ? sm->capjobs * 2 : 16;
+		struct hash_job **nj = realloc(sm->jobs, ncap * sizeof(*nj));
+
+		if (!nj)
+			return -ENOMEM;
+		sm->jobs = nj;
+		sm->capjobs = ncap;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->data = malloc(len);
+	if (!j->data) {
+		free(j);
+		return -ENOMEM;
+	}
+	memcpy(j->data, p, len);
+	j->e.off = off;
+	j->e.len = len;
+	sm->jobs[sm->njobs++] = j;
+	pthread_mutex_lock(&v->hq_lock);
+	if (v->hq_tail)
+		v->hq_tail->next = j;
+	else
+		v->hq_head = j;
+	v->hq_tail = j;
+	pthread_cond_signal(&v->hq_work);
+	pthread_mutex_unlock(&v->hq_lock);
+	return 0;
+}
+
+/*
+ * Move finished jobs, in file order, into the stream's extents; with wait, all of them. A job
+ * that failed (a full disk) is tried once more here; if it fails again it stays first in line
+ * and its error is returned. rw held.
+ */
+static int collect_jobs(struct vfs *v, struct stream *sm, bool wait)
+{
+	size_t k = 0;
+	int r = 0;
+
+	while (k < sm->njobs) {
+		struct hash_job *j = sm->jobs[k];
+
+		pthread_mutex_lock(&v->hq_lock);
+		while (wait && !j->done)
+			pthread_cond_wait(&v->hq_done, &v->hq_lock);
+		if (!j->done) {
+			pthread_mutex_unlock(&v->hq_lock);
+			break;
+		}
+		pthread_mutex_unlock(&v->hq_lock);
+		if (j->status < 0) {
+			struct ext_vec one = {0};
+
+			r = emit_chunk(v, &one, j->e.off, j->data, j->e.len, true);
+			if (r < 0)
+				break;
+			j->e = one.e[0];
+			free(one.e);
+		}
+		r = ext_push(&sm->ev, &j->e);
+		if (r < 0)
+			break;
+		free(j->data);
+		free(j);
+		k++;
+	}
+	memmove(sm->jobs, sm->jobs + k, (sm->njobs - k) * sizeof(*sm->jobs));
+	sm->njobs -= k;
+	return r;
+}
+
 /* ---- streamed writes ---- */
 
 static void stream_free(struct stream *sm)
 {
 	if (!sm)
 		return;
+	for (size_t i = 0; i < sm->njobs; i++) {
+		free(sm->jobs[i]->data);
+		free(sm->jobs[i]);
+	}
+	free(sm->jobs);
 	free(sm->ev.e);
 	free(sm->buf);
 	free(sm);
@@ -829,15 +1001,24 @@ static int stream_process(struct vfs *v, struct vnode *n)
 			break;
 		}
 		sm->scanned += cut;
-		r = emit_chunk(v, &sm->ev, sm->base + start, sm->buf + start,
-			       (uint32_t)(sm->scanned - start), true);
+		r = queue_chunk(v, sm, sm->base + start, sm->buf + start,
+				(uint32_t)(sm->scanned - start));
 		if (r < 0) {
-			/* The cut stays unemitted: rewind so the bytes are kept and retried. */
+			/* The cut stays unqueued: rewind so the bytes are kept and retried. */
 			sm->scanned = start;
 			chunker_init(&sm->ch, &v->cp);
 			break;
 		}
 		start = sm->scanned;
+		/* Bound what one writer has in flight. */
+		if (sm->njobs >= STREAM_INFLIGHT_MAX) {
+			pthread_mutex_lock(&v->hq_lock);
+			while (!sm->jobs[0]->done)
+				pthread_cond_wait(&v->hq_done, &v->hq_lock);
+			pthread_mutex_unlock(&v->hq_lock);
+		}
+		if (sm->njobs && collect_jobs(v, sm, false) < 0)
+			break;
 	}
 	if (start > 0) {
 		memmove(sm->buf, sm->buf + start, sm->len - start);
@@ -845,6 +1026,8 @@ static int stream_process(struct vfs *v, struct vnode *n)
 		sm->scanned -= start;
 		sm->base += start;
 	}
+	if (r == 0)
+		r = collect_jobs(v, sm, false);
 	sm->error = r;
 	return r;
 }
@@ -857,6 +1040,8 @@ static int stream_finish(struct vfs *v, struct vnode *n)
 	int r;
 
 	r = stream_process(v, n);
+	if (r == 0)
+		r = collect_jobs(v, sm, true);
 	if (r < 0)
 		return r;
 	if (sm->len > 0) {
@@ -899,8 +1084,11 @@ static int stream_spill(struct vfs *v, struct vnode *n)
 	struct stream *sm = n->stream;
 	char name[32];
 	uint8_t *buf = NULL;
-	int fd, r = 0;
+	int fd, r;
 
+	r = collect_jobs(v, sm, true);
+	if (r < 0)
+		return r;
 	snprintf(name, sizeof(name), "%llu", (unsigned long long)n->ino);
 	fd = openat(store_staging_fd(v->st), name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -1054,6 +1242,16 @@ static int init_root(struct vfs *v)
 	return r;
 }
 
+static void stop_hashers(struct vfs *v, int n)
+{
+	pthread_mutex_lock(&v->hq_lock);
+	v->hq_stop = true;
+	pthread_cond_broadcast(&v->hq_work);
+	pthread_mutex_unlock(&v->hq_lock);
+	for (int i = 0; i < n; i++)
+		pthread_join(v->hashers[i], NULL);
+}
+
 int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 {
 	struct vfs *v;
@@ -1105,9 +1303,21 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 		r = commit_locked(v);
 	if (r < 0)
 		goto out_free;
+	pthread_mutex_init(&v->hq_lock, NULL);
+	pthread_cond_init(&v->hq_work, NULL);
+	pthread_cond_init(&v->hq_done, NULL);
+	for (int i = 0; i < HASHERS; i++) {
+		r = -pthread_create(&v->hashers[i], NULL, hasher_thread, v);
+		if (r < 0) {
+			stop_hashers(v, i);
+			goto out_free;
+		}
+	}
 	r = -pthread_create(&v->thread, NULL, commit_thread, v);
-	if (r < 0)
+	if (r < 0) {
+		stop_hashers(v, HASHERS);
 		goto out_free;
+	}
 	*ret = v;
 	return 0;
 out_free:
@@ -1119,7 +1329,7 @@ out_free:
 
 int vfs_close(struct vfs *v)
 {
-	int r, r2;
+	int r, r2, lost = 0;
 
 	if (!v)
 		return 0;
@@ -1136,9 +1346,13 @@ int vfs_close(struct vfs *v)
 
 			lock_for_commit(v, n);
 			r = commit_node_gc(v, n);
-			if (r < 0)
+			if (r < 0) {
 				log_error("inode %llu: data lost: %s", (unsigned long long)n->ino,
 					  strerror(-r));
+				lost = r;
+			}
+			if (n->stream)
+				collect_jobs(v, n->stream, true); /* nothing may be in flight */
 			unstage(v, n);
 			unlock_for_commit(v, n);
 			pthread_mutex_lock(&v->lock);
@@ -1157,13 +1371,16 @@ int vfs_close(struct vfs *v)
 			pthread_mutex_unlock(&v->lock);
 		}
 	}
+	stop_hashers(v, HASHERS);
 	pthread_mutex_lock(&v->lock);
 	r = begin(v);
-	if (r == 0)
+	if (r == 0 && !lost)
 		r = idx_meta_set(v->x, "clean_shutdown", "1");
 	pthread_mutex_unlock(&v->lock);
 	if (r == 0)
 		r = vfs_sync(v);
+	if (r == 0)
+		r = lost;
 	if (v->wal_fd >= 0)
 		close(v->wal_fd);
 	r2 = store_close(v->st);
@@ -1173,6 +1390,9 @@ int vfs_close(struct vfs *v)
 	pthread_mutex_destroy(&v->sync_lock);
 	pthread_rwlock_destroy(&v->gc_lock);
 	pthread_cond_destroy(&v->cond);
+	pthread_mutex_destroy(&v->hq_lock);
+	pthread_cond_destroy(&v->hq_work);
+	pthread_cond_destroy(&v->hq_done);
 	free(v->buckets);
 	free(v);
 	return r;
@@ -1241,6 +1461,13 @@ static void refresh_locations(struct vfs *v)
 					if (ev->e[i].chunk)
 						idx_chunk_loc(v->x, ev->e[i].chunk, &ev->e[i].pack,
 							      &ev->e[i].loc);
+				/* Jobs hashed but not yet collected (their fields: v->lock). */
+				for (size_t i = 0; i < n->stream->njobs; i++) {
+					struct idx_extent *e = &n->stream->jobs[i]->e;
+
+					if (e->chunk)
+						idx_chunk_loc(v->x, e->chunk, &e->pack, &e->loc);
+				}
 			}
 		}
 	}
@@ -1878,6 +2105,8 @@ static int truncate_to_zero(struct vfs *v, struct vnode *n)
 		n->dirty = true;
 		return 0;
 	}
+	if (n->stream)
+		collect_jobs(v, n->stream, true); /* a failed job holds no pin */
 	pthread_mutex_lock(&v->lock);
 	if (n->stream) {
 		unpin(v, &n->stream->ev);
