@@ -943,6 +943,35 @@ static void stream_free(struct stream *sm)
 	free(sm);
 }
 
+/*
+ * Drop a stream whose data cannot be stored (its error was reported by flush): wait for the
+ * hashing threads to finish with it, then drop every pin it holds, collected or not. The file
+ * is left with its last committed content. rw held for writing, v->lock not held.
+ */
+static void stream_discard(struct vfs *v, struct vnode *n)
+{
+	struct stream *sm = n->stream;
+
+	if (!sm)
+		return;
+	pthread_mutex_lock(&v->hq_lock);
+	for (size_t i = 0; i < sm->njobs; i++)
+		while (!sm->jobs[i]->done)
+			pthread_cond_wait(&v->hq_done, &v->hq_lock);
+	pthread_mutex_unlock(&v->hq_lock);
+	pthread_mutex_lock(&v->lock);
+	if (begin(v) == 0) {
+		unpin(v, &sm->ev);
+		for (size_t i = 0; i < sm->njobs; i++)
+			if (sm->jobs[i]->status == 0 && sm->jobs[i]->e.chunk)
+				idx_ref_chunk(v->x, sm->jobs[i]->e.chunk, -1);
+	}
+	n->stream = NULL;
+	n->staged = false;
+	pthread_mutex_unlock(&v->lock);
+	stream_free(sm);
+}
+
 /* Start streaming an empty file; rw held for writing. */
 static int stream_start(struct vfs *v, struct vnode *n)
 {
@@ -1351,8 +1380,7 @@ int vfs_close(struct vfs *v)
 					  strerror(-r));
 				lost = r;
 			}
-			if (n->stream)
-				collect_jobs(v, n->stream, true); /* nothing may be in flight */
+			stream_discard(v, n); /* after a failed commit: nothing in flight */
 			unstage(v, n);
 			unlock_for_commit(v, n);
 			pthread_mutex_lock(&v->lock);
@@ -2105,14 +2133,8 @@ static int truncate_to_zero(struct vfs *v, struct vnode *n)
 		n->dirty = true;
 		return 0;
 	}
-	if (n->stream)
-		collect_jobs(v, n->stream, true); /* a failed job holds no pin */
+	stream_discard(v, n);
 	pthread_mutex_lock(&v->lock);
-	if (n->stream) {
-		unpin(v, &n->stream->ev);
-		stream_free(n->stream);
-		n->stream = NULL;
-	}
 	n->mtime = n->ctime = now;
 	r = set_content(v, n, &none, 0);
 	if (r == 0)
@@ -2502,9 +2524,11 @@ void vfs_release(struct vfs *v, struct vfs_file *f)
 	if (last) {
 		lock_for_commit(v, n);
 		r = commit_node_gc(v, n);
-		if (r < 0)
+		if (r < 0) {
 			log_warn("inode %llu: changes lost at close: %s",
 				 (unsigned long long)n->ino, strerror(-r));
+			stream_discard(v, n);
+		}
 		unstage(v, n);
 		/* Closed files keep no extents in memory: 100k files must not cost 100k lists. */
 		free(n->ext);
