@@ -922,8 +922,10 @@ static int collect_jobs(struct vfs *v, struct stream *sm, bool wait)
 		free(j);
 		k++;
 	}
-	memmove(sm->jobs, sm->jobs + k, (sm->njobs - k) * sizeof(*sm->jobs));
-	sm->njobs -= k;
+	if (k > 0) {
+		memmove(sm->jobs, sm->jobs + k, (sm->njobs - k) * sizeof(*sm->jobs));
+		sm->njobs -= k;
+	}
 	return r;
 }
 
@@ -2234,16 +2236,18 @@ int vfs_setattr(struct vfs *v, uint64_t ino, const struct stat *attr, int to_set
 		in.mtime = now;
 	else if (to_set & VFS_SET_MTIME)
 		in.mtime = ts_ns(&attr->st_mtim);
+	/* Any change but a pure truncation (its ctime comes with the data), and a chown to
+	 * -1:-1 (no bits at all), moves ctime, as on ext4. */
 	if (to_set & VFS_SET_CTIME)
 		in.ctime = ts_ns(&attr->st_ctim);
-	else if (to_set & ~(VFS_SET_SIZE))
+	else if ((to_set & ~(VFS_SET_SIZE)) || to_set == 0)
 		in.ctime = now;
 	if (n && n->staged) {
 		if (to_set & (VFS_SET_MTIME | VFS_SET_MTIME_NOW))
 			n->mtime = in.mtime;
 		else
 			in.mtime = n->mtime;
-		if (to_set & ~(VFS_SET_SIZE))
+		if ((to_set & ~(VFS_SET_SIZE)) || to_set == 0)
 			n->ctime = in.ctime;
 		else
 			in.ctime = n->ctime;
