@@ -36,12 +36,14 @@ if [[ ${1:-} != --no-sanitize ]]; then
 	logs=$(mktemp -d /tmp/pkgcachefs-sanitizer.XXXXXX)
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$logs/asan
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan
-	run_suite build-asan --suite unit --suite mount
+	status=0
+	run_suite build-asan --suite unit --suite mount || status=$?
 	if compgen -G "$logs/*" >/dev/null; then
 		echo "== sanitizer reports:"
 		cat "$logs"/*
-		exit 1
+		status=1
 	fi
 	rm -rf "$logs"
+	[[ $status -eq 0 ]] || exit "$status"
 fi
 echo "== all tests passed"
