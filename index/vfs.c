@@ -265,6 +265,22 @@ static int reap_if_unused(struct vfs *v, uint64_t ino)
 	return r;
 }
 
+/* An inode that must exist: 0, -ENOENT, or -errno; v->lock held. */
+static int get_inode(struct vfs *v, uint64_t ino, struct idx_inode *ret)
+{
+	int r = idx_get_inode(v->x, ino, ret);
+
+	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
+}
+
+/* A name that must exist: 0 with its inode number, -ENOENT, or -errno; v->lock held. */
+static int lookup(struct vfs *v, uint64_t parent, const char *name, uint64_t *ret_ino)
+{
+	int r = idx_lookup(v->x, parent, name, ret_ino);
+
+	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
+}
+
 /* Apply a staged node's in-memory attributes; v->lock held. */
 static void apply_override(struct vfs *v, struct stat *st)
 {
@@ -1634,10 +1650,10 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct stat *ret)
 static int touch_dir(struct vfs *v, uint64_t ino, int64_t now, int nlink_delta)
 {
 	struct idx_inode in;
-	int r = idx_get_inode(v->x, ino, &in);
+	int r = get_inode(v, ino, &in);
 
-	if (r <= 0)
-		return r < 0 ? r : -ENOENT;
+	if (r < 0)
+		return r;
 	in.mtime = in.ctime = now;
 	in.nlink = (uint32_t)((int64_t)in.nlink + nlink_delta);
 	return idx_put_inode(v->x, &in);
@@ -1659,9 +1675,9 @@ static int make_node(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, co
 	r = begin(v);
 	if (r < 0)
 		return r;
-	r = idx_get_inode(v->x, parent, &pin);
-	if (r <= 0)
-		return r < 0 ? r : -ENOENT;
+	r = get_inode(v, parent, &pin);
+	if (r < 0)
+		return r;
 	if (!S_ISDIR(pin.mode))
 		return -ENOTDIR;
 	if (pin.nlink == 0)
@@ -1792,11 +1808,9 @@ int vfs_link(struct vfs *v, uint64_t ino, uint64_t newparent, const char *newnam
 		pthread_mutex_unlock(&v->lock);
 		return r;
 	}
-	r = idx_get_inode(v->x, ino, &in);
-	if (r <= 0) {
-		r = r < 0 ? r : -ENOENT;
+	r = get_inode(v, ino, &in);
+	if (r < 0)
 		goto out_unlock;
-	}
 	if (S_ISDIR(in.mode)) {
 		r = -EPERM;
 		goto out_unlock;
@@ -1843,10 +1857,10 @@ static int drop_name(struct vfs *v, uint64_t ino, int64_t now)
 {
 	struct idx_inode in;
 	struct vnode *n;
-	int r = idx_get_inode(v->x, ino, &in);
+	int r = get_inode(v, ino, &in);
 
-	if (r <= 0)
-		return r < 0 ? r : -ENOENT;
+	if (r < 0)
+		return r;
 	if (S_ISDIR(in.mode))
 		in.nlink = 0;
 	else if (in.nlink > 0)
@@ -1874,16 +1888,12 @@ int vfs_unlink(struct vfs *v, uint64_t parent, const char *name)
 		pthread_mutex_unlock(&v->lock);
 		return r;
 	}
-	r = idx_lookup(v->x, parent, name, &ino);
-	if (r <= 0) {
-		r = r < 0 ? r : -ENOENT;
+	r = lookup(v, parent, name, &ino);
+	if (r < 0)
 		goto out_unlock;
-	}
-	r = idx_get_inode(v->x, ino, &in);
-	if (r <= 0) {
-		r = r < 0 ? r : -ENOENT;
+	r = get_inode(v, ino, &in);
+	if (r < 0)
 		goto out_unlock;
-	}
 	if (S_ISDIR(in.mode)) {
 		r = -EISDIR;
 		goto out_unlock;
@@ -1916,16 +1926,12 @@ int vfs_rmdir(struct vfs *v, uint64_t parent, const char *name)
 		pthread_mutex_unlock(&v->lock);
 		return r;
 	}
-	r = idx_lookup(v->x, parent, name, &ino);
-	if (r <= 0) {
-		r = r < 0 ? r : -ENOENT;
+	r = lookup(v, parent, name, &ino);
+	if (r < 0)
 		goto out_unlock;
-	}
-	r = idx_get_inode(v->x, ino, &in);
-	if (r <= 0) {
-		r = r < 0 ? r : -ENOENT;
+	r = get_inode(v, ino, &in);
+	if (r < 0)
 		goto out_unlock;
-	}
 	if (!S_ISDIR(in.mode)) {
 		r = -ENOTDIR;
 		goto out_unlock;
@@ -1994,20 +2000,20 @@ static int rename_locked(struct vfs *v, uint64_t parent, const char *name, uint6
 	r = begin(v);
 	if (r < 0)
 		return r;
-	r = idx_lookup(v->x, parent, name, &sino);
-	if (r <= 0)
-		return r < 0 ? r : -ENOENT;
-	r = idx_get_inode(v->x, sino, &src);
-	if (r <= 0)
-		return r < 0 ? r : -ENOENT;
+	r = lookup(v, parent, name, &sino);
+	if (r < 0)
+		return r;
+	r = get_inode(v, sino, &src);
+	if (r < 0)
+		return r;
 	sdir = S_ISDIR(src.mode);
 	r = idx_lookup(v->x, newparent, newname, &dino);
 	if (r < 0)
 		return r;
 	if (r == 1) {
-		r = idx_get_inode(v->x, dino, &dst);
-		if (r <= 0)
-			return r < 0 ? r : -ENOENT;
+		r = get_inode(v, dino, &dst);
+		if (r < 0)
+			return r;
 		ddir = S_ISDIR(dst.mode);
 	} else {
 		dino = 0;
@@ -2216,11 +2222,9 @@ int vfs_setattr(struct vfs *v, uint64_t ino, const struct stat *attr, int to_set
 		pthread_mutex_unlock(&v->lock);
 		return r;
 	}
-	r = idx_get_inode(v->x, ino, &in);
-	if (r <= 0) {
-		r = r < 0 ? r : -ENOENT;
+	r = get_inode(v, ino, &in);
+	if (r < 0)
 		goto out_unlock;
-	}
 	n = node_find(v, ino);
 	if (to_set & VFS_SET_MODE)
 		in.mode = (in.mode & S_IFMT) | (attr->st_mode & 07777);
@@ -2594,11 +2598,9 @@ int vfs_readdir(struct vfs *v, uint64_t ino, uint64_t off, bool lookup,
 	int r;
 
 	pthread_mutex_lock(&v->lock);
-	r = idx_get_inode(v->x, ino, &in);
-	if (r <= 0) {
-		r = r < 0 ? r : -ENOENT;
+	r = get_inode(v, ino, &in);
+	if (r < 0)
 		goto out_unlock;
-	}
 	if (!S_ISDIR(in.mode)) {
 		r = -ENOTDIR;
 		goto out_unlock;
@@ -2662,10 +2664,10 @@ static int check_xattr_name(const char *name)
 static int touch_ctime(struct vfs *v, uint64_t ino)
 {
 	struct idx_inode in;
-	int r = idx_get_inode(v->x, ino, &in);
+	int r = get_inode(v, ino, &in);
 
-	if (r <= 0)
-		return r < 0 ? r : -ENOENT;
+	if (r < 0)
+		return r;
 	return set_ctime(v, &in, now_ns());
 }
 
