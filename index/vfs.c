@@ -80,6 +80,7 @@ struct vnode {
 	struct vnode *next; /* hash chain; v->lock */
 	uint64_t nlookup;   /* v->lock */
 	unsigned opens;     /* v->lock */
+	unsigned busy;      /* v->lock; held by a truncate in progress, keeps the node */
 	bool staged;        /* v->lock (also only changed under rw) */
 	uint64_t size;      /* v->lock; valid while staged */
 	int64_t mtime, ctime;
@@ -249,7 +250,7 @@ static int reap_if_unused(struct vfs *v, uint64_t ino)
 	struct idx_inode in;
 	int r;
 
-	if (n && (n->nlookup > 0 || n->opens > 0))
+	if (n && (n->nlookup > 0 || n->opens > 0 || n->busy > 0))
 		return 0;
 	r = idx_get_inode(v->x, ino, &in);
 	if (r <= 0 || in.nlink > 0)
@@ -1467,7 +1468,7 @@ static bool gc_skip(void *data, uint64_t ino)
 	struct gc_ctx *c = data;
 	struct vnode *n = node_find(c->v, ino);
 
-	return n && (n->opens > 0 || n->stream || n->staging_fd >= 0);
+	return n && (n->opens > 0 || n->busy > 0 || n->stream || n->staging_fd >= 0);
 }
 
 static void gc_evicted(void *data, uint64_t parent, const char *name)
@@ -1625,12 +1626,12 @@ void vfs_forget(struct vfs *v, uint64_t ino, uint64_t nlookup)
 	if (!n)
 		goto out_unlock;
 	n->nlookup = nlookup >= n->nlookup ? 0 : n->nlookup - nlookup;
-	if (n->nlookup > 0 || n->opens > 0)
+	if (n->nlookup > 0 || n->opens > 0 || n->busy > 0)
 		goto out_unlock;
 	if (begin(v) == 0)
 		reap_if_unused(v, ino);
 	n = node_find(v, ino);
-	if (n && n->nlookup == 0 && n->opens == 0 && n->staging_fd < 0)
+	if (n && n->nlookup == 0 && n->opens == 0 && n->busy == 0 && n->staging_fd < 0)
 		node_unlink_free(v, n);
 out_unlock:
 	pthread_mutex_unlock(&v->lock);
@@ -2190,6 +2191,7 @@ int vfs_setattr(struct vfs *v, uint64_t ino, const struct stat *attr, int to_set
 	struct idx_inode in;
 	struct vnode *n;
 	int64_t now = now_ns();
+	bool keep_staged;
 	int r;
 
 	if (to_set & VFS_SET_SIZE) {
@@ -2201,16 +2203,18 @@ int vfs_setattr(struct vfs *v, uint64_t ino, const struct stat *attr, int to_set
 			r = -EINVAL;
 		n = node_get(v, ino);
 		if (n)
-			n->opens++; /* pin the node while truncating */
+			n->busy++; /* keep the node while truncating */
+		/* An open file stays staged until its last close commits it. */
+		keep_staged = f || (n && n->opens > 0);
 		pthread_mutex_unlock(&v->lock);
 		if (!n)
 			return -ENOMEM;
 		if (r == 1)
-			r = truncate_node(v, n, (uint64_t)attr->st_size, f || n->opens > 1);
+			r = truncate_node(v, n, (uint64_t)attr->st_size, keep_staged);
 		else if (r == 0)
 			r = -ENOENT;
 		pthread_mutex_lock(&v->lock);
-		n->opens--;
+		n->busy--;
 		pthread_mutex_unlock(&v->lock);
 		if (r < 0)
 			return r;
@@ -2547,7 +2551,7 @@ void vfs_release(struct vfs *v, struct vfs_file *f)
 	}
 	pthread_mutex_lock(&v->lock);
 	n->opens--;
-	if (n->opens == 0 && n->nlookup == 0) {
+	if (n->opens == 0 && n->nlookup == 0 && n->busy == 0) {
 		if (begin(v) == 0)
 			reap_if_unused(v, n->ino);
 		if (node_find(v, f->n->ino) == n && n->staging_fd < 0)
