@@ -64,8 +64,8 @@ struct fsck_ctx {
 	bool repair;
 	struct fsck_report *rep;
 	uint8_t *buf;
-	uint64_t *inos; /* files using damaged chunks */
-	size_t ninos;
+	uint64_t *bad; /* ids of damaged chunks */
+	size_t nbad;
 };
 
 static int check_chunk(sqlite3_stmt *s, void *data)
@@ -107,6 +107,14 @@ static int check_chunk(sqlite3_stmt *s, void *data)
 			r == -EIO ? "damaged or missing" : strerror(-r));
 		c->rep->bad_chunks++;
 		c->rep->unrepaired++;
+		if (c->nbad % 64 == 0) {
+			uint64_t *nb = realloc(c->bad, (c->nbad + 64) * sizeof(*nb));
+
+			if (!nb)
+				return -ENOMEM;
+			c->bad = nb;
+		}
+		c->bad[c->nbad++] = id;
 		return 0;
 	}
 	c->rep->bytes_checked += (uint64_t)raw_len;
@@ -245,6 +253,65 @@ static int check_pack_present(sqlite3_stmt *s, void *data)
 		c->rep->unrepaired++;
 	}
 	return 0;
+}
+
+/* A path of ino from the root (one of its names), into buf, built from the end. */
+static void path_of(sqlite3 *db, uint64_t ino, char *buf, size_t len)
+{
+	sqlite3_stmt *s;
+	size_t pos = len - 1;
+	int depth = 0;
+
+	buf[pos] = '\0';
+	if (sqlite3_prepare_v2(db, "SELECT parent, name FROM dentries WHERE ino = ?1 LIMIT 1",
+			       -1, &s, NULL) != SQLITE_OK) {
+		snprintf(buf, len, "?");
+		return;
+	}
+	while (ino != IDX_ROOT_INO && depth++ < 256) {
+		size_t n;
+
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+		if (sqlite3_step(s) != SQLITE_ROW)
+			break; /* no name left: the path stays relative to where it was lost */
+		n = (size_t)sqlite3_column_bytes(s, 1);
+		if (n + 1 > pos)
+			break;
+		pos -= n;
+		memcpy(buf + pos, sqlite3_column_blob(s, 1), n);
+		buf[--pos] = '/';
+		ino = (uint64_t)sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	memmove(buf, buf + pos, len - pos);
+	if (!buf[0])
+		snprintf(buf, len, "/");
+}
+
+/* Say which files read damaged data: reads of them fail with EIO. */
+static void report_damaged_files(struct fsck_ctx *c)
+{
+	sqlite3_stmt *s;
+	char path[4096];
+
+	if (sqlite3_prepare_v2(c->db, "SELECT DISTINCT ino FROM extents WHERE chunk = ?1", -1, &s,
+			       NULL) != SQLITE_OK)
+		return;
+	for (size_t i = 0; i < c->nbad; i++) {
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, (sqlite3_int64)c->bad[i]);
+		while (sqlite3_step(s) == SQLITE_ROW) {
+			uint64_t ino = (uint64_t)sqlite3_column_int64(s, 0);
+
+			path_of(c->db, ino, path, sizeof(path));
+			fprintf(c->out, "file %s (inode %" PRIu64 ") uses damaged chunk %" PRIu64
+					": reads of it fail with EIO; delete it and let the package "
+					"manager fetch it again\n",
+				path, ino, c->bad[i]);
+		}
+	}
+	sqlite3_finalize(s);
 }
 
 int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_report *ret)
@@ -394,11 +461,8 @@ int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_
 		     check_chunk, &c);
 	if (r < 0)
 		goto out_rollback;
-	if (ret->bad_chunks)
-		each_row(c.db,
-			 "SELECT DISTINCT 'inode ' || e.ino || ' uses damaged data' FROM extents "
-			 "e WHERE e.chunk IN (SELECT id FROM chunks WHERE refs > 0) AND 0",
-			 report_row, &c);
+	if (c.nbad)
+		report_damaged_files(&c);
 	if (!live) {
 		r = check_leaked_packs(&c);
 		if (r < 0)
@@ -410,7 +474,7 @@ out_rollback:
 	exec(c.db, "ROLLBACK");
 out_free:
 	free(c.buf);
-	free(c.inos);
+	free(c.bad);
 	return r;
 }
 
