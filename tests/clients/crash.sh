@@ -8,7 +8,7 @@
 # is killed with kill -9 (in even rounds, while `pkgcachefs gc` of the mounted store may be
 # running), the dead mount is lazily unmounted and then:
 #   - pkgcachefs fsck on the store, as the crash left it, must be clean;
-#   - the store mounts again;
+#   - the store mounts again, and fsck of the mounted store is clean too;
 #   - every file the manifests call durable holds exactly its content, every other file is
 #     something the writers could have left (a prefix of data they wrote to that name, or the
 #     previous version), nothing else exists.
@@ -111,6 +111,7 @@ for r in $(seq 1 "$ROUNDS"); do
 	PCF_BG_PIDS=()
 	pcf_fsck "$STORE" "round $r, store as the crash left it"
 	pcf_mount "$STORE" "$MNT"
+	pcf_fsck "$STORE" "round $r, remounted"
 	check_round "$r" "${manifests[@]}"
 done
 
