@@ -80,8 +80,7 @@ struct vnode {
 	struct vnode *next; /* hash chain; v->lock */
 	uint64_t nlookup;   /* v->lock */
 	unsigned opens;     /* v->lock */
-	unsigned busy;      /* v->lock; held by a truncate in progress or the pending list */
-	bool pending;       /* v->lock; closed with its stream handed off, to be committed */
+	unsigned busy;      /* v->lock; held by a truncate in progress, keeps the node */
 	bool staged;        /* v->lock (also only changed under rw) */
 	uint64_t size;      /* v->lock; valid while staged */
 	int64_t mtime, ctime;
@@ -119,8 +118,6 @@ struct vfs {
 	struct vnode **buckets; /* lock; a power of two of them, grown to keep chains short */
 	size_t nbuckets, nnodes; /* lock */
 	uint64_t commits;                    /* lock; commits done */
-	struct vnode **pending;              /* lock; closed files whose commit is due */
-	size_t npending, cappending;         /* lock */
 
 	pthread_mutex_t sync_lock;
 	uint64_t durable; /* sync_lock; commits known durable */
@@ -351,74 +348,11 @@ static int op_end(struct vfs *v, int r)
 	return r;
 }
 
-static int commit_node_gc(struct vfs *v, struct vnode *n);
-static void lock_for_commit(struct vfs *v, struct vnode *n);
-static void unlock_for_commit(struct vfs *v, struct vnode *n);
-
-/* Drop a busy reference; a node nothing holds any more goes (v->lock held). */
-static void node_put(struct vfs *v, struct vnode *n)
-{
-	uint64_t ino = n->ino;
-
-	n->busy--;
-	if (n->busy || n->opens || n->nlookup)
-		return;
-	if (begin(v) == 0)
-		reap_if_unused(v, ino);
-	n = node_find(v, ino);
-	if (n && !n->stream && n->staging_fd < 0)
-		node_unlink_free(v, n);
-}
-
-/*
- * Commit every file closed since the last call. close hands a streamed file's last chunks to
- * the hashing threads and returns; the commit follows at the last release, or here, at the
- * next sync or commit interval, whichever comes first. No lock held. Failures are logged: the
- * writer was told what could be told at close, and fsync of the file itself reports them.
- * Without all (the commit interval), a file still open through another descriptor is left to
- * its last release, so that its writer keeps streaming.
- */
-static void finish_pending(struct vfs *v, bool all)
-{
-	struct vnode **list;
-	size_t n;
-
-	pthread_mutex_lock(&v->lock);
-	list = v->pending;
-	n = v->npending;
-	v->pending = NULL;
-	v->npending = v->cappending = 0;
-	pthread_mutex_unlock(&v->lock);
-	for (size_t i = 0; i < n; i++) {
-		struct vnode *node = list[i];
-		bool open;
-		int r = 0;
-
-		pthread_mutex_lock(&v->lock);
-		open = node->opens > 0;
-		pthread_mutex_unlock(&v->lock);
-		if (all || !open) {
-			lock_for_commit(v, node);
-			r = commit_node_gc(v, node);
-			unlock_for_commit(v, node);
-		}
-		if (r < 0)
-			log_warn("inode %llu: commit after close failed: %s",
-				 (unsigned long long)node->ino, strerror(-r));
-		pthread_mutex_lock(&v->lock);
-		node->pending = false;
-		node_put(v, node);
-		pthread_mutex_unlock(&v->lock);
-	}
-	free(list);
-}
-
 int vfs_sync(struct vfs *v)
 {
 	uint64_t target;
 	int r;
 
-	finish_pending(v, true);
 	pthread_mutex_lock(&v->lock);
 	r = commit_locked(v);
 	target = v->commits;
@@ -463,11 +397,6 @@ static void *commit_thread(void *arg)
 			ts.tv_nsec -= 1000000000;
 		}
 		pthread_cond_timedwait(&v->cond, &v->lock, &ts);
-		if (v->npending) {
-			pthread_mutex_unlock(&v->lock);
-			finish_pending(v, false);
-			pthread_mutex_lock(&v->lock);
-		}
 		r = commit_locked(v);
 		if (r < 0 && r != v->last_error)
 			log_warn("background commit failed: %s", strerror(-r));
@@ -1151,28 +1080,6 @@ static int stream_process(struct vfs *v, struct vnode *n)
 	return r;
 }
 
-/*
- * At close: queue everything the stream holds, the tail as a chunk of its own, so the hashing
- * threads finish it while the writer goes on. Returns a failure already known. rw held.
- */
-static int stream_handoff(struct vfs *v, struct vnode *n)
-{
-	struct stream *sm = n->stream;
-	int r = stream_process(v, n);
-
-	if (r < 0)
-		return r;
-	if (sm->len > 0) {
-		r = queue_chunk(v, sm, sm->base, sm->buf, (uint32_t)sm->len);
-		if (r < 0)
-			return r;
-		sm->base += sm->len;
-		sm->len = sm->scanned = 0;
-		chunker_init(&sm->ch, &v->cp);
-	}
-	return sm->error;
-}
-
 /* Emit the tail and make the streamed chunks the file's content; rw held for writing. */
 static int stream_finish(struct vfs *v, struct vnode *n)
 {
@@ -1512,9 +1419,6 @@ int vfs_close(struct vfs *v)
 		}
 	}
 	stop_hashers(v, HASHERS);
-	free(v->pending); /* its nodes were committed and freed above */
-	v->pending = NULL;
-	v->npending = 0;
 	pthread_mutex_lock(&v->lock);
 	r = begin(v);
 	if (r == 0 && !lost)
@@ -2391,10 +2295,7 @@ static int open_node(struct vfs *v, struct vnode *n, int flags, struct vfs_file 
 	if (r < 0)
 		return r;
 	lock_for_commit(v, n);
-	/* Opening a file closed a moment ago: commit it now rather than spill it later. */
-	if (n->stream && n->pending)
-		r = commit_node_gc(v, n);
-	if (r == 0 && n->staging_fd < 0 && !n->stream)
+	if (n->staging_fd < 0 && !n->stream)
 		r = load_extents(v, n);
 	unlock_for_commit(v, n);
 	if (r < 0) {
@@ -2484,10 +2385,7 @@ ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_
 		/* Reading a file being streamed: give it a staging file to read from. */
 		pthread_rwlock_unlock(&n->rw);
 		pthread_rwlock_wrlock(&n->rw);
-		if (n->stream && n->pending)
-			r = commit_node_gc(v, n); /* closed: commit rather than spill */
-		else
-			r = n->stream ? stream_spill(v, n) : 0;
+		r = n->stream ? stream_spill(v, n) : 0;
 		pthread_rwlock_unlock(&n->rw);
 		if (r < 0) {
 			pthread_rwlock_unlock(&v->gc_lock);
@@ -2610,32 +2508,7 @@ int vfs_flush(struct vfs *v, struct vfs_file *f)
 	int r;
 
 	lock_for_commit(v, n);
-	if (!n->stream) {
-		r = commit_node_gc(v, n);
-	} else {
-		r = stream_handoff(v, n);
-		pthread_mutex_lock(&v->lock);
-		if (r == 0 && !n->pending) {
-			if (v->npending == v->cappending) {
-				size_t ncap = v->cappending ? v->cappending * 2 : 64;
-				struct vnode **np = realloc(v->pending, ncap * sizeof(*np));
-
-				if (np) {
-					v->pending = np;
-					v->cappending = ncap;
-				}
-			}
-			if (v->npending < v->cappending) {
-				v->pending[v->npending++] = n;
-				n->pending = true;
-				n->busy++;
-			}
-		}
-		pthread_mutex_unlock(&v->lock);
-		/* No room to remember it: commit now. */
-		if (r == 0 && !n->pending)
-			r = commit_node_gc(v, n);
-	}
+	r = commit_node_gc(v, n);
 	unlock_for_commit(v, n);
 	return note_enospc(v, r);
 }
@@ -2644,28 +2517,11 @@ int vfs_fsync(struct vfs *v, struct vfs_file *f, bool datasync)
 {
 	int r = 0;
 
-	if (f) {
-		/* This file's own commit, whose failure is this caller's to hear. */
-		lock_for_commit(v, f->n);
-		r = commit_node_gc(v, f->n);
-		unlock_for_commit(v, f->n);
-		note_enospc(v, r);
-	}
+	if (f)
+		r = vfs_flush(v, f);
 	if (r == 0)
 		r = vfs_sync(v);
 	return r;
-}
-
-/* Take a committed node off the pending list; v->lock held. */
-static void pending_remove(struct vfs *v, struct vnode *n)
-{
-	for (size_t i = 0; n->pending && i < v->npending; i++) {
-		if (v->pending[i] == n) {
-			v->pending[i] = v->pending[--v->npending];
-			n->pending = false;
-			n->busy--;
-		}
-	}
 }
 
 void vfs_release(struct vfs *v, struct vfs_file *f)
@@ -2700,8 +2556,6 @@ void vfs_release(struct vfs *v, struct vfs_file *f)
 	}
 	unlock_for_commit(v, n);
 	pthread_mutex_lock(&v->lock);
-	if (last && !n->stream)
-		pending_remove(v, n);
 	n->opens--;
 	if (n->opens == 0 && n->nlookup == 0 && n->busy == 0) {
 		if (begin(v) == 0)
