@@ -208,6 +208,25 @@ static int parse_mount_args(int argc, char **argv, struct mount_args *a)
 				"PKGCACHEFS_STORE, or pass --store)\n");
 		return 2;
 	}
+	if (a->store[0] != '/') {
+		/* The daemon runs from /, and umount finds the store by the path it mounted. */
+		char cwd[4096], *abs;
+
+		if (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, a->store) < 0) {
+			fprintf(stderr, "pkgcachefs: cannot make the store path %s absolute\n",
+				a->store);
+			return 1;
+		}
+		free(a->store);
+		a->store = abs;
+	}
+	if (strpbrk(a->store, ", \t\n\\")) {
+		/* It travels as a mount option and comes back through /proc/self/mountinfo. */
+		fprintf(stderr, "pkgcachefs: store path %s: commas, blanks and backslashes are not "
+				"supported; use another directory\n",
+			a->store);
+		return 2;
+	}
 	return 0;
 }
 

@@ -66,6 +66,7 @@ struct fsck_ctx {
 	uint8_t *buf;
 	uint64_t *bad; /* ids of damaged chunks */
 	size_t nbad;
+	bool crashed; /* the store was not shut down cleanly: leftovers are expected */
 };
 
 static int check_chunk(sqlite3_stmt *s, void *data)
@@ -227,11 +228,14 @@ static int check_leaked_packs(struct fsck_ctx *c)
 			continue;
 		if (c->out)
 			fprintf(c->out, "packs/%s: not in the index (left by a crash)%s\n",
-				de->d_name, c->repair ? ": removed" : "");
+				de->d_name,
+				c->repair	? ": removed"
+				: c->crashed ? ": the next mount or gc removes it"
+					     : "");
 		c->rep->leaked_packs++;
 		if (c->repair && unlinkat(store_packs_fd(c->st), de->d_name, 0) == 0)
 			c->rep->repaired++;
-		else
+		else if (!c->crashed)
 			c->rep->unrepaired++;
 	}
 	sqlite3_finalize(s);
@@ -314,6 +318,15 @@ static void report_damaged_files(struct fsck_ctx *c)
 	sqlite3_finalize(s);
 }
 
+int maint_remove_leaked_packs(struct store *st)
+{
+	struct fsck_report rep = {0};
+	struct fsck_ctx c = {.st = st, .db = idx_db(store_idx(st)), .repair = true, .rep = &rep};
+	int r = check_leaked_packs(&c);
+
+	return r < 0 ? r : (int)rep.repaired;
+}
+
 int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_report *ret)
 {
 	struct fsck_ctx c = {.st = st, .db = idx_db(store_idx(st)), .out = out, .repair = repair};
@@ -321,6 +334,13 @@ int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_
 
 	memset(ret, 0, sizeof(*ret));
 	c.rep = ret;
+	{
+		char clean[8] = "";
+
+		c.crashed = idx_meta_get(store_idx(st), "clean_shutdown", clean, sizeof(clean)) <=
+				    0 ||
+			    strcmp(clean, "1") != 0;
+	}
 	c.buf = malloc(PACK_MAX_CHUNK);
 	if (!c.buf)
 		return -ENOMEM;
@@ -409,11 +429,8 @@ int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_
 	 * clean shutdown are they a fault.
 	 */
 	{
-		char clean[8] = "";
 		uint64_t pins = 0;
-		bool expected = live || idx_meta_get(store_idx(st), "clean_shutdown", clean,
-						     sizeof(clean)) <= 0 ||
-				strcmp(clean, "1") != 0;
+		bool expected = live || c.crashed;
 
 		if (expected && !repair) {
 			r = check_query(&c,

@@ -40,6 +40,13 @@ bool fsck_clean(const struct fsck_report *r);
  */
 int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_report *ret);
 
+/*
+ * Delete pack files the index does not know: packs started by a transaction that a crash rolled
+ * back (their chunks were never committed). Only with the store locked and before anything
+ * appends to it. Returns how many, or -errno.
+ */
+int maint_remove_leaked_packs(struct store *st);
+
 struct gc_report {
 	uint64_t evicted_files, evicted_bytes;
 	uint64_t chunks_dropped;

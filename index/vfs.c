@@ -1347,6 +1347,13 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 		if (r >= 0)
 			r = idx_meta_set(v->x, "clean_shutdown", "0");
 	}
+	if (r >= 0) {
+		/* Nothing appends yet: a pack the index does not know is a crash's leftover. */
+		int n = maint_remove_leaked_packs(st);
+
+		if (n > 0)
+			log_debug("removed %d packs left by a crash", n);
+	}
 	if (r >= 0)
 		r = commit_locked(v);
 	if (r < 0)
