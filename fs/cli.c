@@ -609,11 +609,8 @@ static int adopt_dir(int src, int dst)
 				close(s2);
 			if (d2 >= 0)
 				close(d2);
-			if (r == 0) {
+			if (r == 0)
 				copy_meta(dst, name, &st);
-				if (unlinkat(src, name, AT_REMOVEDIR) < 0)
-					log_debug("adopt: rmdir %s: %s", name, strerror(errno));
-			}
 		} else if (S_ISREG(st.st_mode)) {
 			int sfd = openat(src, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 			int dfd = sfd < 0 ? -1
@@ -630,10 +627,8 @@ static int adopt_dir(int src, int dst)
 				r = -errno;
 			if (sfd >= 0)
 				close(sfd);
-			if (r == 0) {
+			if (r == 0)
 				copy_meta(dst, name, &st);
-				unlinkat(src, name, 0);
-			}
 		} else if (S_ISLNK(st.st_mode)) {
 			char target[PATH_MAX];
 			ssize_t n = readlinkat(src, name, target, sizeof(target) - 1);
@@ -649,7 +644,6 @@ static int adopt_dir(int src, int dst)
 				break;
 			}
 			copy_meta(dst, name, &st);
-			unlinkat(src, name, 0);
 		} else {
 			unlinkat(dst, name, 0);
 			if (mknodat(dst, name, st.st_mode, st.st_rdev) < 0) {
@@ -657,7 +651,44 @@ static int adopt_dir(int src, int dst)
 				break;
 			}
 			copy_meta(dst, name, &st);
-			unlinkat(src, name, 0);
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+/* Remove everything below the directory open as fd. */
+static int remove_tree(int fd)
+{
+	DIR *d;
+	struct dirent *de;
+	int dupfd = dup(fd), r = 0;
+
+	if (dupfd < 0)
+		return -errno;
+	d = fdopendir(dupfd);
+	if (!d) {
+		close(dupfd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			int sub = openat(fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (sub >= 0) {
+				remove_tree(sub);
+				close(sub);
+			}
+			if (unlinkat(fd, de->d_name, AT_REMOVEDIR) < 0 && !r)
+				r = -errno;
+		} else if (unlinkat(fd, de->d_name, 0) < 0 && !r) {
+			r = -errno;
 		}
 	}
 	closedir(d);
@@ -677,9 +708,16 @@ pid_t cli_adopt_start(int underfd, const char *mountpoint)
 
 		if (mfd < 0)
 			_exit(EIO);
+		/*
+		 * Copy everything, make it durable (fsync of a directory on the mount commits and
+		 * syncs the whole store), and only then remove the originals: a crash at any point
+		 * leaves every file in one place or both.
+		 */
 		r = adopt_dir(underfd, mfd);
-		if (r == 0 && syncfs(mfd) < 0)
+		if (r == 0 && fsync(mfd) < 0)
 			r = -errno;
+		if (r == 0)
+			r = remove_tree(underfd);
 		close(mfd);
 		_exit(r < 0 ? (-r & 0xff) : 0);
 	}
