@@ -671,6 +671,7 @@ static int remove_tree(int fd)
 		close(dupfd);
 		return -errno;
 	}
+	rewinddir(d); /* dup shares the offset, which the copy left at the end */
 	while ((de = readdir(d))) {
 		struct stat st;
 
