@@ -520,76 +520,117 @@ static int collect_packs(sqlite3_stmt *s, void *data)
 	return 0;
 }
 
-/* Delete the least recently used files until live data fits max_size. */
+struct victim {
+	uint64_t parent, ino;
+	char *name;
+};
+
+/* The least recently used files, skipping the first `skip` of them, into v (at most 64). */
+static int pick_victims(sqlite3 *db, int skip, struct victim *v, size_t *ret_n)
+{
+	sqlite3_stmt *s;
+	size_t n = 0;
+	int rc;
+
+	rc = sqlite3_prepare_v2(db,
+				"SELECT d.parent, d.name, i.ino FROM inodes i JOIN dentries d "
+				"ON d.ino = i.ino WHERE i.mode & 61440 = 32768 AND i.size > 0 "
+				"ORDER BY max(i.used, i.mtime / 1000000000), i.ino LIMIT 64 OFFSET ?1",
+				-1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return idx_errno(rc);
+	sqlite3_bind_int(s, 1, skip);
+	while (n < 64 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int len = sqlite3_column_bytes(s, 1);
+
+		v[n].parent = (uint64_t)sqlite3_column_int64(s, 0);
+		v[n].ino = (uint64_t)sqlite3_column_int64(s, 2);
+		v[n].name = strndup(len > 0 ? sqlite3_column_blob(s, 1) : "", (size_t)MAX(len, 0));
+		if (!v[n].name)
+			break;
+		n++;
+	}
+	sqlite3_finalize(s);
+	*ret_n = n;
+	return 0;
+}
+
+/* Stored bytes that deleting ino would free: its chunks no other file uses. */
+static uint64_t freed_by(sqlite3 *db, uint64_t ino)
+{
+	sqlite3_stmt *s;
+	uint64_t freed = 0;
+
+	if (sqlite3_prepare_v2(db,
+			       "SELECT total(c.stored_len) FROM chunks c WHERE c.id IN (SELECT chunk "
+			       "FROM extents WHERE ino = ?1 AND chunk != 0) AND c.refs <= (SELECT "
+			       "count(*) FROM extents e WHERE e.ino = ?1 AND e.chunk = c.id)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		freed = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return freed;
+}
+
+/* Delete the least recently used files, one at a time, until live data fits max_size. */
 static int evict(struct store *st, uint64_t max_size, const struct gc_hooks *h,
 		 struct gc_report *rep)
 {
 	sqlite3 *db = idx_db(store_idx(st));
-	sqlite3_stmt *live, *pick;
-	int rc, r = 0;
+	struct victim v[64];
+	uint64_t used = 0;
+	int skipped = 0, r;
 
-	rc = sqlite3_prepare_v2(db,
-				"SELECT total(stored_len) FROM chunks WHERE refs > 0", -1, &live,
-				NULL);
-	if (rc != SQLITE_OK)
-		return idx_errno(rc);
-	rc = sqlite3_prepare_v2(db,
-				"SELECT d.parent, d.name, i.ino, i.size FROM inodes i JOIN dentries d "
-				"ON d.ino = i.ino WHERE i.mode & 61440 = 32768 AND i.size > 0 "
-				"ORDER BY max(i.used, i.mtime / 1000000000) LIMIT 64 OFFSET ?1",
-				-1, &pick, NULL);
-	if (rc != SQLITE_OK) {
-		sqlite3_finalize(live);
-		return idx_errno(rc);
+	{
+		uint64_t val[1];
+		sqlite3_stmt *s;
+
+		if (sqlite3_prepare_v2(db, "SELECT total(stored_len) FROM chunks WHERE refs > 0", -1,
+				       &s, NULL) != SQLITE_OK)
+			return -EIO;
+		val[0] = sqlite3_step(s) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
+		sqlite3_finalize(s);
+		used = val[0];
 	}
-	for (int skipped = 0;;) {
-		uint64_t used = 0;
-		bool any = false;
+	while (used > max_size) {
+		size_t n = 0;
 
-		sqlite3_reset(live);
-		if (sqlite3_step(live) == SQLITE_ROW)
-			used = (uint64_t)sqlite3_column_int64(live, 0);
-		if (used <= max_size)
-			break;
-		sqlite3_reset(pick);
-		sqlite3_bind_int(pick, 1, skipped);
-		while (sqlite3_step(pick) == SQLITE_ROW) {
-			uint64_t parent = (uint64_t)sqlite3_column_int64(pick, 0);
-			uint64_t ino = (uint64_t)sqlite3_column_int64(pick, 2);
-			char name[1024];
-			int n = sqlite3_column_bytes(pick, 1);
+		r = pick_victims(db, skipped, v, &n);
+		if (r < 0 || n == 0)
+			return r;
+		for (size_t i = 0; i < n; i++) {
 			struct idx_inode in;
 
-			if (n <= 0 || n >= (int)sizeof(name))
-				continue;
-			memcpy(name, sqlite3_column_blob(pick, 1), (size_t)n);
-			name[n] = '\0';
-			any = true;
-			if (h && h->skip && h->skip(h->data, ino)) {
-				skipped++;
+			if (r < 0 || used <= max_size || (h && h->skip && h->skip(h->data, v[i].ino))) {
+				skipped += r == 0 && used > max_size;
+				free(v[i].name);
 				continue;
 			}
-			if (h && h->evicted)
-				h->evicted(h->data, parent, name);
-			r = idx_del_dentry(store_idx(st), parent, name);
-			if (r == 0 && idx_get_inode(store_idx(st), ino, &in) == 1) {
+			r = idx_get_inode(store_idx(st), v[i].ino, &in);
+			if (r == 1) {
+				uint64_t freed = in.nlink <= 1 ? freed_by(db, v[i].ino) : 0;
+
+				if (h && h->evicted)
+					h->evicted(h->data, v[i].parent, v[i].name);
+				r = idx_del_dentry(store_idx(st), v[i].parent, v[i].name);
 				in.nlink = in.nlink ? in.nlink - 1 : 0;
-				r = idx_put_inode(store_idx(st), &in);
+				if (r == 0)
+					r = idx_put_inode(store_idx(st), &in);
 				if (r == 0 && in.nlink == 0) {
-					r = idx_delete_inode(store_idx(st), ino);
+					r = idx_delete_inode(store_idx(st), v[i].ino);
 					rep->evicted_files++;
 					rep->evicted_bytes += in.size;
+					used -= MIN(freed, used);
 				}
 			}
-			if (r < 0)
-				break;
+			free(v[i].name);
 		}
-		if (r < 0 || !any)
-			break;
+		if (r < 0)
+			return r;
 	}
-	sqlite3_finalize(live);
-	sqlite3_finalize(pick);
-	return r;
+	return 0;
 }
 
 static int rewrite_chunk(sqlite3_stmt *s, void *data)
@@ -776,16 +817,29 @@ int maint_gc(struct store *st, uint64_t max_size, FILE *progress, const struct g
 		}
 	}
 
-	/* Phase 2: rewrite mostly dead packs one at a time, so the extra space is one pack. */
-	for (size_t i = 1; i <= packs[0].id; i++) {
-		struct pack_usage *p = &packs[i];
+	/*
+	 * Phase 2: rewrite mostly dead packs one at a time, so the extra space is one pack. To
+	 * bring the store under max_size, packs with a tenth dead go too, while it is over.
+	 */
+	{
+		uint64_t total = 0;
 
-		if (p->live == 0 || p->live * 2 >= p->size || p->id == store_active_pack(st))
-			continue;
-		r = rewrite_pack(st, p, buf, progress);
-		if (r < 0)
-			goto out_free;
-		ret->packs_rewritten++;
+		for (size_t i = 1; i <= packs[0].id; i++)
+			if (packs[i].live > 0 || packs[i].id == store_active_pack(st))
+				total += packs[i].size;
+		for (size_t i = 1; i <= packs[0].id; i++) {
+			struct pack_usage *p = &packs[i];
+			bool mostly_dead = p->live * 2 < p->size;
+			bool over = max_size && total > max_size && p->live * 10 < p->size * 9;
+
+			if (p->live == 0 || p->id == store_active_pack(st) || !(mostly_dead || over))
+				continue;
+			r = rewrite_pack(st, p, buf, progress);
+			if (r < 0)
+				goto out_free;
+			ret->packs_rewritten++;
+			total -= MIN(total, p->size - MIN(p->size, p->live));
+		}
 	}
 	if (!live) {
 		struct fsck_report frep = {0};
