@@ -330,7 +330,7 @@ static int run_daemon(struct mount_args *a)
 	struct store *st = NULL;
 	struct vfs *v = NULL;
 	char opts[8192];
-	int underfd = -1;
+	int underfd = -1, lockfd;
 	pthread_t waiter;
 	pid_t owner = 0;
 	int r, status = 1;
@@ -436,12 +436,19 @@ out_session:
 out_vfs:
 	if (underfd >= 0)
 		close(underfd);
+	/*
+	 * `pkgcachefs umount` waits for the store lock, then reads the exit status: keep the lock
+	 * (a dup of its descriptor) until the status is written.
+	 */
+	lockfd = dup(store_lock_fd(st));
 	r = vfs_close(v);
 	if (r < 0) {
 		log_error("store %s: final sync failed: %s", a->store, strerror(-r));
 		status = 1;
 	}
 	cli_write_exit_status(a->store, status);
+	if (lockfd >= 0)
+		close(lockfd);
 	fuse_opt_free_args(&fargs);
 	return status;
 }

@@ -357,6 +357,11 @@ int store_packs_fd(const struct store *st)
 	return st->packsfd;
 }
 
+int store_lock_fd(const struct store *st)
+{
+	return st->locked ? st->lockfd : -1;
+}
+
 int store_write_pid(struct store *st)
 {
 	char buf[32];

@@ -56,6 +56,10 @@ struct idx *store_idx(struct store *st);
 /* An fd open on STORE/staging, for the vfs's scratch files. */
 int store_staging_fd(const struct store *st);
 
+/* The descriptor holding the store lock (-1 when not locked). A dup of it keeps the lock after
+ * store_close, until the dup is closed too. */
+int store_lock_fd(const struct store *st);
+
 /* Write the pid file (daemon only). */
 int store_write_pid(struct store *st);
 
