@@ -316,12 +316,6 @@ static void on_usr1(int sig)
 		vfs_request_gc(the_vfs);
 }
 
-static void on_signal(int sig)
-{
-	if (the_session)
-		fuse_session_exit(the_session);
-}
-
 /* The daemon proper: runs in the child (or in the foreground). Returns the exit status. */
 static int run_daemon(struct mount_args *a)
 {
@@ -400,10 +394,13 @@ static int run_daemon(struct mount_args *a)
 		       a->mountpoint);
 		goto out_session;
 	}
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	signal(SIGHUP, on_signal);
-	signal(SIGPIPE, SIG_IGN);
+	/* libfuse's handlers interrupt the loop's reads (no SA_RESTART): TERM, INT and HUP
+	 * unmount cleanly, committing everything, as umount does. */
+	if (fuse_set_signal_handlers(the_session) != 0) {
+		report(1, "cannot install signal handlers");
+		fuse_session_unmount(the_session);
+		goto out_session;
+	}
 	the_vfs = v;
 	signal(SIGUSR1, on_usr1);
 
@@ -426,10 +423,14 @@ static int run_daemon(struct mount_args *a)
 	fuse_loop_cfg_set_max_threads(lc, 16);
 	r = fuse_session_loop_mt(the_session, lc);
 	fuse_loop_cfg_destroy(lc);
+	fuse_remove_signal_handlers(the_session);
 	fuse_session_unmount(the_session);
 	signal(SIGUSR1, SIG_IGN);
 	the_vfs = NULL;
-	status = r == 0 ? 0 : 1;
+	/* A positive value is the signal that stopped us: a clean stop, like umount. */
+	status = r < 0 ? 1 : 0;
+	if (r < 0)
+		log_error("the FUSE loop failed: %s", strerror(-r));
 out_session:
 	fuse_session_destroy(the_session);
 	the_session = NULL;
