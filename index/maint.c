@@ -67,6 +67,9 @@ struct fsck_ctx {
 	uint64_t *bad; /* ids of damaged chunks */
 	size_t nbad;
 	bool crashed; /* the store was not shut down cleanly: leftovers are expected */
+	maint_progress_fn progress;
+	void *progress_data;
+	uint64_t total_bytes; /* of live chunks, for progress */
 };
 
 static int check_chunk(sqlite3_stmt *s, void *data)
@@ -119,6 +122,8 @@ static int check_chunk(sqlite3_stmt *s, void *data)
 		return 0;
 	}
 	c->rep->bytes_checked += (uint64_t)raw_len;
+	if (c->progress)
+		c->progress(c->progress_data, c->rep->bytes_checked, c->total_bytes);
 	return 0;
 }
 
@@ -327,9 +332,15 @@ int maint_remove_leaked_packs(struct store *st)
 	return r < 0 ? r : (int)rep.repaired;
 }
 
-int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_report *ret)
+int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_report *ret,
+	       maint_progress_fn progress, void *progress_data)
 {
-	struct fsck_ctx c = {.st = st, .db = idx_db(store_idx(st)), .out = out, .repair = repair};
+	struct fsck_ctx c = {.st = st,
+			     .db = idx_db(store_idx(st)),
+			     .out = out,
+			     .repair = repair,
+			     .progress = progress,
+			     .progress_data = progress_data};
 	int r;
 
 	memset(ret, 0, sizeof(*ret));
@@ -472,6 +483,16 @@ int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_
 	r = each_row(c.db, "SELECT id FROM packs", check_pack_present, &c);
 	if (r < 0)
 		goto out_rollback;
+	if (progress) {
+		sqlite3_stmt *s;
+
+		if (sqlite3_prepare_v2(c.db, "SELECT total(raw_len) FROM chunks WHERE refs > 0", -1,
+				       &s, NULL) == SQLITE_OK) {
+			if (sqlite3_step(s) == SQLITE_ROW)
+				c.total_bytes = (uint64_t)sqlite3_column_int64(s, 0);
+			sqlite3_finalize(s);
+		}
+	}
 	r = each_row(c.db,
 		     "SELECT id, key, digest, pack, raw_len, off, stored_len, flags FROM chunks "
 		     "WHERE refs > 0 ORDER BY pack, off",

@@ -38,7 +38,11 @@ bool fsck_clean(const struct fsck_report *r);
  * mounted: then the check reads one consistent snapshot and skips the leaked-pack check.
  * Findings are printed to out, one line each. 0 or -errno (an error of the check itself).
  */
-int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_report *ret);
+/* Told how far a long check has got (bytes), for a progress display; may be NULL. */
+typedef void (*maint_progress_fn)(void *data, uint64_t done, uint64_t total);
+
+int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_report *ret,
+	       maint_progress_fn progress, void *progress_data);
 
 /*
  * Delete pack files the index does not know: packs started by a transaction that a crash rolled

@@ -218,7 +218,7 @@ Test(vfs, unlinked_open_file_lives_until_release)
 	vfs_forget(v, a, 1); /* the lookup reference vfs_create took */
 	cr_assert_eq(vfs_getattr(v, a, &st), -ENOENT);
 	cr_assert_eq(vfs_sync(v), 0);
-	cr_assert_eq(maint_fsck(vfs_store(v), false, true, stderr, &rep), 0);
+	cr_assert_eq(maint_fsck(vfs_store(v), false, true, stderr, &rep, NULL, NULL), 0);
 	cr_assert(fsck_clean(&rep));
 }
 
@@ -294,7 +294,7 @@ Test(vfs, pins_held_until_close)
 	cr_assert_eq(store_open(dir, 0, &st2, NULL), 0);
 	for (int tries = 0; tries < 500; tries++) {
 		cr_assert_eq(vfs_sync(v), 0);
-		cr_assert_eq(maint_fsck(st2, false, true, stderr, &rep), 0);
+		cr_assert_eq(maint_fsck(st2, false, true, stderr, &rep, NULL, NULL), 0);
 		if (rep.pinned > 0)
 			break;
 		usleep(10000);
@@ -306,7 +306,7 @@ Test(vfs, pins_held_until_close)
 	cr_assert_eq(vfs_flush(v, f), 0);
 	vfs_release(v, f);
 	cr_assert_eq(vfs_sync(v), 0);
-	cr_assert_eq(maint_fsck(vfs_store(v), false, true, stderr, &rep), 0);
+	cr_assert_eq(maint_fsck(vfs_store(v), false, true, stderr, &rep, NULL, NULL), 0);
 	cr_assert(fsck_clean(&rep));
 	free(data);
 }
@@ -350,7 +350,7 @@ Test(vfs, gc_evicts_to_size)
 	check_file(ino[0], data, n);
 	vfs_release(v, open_f);
 	cr_assert_eq(vfs_sync(v), 0);
-	cr_assert_eq(maint_fsck(vfs_store(v), false, true, stderr, &frep), 0);
+	cr_assert_eq(maint_fsck(vfs_store(v), false, true, stderr, &frep, NULL, NULL), 0);
 	cr_assert(fsck_clean(&frep));
 	free(data);
 }
