@@ -95,8 +95,9 @@ static int open_store(const char *dir, int flags, struct store **ret, bool *ret_
 	*ret_live = false;
 	r = store_open(dir, flags, ret, &owner);
 	if (r == -EBUSY) {
-		fprintf(stderr, "pkgcachefs: store %s is mounted (daemon pid %d): unmount it first\n",
-			dir, (int)owner);
+		fprintf(stderr,
+			"pkgcachefs: store %s is mounted (daemon pid %d): unmount it first\n", dir,
+			(int)owner);
 		return r;
 	}
 	if (r == -ENOENT)
@@ -164,11 +165,11 @@ int cli_stats(int argc, char **argv)
 		       ", \"other_inodes\": %" PRIu64 ", \"logical_bytes\": %" PRIu64
 		       ", \"unique_bytes\": %" PRIu64 ", \"stored_bytes\": %" PRIu64
 		       ", \"live_stored_bytes\": %" PRIu64 ", \"dedup_ratio\": %.3f"
-		       ", \"chunks\": %" PRIu64 ", \"dead_chunks\": %" PRIu64 ", \"packs\": %" PRIu64
-		       ", \"reclaimable_bytes\": %" PRIu64 "}\n",
+		       ", \"chunks\": %" PRIu64 ", \"dead_chunks\": %" PRIu64
+		       ", \"packs\": %" PRIu64 ", \"reclaimable_bytes\": %" PRIu64 "}\n",
 		       a.store, live ? "true" : "false", s.files, s.dirs, s.symlinks, s.others,
-		       s.logical_bytes, s.chunk_bytes, s.pack_bytes, s.stored_bytes, ratio, s.chunks,
-		       s.dead_chunks, s.packs, reclaim);
+		       s.logical_bytes, s.chunk_bytes, s.pack_bytes, s.stored_bytes, ratio,
+		       s.chunks, s.dead_chunks, s.packs, reclaim);
 		return 0;
 	}
 	printf("store:           %s%s\n", a.store, live ? " (mounted)" : "");
@@ -218,7 +219,8 @@ static const char fsck_usage[] =
 	"\n"
 	"Check that every chunk the index references is in its pack with the right hash, that\n"
 	"reference and link counts are right, and that nothing is orphaned. --repair (store not\n"
-	"mounted) fixes counts, orphans and leaked packs; damaged data is reported, never dropped.\n"
+	"mounted) fixes counts, orphans and leaked packs; damaged data is reported, never "
+	"dropped.\n"
 	"Exit status: 0 clean, 1 problems remain, 2 usage.\n";
 
 int cli_fsck(int argc, char **argv)
@@ -327,8 +329,8 @@ static int read_gc_result(const char *store, long long *stamp, int *r, struct gc
 	f = fopen(path, "re");
 	if (!f)
 		return -errno;
-	got = fscanf(f, "%lld %d %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
-			" %" SCNu64,
+	got = fscanf(f,
+		     "%lld %d %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64,
 		     stamp, r, &rep->evicted_files, &rep->chunks_dropped, &rep->packs_deleted,
 		     &rep->packs_rewritten, &rep->bytes_before, &rep->bytes_after);
 	fclose(f);
@@ -536,7 +538,8 @@ int cli_umount(int argc, char **argv)
 	}
 	while (flock(fd, LOCK_SH | LOCK_NB) < 0) {
 		if (waited == 50)
-			fprintf(stderr, "pkgcachefs: waiting for the daemon to finish writing...\n");
+			fprintf(stderr,
+				"pkgcachefs: waiting for the daemon to finish writing...\n");
 		usleep(100000);
 		waited++;
 	}
@@ -547,16 +550,18 @@ int cli_umount(int argc, char **argv)
 	if (fd >= 0)
 		close(fd);
 	if (n <= 0) {
-		fprintf(stderr, "pkgcachefs: the daemon of %s had died: data written after its last "
-				"sync may be lost; run pkgcachefs fsck --store %s\n",
+		fprintf(stderr,
+			"pkgcachefs: the daemon of %s had died: data written after its last "
+			"sync may be lost; run pkgcachefs fsck --store %s\n",
 			mnt, store);
 		free(mnt);
 		return 1;
 	}
 	buf[n] = '\0';
 	if (atoi(buf) != 0) {
-		fprintf(stderr, "pkgcachefs: the daemon of %s failed to make everything durable; "
-				"see the system log\n",
+		fprintf(stderr,
+			"pkgcachefs: the daemon of %s failed to make everything durable; "
+			"see the system log\n",
 			mnt);
 		free(mnt);
 		return 1;
@@ -709,7 +714,8 @@ static int remove_tree(int fd)
 		if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (S_ISDIR(st.st_mode)) {
-			int sub = openat(fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			int sub = openat(fd, de->d_name,
+					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
 			if (sub >= 0) {
 				remove_tree(sub);

@@ -14,8 +14,9 @@ int cli_gc(int argc, char **argv);
 
 /*
  * Start importing the tree open as underfd (a directory the mount now hides) into the mount at
- * mountpoint, then, once all of it is durable, remove the originals. The copy runs in a child, whose pid
- * is returned (or -errno); it exits 0 when everything was imported and synced, else an errno.
+ * mountpoint, then, once all of it is durable, remove the originals. The copy runs in a child,
+ * whose pid is returned (or -errno); it exits 0 when everything was imported and synced, else an
+ * errno.
  */
 pid_t cli_adopt_start(int underfd, const char *mountpoint);
 

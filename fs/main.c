@@ -129,17 +129,18 @@ static int parse_opts(const char *in, struct mount_args *a)
 			long ms = strtol(tok + 16, &end, 10);
 
 			if (*end || ms < 1 || ms > 600000) {
-				fprintf(stderr, "pkgcachefs: bad commit_interval '%s' (1..600000 ms)\n",
+				fprintf(stderr,
+					"pkgcachefs: bad commit_interval '%s' (1..600000 ms)\n",
 					tok + 16);
 				r = -EINVAL;
 				break;
 			}
 			a->vo.commit_interval_ms = (unsigned)ms;
-		} else if (!strcmp(tok, "rw") || !strcmp(tok, "defaults") ||
-			   !strcmp(tok, "auto") || !strcmp(tok, "noauto") ||
-			   !strcmp(tok, "nofail") || !strcmp(tok, "_netdev") ||
-			   !strcmp(tok, "user") || !strcmp(tok, "users") ||
-			   !strncmp(tok, "x-", 2) || !strcmp(tok, "default_permissions")) {
+		} else if (!strcmp(tok, "rw") || !strcmp(tok, "defaults") || !strcmp(tok, "auto") ||
+			   !strcmp(tok, "noauto") || !strcmp(tok, "nofail") ||
+			   !strcmp(tok, "_netdev") || !strcmp(tok, "user") ||
+			   !strcmp(tok, "users") || !strncmp(tok, "x-", 2) ||
+			   !strcmp(tok, "default_permissions")) {
 			/* fstab noise, or always on */
 		} else {
 			if (a->fuse_opts[0])
@@ -222,8 +223,9 @@ static int parse_mount_args(int argc, char **argv, struct mount_args *a)
 	}
 	if (strpbrk(a->store, ", \t\n\\")) {
 		/* It travels as a mount option and comes back through /proc/self/mountinfo. */
-		fprintf(stderr, "pkgcachefs: store path %s: commas, blanks and backslashes are not "
-				"supported; use another directory\n",
+		fprintf(stderr,
+			"pkgcachefs: store path %s: commas, blanks and backslashes are not "
+			"supported; use another directory\n",
 			a->store);
 		return 2;
 	}
@@ -242,8 +244,9 @@ static int check_fuse_device(void)
 		fprintf(stderr, "pkgcachefs: /dev/fuse does not exist: load the fuse module "
 				"(modprobe fuse), or in a container pass --device /dev/fuse\n");
 	else
-		fprintf(stderr, "pkgcachefs: cannot open /dev/fuse: %s (in a container, add "
-				"--device /dev/fuse --cap-add SYS_ADMIN)\n",
+		fprintf(stderr,
+			"pkgcachefs: cannot open /dev/fuse: %s (in a container, add "
+			"--device /dev/fuse --cap-add SYS_ADMIN)\n",
 			strerror(errno));
 	return -1;
 }
@@ -278,8 +281,9 @@ static void *adopt_waiter(void *arg)
 		report(0, NULL);
 		return NULL;
 	}
-	report(1, "importing the existing files of %s failed (%s); what was not imported is "
-		  "still in the directory under the mount; unmounting",
+	report(1,
+	       "importing the existing files of %s failed (%s); what was not imported is "
+	       "still in the directory under the mount; unmounting",
 	       a->mountpoint, WIFEXITED(status) ? strerror(WEXITSTATUS(status)) : "killed");
 	fuse_session_exit(the_session);
 	fuse_session_unmount(the_session);
@@ -333,8 +337,9 @@ static int run_daemon(struct mount_args *a)
 		log_threshold = LOG_LVL_DEBUG;
 	r = store_open(a->store, STORE_CREATE | STORE_LOCK, &st, &owner);
 	if (r == -EBUSY) {
-		report(1, "store %s is in use by another pkgcachefs process (pid %d): one daemon "
-			  "per store (unmount the other mount first, or use another --store)",
+		report(1,
+		       "store %s is in use by another pkgcachefs process (pid %d): one daemon "
+		       "per store (unmount the other mount first, or use another --store)",
 		       a->store, (int)owner);
 		return 1;
 	}
@@ -367,7 +372,8 @@ static int run_daemon(struct mount_args *a)
 	r = dir_is_empty(a->mountpoint);
 	if (r == 0) {
 		if (!a->adopt) {
-			report(1, "mountpoint %s is not empty (drop --no-adopt to import its files)",
+			report(1,
+			       "mountpoint %s is not empty (drop --no-adopt to import its files)",
 			       a->mountpoint);
 			goto out_vfs;
 		}
@@ -375,9 +381,9 @@ static int run_daemon(struct mount_args *a)
 		underfd = open(a->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	}
 
-	snprintf(opts, sizeof(opts),
-		 "-ofsname=%s,subtype=pkgcachefs,default_permissions%s%s", a->store,
-		 a->fuse_opts && a->fuse_opts[0] ? "," : "", a->fuse_opts ? a->fuse_opts : "");
+	snprintf(opts, sizeof(opts), "-ofsname=%s,subtype=pkgcachefs,default_permissions%s%s",
+		 a->store, a->fuse_opts && a->fuse_opts[0] ? "," : "",
+		 a->fuse_opts ? a->fuse_opts : "");
 	if (fuse_opt_add_arg(&fargs, "pkgcachefs") || fuse_opt_add_arg(&fargs, opts) ||
 	    (a->debug && fuse_opt_add_arg(&fargs, "-d"))) {
 		report(1, "out of memory");
@@ -389,8 +395,9 @@ static int run_daemon(struct mount_args *a)
 		goto out_vfs;
 	}
 	if (fuse_session_mount(the_session, a->mountpoint) != 0) {
-		report(1, "cannot mount on %s (is fusermount3 installed? is it already mounted? "
-			  "allow_other needs user_allow_other in /etc/fuse.conf for non-root)",
+		report(1,
+		       "cannot mount on %s (is fusermount3 installed? is it already mounted? "
+		       "allow_other needs user_allow_other in /etc/fuse.conf for non-root)",
 		       a->mountpoint);
 		goto out_session;
 	}
@@ -481,8 +488,9 @@ static int do_mount(struct mount_args *ap)
 	if (check_fuse_device() < 0)
 		return 1;
 	if (cli_is_pkgcachefs_mount(a.mountpoint)) {
-		fprintf(stderr, "pkgcachefs: %s is busy: a pkgcachefs mount is already there "
-				"(pkgcachefs umount %s first)\n",
+		fprintf(stderr,
+			"pkgcachefs: %s is busy: a pkgcachefs mount is already there "
+			"(pkgcachefs umount %s first)\n",
 			a.mountpoint, a.mountpoint);
 		return 1;
 	}
@@ -550,7 +558,8 @@ static void usage(FILE *f)
 	      "  mount [--store DIR] [-o OPTS] [-f] MOUNTPOINT   mount a store (created if new)\n"
 	      "  umount MOUNTPOINT                               make everything durable, unmount\n"
 	      "  stats [--store DIR] [--json]                    files, bytes, dedup ratio\n"
-	      "  fsck [--store DIR] [--repair]                   check the index against the packs\n"
+	      "  fsck [--store DIR] [--repair]                   check the index against the "
+	      "packs\n"
 	      "  gc [--store DIR] [--max-size SIZE]              reclaim space, evict LRU files\n"
 	      "\n"
 	      "`pkgcachefs COMMAND --help` tells more. Docs: README.md, docs/operations.md.\n",

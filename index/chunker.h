@@ -43,10 +43,10 @@ struct chunker {
 void chunker_init(struct chunker *c, const struct chunker_params *p);
 
 /*
- * Feed len bytes. Returns the number of bytes of buf that complete the current chunk (1..len), after
- * which the state is reset for the next chunk and the caller feeds the rest of buf again; or
- * CHUNKER_NO_CUT when all of buf belongs to the current chunk. At end of stream, whatever the caller
- * has buffered since the last cut is the final chunk.
+ * Feed len bytes. Returns the number of bytes of buf that complete the current chunk (1..len),
+ * after which the state is reset for the next chunk and the caller feeds the rest of buf again; or
+ * CHUNKER_NO_CUT when all of buf belongs to the current chunk. At end of stream, whatever the
+ * caller has buffered since the last cut is the final chunk.
  */
 size_t chunker_scan(struct chunker *c, const void *buf, size_t len);
 

@@ -84,7 +84,8 @@ static const char *const stmt_sql[S_COUNT] = {
 			  "WHERE e.ino = ?1 ORDER BY e.off",
 	[S_ADD_EXTENT] = "INSERT INTO extents (ino, off, len, chunk) VALUES (?1, ?2, ?3, ?4)",
 	[S_REF_CHUNK] = "UPDATE chunks SET refs = refs + 1 WHERE id = ?1",
-	[S_FIND_CHUNK] = "SELECT id, digest, pack, off, stored_len, flags FROM chunks WHERE key = ?1",
+	[S_FIND_CHUNK] =
+		"SELECT id, digest, pack, off, stored_len, flags FROM chunks WHERE key = ?1",
 	[S_CHUNK_LOC] = "SELECT pack, off, stored_len, flags FROM chunks WHERE id = ?1",
 	[S_TOUCH_USED] = "UPDATE inodes SET used = ?2 WHERE ino = ?1 AND used < ?2 - 3600",
 	[S_ADD_REFS] = "UPDATE chunks SET refs = refs + ?2 WHERE id = ?1",
@@ -228,8 +229,8 @@ static int check_schema(struct idx *x, bool create)
 	sqlite3_stmt *s;
 	int rc, version = -1;
 
-	rc = sqlite3_prepare_v2(x->db,
-				"SELECT value FROM meta WHERE key = 'schema_version'", -1, &s, NULL);
+	rc = sqlite3_prepare_v2(x->db, "SELECT value FROM meta WHERE key = 'schema_version'", -1,
+				&s, NULL);
 	if (rc != SQLITE_OK) {
 		/* No meta table: a new, empty database. */
 		if (!create)
@@ -534,7 +535,8 @@ int idx_dir_is_empty(struct idx *x, uint64_t ino)
 }
 
 int idx_list_dir(struct idx *x, uint64_t ino, uint64_t after,
-		 int (*cb)(const char *name, const struct idx_inode *in, uint64_t cookie, void *data),
+		 int (*cb)(const char *name, const struct idx_inode *in, uint64_t cookie,
+			   void *data),
 		 void *data)
 {
 	sqlite3_stmt *s = st(x, S_LIST_DIR);
@@ -702,8 +704,8 @@ int idx_find_chunk(struct idx *x, const chunk_key *key, const chunk_digest *dige
 	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
 }
 
-int idx_add_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
-		  uint32_t raw_len, uint64_t pack, const struct pack_loc *loc, uint64_t *ret_id)
+int idx_add_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest, uint32_t raw_len,
+		  uint64_t pack, const struct pack_loc *loc, uint64_t *ret_id)
 {
 	sqlite3_stmt *s = st(x, S_ADD_CHUNK);
 	int r;

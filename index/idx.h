@@ -97,7 +97,8 @@ int idx_dir_is_empty(struct idx *x, uint64_t ino);
  * reused, so a listing resumed from one misses no entry that stayed and repeats none.
  */
 int idx_list_dir(struct idx *x, uint64_t ino, uint64_t after,
-		 int (*cb)(const char *name, const struct idx_inode *in, uint64_t cookie, void *data),
+		 int (*cb)(const char *name, const struct idx_inode *in, uint64_t cookie,
+			   void *data),
 		 void *data);
 
 int idx_set_target(struct idx *x, uint64_t ino, const char *target);
@@ -126,8 +127,8 @@ int idx_ref_chunk(struct idx *x, uint64_t id, int delta);
  * how many were wrong, or -errno. */
 int idx_recount_refs(struct idx *x);
 /* Record a chunk stored in a pack, with no references yet. */
-int idx_add_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
-		  uint32_t raw_len, uint64_t pack, const struct pack_loc *loc, uint64_t *ret_id);
+int idx_add_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest, uint32_t raw_len,
+		  uint64_t pack, const struct pack_loc *loc, uint64_t *ret_id);
 
 /* Packs: name and size on record. */
 int idx_add_pack(struct idx *x, uint64_t *ret_id);
@@ -150,9 +151,9 @@ int idx_delete_orphans(struct idx *x);
 
 struct idx_stats {
 	uint64_t files, dirs, symlinks, others;
-	uint64_t logical_bytes; /* sum of file sizes */
+	uint64_t logical_bytes;                     /* sum of file sizes */
 	uint64_t chunks, chunk_bytes, stored_bytes; /* chunk rows with refs > 0 */
-	uint64_t dead_chunks, dead_stored_bytes;  /* refs == 0: reclaimable */
+	uint64_t dead_chunks, dead_stored_bytes;    /* refs == 0: reclaimable */
 	uint64_t packs, pack_bytes;
 };
 int idx_get_stats(struct idx *x, struct idx_stats *ret);

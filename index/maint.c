@@ -234,7 +234,7 @@ static int check_leaked_packs(struct fsck_ctx *c)
 		if (c->out)
 			fprintf(c->out, "packs/%s: not in the index (left by a crash)%s\n",
 				de->d_name,
-				c->repair	? ": removed"
+				c->repair    ? ": removed"
 				: c->crashed ? ": the next mount or gc removes it"
 					     : "");
 		c->rep->leaked_packs++;
@@ -272,8 +272,8 @@ static void path_of(sqlite3 *db, uint64_t ino, char *buf, size_t len)
 	int depth = 0;
 
 	buf[pos] = '\0';
-	if (sqlite3_prepare_v2(db, "SELECT parent, name FROM dentries WHERE ino = ?1 LIMIT 1",
-			       -1, &s, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(db, "SELECT parent, name FROM dentries WHERE ino = ?1 LIMIT 1", -1,
+			       &s, NULL) != SQLITE_OK) {
 		snprintf(buf, len, "?");
 		return;
 	}
@@ -314,9 +314,10 @@ static void report_damaged_files(struct fsck_ctx *c)
 			uint64_t ino = (uint64_t)sqlite3_column_int64(s, 0);
 
 			path_of(c->db, ino, path, sizeof(path));
-			fprintf(c->out, "file %s (inode %" PRIu64 ") uses damaged chunk %" PRIu64
-					": reads of it fail with EIO; delete it and let the package "
-					"manager fetch it again\n",
+			fprintf(c->out,
+				"file %s (inode %" PRIu64 ") uses damaged chunk %" PRIu64
+				": reads of it fail with EIO; delete it and let the package "
+				"manager fetch it again\n",
 				path, ino, c->bad[i]);
 		}
 	}
@@ -348,9 +349,9 @@ int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_
 	{
 		char clean[8] = "";
 
-		c.crashed = idx_meta_get(store_idx(st), "clean_shutdown", clean, sizeof(clean)) <=
-				    0 ||
-			    strcmp(clean, "1") != 0;
+		c.crashed =
+			idx_meta_get(store_idx(st), "clean_shutdown", clean, sizeof(clean)) <= 0 ||
+			strcmp(clean, "1") != 0;
 	}
 	c.buf = malloc(PACK_MAX_CHUNK);
 	if (!c.buf)
@@ -397,19 +398,20 @@ int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_
 			&ret->bad_nlinks);
 	if (r < 0)
 		goto out_rollback;
-	r = check_query(&c,
-			"SELECT count(*) FROM inodes i WHERE i.mode & 61440 = 16384 AND "
-			"i.nlink > 0 AND i.nlink != 2 + (SELECT count(*) FROM dentries d JOIN "
-			"inodes j ON j.ino = d.ino WHERE d.parent = i.ino AND j.mode & 61440 = "
-			"16384)",
-			"SELECT 'directory ' || i.ino || ': nlink ' || i.nlink FROM inodes i WHERE "
-			"i.mode & 61440 = 16384 AND i.nlink > 0 AND i.nlink != 2 + (SELECT "
-			"count(*) FROM dentries d JOIN inodes j ON j.ino = d.ino WHERE d.parent = "
-			"i.ino AND j.mode & 61440 = 16384)",
-			"UPDATE inodes SET nlink = 2 + (SELECT count(*) FROM dentries d JOIN inodes "
-			"j ON j.ino = d.ino WHERE d.parent = inodes.ino AND j.mode & 61440 = 16384) "
-			"WHERE mode & 61440 = 16384 AND nlink > 0",
-			&ret->bad_nlinks);
+	r = check_query(
+		&c,
+		"SELECT count(*) FROM inodes i WHERE i.mode & 61440 = 16384 AND "
+		"i.nlink > 0 AND i.nlink != 2 + (SELECT count(*) FROM dentries d JOIN "
+		"inodes j ON j.ino = d.ino WHERE d.parent = i.ino AND j.mode & 61440 = "
+		"16384)",
+		"SELECT 'directory ' || i.ino || ': nlink ' || i.nlink FROM inodes i WHERE "
+		"i.mode & 61440 = 16384 AND i.nlink > 0 AND i.nlink != 2 + (SELECT "
+		"count(*) FROM dentries d JOIN inodes j ON j.ino = d.ino WHERE d.parent = "
+		"i.ino AND j.mode & 61440 = 16384)",
+		"UPDATE inodes SET nlink = 2 + (SELECT count(*) FROM dentries d JOIN inodes "
+		"j ON j.ino = d.ino WHERE d.parent = inodes.ino AND j.mode & 61440 = 16384) "
+		"WHERE mode & 61440 = 16384 AND nlink > 0",
+		&ret->bad_nlinks);
 	if (r < 0)
 		goto out_rollback;
 	r = check_query(&c,
@@ -422,16 +424,17 @@ int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_
 	if (r < 0)
 		goto out_rollback;
 	/* Fewer references than uses would let gc drop live data: always damage. */
-	r = check_query(&c,
-			"SELECT count(*) FROM chunks c WHERE c.refs < (SELECT count(*) FROM "
-			"extents e WHERE e.chunk = c.id)",
-			"SELECT 'chunk ' || c.id || ': refs ' || c.refs || ', used ' || (SELECT "
-			"count(*) FROM extents e WHERE e.chunk = c.id) FROM chunks c WHERE c.refs < "
-			"(SELECT count(*) FROM extents e WHERE e.chunk = c.id)",
-			"UPDATE chunks SET refs = (SELECT count(*) FROM extents e WHERE e.chunk = "
-			"chunks.id) WHERE refs < (SELECT count(*) FROM extents e WHERE e.chunk = "
-			"chunks.id)",
-			&ret->bad_refs);
+	r = check_query(
+		&c,
+		"SELECT count(*) FROM chunks c WHERE c.refs < (SELECT count(*) FROM "
+		"extents e WHERE e.chunk = c.id)",
+		"SELECT 'chunk ' || c.id || ': refs ' || c.refs || ', used ' || (SELECT "
+		"count(*) FROM extents e WHERE e.chunk = c.id) FROM chunks c WHERE c.refs < "
+		"(SELECT count(*) FROM extents e WHERE e.chunk = c.id)",
+		"UPDATE chunks SET refs = (SELECT count(*) FROM extents e WHERE e.chunk = "
+		"chunks.id) WHERE refs < (SELECT count(*) FROM extents e WHERE e.chunk = "
+		"chunks.id)",
+		&ret->bad_refs);
 	if (r < 0)
 		goto out_rollback;
 	/*
@@ -454,21 +457,23 @@ int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_
 			ret->pinned = pins;
 			if (pins)
 				fprintf(out,
-					"%" PRIu64 " chunks pinned by files being written%s: the next "
+					"%" PRIu64
+					" chunks pinned by files being written%s: the next "
 					"mount or gc recounts them\n",
 					pins, live ? "" : " when the daemon stopped");
 		} else {
-			r = check_query(&c,
-					"SELECT count(*) FROM chunks c WHERE c.refs > (SELECT "
-					"count(*) FROM extents e WHERE e.chunk = c.id)",
-					"SELECT 'chunk ' || c.id || ': refs ' || c.refs || ', used ' || "
-					"(SELECT count(*) FROM extents e WHERE e.chunk = c.id) FROM "
-					"chunks c WHERE c.refs > (SELECT count(*) FROM extents e WHERE "
-					"e.chunk = c.id)",
-					"UPDATE chunks SET refs = (SELECT count(*) FROM extents e WHERE "
-					"e.chunk = chunks.id) WHERE refs > (SELECT count(*) FROM "
-					"extents e WHERE e.chunk = chunks.id)",
-					&ret->bad_refs);
+			r = check_query(
+				&c,
+				"SELECT count(*) FROM chunks c WHERE c.refs > (SELECT "
+				"count(*) FROM extents e WHERE e.chunk = c.id)",
+				"SELECT 'chunk ' || c.id || ': refs ' || c.refs || ', used ' || "
+				"(SELECT count(*) FROM extents e WHERE e.chunk = c.id) FROM "
+				"chunks c WHERE c.refs > (SELECT count(*) FROM extents e WHERE "
+				"e.chunk = c.id)",
+				"UPDATE chunks SET refs = (SELECT count(*) FROM extents e WHERE "
+				"e.chunk = chunks.id) WHERE refs > (SELECT count(*) FROM "
+				"extents e WHERE e.chunk = chunks.id)",
+				&ret->bad_refs);
 			if (r < 0)
 				goto out_rollback;
 		}
@@ -553,11 +558,12 @@ static int pick_victims(sqlite3 *db, int skip, struct victim *v, size_t *ret_n)
 	size_t n = 0;
 	int rc;
 
-	rc = sqlite3_prepare_v2(db,
-				"SELECT d.parent, d.name, i.ino FROM inodes i JOIN dentries d "
-				"ON d.ino = i.ino WHERE i.mode & 61440 = 32768 AND i.size > 0 "
-				"ORDER BY max(i.used, i.mtime / 1000000000), i.ino LIMIT 64 OFFSET ?1",
-				-1, &s, NULL);
+	rc = sqlite3_prepare_v2(
+		db,
+		"SELECT d.parent, d.name, i.ino FROM inodes i JOIN dentries d "
+		"ON d.ino = i.ino WHERE i.mode & 61440 = 32768 AND i.size > 0 "
+		"ORDER BY max(i.used, i.mtime / 1000000000), i.ino LIMIT 64 OFFSET ?1",
+		-1, &s, NULL);
 	if (rc != SQLITE_OK)
 		return idx_errno(rc);
 	sqlite3_bind_int(s, 1, skip);
@@ -582,11 +588,12 @@ static uint64_t freed_by(sqlite3 *db, uint64_t ino)
 	sqlite3_stmt *s;
 	uint64_t freed = 0;
 
-	if (sqlite3_prepare_v2(db,
-			       "SELECT total(c.stored_len) FROM chunks c WHERE c.id IN (SELECT chunk "
-			       "FROM extents WHERE ino = ?1 AND chunk != 0) AND c.refs <= (SELECT "
-			       "count(*) FROM extents e WHERE e.ino = ?1 AND e.chunk = c.id)",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(
+		    db,
+		    "SELECT total(c.stored_len) FROM chunks c WHERE c.id IN (SELECT chunk "
+		    "FROM extents WHERE ino = ?1 AND chunk != 0) AND c.refs <= (SELECT "
+		    "count(*) FROM extents e WHERE e.ino = ?1 AND e.chunk = c.id)",
+		    -1, &s, NULL) != SQLITE_OK)
 		return 0;
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
 	if (sqlite3_step(s) == SQLITE_ROW)
@@ -608,8 +615,8 @@ static int evict(struct store *st, uint64_t max_size, const struct gc_hooks *h,
 		uint64_t val[1];
 		sqlite3_stmt *s;
 
-		if (sqlite3_prepare_v2(db, "SELECT total(stored_len) FROM chunks WHERE refs > 0", -1,
-				       &s, NULL) != SQLITE_OK)
+		if (sqlite3_prepare_v2(db, "SELECT total(stored_len) FROM chunks WHERE refs > 0",
+				       -1, &s, NULL) != SQLITE_OK)
 			return -EIO;
 		val[0] = sqlite3_step(s) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
 		sqlite3_finalize(s);
@@ -624,7 +631,8 @@ static int evict(struct store *st, uint64_t max_size, const struct gc_hooks *h,
 		for (size_t i = 0; i < n; i++) {
 			struct idx_inode in;
 
-			if (r < 0 || used <= max_size || (h && h->skip && h->skip(h->data, v[i].ino))) {
+			if (r < 0 || used <= max_size ||
+			    (h && h->skip && h->skip(h->data, v[i].ino))) {
 				skipped += r == 0 && used > max_size;
 				free(v[i].name);
 				continue;
@@ -714,8 +722,7 @@ static int delete_pack_row(sqlite3 *db, uint64_t id)
 }
 
 /* Move a pack's live chunks to the active pack, in a transaction of its own, then delete it. */
-static int rewrite_pack(struct store *st, const struct pack_usage *p, uint8_t *buf,
-			FILE *progress)
+static int rewrite_pack(struct store *st, const struct pack_usage *p, uint8_t *buf, FILE *progress)
 {
 	sqlite3 *db = idx_db(store_idx(st));
 	sqlite3_stmt *upd = NULL;
@@ -739,10 +746,11 @@ static int rewrite_pack(struct store *st, const struct pack_usage *p, uint8_t *b
 	{
 		void *ctx[3] = {st, buf, upd};
 
-		snprintf(sql, sizeof(sql),
-			 "SELECT id, key, digest, pack, raw_len, off, stored_len, flags FROM chunks "
-			 "WHERE pack = %" PRIu64 " ORDER BY off",
-			 p->id);
+		snprintf(
+			sql, sizeof(sql),
+			"SELECT id, key, digest, pack, raw_len, off, stored_len, flags FROM chunks "
+			"WHERE pack = %" PRIu64 " ORDER BY off",
+			p->id);
 		r = each_row(db, sql, rewrite_chunk, ctx);
 	}
 	sqlite3_finalize(upd);
@@ -853,7 +861,8 @@ int maint_gc(struct store *st, uint64_t max_size, FILE *progress, const struct g
 			bool mostly_dead = p->live * 2 < p->size;
 			bool over = max_size && total > max_size && p->live * 10 < p->size * 9;
 
-			if (p->live == 0 || p->id == store_active_pack(st) || !(mostly_dead || over))
+			if (p->live == 0 || p->id == store_active_pack(st) ||
+			    !(mostly_dead || over))
 				continue;
 			r = rewrite_pack(st, p, buf, progress);
 			if (r < 0)

@@ -309,7 +309,7 @@ static int writer_reserve_scratch(struct pack_writer *w, size_t len)
  * *ret_stored_len is its size, or 0 to store the chunk raw. 0 or -ENOMEM.
  */
 static int writer_maybe_compress(struct pack_writer *w, const void *data, uint32_t raw_len,
-                                 uint32_t *ret_stored_len)
+				 uint32_t *ret_stored_len)
 {
 	uint32_t saving = raw_len / 16 > 0 ? raw_len / 16 : 1;
 	uint32_t cap = raw_len - saving;
@@ -356,7 +356,7 @@ static int writer_reserve_entry(struct pack_writer *w)
 }
 
 int pack_writer_append(struct pack_writer *w, const chunk_key *key, const chunk_digest *digest,
-                       const void *data, uint32_t raw_len, bool compress, struct pack_loc *ret_loc)
+		       const void *data, uint32_t raw_len, bool compress, struct pack_loc *ret_loc)
 {
 	uint8_t hdr_buf[ENTRY_HDR_SIZE];
 	struct entry_hdr hdr = {.flags = 0, .raw_len = raw_len, .stored_len = raw_len};
@@ -410,7 +410,7 @@ int pack_writer_append(struct pack_writer *w, const chunk_key *key, const chunk_
 	e->digest = *digest;
 	e->raw_len = raw_len;
 	e->loc = (struct pack_loc){
-	        .offset = w->end, .stored_len = hdr.stored_len, .flags = hdr.flags};
+		.offset = w->end, .stored_len = hdr.stored_len, .flags = hdr.flags};
 	w->end += ENTRY_HDR_SIZE + (uint64_t)hdr.stored_len;
 	w->unsynced = true;
 	*ret_loc = e->loc;
@@ -585,7 +585,7 @@ static uint8_t *read_ctx_buf(struct read_ctx *c, size_t len, uint8_t **ret_owned
 }
 
 int pack_read_chunk(int fd, const struct pack_loc *loc, const chunk_key *key, void *buf,
-                    uint32_t raw_len)
+		    uint32_t raw_len)
 {
 	uint8_t hdr_buf[ENTRY_HDR_SIZE];
 	struct entry_hdr hdr;
@@ -635,7 +635,7 @@ int pack_read_chunk(int fd, const struct pack_loc *loc, const chunk_key *key, vo
 
 	if (loc->flags & PACK_F_ZSTD) {
 		size_t got_len =
-		        ZSTD_decompressDCtx(ctx->dctx, buf, raw_len, zbuf, loc->stored_len);
+			ZSTD_decompressDCtx(ctx->dctx, buf, raw_len, zbuf, loc->stored_len);
 
 		if (ZSTD_isError(got_len) || got_len != raw_len)
 			goto out_free_owned;
@@ -677,7 +677,7 @@ static int pack_hdr_read(int fd, uint64_t size, uint64_t *ret_pack_id)
  * is no usable footer; or -errno from the read.
  */
 static int footer_load(int fd, uint64_t size, uint8_t **ret_buf, uint64_t *ret_count,
-                       uint64_t *ret_end)
+		       uint64_t *ret_end)
 {
 	uint8_t trailer[TRAILER_SIZE];
 	uint64_t count, foot_off, len, expect;
@@ -746,7 +746,7 @@ out_free_buf:
 
 /* Walk entry headers from the file header; *ret_end is where the walk stopped. As pack_scan. */
 static int scan_sequential(int fd, uint64_t size, int (*cb)(const struct pack_entry *e, void *),
-                           void *userdata, uint64_t *ret_end)
+			   void *userdata, uint64_t *ret_end)
 {
 	uint64_t off = PACK_HDR_SIZE;
 	uint8_t hdr_buf[ENTRY_HDR_SIZE];
@@ -764,10 +764,10 @@ static int scan_sequential(int fd, uint64_t size, int (*cb)(const struct pack_en
 		if (size - off - ENTRY_HDR_SIZE < hdr.stored_len)
 			break;
 		e = (struct pack_entry){
-		        .key = hdr.key,
-		        .digest = hdr.digest,
-		        .raw_len = hdr.raw_len,
-		        .loc = {.offset = off, .stored_len = hdr.stored_len, .flags = hdr.flags},
+			.key = hdr.key,
+			.digest = hdr.digest,
+			.raw_len = hdr.raw_len,
+			.loc = {.offset = off, .stored_len = hdr.stored_len, .flags = hdr.flags},
 		};
 		if (cb) {
 			r = cb(&e, userdata);
@@ -781,7 +781,7 @@ static int scan_sequential(int fd, uint64_t size, int (*cb)(const struct pack_en
 }
 
 int pack_scan(int fd, int (*cb)(const struct pack_entry *e, void *userdata), void *userdata,
-              uint64_t *ret_pack_id, uint64_t *ret_valid_end)
+	      uint64_t *ret_pack_id, uint64_t *ret_valid_end)
 {
 	uint64_t pack_id = 0, count = 0, end = 0;
 	uint8_t *foot = NULL;

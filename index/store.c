@@ -32,9 +32,9 @@ struct store {
 	struct chunker_params params;
 	struct idx *idx;
 
-	uint64_t pack_target; /* seal packs past this size */
-	int64_t space_checked;  /* mono ns of the last statvfs; caller's writer lock */
-	uint64_t space_avail;   /* bytes free then, less what was appended since */
+	uint64_t pack_target;       /* seal packs past this size */
+	int64_t space_checked;      /* mono ns of the last statvfs; caller's writer lock */
+	uint64_t space_avail;       /* bytes free then, less what was appended since */
 	struct pack_writer *writer; /* active pack; caller's writer lock */
 	uint64_t writer_id;
 
@@ -101,10 +101,11 @@ static int write_config(int dirfd, const struct chunker_params *p)
 	char buf[512];
 	int fd, n, r = 0;
 
-	n = snprintf(buf, sizeof(buf),
-		     "# pkgcachefs store. Do not edit: the chunker parameters are fixed at creation.\n"
-		     "format = %d\nchunk_min = %u\nchunk_avg = %u\nchunk_max = %u\n",
-		     STORE_FORMAT_VERSION, p->min, p->avg, p->max);
+	n = snprintf(
+		buf, sizeof(buf),
+		"# pkgcachefs store. Do not edit: the chunker parameters are fixed at creation.\n"
+		"format = %d\nchunk_min = %u\nchunk_avg = %u\nchunk_max = %u\n",
+		STORE_FORMAT_VERSION, p->min, p->avg, p->max);
 	fd = openat(dirfd, "config.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;

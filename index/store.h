@@ -69,7 +69,8 @@ int store_write_pid(struct store *st);
  * is full or nearly so: a reserve is kept so that the index can still commit).
  */
 int store_append_chunk(struct store *st, const chunk_key *key, const chunk_digest *digest,
-		       const void *data, uint32_t len, uint64_t *ret_pack, struct pack_loc *ret_loc);
+		       const void *data, uint32_t len, uint64_t *ret_pack,
+		       struct pack_loc *ret_loc);
 
 /* Id of the pack being appended to, or 0. gc leaves it alone. */
 uint64_t store_active_pack(const struct store *st);

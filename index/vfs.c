@@ -86,10 +86,10 @@ struct vnode {
 	int64_t mtime, ctime;
 
 	pthread_rwlock_t rw;
-	int staging_fd;          /* rw; -1 when not staged */
-	bool dirty;              /* rw; staging content not yet committed */
-	struct stream *stream;   /* rw; a file being written sequentially from empty */
-	struct idx_extent *ext;  /* rw; committed extents, loaded while open */
+	int staging_fd;         /* rw; -1 when not staged */
+	bool dirty;             /* rw; staging content not yet committed */
+	struct stream *stream;  /* rw; a file being written sequentially from empty */
+	struct idx_extent *ext; /* rw; committed extents, loaded while open */
 	size_t next_count;
 	bool ext_valid;
 };
@@ -115,9 +115,9 @@ struct vfs {
 
 	pthread_rwlock_t gc_lock;
 	pthread_mutex_t lock;
-	struct vnode **buckets; /* lock; a power of two of them, grown to keep chains short */
+	struct vnode **buckets;  /* lock; a power of two of them, grown to keep chains short */
 	size_t nbuckets, nnodes; /* lock */
-	uint64_t commits;                    /* lock; commits done */
+	uint64_t commits;        /* lock; commits done */
 
 	pthread_mutex_t sync_lock;
 	uint64_t durable; /* sync_lock; commits known durable */
@@ -426,7 +426,8 @@ static void *commit_thread(void *arg)
 				/* Evict to 90% so that gc does not run again at once. */
 				r = vfs_gc(v, v->opts.max_size / 10 * 9, &rep);
 				if (r < 0)
-					log_warn("gc to stay within max_size failed: %s", strerror(-r));
+					log_warn("gc to stay within max_size failed: %s",
+						 strerror(-r));
 				else
 					log_info("gc: evicted %llu files to stay within max_size",
 						 (unsigned long long)rep.evicted_files);
@@ -1505,8 +1506,8 @@ static void refresh_locations(struct vfs *v)
 			if (n->ext_valid) {
 				free(n->ext);
 				n->ext = NULL;
-				n->ext_valid = idx_get_extents(v->x, n->ino, &n->ext,
-							       &n->next_count) == 0;
+				n->ext_valid =
+					idx_get_extents(v->x, n->ino, &n->ext, &n->next_count) == 0;
 			}
 			if (n->stream) {
 				struct ext_vec *ev = &n->stream->ev;
@@ -1766,7 +1767,8 @@ int vfs_mkdir(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const cha
 	pthread_mutex_lock(&v->lock);
 	r = op_begin(v);
 	if (r == 0)
-		r = op_end(v, make_node(v, c, parent, name, S_IFDIR | (mode & 07777), 0, NULL, ret));
+		r = op_end(v,
+			   make_node(v, c, parent, name, S_IFDIR | (mode & 07777), 0, NULL, ret));
 	pthread_mutex_unlock(&v->lock);
 	return r;
 }
@@ -1798,8 +1800,7 @@ int vfs_readlink(struct vfs *v, uint64_t ino, char *buf, size_t len)
 	return r < 0 ? r : 0;
 }
 
-int vfs_link(struct vfs *v, uint64_t ino, uint64_t newparent, const char *newname,
-	     struct stat *ret)
+int vfs_link(struct vfs *v, uint64_t ino, uint64_t newparent, const char *newname, struct stat *ret)
 {
 	struct idx_inode in;
 	uint64_t existing;
@@ -2321,7 +2322,8 @@ int vfs_create(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const ch
 	pthread_mutex_lock(&v->lock);
 	r = op_begin(v);
 	if (r == 0)
-		r = op_end(v, make_node(v, c, parent, name, S_IFREG | (mode & 07777), 0, NULL, ret));
+		r = op_end(v,
+			   make_node(v, c, parent, name, S_IFREG | (mode & 07777), 0, NULL, ret));
 	if (r < 0) {
 		pthread_mutex_unlock(&v->lock);
 		return r;

@@ -70,7 +70,7 @@ static size_t feed_next(struct feed *f, size_t left)
  * gets its size. Returns the count; *ret_cuts is malloc()ed and freed by the caller.
  */
 static size_t chunk_all(const struct chunker_params *p, const uint8_t *buf, size_t len,
-                        struct feed *f, size_t **ret_cuts, size_t *ret_tail)
+			struct feed *f, size_t **ret_cuts, size_t *ret_tail)
 {
 	/* Every chunk but the last is at least min bytes long. */
 	size_t cap = len / p->min + 1;
@@ -92,7 +92,7 @@ static size_t chunk_all(const struct chunker_params *p, const uint8_t *buf, size
 				break;
 			}
 			cr_assert(k >= 1 && k <= piece - done, "scan returned %zu of %zu", k,
-			          piece - done);
+				  piece - done);
 			done += k;
 			cr_assert_lt(n, cap, "more cuts than len / min allows");
 			cuts[n++] = off + done;
@@ -106,7 +106,7 @@ static size_t chunk_all(const struct chunker_params *p, const uint8_t *buf, size
 }
 
 static size_t chunk_whole(const struct chunker_params *p, const uint8_t *buf, size_t len,
-                          size_t **ret_cuts, size_t *ret_tail)
+			  size_t **ret_cuts, size_t *ret_tail)
 {
 	struct feed f = {.piece = SIZE_MAX};
 
@@ -116,11 +116,11 @@ static size_t chunk_whole(const struct chunker_params *p, const uint8_t *buf, si
 /* Parameter sets the invariant tests run over, from tiny (many chunks, every phase exercised
  * often) to the store default, plus the degenerate min == avg == max. */
 static const struct chunker_params param_sets[] = {
-        {.min = 64, .avg = 256, .max = 1024},
-        {.min = 1 * KiB, .avg = 4 * KiB, .max = 16 * KiB},
-        {.min = 16 * KiB, .avg = 64 * KiB, .max = 256 * KiB},
-        {.min = 100, .avg = 128, .max = 129},
-        {.min = 4 * KiB, .avg = 4 * KiB, .max = 4 * KiB},
+	{.min = 64, .avg = 256, .max = 1024},
+	{.min = 1 * KiB, .avg = 4 * KiB, .max = 16 * KiB},
+	{.min = 16 * KiB, .avg = 64 * KiB, .max = 256 * KiB},
+	{.min = 100, .avg = 128, .max = 129},
+	{.min = 4 * KiB, .avg = 4 * KiB, .max = 4 * KiB},
 };
 
 #define N_PARAM_SETS (sizeof(param_sets) / sizeof(param_sets[0]))
@@ -134,8 +134,8 @@ Test(chunker_golden, gear_table_checksum)
 		for (size_t k = 0; k < 8; k++)
 			le[8 * i + k] = (uint8_t)(chunker_gear[i] >> (8 * k));
 	cr_assert_eq(hash_check64(le, sizeof(le)), UINT64_C(0x2de56b68535a86a3),
-	             "gear table changed: XXH3-64 is %016llx",
-	             (unsigned long long)hash_check64(le, sizeof(le)));
+		     "gear table changed: XXH3-64 is %016llx",
+		     (unsigned long long)hash_check64(le, sizeof(le)));
 	cr_assert_eq(chunker_gear[0], UINT64_C(0x4e4ce4a7b21847f4));
 	cr_assert_eq(chunker_gear[255], UINT64_C(0x31529fec0e72de1b));
 }
@@ -149,7 +149,7 @@ Test(chunker_golden, gear_table_reproducible)
 		uint64_t want = splitmix64(&state);
 
 		cr_assert_eq(chunker_gear[i], want, "gear[%zu] is %016llx, generator gives %016llx",
-		             i, (unsigned long long)chunker_gear[i], (unsigned long long)want);
+			     i, (unsigned long long)chunker_gear[i], (unsigned long long)want);
 	}
 }
 
@@ -188,18 +188,18 @@ Test(chunker_golden, mask_widths)
 
 /* Cut points of the 8 MiB splitmix64(seed 42) input with the default parameters. */
 static const size_t golden_cuts_8m[] = {
-        62365,   91814,   135588,  203257,  269129,  335757,  416776,  541079,  608640,  684416,
-        758443,  780920,  847526,  937347,  1005112, 1085589, 1178718, 1269405, 1345555, 1442022,
-        1561957, 1638470, 1714630, 1792389, 1860868, 1928692, 1994524, 2064421, 2154486, 2216190,
-        2289095, 2361034, 2431703, 2530905, 2584205, 2650126, 2716626, 2796291, 2875728, 2942103,
-        3020417, 3095982, 3161992, 3240062, 3308633, 3345251, 3424251, 3492177, 3562419, 3609248,
-        3644137, 3730239, 3825613, 3872998, 3943238, 4017998, 4168653, 4237455, 4344333, 4411030,
-        4496589, 4568891, 4643384, 4735304, 4808661, 4829622, 4933798, 5053407, 5127442, 5209071,
-        5249449, 5273811, 5348363, 5426043, 5520070, 5545534, 5616034, 5728738, 5797414, 5887446,
-        5953391, 5997333, 6065749, 6163851, 6238075, 6307963, 6375932, 6459629, 6535686, 6559015,
-        6647568, 6764171, 6790911, 6863015, 6884367, 6928113, 6999755, 7071883, 7171190, 7268206,
-        7344104, 7438778, 7466308, 7558200, 7627489, 7693733, 7761273, 7829230, 7902775, 7991032,
-        8059324, 8137162, 8223682, 8342000,
+	62365,   91814,   135588,  203257,  269129,  335757,  416776,  541079,  608640,  684416,
+	758443,  780920,  847526,  937347,  1005112, 1085589, 1178718, 1269405, 1345555, 1442022,
+	1561957, 1638470, 1714630, 1792389, 1860868, 1928692, 1994524, 2064421, 2154486, 2216190,
+	2289095, 2361034, 2431703, 2530905, 2584205, 2650126, 2716626, 2796291, 2875728, 2942103,
+	3020417, 3095982, 3161992, 3240062, 3308633, 3345251, 3424251, 3492177, 3562419, 3609248,
+	3644137, 3730239, 3825613, 3872998, 3943238, 4017998, 4168653, 4237455, 4344333, 4411030,
+	4496589, 4568891, 4643384, 4735304, 4808661, 4829622, 4933798, 5053407, 5127442, 5209071,
+	5249449, 5273811, 5348363, 5426043, 5520070, 5545534, 5616034, 5728738, 5797414, 5887446,
+	5953391, 5997333, 6065749, 6163851, 6238075, 6307963, 6375932, 6459629, 6535686, 6559015,
+	6647568, 6764171, 6790911, 6863015, 6884367, 6928113, 6999755, 7071883, 7171190, 7268206,
+	7344104, 7438778, 7466308, 7558200, 7627489, 7693733, 7761273, 7829230, 7902775, 7991032,
+	8059324, 8137162, 8223682, 8342000,
 };
 
 #define N_GOLDEN_CUTS_8M (sizeof(golden_cuts_8m) / sizeof(golden_cuts_8m[0]))
@@ -214,7 +214,7 @@ Test(chunker_golden, random_8m_cut_points)
 	cr_assert_eq(n, N_GOLDEN_CUTS_8M, "%zu cut points, pinned %zu", n, N_GOLDEN_CUTS_8M);
 	for (size_t i = 0; i < n; i++)
 		cr_assert_eq(cuts[i], golden_cuts_8m[i], "cut %zu at %zu, pinned at %zu", i,
-		             cuts[i], golden_cuts_8m[i]);
+			     cuts[i], golden_cuts_8m[i]);
 	cr_assert_eq(tail, 46608);
 	free(cuts);
 	free(buf);
@@ -259,8 +259,8 @@ Test(chunker, sizes_within_bounds)
 			size_t size = cuts[i] - prev;
 
 			cr_assert(size >= p->min && size <= p->max,
-			          "set %zu: chunk %zu is %zu bytes, outside [%u, %u]", s, i, size,
-			          p->min, p->max);
+				  "set %zu: chunk %zu is %zu bytes, outside [%u, %u]", s, i, size,
+				  p->min, p->max);
 			sum += size;
 			prev = cuts[i];
 		}
@@ -278,8 +278,8 @@ Test(chunker, mean_size_near_avg)
 	 * mean far off. With min = avg / 4 and max = 4 * avg the mean is about 1.15 * avg.
 	 */
 	static const struct chunker_params sets[] = {
-	        {.min = 1 * KiB, .avg = 4 * KiB, .max = 16 * KiB},
-	        {.min = 16 * KiB, .avg = 64 * KiB, .max = 256 * KiB},
+		{.min = 1 * KiB, .avg = 4 * KiB, .max = 16 * KiB},
+		{.min = 16 * KiB, .avg = 64 * KiB, .max = 256 * KiB},
 	};
 	size_t len = 16 * MiB;
 	uint8_t *buf = random_bytes(99, len);
@@ -290,7 +290,7 @@ Test(chunker, mean_size_near_avg)
 		double mean = (double)(len - tail) / (double)n;
 
 		cr_assert(mean > 1.0 * sets[s].avg && mean < 1.3 * sets[s].avg,
-		          "avg %u: mean chunk %.0f", sets[s].avg, mean);
+			  "avg %u: mean chunk %.0f", sets[s].avg, mean);
 		free(cuts);
 	}
 	free(buf);
@@ -300,12 +300,12 @@ Test(chunker, split_independent)
 {
 	/* 1 and 7 byte pieces land every phase boundary at every alignment within a call. */
 	static const struct feed feeds[] = {
-	        {.piece = 1},
-	        {.piece = 7},
-	        {.piece = 4096},
-	        {.piece = 0, .max_piece = 3, .state = 1},
-	        {.piece = 0, .max_piece = 100, .state = 2},
-	        {.piece = 0, .max_piece = 100000, .state = 3},
+		{.piece = 1},
+		{.piece = 7},
+		{.piece = 4096},
+		{.piece = 0, .max_piece = 3, .state = 1},
+		{.piece = 0, .max_piece = 100, .state = 2},
+		{.piece = 0, .max_piece = 100000, .state = 3},
 	};
 	size_t len = 4 * MiB + 3;
 	uint8_t *buf = random_bytes(1234, len);
@@ -321,7 +321,7 @@ Test(chunker, split_independent)
 			size_t got_n = chunk_all(p, buf, len, &fd, &got, &got_tail);
 
 			cr_assert_eq(got_n, want_n, "set %zu feed %zu: %zu cuts, whole gives %zu",
-			             s, f, got_n, want_n);
+				     s, f, got_n, want_n);
 			for (size_t i = 0; i < got_n; i++)
 				cr_assert_eq(got[i], want[i], "set %zu feed %zu: cut %zu", s, f, i);
 			cr_assert_eq(got_tail, want_tail);
@@ -367,7 +367,7 @@ Test(chunker, hash_is_a_64_byte_window)
 				break;
 			if (c.pos >= p.min) {
 				cr_assert_eq(c.hash, window_hash(buf + off + 1),
-				             "start %zu, pos %u", start, c.pos);
+					     "start %zu, pos %u", start, c.pos);
 				checked++;
 			}
 		}
@@ -440,7 +440,7 @@ static void check_resync(const uint8_t *orig, size_t len, size_t off, size_t del
 	}
 	cr_assert_gt(after, 50, "edit too close to the end to tell");
 	cr_assert_geq(common, after - 2, "edit at %zu (-%zu +%zu): only %zu of %zu cuts survive",
-	              off, del, ins, common, after);
+		      off, del, ins, common, after);
 	cr_assert_eq(btail, atail, "the final chunk differs");
 	free(a);
 	free(b);
@@ -465,23 +465,23 @@ Test(chunker, params_validate)
 		struct chunker_params p;
 		int want;
 	} cases[] = {
-	        {{16 * KiB, 64 * KiB, 256 * KiB}, 0},
-	        {{64, 64, 64}, 0},
-	        {{64, 128, CHUNKER_MAX_LIMIT}, 0},
-	        {{16 * MiB, 16 * MiB, 16 * MiB}, 0},
-	        {{65 * KiB, 64 * KiB, 256 * KiB}, -EINVAL},             /* min > avg */
-	        {{16 * KiB, 64 * KiB + 1, 256 * KiB}, -EINVAL},         /* avg not a power of two */
-	        {{16 * KiB, 48 * KiB, 256 * KiB}, -EINVAL},             /* avg not a power of two */
-	        {{16 * KiB, 64 * KiB, 64 * KiB - 1}, -EINVAL},          /* max < avg */
-	        {{63, 64, 256}, -EINVAL},                               /* min below the limit */
-	        {{0, 0, 0}, -EINVAL},                                   /* everything zero */
-	        {{16 * KiB, 64 * KiB, CHUNKER_MAX_LIMIT + 1}, -EINVAL}, /* max above the limit */
-	        {{32 * MiB, 32 * MiB, 32 * MiB}, -EINVAL},              /* all above the limit */
-	        {{64, 1u << 31, UINT32_MAX}, -EINVAL},                  /* huge avg, max */
+		{{16 * KiB, 64 * KiB, 256 * KiB}, 0},
+		{{64, 64, 64}, 0},
+		{{64, 128, CHUNKER_MAX_LIMIT}, 0},
+		{{16 * MiB, 16 * MiB, 16 * MiB}, 0},
+		{{65 * KiB, 64 * KiB, 256 * KiB}, -EINVAL},             /* min > avg */
+		{{16 * KiB, 64 * KiB + 1, 256 * KiB}, -EINVAL},         /* avg not a power of two */
+		{{16 * KiB, 48 * KiB, 256 * KiB}, -EINVAL},             /* avg not a power of two */
+		{{16 * KiB, 64 * KiB, 64 * KiB - 1}, -EINVAL},          /* max < avg */
+		{{63, 64, 256}, -EINVAL},                               /* min below the limit */
+		{{0, 0, 0}, -EINVAL},                                   /* everything zero */
+		{{16 * KiB, 64 * KiB, CHUNKER_MAX_LIMIT + 1}, -EINVAL}, /* max above the limit */
+		{{32 * MiB, 32 * MiB, 32 * MiB}, -EINVAL},              /* all above the limit */
+		{{64, 1u << 31, UINT32_MAX}, -EINVAL},                  /* huge avg, max */
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		cr_assert_eq(chunker_params_validate(&cases[i].p), cases[i].want,
-		             "case %zu {%u, %u, %u}", i, cases[i].p.min, cases[i].p.avg,
-		             cases[i].p.max);
+			     "case %zu {%u, %u, %u}", i, cases[i].p.min, cases[i].p.avg,
+			     cases[i].p.max);
 }

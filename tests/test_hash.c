@@ -54,7 +54,7 @@ Test(hash, key_known_answers)
 	assert_key("a", 1, "a96faf705af16834e6c632b61e964e1f");
 	assert_key("abc", 3, "06b05ab6733a618578af5f94892f3950");
 	assert_key("The quick brown fox jumps over the lazy dog", 43,
-	           "ddd650205ca3e7fa24a1cc2e3a8a7651");
+		   "ddd650205ca3e7fa24a1cc2e3a8a7651");
 }
 
 Test(hash, key_known_answers_long)
@@ -85,12 +85,12 @@ Test(hash, digest_known_answers)
 	assert_digest("", 0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 	assert_digest("abc", 3, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 	assert_digest("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 56,
-	              "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+		      "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 
 	cr_assert_not_null(million_a);
 	memset(million_a, 'a', 1000000);
 	assert_digest(million_a, 1000000,
-	              "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+		      "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 	free(million_a);
 }
 
@@ -101,7 +101,7 @@ Test(hash, check64_known_answers)
 	cr_assert_eq(hash_check64("", 0), UINT64_C(0x2d06800538d394c2));
 	cr_assert_eq(hash_check64("abc", 3), UINT64_C(0x78af5f94892f3950));
 	cr_assert_eq(hash_check64("The quick brown fox jumps over the lazy dog", 43),
-	             UINT64_C(0xce7d19a5418fb365));
+		     UINT64_C(0xce7d19a5418fb365));
 	cr_assert_eq(hash_check64(p200, 200), UINT64_C(0xf42a8864feaf0703));
 	free(p200);
 }

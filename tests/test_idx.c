@@ -62,8 +62,15 @@ TestSuite(idx, .init = setup, .fini = teardown);
 
 Test(idx, inode_roundtrip)
 {
-	struct idx_inode in = {.mode = 0100640, .uid = 1000, .gid = 100, .nlink = 1, .size = 12,
-			       .rdev = 0, .atime = 1, .mtime = 1234567890123456789, .ctime = 3};
+	struct idx_inode in = {.mode = 0100640,
+			       .uid = 1000,
+			       .gid = 100,
+			       .nlink = 1,
+			       .size = 12,
+			       .rdev = 0,
+			       .atime = 1,
+			       .mtime = 1234567890123456789,
+			       .ctime = 3};
 	struct idx_inode out;
 	uint64_t a, b;
 
@@ -141,7 +148,8 @@ Test(idx, chunk_match_needs_digest)
 
 	cr_assert_eq(idx_begin(x), 0);
 	cr_assert_eq(idx_add_chunk(x, &k, &d1, 10, 1, &loc, &a), 0);
-	cr_assert_eq(idx_find_chunk(x, &k, &d2, &got, NULL, NULL), 0, "a key match alone must not dedup");
+	cr_assert_eq(idx_find_chunk(x, &k, &d2, &got, NULL, NULL), 0,
+		     "a key match alone must not dedup");
 	cr_assert_eq(idx_add_chunk(x, &k, &d2, 10, 1, &loc, &b), 0);
 	cr_assert_eq(idx_find_chunk(x, &k, &d2, &got, NULL, NULL), 1);
 	cr_assert_eq(got, b);

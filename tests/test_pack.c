@@ -82,8 +82,8 @@ struct chunk {
 static void chunk_fill(struct chunk *c, uint32_t len, bool text, uint64_t seed)
 {
 	static const char *const words[] = {"package", "cache ", "chunk", "index\n", "pack",
-	                                    "zstd ",   "store",  "file ", "data",    "version\n",
-	                                    "lib",     "python", "npm ",  "cargo",   "wheel "};
+					    "zstd ",   "store",  "file ", "data",    "version\n",
+					    "lib",     "python", "npm ",  "cargo",   "wheel "};
 	uint64_t s = seed;
 	uint32_t i = 0;
 
@@ -113,15 +113,15 @@ static void chunks_free(struct chunk *cs, size_t n)
 }
 
 static struct pack_writer *pack_with(const char *name, uint64_t pack_id, struct chunk *cs, size_t n,
-                                     bool compress)
+				     bool compress)
 {
 	struct pack_writer *w = NULL;
 
 	cr_assert_eq(pack_writer_create(dfd, name, pack_id, &w), 0);
 	for (size_t i = 0; i < n; i++)
 		cr_assert_eq(pack_writer_append(w, &cs[i].key, &cs[i].digest, cs[i].data, cs[i].len,
-		                                compress, &cs[i].loc),
-		             0, "append %zu", i);
+						compress, &cs[i].loc),
+			     0, "append %zu", i);
 	return w;
 }
 
@@ -184,7 +184,7 @@ static int read_back(int fd, const struct chunk *c)
 	r = pack_read_chunk(fd, &c->loc, &c->key, buf, c->len);
 	if (r == 0)
 		cr_assert_eq(memcmp(buf, c->data, c->len), 0, "chunk at %llu differs",
-		             (unsigned long long)c->loc.offset);
+			     (unsigned long long)c->loc.offset);
 	free(buf);
 	return r;
 }
@@ -312,8 +312,8 @@ Test(pack, invalid_arguments)
 	w = pack_with("inval.pack", 1, &c, 1, true);
 	cr_assert_eq(pack_writer_append(w, &c.key, &c.digest, c.data, 0, true, &loc), -EINVAL);
 	cr_assert_eq(
-	        pack_writer_append(w, &c.key, &c.digest, c.data, PACK_MAX_CHUNK + 1, true, &loc),
-	        -EINVAL);
+		pack_writer_append(w, &c.key, &c.digest, c.data, PACK_MAX_CHUNK + 1, true, &loc),
+		-EINVAL);
 	cr_assert_eq(pack_writer_size(w), entry_end(&c), "failed appends wrote nothing");
 
 	fd = pack_writer_fd(w);
@@ -382,12 +382,12 @@ Test(pack, flipped_data_byte_is_eio)
 	for (int i = 0; i < 2; i++) {
 		uint64_t data = cs[i].loc.offset + ENTRY_HDR;
 		const uint64_t offs[] = {data, data + cs[i].loc.stored_len / 2,
-		                         data + cs[i].loc.stored_len - 1};
+					 data + cs[i].loc.stored_len - 1};
 
 		for (int k = 0; k < 3; k++) {
 			flip("data.pack", offs[k]);
 			cr_assert_eq(read_back(fd, &cs[i]), -EIO, "chunk %d, byte %llu", i,
-			             (unsigned long long)offs[k]);
+				     (unsigned long long)offs[k]);
 			flip("data.pack", offs[k]);
 			cr_assert_eq(read_back(fd, &cs[i]), 0);
 		}
@@ -407,7 +407,7 @@ Test(pack, flipped_entry_header_byte_is_eio)
 		for (uint64_t b = 0; b < ENTRY_HDR; b++) {
 			flip("hdr.pack", cs[i].loc.offset + b);
 			cr_assert_eq(read_back(fd, &cs[i]), -EIO, "chunk %d, header byte %llu", i,
-			             (unsigned long long)b);
+				     (unsigned long long)b);
 			flip("hdr.pack", cs[i].loc.offset + b);
 		}
 		cr_assert_eq(read_back(fd, &cs[i]), 0);
@@ -525,11 +525,11 @@ Test(pack, scan_torn_tail)
 	small_pack("torn.pack", cs, false);
 	const uint64_t off = cs[4].loc.offset;
 	const uint64_t cuts[] = {off + 1,
-	                         off + 40,
-	                         off + ENTRY_HDR - 1,
-	                         off + ENTRY_HDR,
-	                         off + ENTRY_HDR + cs[4].loc.stored_len / 2,
-	                         entry_end(&cs[4]) - 1};
+				 off + 40,
+				 off + ENTRY_HDR - 1,
+				 off + ENTRY_HDR,
+				 off + ENTRY_HDR + cs[4].loc.stored_len / 2,
+				 entry_end(&cs[4]) - 1};
 
 	/* Cut from the longest to the shortest, so that each cut is a truncation. */
 	for (size_t k = sizeof(cuts) / sizeof(cuts[0]); k-- > 0;) {
@@ -586,7 +586,7 @@ Test(pack, scan_corrupt_footer_falls_back)
 
 	/* A record, and each field of the trailer: magic, count, offset, checksum. */
 	const uint64_t offs[] = {foot + 3,           foot + 2 * FOOTER_REC + 50, size - TRAILER + 2,
-	                         size - TRAILER + 8, size - TRAILER + 16,        size - 1};
+				 size - TRAILER + 8, size - TRAILER + 16,        size - 1};
 	for (size_t k = 0; k < sizeof(offs) / sizeof(offs[0]); k++) {
 		flip("cf.pack", offs[k]);
 		cr_assert_eq(scan("cf.pack", &got, NULL, &end), 0);
@@ -766,7 +766,7 @@ Test(pack, append_after_write_failure)
 	set_fsize_limit(size + 1000);
 	loc.offset = 12345;
 	cr_assert_eq(pack_writer_append(w, &big.key, &big.digest, big.data, big.len, true, &loc),
-	             -EFBIG);
+		     -EFBIG);
 	cr_assert_eq(loc.offset, 12345, "*ret_loc untouched on failure");
 	cr_assert_eq(pack_writer_size(w), size);
 	cr_assert_eq(file_size(fd), size, "the partial write was cut off");
@@ -775,8 +775,8 @@ Test(pack, append_after_write_failure)
 
 	/* The writer is still usable: what fits goes in. */
 	cr_assert_eq(pack_writer_append(w, &cs[4].key, &cs[4].digest, cs[4].data, cs[4].len, true,
-	                                &cs[4].loc),
-	             0);
+					&cs[4].loc),
+		     0);
 	cr_assert_eq(cs[4].loc.offset, size);
 	cr_assert_eq(read_back(fd, &cs[4]), 0);
 
@@ -787,8 +787,8 @@ Test(pack, append_after_write_failure)
 
 	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &saved), 0);
 	cr_assert_eq(pack_writer_append(w, &cs[5].key, &cs[5].digest, cs[5].data, cs[5].len, true,
-	                                &cs[5].loc),
-	             0);
+					&cs[5].loc),
+		     0);
 	cr_assert_eq(pack_writer_seal(w), 0);
 	pack_writer_free(w);
 
@@ -864,7 +864,7 @@ static uint64_t get_le(const uint8_t *p, int n)
 
 /* An entry header encoded from docs/format-pack.md, independently of pack.c. */
 static void spec_entry_hdr(uint8_t out[ENTRY_HDR], uint32_t flags, uint32_t raw_len,
-                           uint32_t stored_len, const chunk_key *key, const chunk_digest *digest)
+			   uint32_t stored_len, const chunk_key *key, const chunk_digest *digest)
 {
 	memcpy(out, "PKCE", 4);
 	put_le(out + 4, flags, 4);
@@ -900,11 +900,11 @@ Test(pack, format_matches_spec)
 
 	for (int i = 0; i < 5; i++) {
 		spec_entry_hdr(want, cs[i].loc.flags, cs[i].len, cs[i].loc.stored_len, &cs[i].key,
-		               &cs[i].digest);
+			       &cs[i].digest);
 		cr_assert_eq(memcmp(f + cs[i].loc.offset, want, ENTRY_HDR), 0, "entry %d", i);
 		if (!(cs[i].loc.flags & PACK_F_ZSTD))
 			cr_assert_eq(
-			        memcmp(f + cs[i].loc.offset + ENTRY_HDR, cs[i].data, cs[i].len), 0);
+				memcmp(f + cs[i].loc.offset + ENTRY_HDR, cs[i].data, cs[i].len), 0);
 	}
 
 	foot = entry_end(&cs[4]);

@@ -65,7 +65,8 @@ static uint64_t write_file(const char *name, const uint8_t *data, size_t n)
 	while (done < n) {
 		size_t step = n - done < 100000 ? n - done : 100000;
 
-		cr_assert_eq(vfs_write(v, f, data + done, step, (off_t)done, NULL, NULL), (ssize_t)step);
+		cr_assert_eq(vfs_write(v, f, data + done, step, (off_t)done, NULL, NULL),
+			     (ssize_t)step);
 		done += step;
 	}
 	cr_assert_eq(vfs_flush(v, f), 0);
@@ -267,7 +268,8 @@ Test(vfs, stream_spills_on_read_and_random_write)
 	cr_assert_eq(st.st_size, (off_t)(n / 2), "size grows while streaming");
 	cr_assert_eq(vfs_read(v, f, buf, sizeof(buf), 1000), (ssize_t)sizeof(buf));
 	cr_assert_eq(memcmp(buf, data + 1000, sizeof(buf)), 0);
-	cr_assert_eq(vfs_write(v, f, data + n / 2, n / 2, (off_t)(n / 2), NULL, NULL), (ssize_t)(n / 2));
+	cr_assert_eq(vfs_write(v, f, data + n / 2, n / 2, (off_t)(n / 2), NULL, NULL),
+		     (ssize_t)(n / 2));
 	data[10] ^= 0xff;
 	cr_assert_eq(vfs_write(v, f, data + 10, 1, 10, NULL, NULL), 1);
 	cr_assert_eq(vfs_flush(v, f), 0);
@@ -333,9 +335,11 @@ Test(vfs, gc_evicts_to_size)
 	cr_assert_eq(vfs_open_file(v, ino[0], O_RDONLY, &open_f), 0, "the oldest, but open");
 	cr_assert_eq(vfs_gc(v, 3 << 20, &rep), 0);
 	/* 10 MiB of distinct data into 3 MiB: the 7 oldest that are not open go, no more. */
-	cr_assert_eq(rep.evicted_files, 7, "evicted %llu files", (unsigned long long)rep.evicted_files);
+	cr_assert_eq(rep.evicted_files, 7, "evicted %llu files",
+		     (unsigned long long)rep.evicted_files);
 	cr_assert_eq(idx_pack_bytes(store_idx(vfs_store(v)), &bytes), 0);
-	cr_assert_leq(bytes, (3 << 20) + (1 << 20), "packs hold %llu bytes", (unsigned long long)bytes);
+	cr_assert_leq(bytes, (3 << 20) + (1 << 20), "packs hold %llu bytes",
+		      (unsigned long long)bytes);
 	for (int i = 0; i < 10; i++) {
 		struct stat st;
 

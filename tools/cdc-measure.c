@@ -309,8 +309,8 @@ static void print_table(const struct measure *m)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: cdc-measure [--avg N[K|M]]... FILE|DIR...\n"
-	           "Chunk the files with min = avg/4, max = avg*4 at each average (default 16K 32K "
-	           "64K 128K 256K)\nand report dedup, index overhead and chunking speed.\n");
+		   "Chunk the files with min = avg/4, max = avg*4 at each average (default 16K 32K "
+		   "64K 128K 256K)\nand report dedup, index overhead and chunking speed.\n");
 }
 
 /* A size with an optional binary K or M suffix; 0 when it does not parse. */
@@ -350,9 +350,9 @@ static int add_run(struct measure *m, uint32_t avg)
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
-	        {"avg", required_argument, NULL, 'a'},
-	        {"help", no_argument, NULL, 'h'},
-	        {0},
+		{"avg", required_argument, NULL, 'a'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
 	};
 	static struct measure m;
 	int opt, status = 0;
@@ -362,9 +362,9 @@ int main(int argc, char **argv)
 		case 'a':
 			if (add_run(&m, parse_size(optarg)) < 0) {
 				fprintf(stderr,
-				        "cdc-measure: --avg %s: want a power of two, 256..4M, "
-				        "at most %d of them\n",
-				        optarg, MAX_RUNS);
+					"cdc-measure: --avg %s: want a power of two, 256..4M, "
+					"at most %d of them\n",
+					optarg, MAX_RUNS);
 				return 2;
 			}
 			break;
@@ -400,7 +400,7 @@ int main(int argc, char **argv)
 	print_table(&m);
 	if (m.errors) {
 		fprintf(stderr, "cdc-measure: %" PRIu64 " files or directories could not be read\n",
-		        m.errors);
+			m.errors);
 		status = 1;
 	}
 	for (size_t i = 0; i < m.n_runs; i++)

@@ -71,17 +71,17 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
 
 	if (!d || !*d)
 		fprintf(stderr,
-		        "test_posix: PKGCACHEFS_TEST_DIR is not set: skipping every test. "
-		        "Set it to a directory on the filesystem to test (an ext4 directory "
-		        "for the reference run, a mountpoint otherwise), or run through "
-		        "tests/mount/with-mount.sh.\n");
+			"test_posix: PKGCACHEFS_TEST_DIR is not set: skipping every test. "
+			"Set it to a directory on the filesystem to test (an ext4 directory "
+			"for the reference run, a mountpoint otherwise), or run through "
+			"tests/mount/with-mount.sh.\n");
 }
 
 /* A skip that says why on stderr: Criterion shows skip reasons only with --verbose. */
 #define skip_test(...)                                                                             \
 	do {                                                                                       \
 		fprintf(stderr, "[SKIP] %s::%s: ", criterion_current_suite->name,                  \
-		        criterion_current_test->name);                                             \
+			criterion_current_test->name);                                             \
 		fprintf(stderr, __VA_ARGS__);                                                      \
 		fputc('\n', stderr);                                                               \
 		cr_skip_test(__VA_ARGS__);                                                         \
@@ -95,8 +95,8 @@ static void setup(void)
 		cr_skip_test("PKGCACHEFS_TEST_DIR is not set");
 	umask(022);
 	cr_assert(snprintf(work_dir, sizeof(work_dir), "%s/%s.%s.XXXXXX", base_dir,
-	                   criterion_current_suite->name,
-	                   criterion_current_test->name) < (int)sizeof(work_dir));
+			   criterion_current_suite->name,
+			   criterion_current_test->name) < (int)sizeof(work_dir));
 	if (!mkdtemp(work_dir)) {
 		int e = errno;
 
@@ -143,8 +143,8 @@ static void teardown(void)
 	e = remove_tree(work_dir);
 	if (e)
 		cr_log_error("%s::%s: removing its directory failed at %s: %s",
-		             criterion_current_suite->name, criterion_current_test->name,
-		             remove_error_path, strerror(e));
+			     criterion_current_suite->name, criterion_current_test->name,
+			     remove_error_path, strerror(e));
 }
 
 /* ---- assertions on system calls ---- */
@@ -174,7 +174,7 @@ static long check_call(long r, const char *call, int line)
 		long r_ = (long)(expr);                                                            \
 		int e_ = errno;                                                                    \
 		cr_assert(r_ == -1 && e_ == (err), "%s: expected -1 with %s, got %ld with %s",     \
-		          #expr, errname(err), r_, r_ == -1 ? errname(e_) : "no error");           \
+			  #expr, errname(err), r_, r_ == -1 ? errname(e_) : "no error");           \
 	} while (0)
 
 /* In a forked child: say what went wrong and exit; Criterion's asserts are the parent's. */
@@ -197,9 +197,9 @@ static void wait_children(const pid_t *pids, int n, const char *what)
 
 		cr_assert_eq(waitpid(pids[i], &status, 0), pids[i], "waitpid: %s", strerror(errno));
 		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		          "%s %d (pid %d) %s %d (its messages are above)", what, i, (int)pids[i],
-		          WIFEXITED(status) ? "exited" : "was killed by signal",
-		          WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+			  "%s %d (pid %d) %s %d (its messages are above)", what, i, (int)pids[i],
+			  WIFEXITED(status) ? "exited" : "was killed by signal",
+			  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 	}
 }
 
@@ -249,7 +249,7 @@ static void *pattern(size_t len, uint64_t seed)
 
 /* Byte-by-byte comparison that names the first differing offset. */
 static void assert_bytes(const char *what, const void *got, const void *want, size_t len,
-                         uint64_t base)
+			 uint64_t base)
 {
 	const uint8_t *g = got, *w = want;
 
@@ -257,9 +257,9 @@ static void assert_bytes(const char *what, const void *got, const void *want, si
 		return;
 	for (size_t i = 0; i < len; i++)
 		cr_assert(g[i] == w[i],
-		          "%s: first difference at offset %" PRIu64 ": 0x%02x, expected "
-		          "0x%02x (%zu bytes compared)",
-		          what, base + i, g[i], w[i], len);
+			  "%s: first difference at offset %" PRIu64 ": 0x%02x, expected "
+			  "0x%02x (%zu bytes compared)",
+			  what, base + i, g[i], w[i], len);
 }
 
 static void assert_zero(const char *what, const void *got, size_t len, uint64_t base)
@@ -268,8 +268,8 @@ static void assert_zero(const char *what, const void *got, size_t len, uint64_t 
 
 	for (size_t i = 0; i < len; i++)
 		cr_assert(g[i] == 0,
-		          "%s: byte at offset %" PRIu64 " is 0x%02x, expected 0 (a hole)", what,
-		          base + i, g[i]);
+			  "%s: byte at offset %" PRIu64 " is 0x%02x, expected 0 (a hole)", what,
+			  base + i, g[i]);
 }
 
 static void write_all(int fd, const void *buf, size_t len)
@@ -280,7 +280,7 @@ static void write_all(int fd, const void *buf, size_t len)
 		ssize_t n = write(fd, p, len);
 
 		cr_assert(n > 0, "write of %zu bytes: %s", len,
-		          n < 0 ? strerror(errno) : "returned 0");
+			  n < 0 ? strerror(errno) : "returned 0");
 		p += n;
 		len -= (size_t)n;
 	}
@@ -294,7 +294,7 @@ static void pwrite_all(int fd, const void *buf, size_t len, off_t off)
 		ssize_t n = pwrite(fd, p, len, off);
 
 		cr_assert(n > 0, "pwrite of %zu bytes at %jd: %s", len, (intmax_t)off,
-		          n < 0 ? strerror(errno) : "returned 0");
+			  n < 0 ? strerror(errno) : "returned 0");
 		p += n;
 		off += n;
 		len -= (size_t)n;
@@ -310,7 +310,7 @@ static size_t pread_full(int fd, void *buf, size_t len, off_t off)
 		ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
 
 		cr_assert(n >= 0, "pread of %zu bytes at %jd: %s", len - done,
-		          (intmax_t)(off + (off_t)done), strerror(errno));
+			  (intmax_t)(off + (off_t)done), strerror(errno));
 		if (n == 0)
 			break;
 		done += (size_t)n;
@@ -350,7 +350,7 @@ static void assert_content(const char *path, const void *want, size_t len)
 
 	CHECK(fstat(fd, &st));
 	cr_assert_eq(st.st_size, (off_t)len, "%s: st_size %jd, expected %zu", path,
-	             (intmax_t)st.st_size, len);
+		     (intmax_t)st.st_size, len);
 	assert_fd_content(fd, path, want, len);
 	CHECK(close(fd));
 }
@@ -398,15 +398,15 @@ static int64_t ts_ns(struct timespec ts)
 
 /* The kernel stamps times from a coarse clock, up to a tick behind CLOCK_REALTIME. */
 static void assert_time_between(const char *what, struct timespec t, struct timespec lo,
-                                struct timespec hi)
+				struct timespec hi)
 {
 	int64_t v = ts_ns(t), l = ts_ns(lo) - 1000000000, h = ts_ns(hi) + 1000000000;
 
 	cr_assert(v >= l && v <= h,
-	          "%s is %jd.%09ld, not within a second of the call (%jd.%09ld .. "
-	          "%jd.%09ld)",
-	          what, (intmax_t)t.tv_sec, t.tv_nsec, (intmax_t)lo.tv_sec, lo.tv_nsec,
-	          (intmax_t)hi.tv_sec, hi.tv_nsec);
+		  "%s is %jd.%09ld, not within a second of the call (%jd.%09ld .. "
+		  "%jd.%09ld)",
+		  what, (intmax_t)t.tv_sec, t.tv_nsec, (intmax_t)lo.tv_sec, lo.tv_nsec,
+		  (intmax_t)hi.tv_sec, hi.tv_nsec);
 }
 
 static int renameat2_(const char *from, const char *to, unsigned int flags)
@@ -529,7 +529,7 @@ Test(files, large_64mib)
 	CHECK(close(fd));
 	st = xstat("big");
 	cr_assert_eq(st.st_size, (off_t)len, "st_size %jd, expected %zu", (intmax_t)st.st_size,
-	             len);
+		     len);
 
 	/* Sequential read in odd-sized pieces. */
 	fd = CHECK(open("big", O_RDONLY));
@@ -591,14 +591,14 @@ static void sparse_check(const off_t *offs, const size_t *lens, int n)
 	}
 	CHECK(fstat(fd, &st));
 	cr_assert_eq(st.st_size, end, "st_size %jd, expected %jd", (intmax_t)st.st_size,
-	             (intmax_t)end);
+		     (intmax_t)end);
 	CHECK(fsync(fd));
 	CHECK(close(fd));
 
 	fd = CHECK(open("sparse", O_RDONLY));
 	CHECK(fstat(fd, &st));
 	cr_assert_eq(st.st_size, end, "st_size %jd after reopening, expected %jd",
-	             (intmax_t)st.st_size, (intmax_t)end);
+		     (intmax_t)st.st_size, (intmax_t)end);
 	for (int i = 0; i < n; i++) {
 		cr_assert_eq(pread_full(fd, got, lens[i], offs[i]), lens[i]);
 		assert_bytes("data at a far offset", got, data[i], lens[i], (uint64_t)offs[i]);
@@ -669,8 +669,8 @@ Test(files, two_fds_coherent)
 
 	write_all(a, "0123456789", 10);
 	cr_assert_eq(pread(b, buf, sizeof(buf), 0), 10,
-	             "a write through one fd must be visible "
-	             "through another at once");
+		     "a write through one fd must be visible "
+		     "through another at once");
 	assert_bytes("second fd", buf, "0123456789", 10, 0);
 	pwrite_all(b, "AB", 2, 4);
 	cr_assert_eq(pread(a, buf, sizeof(buf), 0), 10);
@@ -725,7 +725,7 @@ Test(files, copy_file_range_and_sendfile)
 		ssize_t n = sendfile(out, in, &off, len - done);
 
 		cr_assert(n > 0, "sendfile at %zu: %s", done,
-		          n < 0 ? strerror(errno) : "returned 0");
+			  n < 0 ? strerror(errno) : "returned 0");
 		done += (size_t)n;
 	}
 	CHECK(close(out));
@@ -742,11 +742,11 @@ Test(files, copy_file_range_and_sendfile)
 		    (errno == EOPNOTSUPP || errno == EXDEV || errno == ENOSYS)) {
 			/* Allowed: the callers fall back to read/write. */
 			fprintf(stderr, "[NOTE] copy_file_range: %s; callers fall back\n",
-			        errname(errno));
+				errname(errno));
 			goto out;
 		}
 		cr_assert(n > 0, "copy_file_range at %zu: %s", done,
-		          n < 0 ? strerror(errno) : "returned 0 before the end");
+			  n < 0 ? strerror(errno) : "returned 0 before the end");
 		done += (size_t)n;
 	}
 	CHECK(close(out));
@@ -839,7 +839,7 @@ Test(append, concurrent_writers)
 				ssize_t n = write(fd, rec, APPEND_REC);
 
 				CHILD_CHECK(n == APPEND_REC,
-				            "writer %d record %d: write returned %zd", w, r, n);
+					    "writer %d record %d: write returned %zd", w, r, n);
 			}
 			CHILD_CHECK(close(fd) == 0, "close");
 			_exit(0);
@@ -851,7 +851,7 @@ Test(append, concurrent_writers)
 
 	fd = CHECK(open("log", O_RDONLY));
 	cr_assert_eq(pread_full(fd, buf, total + 1, 0), total, "log does not hold %zu bytes",
-	             total);
+		     total);
 	CHECK(close(fd));
 	for (int w = 0; w < APPEND_WRITERS; w++)
 		last[w] = -1;
@@ -859,14 +859,14 @@ Test(append, concurrent_writers)
 		int w, r;
 
 		cr_assert(sscanf(buf + off, "writer %d record %d ", &w, &r) == 2 && w >= 0 &&
-		                  w < APPEND_WRITERS && r >= 0 && r < APPEND_RECORDS,
-		          "no record header at offset %zu: \"%.40s\"", off, buf + off);
+				  w < APPEND_WRITERS && r >= 0 && r < APPEND_RECORDS,
+			  "no record header at offset %zu: \"%.40s\"", off, buf + off);
 		append_record(rec, w, r);
 		assert_bytes("record", buf + off, rec, APPEND_REC, off);
 		cr_assert(!seen[w][r], "writer %d record %d appears twice", w, r);
 		seen[w][r] = 1;
 		cr_assert(r == last[w] + 1, "writer %d: record %d follows record %d", w, r,
-		          last[w]);
+			  last[w]);
 		last[w] = r;
 	}
 	free(buf);
@@ -909,7 +909,7 @@ Test(append, o_trunc)
 	cr_assert_eq(st.st_size, 0, "O_TRUNC left st_size %jd", (intmax_t)st.st_size);
 	CHECK(fstat(r, &st));
 	cr_assert_eq(st.st_size, 0, "another fd sees st_size %jd after O_TRUNC",
-	             (intmax_t)st.st_size);
+		     (intmax_t)st.st_size);
 	cr_assert_eq(pread(r, buf, sizeof(buf), 0), 0, "another fd still reads old data");
 	write_all(w, "short", 5);
 	CHECK(close(w));
@@ -1006,7 +1006,7 @@ Test(dirs, mkdir_rmdir)
 	st = xstat("d");
 	cr_assert(S_ISDIR(st.st_mode));
 	cr_assert_eq(st.st_mode & 07777, 0755, "mkdir 0777 with umask 022 gave 0%o",
-	             st.st_mode & 07777);
+		     st.st_mode & 07777);
 	FAILS_WITH(EEXIST, mkdir("d", 0755));
 	write_str("d/f", "x");
 	FAILS_WITH(ENOTEMPTY, rmdir("d"));
@@ -1083,14 +1083,14 @@ Test(dirs, readdir_2000)
 		int i = -1;
 
 		cr_assert(sscanf(de->d_name, "e%4d-", &i) == 1 && i >= 0 && i < MANY,
-		          "unexpected entry \"%s\"", de->d_name);
+			  "unexpected entry \"%s\"", de->d_name);
 		many_name(name, sizeof(name), i);
 		cr_assert_str_eq(de->d_name, name, "entry %d is \"%s\", expected \"%s\"", i,
-		                 de->d_name, name);
+				 de->d_name, name);
 		cr_assert(!seen[i], "\"%s\" listed twice", name);
 		seen[i] = 1;
 		cr_assert(de->d_type == DT_REG || de->d_type == DT_UNKNOWN, "d_type %d for a file",
-		          de->d_type);
+			  de->d_type);
 		count++;
 	}
 	cr_assert_eq(errno, 0, "readdir: %s", strerror(errno));
@@ -1099,7 +1099,7 @@ Test(dirs, readdir_2000)
 	cr_assert_eq(dotdots, 1, "\"..\" listed %d times", dotdots);
 	for (int i = 0; i < MANY; i++)
 		cr_assert(seen[i], "entry %d missing from readdir (%d of %d listed)", i, count,
-		          MANY);
+			  MANY);
 }
 
 Test(dirs, readdir_types_and_inodes)
@@ -1123,14 +1123,14 @@ Test(dirs, readdir_types_and_inodes)
 
 		CHECK(fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW));
 		cr_assert_eq(de->d_ino, st.st_ino, "\"%s\": d_ino %ju, st_ino %ju", de->d_name,
-		             (uintmax_t)de->d_ino, (uintmax_t)st.st_ino);
+			     (uintmax_t)de->d_ino, (uintmax_t)st.st_ino);
 		for (size_t i = 0; i < 4; i++) {
 			if (strcmp(de->d_name, want[i].name))
 				continue;
 			found++;
 			cr_assert(de->d_type == want[i].type || de->d_type == DT_UNKNOWN,
-			          "\"%s\": d_type %d, expected %d", de->d_name, de->d_type,
-			          want[i].type);
+				  "\"%s\": d_type %d, expected %d", de->d_name, de->d_type,
+				  want[i].type);
 		}
 	}
 	CHECK(closedir(d));
@@ -1203,7 +1203,7 @@ Test(dirs, rewinddir_sees_changes)
 	rewinddir(d);
 	while ((de = readdir(d))) {
 		cr_assert_str_neq(de->d_name, "e0000-",
-		                  "an entry unlinked before rewinddir is listed");
+				  "an entry unlinked before rewinddir is listed");
 		if (!strcmp(de->d_name, "added-after-opendir"))
 			added = true;
 	}
@@ -1230,7 +1230,7 @@ Test(dirs, seekdir_telldir)
 	de = readdir(d);
 	cr_assert_not_null(de, "readdir after seekdir: %s", strerror(errno));
 	cr_assert_str_eq(de->d_name, at_pos, "after seekdir: \"%s\", expected \"%s\"", de->d_name,
-	                 at_pos);
+			 at_pos);
 	CHECK(closedir(d));
 }
 
@@ -1262,7 +1262,7 @@ Test(dirs, unlink_while_reading)
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		cr_assert(sscanf(de->d_name, "e%4d-", &i) == 1 && i >= 0 && i < 500,
-		          "unexpected entry \"%s\"", de->d_name);
+			  "unexpected entry \"%s\"", de->d_name);
 		cr_assert(!seen[i], "\"%s\" returned again after it was unlinked", de->d_name);
 		seen[i] = 1;
 		count++;
@@ -1288,7 +1288,7 @@ Test(dirs, link_counts)
 	write_str("d/file", "x");
 	CHECK(symlink("a", "d/link"));
 	cr_assert_eq(xstat("d").st_nlink, 5, "3 subdirectories: st_nlink %ju, expected 5",
-	             (uintmax_t)xstat("d").st_nlink);
+		     (uintmax_t)xstat("d").st_nlink);
 	CHECK(rmdir("d/a"));
 	cr_assert_eq(xstat("d").st_nlink, 4);
 	CHECK(mkdir("e", 0755));
@@ -1302,8 +1302,8 @@ Test(dirs, link_counts)
 Test(dirs, names)
 {
 	static const char *const names[] = {
-	        "a b",     "caf\xc3\xa9", "\xff\xfe-not-utf8", "line\nbreak", "-dash",
-	        ".hidden", "...",         "back\\slash",       "tab\there",   "*?[]"};
+		"a b",     "caf\xc3\xa9", "\xff\xfe-not-utf8", "line\nbreak", "-dash",
+		".hidden", "...",         "back\\slash",       "tab\there",   "*?[]"};
 	const size_t n = sizeof(names) / sizeof(names[0]);
 	char longname[300];
 	bool seen[sizeof(names) / sizeof(names[0])] = {false};
@@ -1358,7 +1358,7 @@ Test(dirs, remove_tree)
 		CHECK(mkfifo(path, 0600));
 	}
 	cr_assert_eq(remove_tree("t"), 0, "removing the tree failed at %s: %s", remove_error_path,
-	             strerror(remove_error));
+		     strerror(remove_error));
 	assert_absent("t");
 }
 
@@ -1375,7 +1375,7 @@ Test(links, symlink)
 	st = xlstat("l");
 	cr_assert(S_ISLNK(st.st_mode), "lstat mode 0%o is not a symlink", st.st_mode);
 	cr_assert_eq(st.st_size, 6, "a symlink's st_size is its target's length, got %jd",
-	             (intmax_t)st.st_size);
+		     (intmax_t)st.st_size);
 	memset(buf, 'X', sizeof(buf));
 	cr_assert_eq(readlink("l", buf, sizeof(buf)), 6);
 	assert_bytes("readlink", buf, "targetX", 7, 0); /* no NUL appended */
@@ -1425,7 +1425,7 @@ Test(links, symlink_long_and_odd_targets)
 	CHECK(symlink(target, "long"));
 	n = readlink("long", buf, sizeof(buf));
 	cr_assert_eq(n, PATH_MAX - 1, "readlink of a %d-byte target returned %zd (%s)",
-	             PATH_MAX - 1, n, n < 0 ? strerror(errno) : "");
+		     PATH_MAX - 1, n, n < 0 ? strerror(errno) : "");
 	assert_bytes("long target", buf, target, PATH_MAX - 1, 0);
 	cr_assert_eq(xlstat("long").st_size, PATH_MAX - 1);
 
@@ -1465,7 +1465,7 @@ Test(links, hardlink)
 	a = xstat("a");
 	b = xstat("b");
 	cr_assert_eq(a.st_ino, b.st_ino, "hard links have one inode: %ju vs %ju",
-	             (uintmax_t)a.st_ino, (uintmax_t)b.st_ino);
+		     (uintmax_t)a.st_ino, (uintmax_t)b.st_ino);
 	cr_assert_eq(a.st_nlink, 2, "st_nlink %ju after link(), expected 2", (uintmax_t)a.st_nlink);
 	cr_assert_eq(b.st_nlink, 2);
 	CHECK(mkdir("d", 0755));
@@ -1484,7 +1484,7 @@ Test(links, hardlink)
 	assert_absent("a");
 	b = xstat("b");
 	cr_assert_eq(b.st_nlink, 2, "st_nlink %ju after unlinking one of 3 names",
-	             (uintmax_t)b.st_nlink);
+		     (uintmax_t)b.st_nlink);
 	cr_assert_eq(b.st_ino, a.st_ino);
 	CHECK(fstat(fd, &b));
 	cr_assert_eq(b.st_nlink, 2);
@@ -1540,7 +1540,7 @@ Test(special, unix_socket)
 	CHECK(close(cli));
 	CHECK(close(srv));
 	FAILS_WITH(EADDRINUSE, bind(CHECK(socket(AF_UNIX, SOCK_STREAM, 0)),
-	                            (struct sockaddr *)&addr, sizeof(addr)));
+				    (struct sockaddr *)&addr, sizeof(addr)));
 	CHECK(unlink("s"));
 }
 
@@ -1565,16 +1565,16 @@ Test(special, devices)
 	cr_assert(S_ISCHR(st.st_mode), "mode 0%o is not a char device", st.st_mode);
 	cr_assert_eq(st.st_mode & 07777, 0600);
 	cr_assert_eq(st.st_rdev, c, "st_rdev %u:%u, expected 1:3", major(st.st_rdev),
-	             minor(st.st_rdev));
+		     minor(st.st_rdev));
 	CHECK(mknod("b", S_IFBLK | 0640, b));
 	st = xlstat("b");
 	cr_assert(S_ISBLK(st.st_mode));
 	cr_assert_eq(st.st_rdev, b, "st_rdev %u:%u, expected 7:0", major(st.st_rdev),
-	             minor(st.st_rdev));
+		     minor(st.st_rdev));
 	CHECK(mknod("big", S_IFCHR | 0600, big));
 	st = xlstat("big");
 	cr_assert_eq(st.st_rdev, big, "st_rdev %u:%u, expected 300:70000", major(st.st_rdev),
-	             minor(st.st_rdev));
+		     minor(st.st_rdev));
 }
 
 /* ---- modes, owners ---- */
@@ -1589,7 +1589,7 @@ Test(attrs, chmod)
 	cr_assert_eq(xstat("f").st_mode & 07777, 0600);
 	CHECK(chmod("f", 04755));
 	cr_assert_eq(xstat("f").st_mode & 07777, 04755, "mode 0%o, expected 04755",
-	             xstat("f").st_mode & 07777);
+		     xstat("f").st_mode & 07777);
 	fd = CHECK(open("f", O_RDONLY));
 	CHECK(chmod("f", 0));
 	cr_assert_eq(xstat("f").st_mode & 07777, 0);
@@ -1618,13 +1618,13 @@ Test(attrs, create_mode_and_umask)
 {
 	CHECK(close(CHECK(open("a", O_WRONLY | O_CREAT, 0777))));
 	cr_assert_eq(xstat("a").st_mode & 07777, 0755, "open 0777, umask 022 gave 0%o",
-	             xstat("a").st_mode & 07777);
+		     xstat("a").st_mode & 07777);
 	CHECK(close(CHECK(open("b", O_WRONLY | O_CREAT, 0640))));
 	cr_assert_eq(xstat("b").st_mode & 07777, 0640);
 	umask(077);
 	CHECK(close(CHECK(open("c", O_WRONLY | O_CREAT, 0666))));
 	cr_assert_eq(xstat("c").st_mode & 07777, 0600, "open 0666, umask 077 gave 0%o",
-	             xstat("c").st_mode & 07777);
+		     xstat("c").st_mode & 07777);
 	CHECK(mkdir("d", 0777));
 	cr_assert_eq(xstat("d").st_mode & 07777, 0700);
 	CHECK(mkfifo("p", 0666));
@@ -1646,16 +1646,16 @@ Test(attrs, chown)
 	CHECK(chown("f", 1234, 5678));
 	st = xstat("f");
 	cr_assert(st.st_uid == 1234 && st.st_gid == 5678, "owner %u:%u, expected 1234:5678",
-	          st.st_uid, st.st_gid);
+		  st.st_uid, st.st_gid);
 	CHECK(chown("f", (uid_t)-1, 42));
 	st = xstat("f");
 	cr_assert(st.st_uid == 1234 && st.st_gid == 42, "owner %u:%u, expected 1234:42", st.st_uid,
-	          st.st_gid);
+		  st.st_gid);
 	fd = CHECK(open("f", O_RDONLY));
 	CHECK(fchown(fd, 99, (gid_t)-1));
 	CHECK(fstat(fd, &st));
 	cr_assert(st.st_uid == 99 && st.st_gid == 42, "owner %u:%u, expected 99:42", st.st_uid,
-	          st.st_gid);
+		  st.st_gid);
 	CHECK(close(fd));
 
 	/* lchown changes the link, chown through it the target. */
@@ -1665,7 +1665,7 @@ Test(attrs, chown)
 	cr_assert(st.st_uid == 4321 && st.st_gid == 8765, "link owner %u:%u", st.st_uid, st.st_gid);
 	st = xstat("f");
 	cr_assert(st.st_uid == 99 && st.st_gid == 42, "lchown changed the target: %u:%u", st.st_uid,
-	          st.st_gid);
+		  st.st_gid);
 	CHECK(chown("l", 7, 8));
 	st = xstat("f");
 	cr_assert(st.st_uid == 7 && st.st_gid == 8);
@@ -1686,7 +1686,7 @@ Test(attrs, chown_clears_setuid)
 	CHECK(chmod("f", 06755));
 	CHECK(chown("f", 1234, 1234));
 	cr_assert_eq(xstat("f").st_mode & 07777, 0755, "mode 0%o after chown, expected 0755",
-	             xstat("f").st_mode & 07777);
+		     xstat("f").st_mode & 07777);
 }
 
 Test(attrs, statvfs)
@@ -1699,12 +1699,12 @@ Test(attrs, statvfs)
 	cr_assert(sv.f_frsize > 0, "f_frsize %lu", sv.f_frsize);
 	cr_assert(sv.f_blocks > 0, "f_blocks 0");
 	cr_assert(sv.f_bfree <= sv.f_blocks, "f_bfree %ju > f_blocks %ju", (uintmax_t)sv.f_bfree,
-	          (uintmax_t)sv.f_blocks);
+		  (uintmax_t)sv.f_blocks);
 	cr_assert(sv.f_bavail <= sv.f_bfree, "f_bavail %ju > f_bfree %ju", (uintmax_t)sv.f_bavail,
-	          (uintmax_t)sv.f_bfree);
+		  (uintmax_t)sv.f_bfree);
 	cr_assert(sv.f_bavail > 0, "no space available on a filesystem the tests write to");
 	cr_assert(sv.f_ffree <= sv.f_files, "f_ffree %ju > f_files %ju", (uintmax_t)sv.f_ffree,
-	          (uintmax_t)sv.f_files);
+		  (uintmax_t)sv.f_files);
 	cr_assert(sv.f_namemax >= 255, "f_namemax %lu < 255", sv.f_namemax);
 	write_str("f", "x");
 	fd = CHECK(open("f", O_RDONLY));
@@ -1728,11 +1728,11 @@ Test(times, utimensat_nanoseconds)
 	CHECK(utimensat(AT_FDCWD, "f", t, 0));
 	st = xstat("f");
 	cr_assert(st.st_atim.tv_sec == t[0].tv_sec && st.st_atim.tv_nsec == t[0].tv_nsec,
-	          "atime %jd.%09ld, expected 1234567890.123456789", (intmax_t)st.st_atim.tv_sec,
-	          st.st_atim.tv_nsec);
+		  "atime %jd.%09ld, expected 1234567890.123456789", (intmax_t)st.st_atim.tv_sec,
+		  st.st_atim.tv_nsec);
 	cr_assert(st.st_mtim.tv_sec == t[1].tv_sec && st.st_mtim.tv_nsec == t[1].tv_nsec,
-	          "mtime %jd.%09ld, expected 1500000000.987654321", (intmax_t)st.st_mtim.tv_sec,
-	          st.st_mtim.tv_nsec);
+		  "mtime %jd.%09ld, expected 1500000000.987654321", (intmax_t)st.st_mtim.tv_sec,
+		  st.st_mtim.tv_nsec);
 
 	/* Past 2038, through futimens. */
 	fd = CHECK(open("f", O_RDONLY));
@@ -1740,26 +1740,26 @@ Test(times, utimensat_nanoseconds)
 	CHECK(fstat(fd, &st));
 	CHECK(close(fd));
 	cr_assert(st.st_atim.tv_sec == far[0].tv_sec && st.st_atim.tv_nsec == far[0].tv_nsec,
-	          "atime %jd.%09ld, expected 4102444800.000000001", (intmax_t)st.st_atim.tv_sec,
-	          st.st_atim.tv_nsec);
+		  "atime %jd.%09ld, expected 4102444800.000000001", (intmax_t)st.st_atim.tv_sec,
+		  st.st_atim.tv_nsec);
 	cr_assert(st.st_mtim.tv_sec == far[1].tv_sec && st.st_mtim.tv_nsec == far[1].tv_nsec,
-	          "mtime %jd.%09ld, expected 4000000000.999999999", (intmax_t)st.st_mtim.tv_sec,
-	          st.st_mtim.tv_nsec);
+		  "mtime %jd.%09ld, expected 4000000000.999999999", (intmax_t)st.st_mtim.tv_sec,
+		  st.st_mtim.tv_nsec);
 	st = xstat("f");
 	cr_assert(st.st_mtim.tv_sec == far[1].tv_sec && st.st_mtim.tv_nsec == far[1].tv_nsec,
-	          "mtime by path %jd.%09ld", (intmax_t)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+		  "mtime by path %jd.%09ld", (intmax_t)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 
 	/* Directories, and symlinks themselves with AT_SYMLINK_NOFOLLOW. */
 	CHECK(mkdir("d", 0755));
 	CHECK(utimensat(AT_FDCWD, "d", t, 0));
 	st = xstat("d");
 	cr_assert(st.st_mtim.tv_sec == t[1].tv_sec && st.st_mtim.tv_nsec == t[1].tv_nsec,
-	          "directory mtime %jd.%09ld", (intmax_t)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+		  "directory mtime %jd.%09ld", (intmax_t)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 	CHECK(symlink("f", "l"));
 	CHECK(utimensat(AT_FDCWD, "l", t, AT_SYMLINK_NOFOLLOW));
 	st = xlstat("l");
 	cr_assert(st.st_mtim.tv_sec == t[1].tv_sec && st.st_mtim.tv_nsec == t[1].tv_nsec,
-	          "symlink mtime %jd.%09ld", (intmax_t)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+		  "symlink mtime %jd.%09ld", (intmax_t)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 	st = xstat("f");
 	cr_assert(st.st_mtim.tv_sec == far[1].tv_sec, "AT_SYMLINK_NOFOLLOW changed the target");
 }
@@ -1783,8 +1783,8 @@ Test(times, utime_now_and_omit)
 	st = xstat("f");
 	assert_time_between("atime after UTIME_NOW", st.st_atim, before, after);
 	cr_assert(st.st_mtim.tv_sec == t[1].tv_sec && st.st_mtim.tv_nsec == t[1].tv_nsec,
-	          "UTIME_OMIT changed mtime to %jd.%09ld", (intmax_t)st.st_mtim.tv_sec,
-	          st.st_mtim.tv_nsec);
+		  "UTIME_OMIT changed mtime to %jd.%09ld", (intmax_t)st.st_mtim.tv_sec,
+		  st.st_mtim.tv_nsec);
 
 	/* Both omitted: nothing changes. */
 	struct stat st2;
@@ -1793,10 +1793,10 @@ Test(times, utime_now_and_omit)
 	CHECK(utimensat(AT_FDCWD, "f", req, 0));
 	st2 = xstat("f");
 	cr_assert(st2.st_atim.tv_sec == st.st_atim.tv_sec &&
-	                  st2.st_atim.tv_nsec == st.st_atim.tv_nsec &&
-	                  st2.st_mtim.tv_sec == st.st_mtim.tv_sec &&
-	                  st2.st_mtim.tv_nsec == st.st_mtim.tv_nsec,
-	          "UTIME_OMIT for both changed a time");
+			  st2.st_atim.tv_nsec == st.st_atim.tv_nsec &&
+			  st2.st_mtim.tv_sec == st.st_mtim.tv_sec &&
+			  st2.st_mtim.tv_nsec == st.st_mtim.tv_nsec,
+		  "UTIME_OMIT for both changed a time");
 
 	/* mtime now, atime kept; then NULL sets both to now. */
 	CHECK(utimensat(AT_FDCWD, "f", t, 0));
@@ -1808,8 +1808,8 @@ Test(times, utime_now_and_omit)
 	st = xstat("f");
 	assert_time_between("mtime after UTIME_NOW", st.st_mtim, before, after);
 	cr_assert(st.st_atim.tv_sec == t[0].tv_sec && st.st_atim.tv_nsec == t[0].tv_nsec,
-	          "UTIME_OMIT changed atime to %jd.%09ld", (intmax_t)st.st_atim.tv_sec,
-	          st.st_atim.tv_nsec);
+		  "UTIME_OMIT changed atime to %jd.%09ld", (intmax_t)st.st_atim.tv_sec,
+		  st.st_atim.tv_nsec);
 	CHECK(utimensat(AT_FDCWD, "f", t, 0));
 	before = now();
 	CHECK(utimensat(AT_FDCWD, "f", NULL, 0));
@@ -1832,13 +1832,13 @@ Test(times, ctime_advances_on_chmod)
 	after = now();
 	st1 = xstat("f");
 	cr_assert(ts_ns(st1.st_ctim) > ts_ns(st0.st_ctim),
-	          "ctime did not advance on chmod: %jd.%09ld, then %jd.%09ld",
-	          (intmax_t)st0.st_ctim.tv_sec, st0.st_ctim.tv_nsec, (intmax_t)st1.st_ctim.tv_sec,
-	          st1.st_ctim.tv_nsec);
+		  "ctime did not advance on chmod: %jd.%09ld, then %jd.%09ld",
+		  (intmax_t)st0.st_ctim.tv_sec, st0.st_ctim.tv_nsec, (intmax_t)st1.st_ctim.tv_sec,
+		  st1.st_ctim.tv_nsec);
 	assert_time_between("ctime after chmod", st1.st_ctim, before, after);
 	cr_assert(st1.st_mtim.tv_sec == st0.st_mtim.tv_sec &&
-	                  st1.st_mtim.tv_nsec == st0.st_mtim.tv_nsec,
-	          "chmod changed mtime");
+			  st1.st_mtim.tv_nsec == st0.st_mtim.tv_nsec,
+		  "chmod changed mtime");
 }
 
 Test(times, write_and_truncate_update_mtime)
@@ -1887,9 +1887,9 @@ Test(times, directory_mtime_on_entry_changes)
 	CHECK(rename("d/f", "e/f"));
 	after = now();
 	assert_time_between("source directory mtime after rename", xstat("d").st_mtim, before,
-	                    after);
+			    after);
 	assert_time_between("target directory mtime after rename", xstat("e").st_mtim, before,
-	                    after);
+			    after);
 
 	CHECK(utimensat(AT_FDCWD, "e", old, 0));
 	before = now();
@@ -1962,12 +1962,12 @@ Test(xattr, set_get_list_remove)
 
 	len = user_xattrs("f", &list);
 	cr_assert(has_name(list, len, "user.a") && has_name(list, len, "user.bin") &&
-	                  has_name(list, len, "user.empty") && has_name(list, len, "user.big"),
-	          "listxattr lacks a name that was set");
+			  has_name(list, len, "user.empty") && has_name(list, len, "user.big"),
+		  "listxattr lacks a name that was set");
 	cr_assert_eq(len,
-	             sizeof("user.a") + sizeof("user.bin") + sizeof("user.empty") +
-	                     sizeof("user.big"),
-	             "listxattr lists names that were never set");
+		     sizeof("user.a") + sizeof("user.bin") + sizeof("user.empty") +
+			     sizeof("user.big"),
+		     "listxattr lists names that were never set");
 	free(list);
 	cr_assert(listxattr("f", NULL, 0) > 0);
 	FAILS_WITH(ERANGE, listxattr("f", buf, 3));
@@ -2075,7 +2075,7 @@ Test(rename, directory_to_new_parent)
 	assert_str("d2/moved/deeper/g", "deeper");
 	st = xstat("d2/moved/..");
 	cr_assert_eq(st.st_ino, xstat("d2").st_ino,
-	             "\"..\" of a moved directory is its new parent");
+		     "\"..\" of a moved directory is its new parent");
 	cr_assert_eq(xstat("d1").st_nlink, 2);
 	cr_assert_eq(xstat("d2").st_nlink, 3);
 	cr_assert_eq(xstat("d2/moved").st_nlink, 3);
@@ -2186,7 +2186,7 @@ Test(open, unlink_open_file)
 	assert_absent("d/f");
 	CHECK(fstat(fd, &st));
 	cr_assert_eq(st.st_nlink, 0, "st_nlink %ju for an unlinked open file",
-	             (uintmax_t)st.st_nlink);
+		     (uintmax_t)st.st_nlink);
 	/* The fd still reads and writes. */
 	assert_fd_content(fd, "unlinked file", "before unlink", 13);
 	pwrite_all(fd, ", after", 7, 13);
@@ -2198,7 +2198,7 @@ Test(open, unlink_open_file)
 	cr_assert_not_null(dir);
 	while ((de = readdir(dir)))
 		cr_assert(!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."),
-		          "\"%s\" listed after the only file was unlinked", de->d_name);
+			  "\"%s\" listed after the only file was unlinked", de->d_name);
 	CHECK(closedir(dir));
 	CHECK(rmdir("d"));
 	assert_fd_content(fd, "unlinked file after rmdir", "before unlink, after", 20);
@@ -2312,34 +2312,34 @@ Test(locks, fcntl_setlk_between_processes)
 	pid = CHECK(fork());
 	if (pid == 0) {
 		struct flock g = {
-		        .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 50, .l_len = 10};
+			.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 50, .l_len = 10};
 		int cfd = open("f", O_RDWR);
 		int r;
 
 		CHILD_CHECK(cfd >= 0, "open");
 		r = fcntl(cfd, F_SETLK, &g);
 		CHILD_CHECK(r == -1 && (errno == EAGAIN || errno == EACCES),
-		            "F_SETLK on a range the parent holds returned %d", r);
+			    "F_SETLK on a range the parent holds returned %d", r);
 		g.l_type = F_RDLCK;
 		r = fcntl(cfd, F_SETLK, &g);
 		CHILD_CHECK(r == -1 && (errno == EAGAIN || errno == EACCES),
-		            "read lock under the parent's write lock returned %d", r);
+			    "read lock under the parent's write lock returned %d", r);
 		g.l_type = F_WRLCK;
 		CHILD_CHECK(fcntl(cfd, F_GETLK, &g) == 0, "F_GETLK");
 		CHILD_CHECK(g.l_type == F_WRLCK && g.l_pid == getppid() && g.l_start == 0 &&
-		                    g.l_len == 100,
-		            "F_GETLK: type %d pid %d range %jd+%jd, expected the parent's "
-		            "write lock %d 0+100",
-		            g.l_type, (int)g.l_pid, (intmax_t)g.l_start, (intmax_t)g.l_len,
-		            (int)getppid());
+				    g.l_len == 100,
+			    "F_GETLK: type %d pid %d range %jd+%jd, expected the parent's "
+			    "write lock %d 0+100",
+			    g.l_type, (int)g.l_pid, (intmax_t)g.l_start, (intmax_t)g.l_len,
+			    (int)getppid());
 		g = (struct flock){
-		        .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 100};
+			.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 100};
 		CHILD_CHECK(fcntl(cfd, F_SETLK, &g) == 0, "a disjoint range must lock");
 		CHILD_CHECK(write(to_parent[1], "1", 1) == 1, "pipe");
 		CHILD_CHECK(read(to_child[0], &c, 1) == 1, "pipe");
 		/* The parent has unlocked: now the range is free. */
 		g = (struct flock){
-		        .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 50, .l_len = 10};
+			.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 50, .l_len = 10};
 		CHILD_CHECK(fcntl(cfd, F_SETLK, &g) == 0, "lock after the parent unlocked");
 		_exit(0);
 	}
@@ -2349,7 +2349,7 @@ Test(locks, fcntl_setlk_between_processes)
 
 	errno = 0;
 	cr_assert(fcntl(fd, F_SETLK, &h) == -1 && (errno == EAGAIN || errno == EACCES),
-	          "F_SETLK on the child's range: %s", errname(errno));
+		  "F_SETLK on the child's range: %s", errname(errno));
 	fl.l_type = F_UNLCK;
 	CHECK(fcntl(fd, F_SETLK, &fl));
 	CHECK(write(to_child[1], "1", 1));
@@ -2438,7 +2438,7 @@ Test(concurrency, creators_writers_renamers)
 			count++;
 	CHECK(closedir(d));
 	cr_assert_eq(count, CREATORS * CREATOR_FILES, "out/ lists %d files, expected %d", count,
-	             CREATORS * CREATOR_FILES);
+		     CREATORS * CREATOR_FILES);
 	CHECK(rmdir("tmp")); /* every temporary name is gone */
 }
 
@@ -2533,7 +2533,7 @@ Test(clients, uv_tempdir_rename)
 	FAILS_WITH(EEXIST, renameat2_(".tmp/tmpB", "archive-v0/abc123", RENAME_NOREPLACE));
 	FAILS_WITH(ENOTEMPTY, rename(".tmp/tmpB", "archive-v0/abc123"));
 	cr_assert_eq(remove_tree(".tmp/tmpB"), 0, "removing the losing copy failed at %s: %s",
-	             remove_error_path, strerror(remove_error));
+		     remove_error_path, strerror(remove_error));
 	check_tree("archive-v0/abc123", 1);
 	CHECK(rmdir(".tmp"));
 }
@@ -2571,7 +2571,7 @@ Test(clients, uv_noreplace_lock)
 				fd = open(mine, O_WRONLY | O_CREAT | O_EXCL, 0644);
 				CHILD_CHECK(fd >= 0, "create %s", mine);
 				CHILD_CHECK(write(fd, mine, strlen(mine)) == (ssize_t)strlen(mine),
-				            "write");
+					    "write");
 				CHILD_CHECK(close(fd) == 0, "close");
 				if (renameat2_(mine, lock, RENAME_NOREPLACE) == 0) {
 					unsigned char msg[2] = {(unsigned char)w, (unsigned char)r};
@@ -2599,7 +2599,7 @@ Test(clients, uv_noreplace_lock)
 	wait_children(pids, LOCKERS, "locker");
 	for (int r = 0; r < LOCK_ROUNDS; r++)
 		cr_assert_eq(wins[r], 1, "round %d: %d winners of the RENAME_NOREPLACE lock", r,
-		             wins[r]);
+			     wins[r]);
 }
 
 /* ---- another user, through allow_other ---- */
@@ -2646,7 +2646,7 @@ static void as_other_user(const struct other_user *u, void (*fn)(const struct ot
 		errno = 0;                                                                         \
 		long r_ = (long)(expr);                                                            \
 		CHILD_CHECK(r_ == -1 && errno == (err), "as %s: %s: expected -1 with %s, got %ld", \
-		            u->name, #expr, errname(err), r_);                                     \
+			    u->name, #expr, errname(err), r_);                                     \
 	} while (0)
 
 static void other_private_file(const struct other_user *u)
@@ -2670,7 +2670,7 @@ static void other_readable_file(const struct other_user *u)
 
 	CHILD_CHECK(fd >= 0, "as %s: open of a 0644 file for reading", u->name);
 	CHILD_CHECK(read(fd, buf, sizeof(buf)) == 6 && !memcmp(buf, "public", 6),
-	            "as %s: reading a 0644 file", u->name);
+		    "as %s: reading a 0644 file", u->name);
 	close(fd);
 	OTHER_FAILS_WITH(EACCES, open("f644", O_WRONLY));
 	OTHER_FAILS_WITH(EACCES, open("f644", O_RDWR));
@@ -2683,7 +2683,7 @@ static void other_readable_file(const struct other_user *u)
 	OTHER_FAILS_WITH(EACCES, utimensat(AT_FDCWD, "f644", NULL, 0));
 	OTHER_FAILS_WITH(EACCES, setxattr("f644", "user.k", "v", 1, 0));
 	CHILD_CHECK(getxattr("f644", "user.k", buf, sizeof(buf)) == 6 && !memcmp(buf, "public", 6),
-	            "as %s: reading a user xattr of a readable file", u->name);
+		    "as %s: reading a user xattr of a readable file", u->name);
 }
 
 Test(other_user, mode_0644_file_is_readable)
@@ -2706,7 +2706,7 @@ static void other_writable_file(const struct other_user *u)
 	CHILD_CHECK(write(fd, "+other", 6) == 6, "as %s: write to a 0666 file", u->name);
 	close(fd);
 	CHILD_CHECK(utimensat(AT_FDCWD, "f666", NULL, 0) == 0,
-	            "as %s: setting a writable file's times to now", u->name);
+		    "as %s: setting a writable file's times to now", u->name);
 	OTHER_FAILS_WITH(EPERM, utimensat(AT_FDCWD, "f666", t, 0));
 	OTHER_FAILS_WITH(EPERM, chmod("f666", 0600));
 }
@@ -2764,8 +2764,8 @@ static void other_open_dir(const struct other_user *u)
 	fd = open("d777/mine", O_RDWR | O_CREAT | O_EXCL, 0644);
 	CHILD_CHECK(fd >= 0, "as %s: create in a 0777 directory", u->name);
 	CHILD_CHECK(fstat(fd, &st) == 0 && st.st_uid == u->uid && st.st_gid == u->gid,
-	            "as %s: the new file is owned by %u:%u, expected %u:%u", u->name, st.st_uid,
-	            st.st_gid, u->uid, u->gid);
+		    "as %s: the new file is owned by %u:%u, expected %u:%u", u->name, st.st_uid,
+		    st.st_gid, u->uid, u->gid);
 	CHILD_CHECK(write(fd, "by other", 8) == 8, "write");
 	CHILD_CHECK(pread(fd, buf, sizeof(buf), 0) == 8 && !memcmp(buf, "by other", 8), "read");
 	close(fd);
@@ -2791,6 +2791,6 @@ Test(other_user, mode_0777_dir_is_writable)
 	assert_str("d777/mydir/moved", "by other");
 	st = xstat("d777/mydir/moved");
 	cr_assert(st.st_uid == u.uid && st.st_gid == u.gid, "owner %u:%u, expected %u:%u",
-	          st.st_uid, st.st_gid, u.uid, u.gid);
+		  st.st_uid, st.st_gid, u.uid, u.gid);
 	assert_str("d1777/roots", "root's");
 }
