@@ -1614,17 +1614,6 @@ out_unlock:
 	return r;
 }
 
-void vfs_ref(struct vfs *v, uint64_t ino)
-{
-	struct vnode *n;
-
-	pthread_mutex_lock(&v->lock);
-	n = node_get(v, ino);
-	if (n)
-		n->nlookup++;
-	pthread_mutex_unlock(&v->lock);
-}
-
 void vfs_forget(struct vfs *v, uint64_t ino, uint64_t nlookup)
 {
 	struct vnode *n;

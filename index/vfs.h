@@ -62,8 +62,6 @@ int vfs_sync(struct vfs *v);
 /* Lookups that return an inode also take a lookup reference, dropped by vfs_forget. */
 int vfs_lookup(struct vfs *v, uint64_t parent, const char *name, struct stat *ret);
 void vfs_forget(struct vfs *v, uint64_t ino, uint64_t nlookup);
-/* Take a lookup reference on an inode the caller just handed out (readdirplus). */
-void vfs_ref(struct vfs *v, uint64_t ino);
 int vfs_getattr(struct vfs *v, uint64_t ino, struct stat *ret);
 
 /* Which fields of vfs_setattr's attr to apply. */
