@@ -19,6 +19,7 @@ test_pkgs=(
 	python3 python3-venv python3-pip  # real pip through the mount, test helpers
 	attr psmisc procps util-linux   # getfattr, fuser, ps, mount helpers
 	sqlite3 zstd
+	clang-format                    # the style check
 )
 
 pkgs=("${build_pkgs[@]}")

@@ -17,6 +17,9 @@ run_suite() {
 	meson test -C "$dir" --print-errorlogs --num-processes 1 "$@"
 }
 
+echo "== format (clang-format, .clang-format)"
+clang-format --dry-run --Werror index/*.[ch] fs/*.[ch] tests/*.c tests/mount/*.c tools/*.c
+
 echo "== build (warnings are errors)"
 if [[ ! -f build-test/build.ninja ]]; then
 	meson setup build-test -Dwerror=true >/dev/null
