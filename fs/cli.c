@@ -601,7 +601,7 @@ static void copy_meta(int dirfd, const char *name, const struct stat *st)
 	utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
 }
 
-/* Copy the tree below src into dst (both directory fds), then remove what was copied. */
+/* Copy the tree below src into dst (both directory fds); the originals stay. */
 static int adopt_dir(int src, int dst)
 {
 	DIR *d;

@@ -404,16 +404,9 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	fuse_reply_err(req, -vfs_setxattr(vfs_of(req), ino, name, value, size, flags));
 }
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+/* getxattr and listxattr: size 0 asks for the size, else the bytes. buf is freed here. */
+static void reply_xattr(fuse_req_t req, int r, char *buf, size_t size)
 {
-	char *buf = size ? malloc(size) : NULL;
-	int r;
-
-	if (size && !buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	r = vfs_getxattr(vfs_of(req), ino, name, buf, size);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else if (size == 0)
@@ -423,23 +416,26 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	free(buf);
 }
 
-static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	char *buf = size ? malloc(size) : NULL;
-	int r;
 
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = vfs_listxattr(vfs_of(req), ino, buf, size);
-	if (r < 0)
-		fuse_reply_err(req, -r);
-	else if (size == 0)
-		fuse_reply_xattr(req, (size_t)r);
-	else
-		fuse_reply_buf(req, buf, (size_t)r);
-	free(buf);
+	reply_xattr(req, vfs_getxattr(vfs_of(req), ino, name, buf, size), buf, size);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	reply_xattr(req, vfs_listxattr(vfs_of(req), ino, buf, size), buf, size);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

@@ -388,7 +388,7 @@ int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_
 	r = check_query(&c,
 			"SELECT count(*) FROM inodes i WHERE i.mode & 61440 != 16384 AND "
 			"i.nlink != (SELECT count(*) FROM dentries d WHERE d.ino = i.ino) AND "
-			"(i.nlink > 0 OR ?1)",
+			"i.nlink > 0",
 			"SELECT 'inode ' || i.ino || ': nlink ' || i.nlink || ', names ' || "
 			"(SELECT count(*) FROM dentries d WHERE d.ino = i.ino) FROM inodes i "
 			"WHERE i.mode & 61440 != 16384 AND i.nlink != (SELECT count(*) FROM "
@@ -612,15 +612,14 @@ static int evict(struct store *st, uint64_t max_size, const struct gc_hooks *h,
 	int skipped = 0, r;
 
 	{
-		uint64_t val[1];
 		sqlite3_stmt *s;
 
 		if (sqlite3_prepare_v2(db, "SELECT total(stored_len) FROM chunks WHERE refs > 0",
 				       -1, &s, NULL) != SQLITE_OK)
 			return -EIO;
-		val[0] = sqlite3_step(s) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
+		if (sqlite3_step(s) == SQLITE_ROW)
+			used = (uint64_t)sqlite3_column_int64(s, 0);
 		sqlite3_finalize(s);
-		used = val[0];
 	}
 	while (used > max_size) {
 		size_t n = 0;
@@ -631,9 +630,13 @@ static int evict(struct store *st, uint64_t max_size, const struct gc_hooks *h,
 		for (size_t i = 0; i < n; i++) {
 			struct idx_inode in;
 
-			if (r < 0 || used <= max_size ||
-			    (h && h->skip && h->skip(h->data, v[i].ino))) {
-				skipped += r == 0 && used > max_size;
+			if (r < 0 || used <= max_size) {
+				free(v[i].name); /* done: only the rest of the batch to free */
+				continue;
+			}
+			if (h && h->skip && h->skip(h->data, v[i].ino)) {
+				skipped++; /* it stays first in line: the next batch starts after it
+					    */
 				free(v[i].name);
 				continue;
 			}

@@ -96,7 +96,6 @@ struct vnode {
 
 struct vfs_file {
 	struct vnode *n;
-	int flags;
 	pthread_mutex_t cache_lock; /* the last chunk read, for reads smaller than a chunk */
 	uint64_t cache_chunk;
 	uint32_t cache_len;
@@ -1873,7 +1872,8 @@ static int drop_name(struct vfs *v, uint64_t ino, int64_t now)
 	return in.nlink == 0 ? reap_if_unused(v, ino) : 0;
 }
 
-int vfs_unlink(struct vfs *v, uint64_t parent, const char *name)
+/* unlink (dir false) and rmdir (dir true): drop the name, and the inode with its last name. */
+static int remove_name(struct vfs *v, uint64_t parent, const char *name, bool dir)
 {
 	struct idx_inode in;
 	uint64_t ino;
@@ -1892,13 +1892,24 @@ int vfs_unlink(struct vfs *v, uint64_t parent, const char *name)
 	r = get_inode(v, ino, &in);
 	if (r < 0)
 		goto out_unlock;
-	if (S_ISDIR(in.mode)) {
+	if (!dir && S_ISDIR(in.mode)) {
 		r = -EISDIR;
 		goto out_unlock;
 	}
+	if (dir && !S_ISDIR(in.mode)) {
+		r = -ENOTDIR;
+		goto out_unlock;
+	}
+	if (dir) {
+		r = idx_dir_is_empty(v->x, ino);
+		if (r <= 0) {
+			r = r < 0 ? r : -ENOTEMPTY;
+			goto out_unlock;
+		}
+	}
 	r = idx_del_dentry(v->x, parent, name);
 	if (r == 0)
-		r = touch_dir(v, parent, now, 0);
+		r = touch_dir(v, parent, now, dir ? -1 : 0); /* a subdirectory's ".." link */
 	if (r == 0)
 		r = drop_name(v, ino, now);
 out_unlock:
@@ -1907,49 +1918,18 @@ out_unlock:
 	return r;
 }
 
+int vfs_unlink(struct vfs *v, uint64_t parent, const char *name)
+{
+	return remove_name(v, parent, name, false);
+}
+
 int vfs_rmdir(struct vfs *v, uint64_t parent, const char *name)
 {
-	struct idx_inode in;
-	uint64_t ino;
-	int64_t now = now_ns();
-	int r;
-
 	if (strcmp(name, ".") == 0)
 		return -EINVAL;
 	if (strcmp(name, "..") == 0)
 		return -ENOTEMPTY;
-	pthread_mutex_lock(&v->lock);
-	r = op_begin(v);
-	if (r < 0) {
-		pthread_mutex_unlock(&v->lock);
-		return r;
-	}
-	r = lookup(v, parent, name, &ino);
-	if (r < 0)
-		goto out_unlock;
-	r = get_inode(v, ino, &in);
-	if (r < 0)
-		goto out_unlock;
-	if (!S_ISDIR(in.mode)) {
-		r = -ENOTDIR;
-		goto out_unlock;
-	}
-	r = idx_dir_is_empty(v->x, ino);
-	if (r == 0) {
-		r = -ENOTEMPTY;
-		goto out_unlock;
-	}
-	if (r < 0)
-		goto out_unlock;
-	r = idx_del_dentry(v->x, parent, name);
-	if (r == 0)
-		r = touch_dir(v, parent, now, -1);
-	if (r == 0)
-		r = drop_name(v, ino, now);
-out_unlock:
-	r = op_end(v, r);
-	pthread_mutex_unlock(&v->lock);
-	return r;
+	return remove_name(v, parent, name, true);
 }
 
 /* 1 when dir is anc or below it; v->lock held. */
@@ -2271,24 +2251,23 @@ out_unlock:
 
 /* ---- open files ---- */
 
-static int file_new(struct vnode *n, int flags, struct vfs_file **ret)
+static int file_new(struct vnode *n, struct vfs_file **ret)
 {
 	struct vfs_file *f = calloc(1, sizeof(*f));
 
 	if (!f)
 		return -ENOMEM;
 	f->n = n;
-	f->flags = flags;
 	pthread_mutex_init(&f->cache_lock, NULL);
 	*ret = f;
 	return 0;
 }
 
-static int open_node(struct vfs *v, struct vnode *n, int flags, struct vfs_file **ret_f)
+static int open_node(struct vfs *v, struct vnode *n, struct vfs_file **ret_f)
 {
 	int r;
 
-	r = file_new(n, flags, ret_f);
+	r = file_new(n, ret_f);
 	if (r < 0)
 		return r;
 	lock_for_commit(v, n);
@@ -2320,7 +2299,7 @@ int vfs_create(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const ch
 	n = node_find(v, ret->st_ino);
 	n->opens++;
 	pthread_mutex_unlock(&v->lock);
-	r = open_node(v, n, flags, ret_f);
+	r = open_node(v, n, ret_f);
 	if (r < 0) {
 		pthread_mutex_lock(&v->lock);
 		n->opens--;
@@ -2349,7 +2328,7 @@ int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_
 	pthread_mutex_unlock(&v->lock);
 	if (r < 0)
 		return r;
-	r = open_node(v, n, flags, ret_f);
+	r = open_node(v, n, ret_f);
 	if (r == 0 && (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY) {
 		/* The kernel passes O_TRUNC to open when it does not truncate first. */
 		pthread_rwlock_rdlock(&v->gc_lock);
