@@ -52,6 +52,13 @@ enum stmt_id {
 	S_DEL_XATTR,
 	S_META_GET,
 	S_META_SET,
+	S_SET_LOCAL,
+	S_RPACK_NAME,
+	S_RPACK_FIND,
+	S_RPACK_ADD,
+	S_ADD_RCHUNK,
+	S_SET_REMOTE,
+	S_TRACE_ADD,
 	S_COUNT
 };
 
@@ -80,7 +87,8 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_SET_TARGET] = "INSERT OR REPLACE INTO symlinks (ino, target) VALUES (?1, ?2)",
 	[S_GET_TARGET] = "SELECT target FROM symlinks WHERE ino = ?1",
 	[S_GET_EXTENTS] = "SELECT e.off, e.len, e.chunk, c.key, c.pack, c.off, c.stored_len, "
-			  "c.flags FROM extents e LEFT JOIN chunks c ON c.id = e.chunk "
+			  "c.flags, c.digest, c.rpack, c.roff, c.rstored_len, c.rflags "
+			  "FROM extents e LEFT JOIN chunks c ON c.id = e.chunk "
 			  "WHERE e.ino = ?1 ORDER BY e.off",
 	[S_ADD_EXTENT] = "INSERT INTO extents (ino, off, len, chunk) VALUES (?1, ?2, ?3, ?4)",
 	[S_REF_CHUNK] = "UPDATE chunks SET refs = refs + 1 WHERE id = ?1",
@@ -100,6 +108,20 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_DEL_XATTR] = "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2",
 	[S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
 	[S_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+	/* The key guards against an id reused after gc deleted the chunk meanwhile. */
+	[S_SET_LOCAL] = "UPDATE chunks SET pack = ?2, off = ?3, stored_len = ?4, flags = ?5 "
+			"WHERE id = ?1 AND key = ?6",
+	[S_RPACK_NAME] = "SELECT name FROM rpacks WHERE id = ?1",
+	[S_RPACK_FIND] = "SELECT id FROM rpacks WHERE name = ?1",
+	[S_RPACK_ADD] = "INSERT INTO rpacks (name, size) VALUES (?1, ?2)",
+	[S_ADD_RCHUNK] = "INSERT INTO chunks (key, digest, raw_len, pack, off, stored_len, flags, "
+			 "refs, rpack, roff, rstored_len, rflags) "
+			 "VALUES (?1, ?2, ?3, 0, 0, 0, 0, 0, ?4, ?5, ?6, ?7)",
+	/* A location on the remote is recorded unless one that is not condemned already is. */
+	[S_SET_REMOTE] = "UPDATE chunks SET rpack = ?3, roff = ?4, rstored_len = ?5, rflags = ?6 "
+			 "WHERE key = ?1 AND digest = ?2 AND (rpack = 0 OR rpack IN "
+			 "(SELECT id FROM rpacks WHERE condemned != 0))",
+	[S_TRACE_ADD] = "INSERT OR IGNORE INTO rtrace (ino, stamp) VALUES (?1, ?2)",
 };
 
 static const char schema_sql[] =
@@ -129,6 +151,25 @@ static const char schema_sql[] =
 	"CREATE INDEX chunks_pack ON chunks (pack, off);"
 	"CREATE TABLE packs (id INTEGER PRIMARY KEY AUTOINCREMENT, size INTEGER NOT NULL,"
 	"  created INTEGER NOT NULL);";
+
+/*
+ * Version 2 adds what a remote needs: where each chunk lives on the remote (rpack 0: not there;
+ * pack 0: not here), the remote's packs, the catalogs already seen, and the base: the remote's
+ * view of each path at the last sync, against which local changes are found.
+ */
+static const char schema_v2_sql[] =
+	"ALTER TABLE chunks ADD COLUMN rpack INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE chunks ADD COLUMN roff INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE chunks ADD COLUMN rstored_len INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE chunks ADD COLUMN rflags INTEGER NOT NULL DEFAULT 0;"
+	"CREATE INDEX chunks_rpack ON chunks (rpack) WHERE rpack != 0;"
+	"CREATE TABLE rpacks (id INTEGER PRIMARY KEY, name BLOB NOT NULL UNIQUE,"
+	"  size INTEGER NOT NULL, condemned INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE rseen (name TEXT PRIMARY KEY, merged INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE rbase (path BLOB PRIMARY KEY, type INTEGER NOT NULL,"
+	"  stamp INTEGER NOT NULL, sig BLOB NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE rtrace (ino INTEGER PRIMARY KEY, stamp INTEGER NOT NULL);"
+	"UPDATE meta SET value = '2' WHERE key = 'schema_version';";
 
 struct idx {
 	sqlite3 *db;
@@ -205,7 +246,6 @@ static void bind_name(sqlite3_stmt *s, int i, const char *name)
 
 static int create_schema(struct idx *x)
 {
-	char buf[32];
 	int r;
 
 	r = exec(x, "BEGIN IMMEDIATE");
@@ -214,14 +254,31 @@ static int create_schema(struct idx *x)
 	r = exec(x, schema_sql);
 	if (r < 0)
 		goto out_rollback;
-	snprintf(buf, sizeof(buf), "%d", IDX_SCHEMA_VERSION);
 	r = exec(x, "INSERT INTO meta (key, value) VALUES ('schema_version', '1')");
+	if (r < 0)
+		goto out_rollback;
+	r = exec(x, schema_v2_sql);
 	if (r < 0)
 		goto out_rollback;
 	return exec(x, "COMMIT");
 out_rollback:
 	exec(x, "ROLLBACK");
 	return r;
+}
+
+/* A version 1 store gains the remote tables; nothing else changes. */
+static int upgrade_v1(struct idx *x)
+{
+	int r = exec(x, "BEGIN IMMEDIATE");
+
+	if (r < 0)
+		return r;
+	r = exec(x, schema_v2_sql);
+	if (r < 0) {
+		exec(x, "ROLLBACK");
+		return r;
+	}
+	return exec(x, "COMMIT");
 }
 
 static int check_schema(struct idx *x, bool create)
@@ -242,6 +299,8 @@ static int check_schema(struct idx *x, bool create)
 	sqlite3_finalize(s);
 	if (version > IDX_SCHEMA_VERSION)
 		return -EPROTO;
+	if (version == 1)
+		return upgrade_v1(x);
 	if (version != IDX_SCHEMA_VERSION)
 		return -EUCLEAN;
 	return 0;
@@ -330,6 +389,17 @@ int idx_commit(struct idx *x)
 	r = exec(x, "COMMIT");
 	if (r == 0)
 		x->in_txn = false;
+	return r;
+}
+
+int idx_rollback(struct idx *x)
+{
+	int r;
+
+	if (!x->in_txn)
+		return 0;
+	r = exec(x, "ROLLBACK");
+	x->in_txn = false;
 	return r;
 }
 
@@ -635,6 +705,16 @@ int idx_get_extents(struct idx *x, uint64_t ino, struct idx_extent **ret, size_t
 			e->loc.offset = (uint64_t)sqlite3_column_int64(s, 5);
 			e->loc.stored_len = (uint32_t)sqlite3_column_int64(s, 6);
 			e->loc.flags = (uint32_t)sqlite3_column_int64(s, 7);
+			if (sqlite3_column_bytes(s, 8) != HASH_DIGEST_SIZE) {
+				sqlite3_reset(s);
+				free(v);
+				return -EUCLEAN;
+			}
+			memcpy(e->digest.b, sqlite3_column_blob(s, 8), HASH_DIGEST_SIZE);
+			e->rpack = (uint64_t)sqlite3_column_int64(s, 9);
+			e->rloc.offset = (uint64_t)sqlite3_column_int64(s, 10);
+			e->rloc.stored_len = (uint32_t)sqlite3_column_int64(s, 11);
+			e->rloc.flags = (uint32_t)sqlite3_column_int64(s, 12);
 		}
 	}
 	sqlite3_reset(s);
@@ -963,4 +1043,106 @@ int idx_get_stats(struct idx *x, struct idx_stats *ret)
 	if (r == 0)
 		ret->others = v[0] - ret->files - ret->dirs - ret->symlinks;
 	return r;
+}
+
+int idx_set_chunk_local(struct idx *x, uint64_t id, const chunk_key *key, uint64_t pack,
+			const struct pack_loc *loc)
+{
+	sqlite3_stmt *s = st(x, S_SET_LOCAL);
+
+	sqlite3_bind_blob(s, 6, key->b, HASH_KEY_SIZE, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)pack);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)(pack ? loc->offset : 0));
+	sqlite3_bind_int64(s, 4, pack ? loc->stored_len : 0);
+	sqlite3_bind_int64(s, 5, pack ? loc->flags : 0);
+	return step_done(s);
+}
+
+int idx_rpack_name(struct idx *x, uint64_t id, uint8_t ret_name[IDX_RPACK_NAME_SIZE])
+{
+	sqlite3_stmt *s = st(x, S_RPACK_NAME);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		if (sqlite3_column_bytes(s, 0) != IDX_RPACK_NAME_SIZE) {
+			sqlite3_reset(s);
+			return -EUCLEAN;
+		}
+		memcpy(ret_name, sqlite3_column_blob(s, 0), IDX_RPACK_NAME_SIZE);
+		sqlite3_reset(s);
+		return 1;
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+int idx_rpack_ensure(struct idx *x, const uint8_t name[IDX_RPACK_NAME_SIZE], uint64_t size,
+		     uint64_t *ret_id)
+{
+	sqlite3_stmt *s = st(x, S_RPACK_FIND);
+	int rc, r;
+
+	sqlite3_bind_blob(s, 1, name, IDX_RPACK_NAME_SIZE, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*ret_id = (uint64_t)sqlite3_column_int64(s, 0);
+		sqlite3_reset(s);
+		return 0;
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE)
+		return idx_errno(rc);
+	s = st(x, S_RPACK_ADD);
+	sqlite3_bind_blob(s, 1, name, IDX_RPACK_NAME_SIZE, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)size);
+	r = step_done(s);
+	if (r == 0)
+		*ret_id = (uint64_t)sqlite3_last_insert_rowid(x->db);
+	return r;
+}
+
+int idx_add_remote_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
+			 uint32_t raw_len, uint64_t rpack, const struct pack_loc *rloc,
+			 uint64_t *ret_id)
+{
+	sqlite3_stmt *s = st(x, S_ADD_RCHUNK);
+	int r;
+
+	sqlite3_bind_blob(s, 1, key->b, HASH_KEY_SIZE, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 2, digest->b, HASH_DIGEST_SIZE, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, raw_len);
+	sqlite3_bind_int64(s, 4, (sqlite3_int64)rpack);
+	sqlite3_bind_int64(s, 5, (sqlite3_int64)rloc->offset);
+	sqlite3_bind_int64(s, 6, rloc->stored_len);
+	sqlite3_bind_int64(s, 7, rloc->flags);
+	r = step_done(s);
+	if (r == 0)
+		*ret_id = (uint64_t)sqlite3_last_insert_rowid(x->db);
+	return r;
+}
+
+int idx_set_chunk_remote(struct idx *x, const chunk_key *key, const chunk_digest *digest,
+			 uint64_t rpack, const struct pack_loc *rloc)
+{
+	sqlite3_stmt *s = st(x, S_SET_REMOTE);
+
+	sqlite3_bind_blob(s, 1, key->b, HASH_KEY_SIZE, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 2, digest->b, HASH_DIGEST_SIZE, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)rpack);
+	sqlite3_bind_int64(s, 4, (sqlite3_int64)rloc->offset);
+	sqlite3_bind_int64(s, 5, rloc->stored_len);
+	sqlite3_bind_int64(s, 6, rloc->flags);
+	return step_done(s);
+}
+
+int idx_trace_add(struct idx *x, uint64_t ino, int64_t stamp)
+{
+	sqlite3_stmt *s = st(x, S_TRACE_ADD);
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	sqlite3_bind_int64(s, 2, stamp);
+	return step_done(s);
 }

@@ -26,7 +26,7 @@
 #include "pack.h"
 
 #define IDX_ROOT_INO 1
-#define IDX_SCHEMA_VERSION 1
+#define IDX_SCHEMA_VERSION 2
 
 struct idx;
 
@@ -42,10 +42,13 @@ struct idx_extent {
 	uint64_t off; /* within the file */
 	uint32_t len;
 	uint64_t chunk; /* 0: a hole of len zero bytes */
-	/* Where the chunk lives; valid when chunk != 0. */
+	/* The chunk and where it lives; valid when chunk != 0. */
 	chunk_key key;
-	uint64_t pack;
+	chunk_digest digest;
+	uint64_t pack; /* local pack; 0 when the chunk is only on the remote */
 	struct pack_loc loc;
+	uint64_t rpack; /* remote pack (table rpacks); 0 when not on the remote */
+	struct pack_loc rloc;
 };
 
 /*
@@ -62,6 +65,8 @@ int idx_begin(struct idx *x);
 /* Commit the open transaction, if any. 0 or -errno (the transaction then stays open). */
 int idx_commit(struct idx *x);
 bool idx_in_txn(const struct idx *x);
+/* Undo the open transaction, if any. */
+int idx_rollback(struct idx *x);
 /*
  * Bracket one filesystem operation inside the group transaction, so that a failure halfway
  * through undoes only that operation's changes: idx_op_begin opens a savepoint (and the
@@ -129,6 +134,32 @@ int idx_recount_refs(struct idx *x);
 /* Record a chunk stored in a pack, with no references yet. */
 int idx_add_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest, uint32_t raw_len,
 		  uint64_t pack, const struct pack_loc *loc, uint64_t *ret_id);
+
+/*
+ * Remote locations. A chunk row may be local only (rpack 0), remote only (pack 0), or both.
+ * Remote packs are named by the SHA-256 of their bytes.
+ */
+#define IDX_RPACK_NAME_SIZE 32
+/* Record that chunk id (if it is still the chunk with this key) now also lives in local pack
+ * (pack 0: no longer here). */
+int idx_set_chunk_local(struct idx *x, uint64_t id, const chunk_key *key, uint64_t pack,
+			const struct pack_loc *loc);
+/* Name of remote pack id: 1, 0 when unknown, or -errno. */
+int idx_rpack_name(struct idx *x, uint64_t id, uint8_t ret_name[IDX_RPACK_NAME_SIZE]);
+/* Id of the remote pack with this name, added when new. */
+int idx_rpack_ensure(struct idx *x, const uint8_t name[IDX_RPACK_NAME_SIZE], uint64_t size,
+		     uint64_t *ret_id);
+/* Record a chunk that is only on the remote, with no references yet. */
+int idx_add_remote_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,
+			 uint32_t raw_len, uint64_t rpack, const struct pack_loc *rloc,
+			 uint64_t *ret_id);
+/* Note that the chunk (key, digest), if known here, is on the remote at rpack/rloc, unless it is
+ * already known there in a pack not condemned by gc. */
+int idx_set_chunk_remote(struct idx *x, const chunk_key *key, const chunk_digest *digest,
+			 uint64_t rpack, const struct pack_loc *rloc);
+
+/* Note that ino was opened (the access trace pushed to the remote). */
+int idx_trace_add(struct idx *x, uint64_t ino, int64_t stamp);
 
 /* Packs: name and size on record. */
 int idx_add_pack(struct idx *x, uint64_t *ret_id);

@@ -650,6 +650,46 @@ out_free_owned:
 	return r;
 }
 
+int pack_decode_entry(const void *entry, size_t len, const struct pack_loc *loc,
+		      const chunk_key *key, const chunk_digest *digest, void *buf, uint32_t raw_len)
+{
+	const uint8_t *in = entry;
+	struct entry_hdr hdr;
+	struct read_ctx *ctx;
+	chunk_key got;
+	chunk_digest got_digest;
+
+	if (!entry_lens_valid(loc->flags, raw_len, loc->stored_len))
+		return -EIO;
+	if (len != ENTRY_HDR_SIZE + (size_t)loc->stored_len)
+		return -EIO;
+	if (entry_hdr_decode(in, &hdr) < 0)
+		return -EIO;
+	if (hdr.flags != loc->flags || hdr.stored_len != loc->stored_len ||
+	    hdr.raw_len != raw_len || !hash_key_equal(&hdr.key, key) ||
+	    !hash_digest_equal(&hdr.digest, digest))
+		return -EIO;
+	if (loc->flags & PACK_F_ZSTD) {
+		size_t got_len;
+
+		ctx = read_ctx_get();
+		if (!ctx)
+			return -ENOMEM;
+		got_len = ZSTD_decompressDCtx(ctx->dctx, buf, raw_len, in + ENTRY_HDR_SIZE,
+					      loc->stored_len);
+		if (ZSTD_isError(got_len) || got_len != raw_len)
+			return -EIO;
+	} else {
+		memcpy(buf, in + ENTRY_HDR_SIZE, raw_len);
+	}
+	hash_key(buf, raw_len, &got);
+	if (!hash_key_equal(&got, key))
+		return -EIO;
+	/* The key is not collision resistant; the writer's SHA-256 is what a forger cannot meet. */
+	hash_digest(buf, raw_len, &got_digest);
+	return hash_digest_equal(&got_digest, digest) ? 0 : -EIO;
+}
+
 /* Decoded file header. 0, -EINVAL when it is not a pack header, -EIO when it is damaged. */
 static int pack_hdr_read(int fd, uint64_t size, uint64_t *ret_pack_id)
 {

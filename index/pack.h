@@ -76,6 +76,18 @@ void pack_writer_free(struct pack_writer *w);
 int pack_read_chunk(int fd, const struct pack_loc *loc, const chunk_key *key, void *buf,
 		    uint32_t raw_len);
 
+/* Bytes of an entry header, which precedes each chunk's stored data. */
+#define PACK_ENTRY_HDR_SIZE 72u
+
+/*
+ * Decode one whole entry (header and stored data, len bytes, as fetched from a remote copy of a
+ * pack) that should hold the chunk (key, digest) at loc, into buf (raw_len bytes). Checks the
+ * header against loc, the data against the key and against the SHA-256 digest: 0 or -EIO.
+ */
+int pack_decode_entry(const void *entry, size_t len, const struct pack_loc *loc,
+		      const chunk_key *key, const chunk_digest *digest, void *buf,
+		      uint32_t raw_len);
+
 /* One entry found by pack_scan. */
 struct pack_entry {
 	chunk_key key;

@@ -30,6 +30,7 @@ struct store {
 	int dirfd, packsfd, stagingfd, lockfd;
 	bool locked; /* we hold the lock, and own daemon.pid */
 	struct chunker_params params;
+	char remote[STORE_REMOTE_MAX]; /* the config's remote URL, "" when none */
 	struct idx *idx;
 
 	uint64_t pack_target;       /* seal packs past this size */
@@ -96,16 +97,18 @@ out:
 	return r;
 }
 
-static int write_config(int dirfd, const struct chunker_params *p)
+static int write_config(int dirfd, const struct chunker_params *p, const char *remote)
 {
-	char buf[512];
+	char buf[512 + STORE_REMOTE_MAX];
 	int fd, n, r = 0;
 
 	n = snprintf(
 		buf, sizeof(buf),
-		"# pkgcachefs store. Do not edit: the chunker parameters are fixed at creation.\n"
-		"format = %d\nchunk_min = %u\nchunk_avg = %u\nchunk_max = %u\n",
-		STORE_FORMAT_VERSION, p->min, p->avg, p->max);
+		"# pkgcachefs store. The chunker parameters are fixed at creation; the remote\n"
+		"# (pkgcachefs remote --store DIR URL) is the default for mount, push and pull.\n"
+		"format = %d\nchunk_min = %u\nchunk_avg = %u\nchunk_max = %u\n%s%s%s",
+		STORE_FORMAT_VERSION, p->min, p->avg, p->max, *remote ? "remote = " : "", remote,
+		*remote ? "\n" : "");
 	fd = openat(dirfd, "config.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
@@ -121,7 +124,7 @@ static int write_config(int dirfd, const struct chunker_params *p)
 }
 
 /* The config is untrusted: unknown keys and bad values are errors, not guesses. */
-static int read_config(int dirfd, struct chunker_params *p)
+static int read_config(int dirfd, struct chunker_params *p, char *remote)
 {
 	char buf[4096], *line, *save;
 	long format = -1;
@@ -129,6 +132,7 @@ static int read_config(int dirfd, struct chunker_params *p)
 	int fd;
 
 	memset(p, 0, sizeof(*p));
+	remote[0] = '\0';
 	fd = openat(dirfd, "config", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -146,6 +150,12 @@ static int read_config(int dirfd, struct chunker_params *p)
 
 		if (line[0] == '#' || line[0] == '\0')
 			continue;
+		if (strncmp(line, "remote = ", 9) == 0) {
+			if (strlen(line + 9) >= STORE_REMOTE_MAX || strpbrk(line + 9, " \t"))
+				return -EUCLEAN;
+			strcpy(remote, line + 9);
+			continue;
+		}
 		if (sscanf(line, "%31[a-z_] = %llu %c", key, &v, &extra) != 2 || v > UINT32_MAX)
 			return -EUCLEAN;
 		if (strcmp(key, "format") == 0)
@@ -258,11 +268,11 @@ int store_open(const char *dir, int flags, struct store **ret, pid_t *ret_owner)
 		if (r < 0)
 			goto out_free;
 	}
-	r = read_config(st->dirfd, &st->params);
+	r = read_config(st->dirfd, &st->params, st->remote);
 	if (r == -ENOENT && create) {
 		/* A new store, or one whose creation was interrupted before config was written. */
 		st->params = chunker_default_params;
-		r = write_config(st->dirfd, &st->params);
+		r = write_config(st->dirfd, &st->params, st->remote);
 	}
 	if (r < 0)
 		goto out_free;
@@ -336,6 +346,19 @@ int store_close(struct store *st)
 const char *store_dir(const struct store *st)
 {
 	return st->dir;
+}
+
+const char *store_remote(const struct store *st)
+{
+	return st->remote;
+}
+
+int store_set_remote(struct store *st, const char *url)
+{
+	if (strlen(url) >= STORE_REMOTE_MAX || strpbrk(url, " \t\n"))
+		return -EINVAL;
+	snprintf(st->remote, sizeof(st->remote), "%s", url);
+	return write_config(st->dirfd, &st->params, st->remote);
 }
 
 const struct chunker_params *store_chunker_params(const struct store *st)

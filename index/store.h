@@ -3,7 +3,8 @@
  * A store: the directory that holds everything pkgcachefs keeps.
  *
  *   STORE/config        text, key = value: format version and chunker parameters (fixed at
- *                       creation: changing them would silently end dedup)
+ *                       creation: changing them would silently end dedup), and the default
+ *                       remote, if any
  *   STORE/index.db      the SQLite index (idx.h), with its -wal and -shm files
  *   STORE/packs/        pack files, <16 hex digits of the pack id>.pack (pack.h)
  *   STORE/staging/      per-inode scratch files holding data written but not yet chunked
@@ -51,6 +52,10 @@ int store_close(struct store *st);
 char *store_default_dir(void);
 
 const char *store_dir(const struct store *st);
+/* The remote URL recorded in the config ("" when none), and a way to set it ("" clears it). */
+#define STORE_REMOTE_MAX 1024
+const char *store_remote(const struct store *st);
+int store_set_remote(struct store *st, const char *url);
 const struct chunker_params *store_chunker_params(const struct store *st);
 struct idx *store_idx(struct store *st);
 /* An fd open on STORE/staging, for the vfs's scratch files. */
