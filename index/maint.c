@@ -491,16 +491,24 @@ int maint_fsck(struct store *st, bool repair, bool live, FILE *out, struct fsck_
 	if (progress) {
 		sqlite3_stmt *s;
 
-		if (sqlite3_prepare_v2(c.db, "SELECT total(raw_len) FROM chunks WHERE refs > 0", -1,
-				       &s, NULL) == SQLITE_OK) {
+		if (sqlite3_prepare_v2(
+			    c.db, "SELECT total(raw_len) FROM chunks WHERE refs > 0 AND pack != 0",
+			    -1, &s, NULL) == SQLITE_OK) {
 			if (sqlite3_step(s) == SQLITE_ROW)
 				c.total_bytes = (uint64_t)sqlite3_column_int64(s, 0);
 			sqlite3_finalize(s);
 		}
 	}
+	/* Chunks only on the remote are checked when fetched, against the same digest. */
+	r = check_query(&c, "SELECT count(*) FROM chunks WHERE refs > 0 AND pack = 0 AND rpack = 0",
+			"SELECT 'chunk ' || id || ' is neither here nor on the remote' FROM chunks "
+			"WHERE refs > 0 AND pack = 0 AND rpack = 0",
+			NULL, &ret->bad_chunks);
+	if (r < 0)
+		goto out_rollback;
 	r = each_row(c.db,
 		     "SELECT id, key, digest, pack, raw_len, off, stored_len, flags FROM chunks "
-		     "WHERE refs > 0 ORDER BY pack, off",
+		     "WHERE refs > 0 AND pack != 0 ORDER BY pack, off",
 		     check_chunk, &c);
 	if (r < 0)
 		goto out_rollback;
@@ -602,6 +610,68 @@ static uint64_t freed_by(sqlite3 *db, uint64_t ino)
 	return freed;
 }
 
+/*
+ * With a remote, the local store is a cache of it: drop the local copies of the least recently
+ * used files' chunks that are safely on the remote (in a pack gc has not condemned), until live
+ * local data fits max_size. Names stay; the data is fetched again when read. Data not yet pushed
+ * is never dropped.
+ */
+static int evict_local_copies(struct store *st, uint64_t max_size, const struct gc_hooks *h,
+			      uint64_t used, struct gc_report *rep)
+{
+	sqlite3 *db = idx_db(store_idx(st));
+	sqlite3_stmt *files = NULL, *sum = NULL, *drop = NULL;
+	int rc, r = 0;
+
+	if (sqlite3_prepare_v2(
+		    db,
+		    "SELECT ino, size FROM inodes WHERE mode & 61440 = 32768 AND size > 0 "
+		    "ORDER BY max(used, mtime / 1000000000), ino",
+		    -1, &files, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(
+		    db,
+		    "SELECT total(stored_len) FROM chunks WHERE pack != 0 AND rpack != 0 "
+		    "AND rpack NOT IN (SELECT id FROM rpacks WHERE condemned != 0) AND "
+		    "id IN (SELECT chunk FROM extents WHERE ino = ?1 AND chunk != 0)",
+		    -1, &sum, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db,
+			       "UPDATE chunks SET pack = 0, off = 0, stored_len = 0, flags = 0 "
+			       "WHERE pack != 0 AND rpack != 0 AND rpack NOT IN (SELECT id FROM "
+			       "rpacks WHERE condemned != 0) AND id IN (SELECT chunk FROM extents "
+			       "WHERE ino = ?1 AND chunk != 0)",
+			       -1, &drop, NULL) != SQLITE_OK) {
+		r = -EIO;
+		goto out;
+	}
+	while (used > max_size && (rc = sqlite3_step(files)) == SQLITE_ROW) {
+		uint64_t ino = (uint64_t)sqlite3_column_int64(files, 0), freed = 0;
+
+		if (h && h->skip && h->skip(h->data, ino))
+			continue;
+		sqlite3_reset(sum);
+		sqlite3_bind_int64(sum, 1, (sqlite3_int64)ino);
+		if (sqlite3_step(sum) == SQLITE_ROW)
+			freed = (uint64_t)sqlite3_column_int64(sum, 0);
+		sqlite3_reset(sum);
+		if (!freed)
+			continue;
+		sqlite3_reset(drop);
+		sqlite3_bind_int64(drop, 1, (sqlite3_int64)ino);
+		if (sqlite3_step(drop) != SQLITE_DONE) {
+			r = -EIO;
+			goto out;
+		}
+		rep->evicted_files++;
+		rep->evicted_bytes += (uint64_t)sqlite3_column_int64(files, 1);
+		used -= MIN(freed, used);
+	}
+out:
+	sqlite3_finalize(files);
+	sqlite3_finalize(sum);
+	sqlite3_finalize(drop);
+	return r;
+}
+
 /* Delete the least recently used files, one at a time, until live data fits max_size. */
 static int evict(struct store *st, uint64_t max_size, const struct gc_hooks *h,
 		 struct gc_report *rep)
@@ -614,13 +684,16 @@ static int evict(struct store *st, uint64_t max_size, const struct gc_hooks *h,
 	{
 		sqlite3_stmt *s;
 
-		if (sqlite3_prepare_v2(db, "SELECT total(stored_len) FROM chunks WHERE refs > 0",
-				       -1, &s, NULL) != SQLITE_OK)
+		if (sqlite3_prepare_v2(
+			    db, "SELECT total(stored_len) FROM chunks WHERE refs > 0 AND pack != 0",
+			    -1, &s, NULL) != SQLITE_OK)
 			return -EIO;
 		if (sqlite3_step(s) == SQLITE_ROW)
 			used = (uint64_t)sqlite3_column_int64(s, 0);
 		sqlite3_finalize(s);
 	}
+	if (h && h->remote_backed)
+		return evict_local_copies(st, max_size, h, used, rep);
 	while (used > max_size) {
 		size_t n = 0;
 

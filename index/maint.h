@@ -67,6 +67,8 @@ struct gc_hooks {
 	void *data;
 	/* Reference counts include pins of files being written: do not recount them. */
 	bool live;
+	/* The store caches a remote: eviction drops local copies of pushed data, keeping names. */
+	bool remote_backed;
 };
 
 /*

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "chunker.h"
+#include "fetch.h"
 #include "hash.h"
 #include "idx.h"
 #include "util.h"
@@ -105,6 +106,7 @@ struct vfs_file {
 struct vfs {
 	struct store *st;
 	struct idx *x;
+	struct fetcher *fetcher; /* NULL without a remote */
 	struct chunker_params cp;
 	unsigned interval_ms;
 	struct vfs_options opts;
@@ -469,8 +471,17 @@ static int put_hashed_chunk(struct vfs *v, const uint8_t *data, uint32_t len,
 	int r;
 
 	r = idx_find_chunk(v->x, &e->key, &digest, &e->chunk, &e->pack, &e->loc);
-	if (r != 0)
-		return r < 0 ? r : 0;
+	if (r < 0)
+		return r;
+	if (r == 1 && e->pack)
+		return 0;
+	if (r == 1) {
+		/* Known only on the remote: the bytes are in hand, so keep a local copy. */
+		r = store_append_chunk(v->st, &e->key, &digest, data, len, &e->pack, &e->loc);
+		if (r < 0)
+			return r;
+		return idx_set_chunk_local(v->x, e->chunk, &e->key, e->pack, &e->loc);
+	}
 	r = store_append_chunk(v->st, &e->key, &digest, data, len, &e->pack, &e->loc);
 	if (r < 0)
 		return r;
@@ -726,6 +737,8 @@ static int read_extent(struct vfs *v, const struct idx_extent *e, uint8_t *buf)
 		memset(buf, 0, e->len);
 		return 0;
 	}
+	if (!e->pack)
+		return v->fetcher ? fetcher_read(v->fetcher, e, buf) : -EIO;
 	return store_read_chunk(v->st, e->pack, &e->loc, &e->key, buf, e->len);
 }
 
@@ -1368,8 +1381,19 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 			goto out_free;
 		}
 	}
+	if (v->opts.remote) {
+		struct fetcher_options fo = {.report = v->opts.remote_report,
+					     .data = v->opts.hook_data};
+
+		r = fetcher_new(st, v->opts.remote, &v->lock, &fo, &v->fetcher);
+		if (r < 0) {
+			stop_hashers(v, HASHERS);
+			goto out_free;
+		}
+	}
 	r = -pthread_create(&v->thread, NULL, commit_thread, v);
 	if (r < 0) {
+		fetcher_free(v->fetcher);
 		stop_hashers(v, HASHERS);
 		goto out_free;
 	}
@@ -1393,6 +1417,8 @@ int vfs_close(struct vfs *v)
 	pthread_cond_signal(&v->cond);
 	pthread_mutex_unlock(&v->lock);
 	pthread_join(v->thread, NULL);
+	fetcher_free(v->fetcher);
+	v->fetcher = NULL;
 
 	/* Files still open (a lazy unmount) are committed as they are. */
 	for (size_t b = 0; b < v->nbuckets; b++) {
@@ -1547,7 +1573,11 @@ static int note_enospc(struct vfs *v, int r)
 int vfs_gc(struct vfs *v, uint64_t max_size, struct gc_report *ret)
 {
 	struct gc_ctx c = {.v = v};
-	struct gc_hooks h = {.skip = gc_skip, .evicted = gc_evicted, .data = &c, .live = true};
+	struct gc_hooks h = {.skip = gc_skip,
+			     .evicted = gc_evicted,
+			     .data = &c,
+			     .live = true,
+			     .remote_backed = v->opts.remote != NULL};
 	int r;
 
 	pthread_rwlock_wrlock(&v->gc_lock);
@@ -2271,8 +2301,12 @@ static int open_node(struct vfs *v, struct vnode *n, struct vfs_file **ret_f)
 	if (r < 0)
 		return r;
 	lock_for_commit(v, n);
-	if (n->staging_fd < 0 && !n->stream)
+	if (n->staging_fd < 0 && !n->stream) {
 		r = load_extents(v, n);
+		/* Whole-file prefetch: a file opened is about to be read whole, as a rule. */
+		if (r == 0 && v->fetcher)
+			fetcher_prefetch(v->fetcher, n->ext, n->next_count);
+	}
 	unlock_for_commit(v, n);
 	if (r < 0) {
 		free(*ret_f);
@@ -2325,6 +2359,9 @@ int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_
 		n->opens++;
 	if (r == 0 && v->opts.max_size && begin(v) == 0)
 		idx_touch_used(v->x, ino, now_ns() / 1000000000);
+	/* The access trace: what this job used, for the next job's prefetch and for retention. */
+	if (r == 0 && v->fetcher && begin(v) == 0)
+		idx_trace_add(v->x, ino, now_ns());
 	pthread_mutex_unlock(&v->lock);
 	if (r < 0)
 		return r;
@@ -2729,4 +2766,50 @@ int vfs_removexattr(struct vfs *v, uint64_t ino, const char *name)
 	}
 	pthread_mutex_unlock(&v->lock);
 	return r;
+}
+
+void vfs_fetch_stats(struct vfs *v, struct fetcher_stats *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	if (v->fetcher)
+		fetcher_get_stats(v->fetcher, ret);
+}
+
+void vfs_fetch_drain(struct vfs *v)
+{
+	if (v->fetcher)
+		fetcher_drain(v->fetcher);
+}
+
+int vfs_push(struct vfs *v, const struct sync_options *o, struct sync_report *ret)
+{
+	int r;
+
+	if (!v->opts.remote)
+		return -ENOTCONN;
+	/* gc must not reclaim chunks the push is copying. */
+	pthread_rwlock_rdlock(&v->gc_lock);
+	pthread_mutex_lock(&v->lock);
+	r = commit_locked(v);
+	pthread_mutex_unlock(&v->lock);
+	if (r == 0)
+		r = sync_push(v->st, v->opts.remote, &v->lock, o, ret);
+	pthread_rwlock_unlock(&v->gc_lock);
+	return r;
+}
+
+void vfs_prefetch_ino(struct vfs *v, uint64_t ino)
+{
+	struct idx_extent *ext = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!v->fetcher)
+		return;
+	pthread_mutex_lock(&v->lock);
+	r = idx_get_extents(v->x, ino, &ext, &n);
+	pthread_mutex_unlock(&v->lock);
+	if (r == 0)
+		fetcher_prefetch(v->fetcher, ext, n);
+	free(ext);
 }

@@ -28,8 +28,11 @@
 #include <sys/statvfs.h>
 #include <sys/types.h>
 
+#include "fetch.h"
 #include "maint.h"
+#include "remote.h"
 #include "store.h"
+#include "sync.h"
 
 struct vfs;
 struct vfs_file;
@@ -42,6 +45,13 @@ struct vfs_options {
 	/* Asked for the size limit of a requested gc (0: none), and told its outcome. */
 	uint64_t (*gc_request_size)(void *data);
 	void (*gc_done)(void *data, int r, const struct gc_report *rep);
+	/*
+	 * The remote this store caches (outlives the vfs), or NULL. Chunks only there are fetched
+	 * when read, and eviction keeps names, dropping only local copies of pushed data.
+	 */
+	struct remote *remote;
+	/* Told of each failure to fetch from the remote, with a line for the log. */
+	void (*remote_report)(void *data, const char *msg);
 	void *hook_data;
 };
 
@@ -144,6 +154,18 @@ int vfs_gc(struct vfs *v, uint64_t max_size, struct gc_report *ret);
 
 /* Ask the commit thread to run gc within a commit interval. Async-signal-safe. */
 void vfs_request_gc(struct vfs *v);
+
+/* Counters of the fetcher (all zero without a remote). */
+void vfs_fetch_stats(struct vfs *v, struct fetcher_stats *ret);
+/*
+ * Push local changes to the remote while serving: commits first, so every closed file is in;
+ * files still open for writing wait for the next push. -ENOTCONN without a remote.
+ */
+int vfs_push(struct vfs *v, const struct sync_options *o, struct sync_report *ret);
+/* Queue a background fetch of whatever of ino is only on the remote. */
+void vfs_prefetch_ino(struct vfs *v, uint64_t ino);
+/* Wait for queued prefetches (tests and pull). */
+void vfs_fetch_drain(struct vfs *v);
 
 /* Flush dirty files and return the index for read-only use by stats (no lock taken). */
 struct store *vfs_store(struct vfs *v);

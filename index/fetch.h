@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The fetcher: brings chunks that are only on the remote into the local store, on demand and
+ * ahead of demand.
+ *
+ * A read of a chunk that is not here fetches its entry (header and stored bytes) from the
+ * remote pack with a range request, checks it against the chunk's key and the writer's SHA-256
+ * digest, appends it to the local store and records the local location, so the next read is
+ * local. Fetches are single-flight per chunk: a reader that needs a chunk already on its way
+ * waits for it instead of fetching it again.
+ *
+ * Prefetch: worker threads fetch whole files ahead of their readers. A file's chunks were pushed
+ * together, so they sit next to each other in one remote pack: adjacent entries are coalesced
+ * into one range request of at most FETCH_RANGE_MAX bytes, and several ranges are in flight at
+ * once, one per worker.
+ *
+ * Failing fast: when the remote cannot be reached, reads of remote-only data fail with -EIO at
+ * once for a few seconds instead of each waiting out the timeout (pip treats a failed cache read
+ * as a miss). Nothing fetched is trusted: damaged or forged data is -EIO, never wrong bytes.
+ */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "idx.h"
+#include "remote.h"
+#include "store.h"
+
+/* Largest coalesced range request. */
+#define FETCH_RANGE_MAX (8u << 20)
+
+struct fetcher;
+
+struct fetcher_options {
+	unsigned workers;      /* prefetch threads; 0: 4 */
+	unsigned fail_fast_ms; /* after the remote could not be reached; 0: 5000 */
+	/* Told of each failure, with a line for the log; called with no lock held. */
+	void (*report)(void *data, const char *msg);
+	void *data;
+};
+
+struct fetcher_stats {
+	uint64_t chunks;     /* chunks fetched and verified */
+	uint64_t bytes;      /* their raw bytes */
+	uint64_t wire_bytes; /* bytes received for them */
+	uint64_t failures;   /* reads that failed: unreachable, missing, damaged or forged */
+	uint64_t local_hits; /* reads of chunks another fetch had just brought */
+};
+
+/*
+ * Start a fetcher for store st and remote r (both outlive it). lock is the mutex the caller holds
+ * around every use of the store's index and pack writer (the vfs lock): the fetcher takes it to
+ * look up and record locations. *ret is freed by fetcher_free.
+ */
+int fetcher_new(struct store *st, struct remote *r, pthread_mutex_t *lock,
+		const struct fetcher_options *o, struct fetcher **ret);
+/* Stop the workers, dropping queued prefetches. Accepts NULL. */
+void fetcher_free(struct fetcher *f);
+
+/*
+ * Read the chunk of extent e (e->chunk != 0, the caller saw e->pack == 0) into buf (e->len
+ * bytes): locally if another fetch has brought it meanwhile, else from the remote. Must be called
+ * without lock held. 0 or -EIO (with the reason reported).
+ */
+int fetcher_read(struct fetcher *f, const struct idx_extent *e, void *buf);
+
+/* Queue a background fetch of every chunk of e[0..n) that is only on the remote. Never blocks
+ * on the network; may be called with lock held. */
+void fetcher_prefetch(struct fetcher *f, const struct idx_extent *e, size_t n);
+
+/* True when fewer than n prefetch jobs are queued or running. */
+bool fetcher_idle_below(struct fetcher *f, size_t n);
+
+/* Wait until every queued prefetch has finished. */
+void fetcher_drain(struct fetcher *f);
+
+void fetcher_get_stats(struct fetcher *f, struct fetcher_stats *ret);
