@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Namespace sync with a remote: merging what other hosts pushed into the local store (pull),
+ * and publishing local changes (push).
+ *
+ * Remote layout (docs/format.md): "config" (format and chunker parameters), "packs/<sha256>.pack"
+ * (immutable packs in the local pack format, named by the SHA-256 of their bytes), "ns/<created
+ * as 16 hex>-<sha256>.cat" (catalogs: one per push, and compactions of many), "trace/..." (what
+ * a job read) and "gc/..." (packs condemned by remote gc). Every object is immutable and uniquely
+ * named, so many hosts can push at once to a plain store with no locking: the namespace is the
+ * last-writer-wins merge of all catalogs, which is the same whatever order they are read in.
+ *
+ * Local state (idx schema v2): rseen lists catalogs already read; rbase holds, per path, the
+ * remote's entry as of the last sync (its type, stamp and content signature). A local entry that
+ * differs from its base was changed here and is pushed; a base path missing here was deleted here
+ * and is pushed as a tombstone. A pull applies a remote entry where the local one still equals
+ * the base, and otherwise keeps whichever was written last.
+ */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fetch.h"
+#include "remote.h"
+#include "store.h"
+
+/* Catalogs beyond this many in ns/ are compacted into one by the next push. */
+#define SYNC_COMPACT_AT 64
+
+typedef void (*sync_progress_fn)(void *data, const char *what, uint64_t done, uint64_t total);
+
+struct sync_options {
+	sync_progress_fn progress; /* may be NULL */
+	void *progress_data;
+	unsigned parallel; /* concurrent uploads; 0: 4 */
+};
+
+struct sync_report {
+	/* pull */
+	uint64_t catalogs_read, catalog_bytes;
+	uint64_t applied, kept_local; /* remote entries applied; local changes that won */
+	/* push */
+	uint64_t upserts, tombstones;
+	uint64_t chunks_uploaded, packs_uploaded, bytes_uploaded;
+	uint64_t catalog_uploaded_bytes;
+	uint64_t skipped;  /* entries whose data could not be read here: left for the next push */
+	char catalog[160]; /* name of the catalog pushed, "" when nothing changed */
+};
+
+/*
+ * Check the remote's config against the store's chunker parameters, writing it when the remote
+ * is new. 0; -EPROTO on a mismatch or a newer format (err says what); -errno for the remote.
+ */
+int sync_check_remote(struct store *st, struct remote *r, char *err, size_t errlen);
+
+/*
+ * Merge every catalog not yet seen into the store's namespace. The store must not be serving
+ * (before the vfs opens, or with the store locked by the CLI). 0 or -errno (then nothing is
+ * merged: the next attempt starts over).
+ */
+int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
+	      struct sync_report *ret);
+
+/*
+ * Publish local changes: upload the chunks the remote lacks, in packs, then one catalog with the
+ * changed entries, then the access trace. lock, when not NULL, is the mutex that guards the
+ * store's index and packs while the store is serving (the vfs lock); push reads a snapshot of the
+ * index through its own connection and takes lock only to record what it uploaded. The caller
+ * keeps chunks from being reclaimed meanwhile (vfs holds its gc lock). 0 or -errno; an
+ * interrupted push leaves only unreferenced packs, and the next push completes.
+ */
+int sync_push(struct store *st, struct remote *r, pthread_mutex_t *lock,
+	      const struct sync_options *o, struct sync_report *ret);
+
+/*
+ * Fetch the data of every file whose chunks are only on the remote, verify it and keep it here
+ * (the store must not be serving). progress, when given, is told bytes fetched of the total.
+ * *ret gets the fetcher's counters. 0 or -errno (failures to fetch are counted, not fatal).
+ */
+int sync_fetch_all(struct store *st, struct remote *r,
+		   void (*progress)(void *data, uint64_t done, uint64_t total), void *data,
+		   struct fetcher_stats *ret);
+
+/*
+ * Replace every catalog in ns/ by one snapshot holding their last-writer-wins merge (tombstones
+ * older than 30 days dropped), then delete them. Safe while others push: a catalog written
+ * meanwhile is not deleted, and readers that miss a deleted one find its content in the
+ * snapshot. 0 or -errno.
+ */
+int sync_compact(struct store *st, struct remote *r, const struct sync_options *o);
+
+struct sync_gc_report {
+	uint64_t catalogs;
+	uint64_t files_expired;   /* unused for keep_s: tombstoned */
+	uint64_t packs_condemned; /* unused now: deleted by a gc after the grace period */
+	uint64_t packs_deleted, bytes_deleted;
+	uint64_t traces_deleted;
+};
+
+/*
+ * Remote gc. With keep_s > 0, files neither written nor read (per the access traces) for keep_s
+ * seconds leave the namespace. Packs no live entry uses are condemned (gc/c... markers); packs
+ * condemned more than grace_s ago and still unused are deleted and listed for good (gc/d...),
+ * so that no host dedups against them again. Pushers treat condemned packs as absent and
+ * upload their chunks anew, so a push running at the same time is never broken as long as it
+ * takes less than grace_s. Ends with a compaction. 0 or -errno.
+ */
+int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
+	    const struct sync_options *o, struct sync_gc_report *ret);
+
+/*
+ * Inodes of the files the most recent jobs read (their traces, newest first, at most max_age_s
+ * old), for prefetch at mount. *ret_inos is malloc'ed, freed by the caller.
+ */
+int sync_recent_reads(struct store *st, struct remote *r, int64_t max_age_s, uint64_t **ret_inos,
+		      size_t *ret_n);

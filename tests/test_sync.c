@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Remote sync without a mount: several "hosts" (stores in one temp dir, each with its own vfs)
+ * share one file:// remote. Covers the cold runner (names without data, data fetched on first
+ * read and only that), pushing twice, the union of several hosts' pushes, last writer wins,
+ * deletions and their race with writes elsewhere, forged and truncated remote objects (EIO,
+ * never wrong bytes), and eviction that keeps names when the data is safely on the remote.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "remote.h"
+#include "sync.h"
+#include "util.h"
+#include "vfs.h"
+
+static char dir[] = "/tmp/pkgcachefs-test-sync-XXXXXX";
+static char url[128];
+static const struct vfs_ctx ctx = {.uid = 0, .gid = 0};
+
+struct host {
+	char store[128];
+	struct remote *r;
+	struct vfs *v;
+	struct sync_report pulled;
+};
+
+static void setup(void)
+{
+	char path[128];
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(url, sizeof(url), "file://%s/remote", dir);
+	snprintf(path, sizeof(path), "%s/remote", dir);
+	cr_assert_eq(mkdir(path, 0700), 0);
+}
+
+static void teardown(void)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static void host_open(struct host *h, const char *name, uint64_t max_size)
+{
+	struct vfs_options o = {.max_size = max_size};
+	char err[256] = "";
+	struct store *st;
+
+	snprintf(h->store, sizeof(h->store), "%s/%s", dir, name);
+	cr_assert_eq(store_open(h->store, STORE_CREATE | STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(remote_open(url, NULL, &h->r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sync_check_remote(st, h->r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sync_pull(st, h->r, NULL, &h->pulled), 0);
+	o.remote = h->r;
+	cr_assert_eq(vfs_open(st, &o, &h->v), 0);
+}
+
+static void host_push(struct host *h, struct sync_report *rep)
+{
+	struct sync_report tmp;
+
+	cr_assert_eq(vfs_push(h->v, NULL, rep ? rep : &tmp), 0, "push: %s", remote_last_error());
+}
+
+static void host_close(struct host *h)
+{
+	cr_assert_eq(vfs_close(h->v), 0);
+	remote_free(h->r);
+	h->v = NULL;
+}
+
+static void fill_random(uint8_t *p, size_t n, uint64_t seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		p[i] = (uint8_t)(seed >> 56);
+	}
+}
+
+/* Write a whole file named name in directory parent. */
+static uint64_t put(struct host *h, uint64_t parent, const char *name, const uint8_t *data,
+		    size_t n)
+{
+	struct vfs_file *f;
+	struct stat st;
+
+	if (vfs_lookup(h->v, parent, name, &st) == 0) {
+		vfs_forget(h->v, st.st_ino, 1);
+		cr_assert_eq(vfs_open_file(h->v, st.st_ino, O_WRONLY | O_TRUNC, &f), 0);
+	} else {
+		cr_assert_eq(vfs_create(h->v, &ctx, parent, name, 0644, O_WRONLY, &st, &f), 0);
+	}
+	for (size_t done = 0; done < n;) {
+		size_t step = n - done < 100000 ? n - done : 100000;
+
+		cr_assert_eq(vfs_write(h->v, f, data + done, step, (off_t)done, NULL, NULL),
+			     (ssize_t)step);
+		done += step;
+	}
+	cr_assert_eq(vfs_flush(h->v, f), 0);
+	vfs_release(h->v, f);
+	return st.st_ino;
+}
+
+/* ino of path (components separated by '/'), 0 when absent. */
+static uint64_t lookup(struct host *h, const char *path)
+{
+	char buf[256], *save, *tok;
+	uint64_t ino = 1;
+	struct stat st;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (tok = strtok_r(buf, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+		if (vfs_lookup(h->v, ino, tok, &st) != 0)
+			return 0;
+		ino = st.st_ino;
+	}
+	return ino;
+}
+
+/* Read all of path; its size into *ret_n. Returns 0 or the read's -errno. */
+static int slurp(struct host *h, const char *path, uint8_t *buf, size_t cap, size_t *ret_n)
+{
+	uint64_t ino = lookup(h, path);
+	struct vfs_file *f;
+	ssize_t n;
+	size_t done = 0;
+
+	cr_assert_neq(ino, 0, "%s is missing", path);
+	cr_assert_eq(vfs_open_file(h->v, ino, O_RDONLY, &f), 0);
+	while ((n = vfs_read(h->v, f, buf + done, MIN(cap - done, 131072), (off_t)done)) > 0)
+		done += (size_t)n;
+	vfs_release(h->v, f);
+	*ret_n = done;
+	return n < 0 ? (int)n : 0;
+}
+
+static void check(struct host *h, const char *path, const uint8_t *want, size_t n)
+{
+	uint8_t *buf = malloc(n + 4096);
+	size_t got = 0;
+
+	cr_assert_eq(slurp(h, path, buf, n + 4096, &got), 0, "%s: read failed", path);
+	cr_assert_eq(got, n, "%s: %zu bytes, want %zu", path, got, n);
+	cr_assert(memcmp(buf, want, n) == 0, "%s: wrong bytes", path);
+	free(buf);
+}
+
+TestSuite(sync, .init = setup, .fini = teardown, .timeout = 120);
+
+#define MB (1u << 20)
+
+Test(sync, cold_host_sees_names_and_fetches_only_what_it_reads)
+{
+	struct host a = {0}, b = {0};
+	uint8_t *d1 = malloc(MB), *d2 = malloc(3 * MB);
+	struct fetcher_stats fs;
+	struct stat st;
+	char target[64];
+	uint64_t sub;
+
+	fill_random(d1, MB, 1);
+	fill_random(d2, 3 * MB, 2);
+	host_open(&a, "a", 0);
+	cr_assert_eq(vfs_mkdir(a.v, &ctx, 1, "wheels", 0750, &st), 0);
+	sub = st.st_ino;
+	put(&a, sub, "one.whl", d1, MB);
+	put(&a, sub, "two.whl", d2, 3 * MB);
+	cr_assert_eq(vfs_symlink(a.v, &ctx, 1, "latest", "wheels/two.whl", &st), 0);
+	host_push(&a, NULL);
+	host_close(&a);
+
+	host_open(&b, "b", 0);
+	cr_assert_geq(b.pulled.applied, 4);
+	cr_assert_neq(lookup(&b, "wheels/two.whl"), 0);
+	cr_assert_eq(vfs_getattr(b.v, lookup(&b, "wheels/two.whl"), &st), 0);
+	cr_assert_eq(st.st_size, 3 * MB);
+	cr_assert_eq(vfs_getattr(b.v, lookup(&b, "wheels"), &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 0750);
+	cr_assert_eq(vfs_readlink(b.v, lookup(&b, "latest"), target, sizeof(target)), 0);
+	cr_assert_str_eq(target, "wheels/two.whl");
+	vfs_fetch_stats(b.v, &fs);
+	cr_assert_eq(fs.bytes, 0, "nothing is fetched before it is read");
+
+	check(&b, "wheels/one.whl", d1, MB);
+	vfs_fetch_drain(b.v);
+	vfs_fetch_stats(b.v, &fs);
+	cr_assert_eq(fs.bytes, MB, "fetched %llu bytes for a 1 MiB read",
+		     (unsigned long long)fs.bytes);
+	cr_assert_leq(fs.wire_bytes, MB + MB / 10);
+	/* Read again: local now. */
+	check(&b, "wheels/one.whl", d1, MB);
+	vfs_fetch_drain(b.v);
+	vfs_fetch_stats(b.v, &fs);
+	cr_assert_eq(fs.bytes, MB);
+	check(&b, "wheels/two.whl", d2, 3 * MB);
+	host_close(&b);
+	free(d1);
+	free(d2);
+}
+
+Test(sync, second_push_uploads_nothing_and_new_data_only_once)
+{
+	struct host a = {0};
+	struct sync_report rep;
+	uint8_t *d = malloc(2 * MB);
+
+	fill_random(d, 2 * MB, 3);
+	host_open(&a, "a", 0);
+	put(&a, 1, "x", d, 2 * MB);
+	host_push(&a, &rep);
+	cr_assert_eq(rep.upserts, 1);
+	cr_assert_geq(rep.bytes_uploaded, 2 * MB);
+	host_push(&a, &rep);
+	cr_assert_eq(rep.upserts + rep.tombstones, 0);
+	cr_assert_eq(rep.bytes_uploaded, 0);
+	/* A copy of the same content under another name: no data goes up again. */
+	put(&a, 1, "y", d, 2 * MB);
+	host_push(&a, &rep);
+	cr_assert_eq(rep.upserts, 1);
+	cr_assert_eq(rep.bytes_uploaded, 0);
+	host_close(&a);
+	free(d);
+}
+
+Test(sync, many_hosts_union_and_last_writer_wins)
+{
+	struct host h[3];
+	uint8_t *d = malloc(6 * 100000);
+	char name[32];
+
+	memset(h, 0, sizeof(h));
+	fill_random(d, 6 * 100000, 4);
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "h%d", i);
+		host_open(&h[i], name, 0);
+	}
+	/* Each writes its own file and the same shared one, later hosts later. */
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "own-%d", i);
+		put(&h[i], 1, name, d + i * 100000, 100000);
+		usleep(2000);
+		put(&h[i], 1, "shared", d + (3 + i) * 100000, 100000);
+	}
+	/* Pushed in reverse order: the stamps, not the push order, decide. */
+	for (int i = 2; i >= 0; i--)
+		host_push(&h[i], NULL);
+	for (int i = 0; i < 3; i++)
+		host_close(&h[i]);
+
+	host_open(&h[0], "fresh", 0);
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "own-%d", i);
+		check(&h[0], name, d + i * 100000, 100000);
+	}
+	check(&h[0], "shared", d + 5 * 100000, 100000);
+	host_close(&h[0]);
+	free(d);
+}
+
+Test(sync, deletions_propagate_but_lose_to_later_writes)
+{
+	struct host a = {0}, b = {0};
+	uint8_t d[1000], e[1000];
+	size_t n;
+
+	fill_random(d, sizeof(d), 5);
+	fill_random(e, sizeof(e), 6);
+	host_open(&a, "a", 0);
+	put(&a, 1, "gone", d, sizeof(d));
+	put(&a, 1, "contested", d, sizeof(d));
+	host_push(&a, NULL);
+
+	host_open(&b, "b", 0);
+	check(&b, "gone", d, sizeof(d));
+	/* A deletes both; B rewrites one after A's last sync. */
+	cr_assert_eq(vfs_unlink(a.v, 1, "gone"), 0);
+	cr_assert_eq(vfs_unlink(a.v, 1, "contested"), 0);
+	put(&b, 1, "contested", e, sizeof(e));
+	host_push(&b, NULL);
+	host_push(&a, NULL);
+	host_close(&a);
+	host_close(&b);
+
+	host_open(&a, "fresh", 0);
+	cr_assert_eq(lookup(&a, "gone"), 0, "the deletion reached a new host");
+	check(&a, "contested", e, sizeof(e));
+	host_close(&a);
+
+	/* B, warm, merges A's tombstone for the file it did not touch. */
+	host_open(&b, "b", 0);
+	cr_assert_eq(lookup(&b, "gone"), 0);
+	check(&b, "contested", e, sizeof(e));
+	cr_assert_eq(slurp(&b, "contested", d, sizeof(d), &n), 0);
+	host_close(&b);
+}
+
+/* The one pack object of the remote, opened for writing. */
+static int remote_pack_fd(char *path, size_t len)
+{
+	char pdir[256];
+	struct dirent *de;
+	DIR *dd;
+	int fd = -1;
+
+	snprintf(pdir, sizeof(pdir), "%s/remote/packs", dir);
+	dd = opendir(pdir);
+	cr_assert_not_null(dd);
+	while ((de = readdir(dd))) {
+		if (strstr(de->d_name, ".pack")) {
+			snprintf(path, len, "%s/%s", pdir, de->d_name);
+			fd = open(path, O_RDWR);
+			break;
+		}
+	}
+	closedir(dd);
+	cr_assert_geq(fd, 0);
+	return fd;
+}
+
+Test(sync, forged_or_truncated_remote_data_reads_as_eio)
+{
+	struct host a = {0}, b = {0};
+	uint8_t *d = malloc(MB), *buf = malloc(MB + 4096), byte;
+	char path[512];
+	struct stat st;
+	size_t n;
+	int fd;
+
+	fill_random(d, MB, 7);
+	host_open(&a, "a", 0);
+	put(&a, 1, "f", d, MB);
+	host_push(&a, NULL);
+	host_close(&a);
+
+	/* Forge: change one byte of chunk data, keeping every header intact. */
+	fd = remote_pack_fd(path, sizeof(path));
+	cr_assert_eq(pread(fd, &byte, 1, 4096), 1);
+	byte ^= 0x55;
+	cr_assert_eq(pwrite(fd, &byte, 1, 4096), 1);
+	host_open(&b, "b", 0);
+	cr_assert_eq(slurp(&b, "f", buf, MB + 4096, &n), -EIO);
+	host_close(&b);
+
+	/* Repair it, then truncate the object: EIO again, then the full object reads fine. */
+	byte ^= 0x55;
+	cr_assert_eq(pwrite(fd, &byte, 1, 4096), 1);
+	cr_assert_eq(fstat(fd, &st), 0);
+	cr_assert_eq(ftruncate(fd, st.st_size / 2), 0);
+	host_open(&b, "b2", 0);
+	cr_assert_eq(slurp(&b, "f", buf, MB + 4096, &n), -EIO);
+	host_close(&b);
+	close(fd);
+	free(d);
+	free(buf);
+}
+
+Test(sync, eviction_keeps_names_of_pushed_data)
+{
+	struct host a = {0};
+	uint8_t *d = malloc(8 * MB);
+	struct gc_report rep;
+	struct fetcher_stats fs;
+	char name[16];
+
+	fill_random(d, 8 * MB, 8);
+	host_open(&a, "a", 0);
+	for (int i = 0; i < 8; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		put(&a, 1, name, d + i * MB, MB);
+	}
+	/* Not pushed yet: nothing may be dropped. */
+	cr_assert_eq(vfs_gc(a.v, 2 * MB, &rep), 0);
+	cr_assert_eq(rep.evicted_files, 0);
+	host_push(&a, NULL);
+	cr_assert_eq(vfs_gc(a.v, 2 * MB, &rep), 0);
+	cr_assert_geq(rep.evicted_files, 6);
+	cr_assert_leq(rep.bytes_after, 3 * MB);
+	for (int i = 0; i < 8; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		cr_assert_neq(lookup(&a, name), 0, "%s lost its name", name);
+		check(&a, name, d + i * MB, MB);
+	}
+	vfs_fetch_stats(a.v, &fs);
+	cr_assert_geq(fs.bytes, 6 * MB, "evicted files were fetched back");
+	host_close(&a);
+	free(d);
+}
