@@ -5,6 +5,8 @@
  * 1 failure (with a message naming the problem), 2 bad usage.
  */
 #include "cli.h"
+#include "remote.h"
+#include "sync.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -32,6 +34,8 @@ struct store_args {
 	char *store;
 	bool json, repair;
 	uint64_t max_size;
+	const char *remote;
+	long keep_days, grace_hours;
 };
 
 static int parse_store_args(int argc, char **argv, struct store_args *a, const char *usage,
@@ -64,6 +68,24 @@ static int parse_store_args(int argc, char **argv, struct store_args *a, const c
 				return 2;
 			}
 			break;
+		case 'R':
+			a->remote = optarg;
+			break;
+		case 'k':
+		case 'g': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || v < (c == 'k' ? 1 : 0) || v > 36500) {
+				fprintf(stderr, "pkgcachefs: bad number '%s'\n", optarg);
+				return 2;
+			}
+			if (c == 'k')
+				a->keep_days = v;
+			else
+				a->grace_hours = v;
+			break;
+		}
 		case 'h':
 			fputs(usage, stdout);
 			exit(0);
@@ -189,7 +211,7 @@ int cli_stats(int argc, char **argv)
 /* ---- progress on a terminal ---- */
 
 /* "fsck: 1.2 GiB of 9.8 GiB (12%), 310 MiB/s, 26 s left", at most five times a second. */
-static void show_progress(void *data, uint64_t done, uint64_t total)
+void cli_show_progress(void *data, uint64_t done, uint64_t total)
 {
 	static int64_t start, last;
 	int64_t now = mono_ns();
@@ -238,7 +260,7 @@ int cli_fsck(int argc, char **argv)
 		return r;
 	if (open_store(a.store, a.repair ? STORE_LOCK : 0, &st, &live) < 0)
 		return 1;
-	r = maint_fsck(st, a.repair, live, stdout, &rep, isatty(2) ? show_progress : NULL,
+	r = maint_fsck(st, a.repair, live, stdout, &rep, isatty(2) ? cli_show_progress : NULL,
 		       (void *)"fsck");
 	if (isatty(2))
 		fputs("\r\033[K", stderr);
@@ -264,11 +286,18 @@ int cli_fsck(int argc, char **argv)
 
 static const char gc_usage[] =
 	"usage: pkgcachefs gc [--store DIR] [--max-size SIZE]\n"
+	"       pkgcachefs gc --remote URL [--keep-days N] [--grace-hours H] [--store DIR]\n"
 	"\n"
 	"Reclaim the space of data no file uses: packs that are mostly dead are rewritten, dead\n"
 	"ones deleted. With --max-size (e.g. 20G), first evict least recently used files until\n"
-	"the data fits. On a mounted store the daemon does the work (files open are never\n"
-	"evicted) and this command waits for it.\n";
+	"the data fits (with a remote, only local copies of pushed data go: names stay). On a\n"
+	"mounted store the daemon does the work (files open are never evicted) and this command\n"
+	"waits for it.\n"
+	"\n"
+	"With --remote, collect the remote instead: files neither written nor read for N days\n"
+	"leave the namespace (--keep-days), packs nothing uses are condemned, and packs\n"
+	"condemned more than H hours ago (--grace-hours, default 48: longer than any job) and\n"
+	"still unused are deleted; then the catalogs are compacted into one.\n";
 
 static int gc_path(const char *store, const char *name, char *buf, size_t len)
 {
@@ -380,9 +409,47 @@ static int gc_mounted(const char *store, uint64_t max_size, struct gc_report *re
 	return -ETIMEDOUT;
 }
 
+static int gc_remote(const struct store_args *a)
+{
+	struct sync_options so = {0};
+	struct sync_gc_report rep;
+	struct remote *r;
+	struct store *st;
+	char b1[32];
+	pid_t owner = 0;
+	int rr;
+
+	/* The store gives the chunker parameters the catalogs must match. */
+	rr = store_open(a->store, STORE_CREATE, &st, &owner);
+	if (rr < 0) {
+		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", a->store, strerror(-rr));
+		return 1;
+	}
+	if (cli_open_remote(st, a->remote, 0, &r) < 0) {
+		store_close(st);
+		return 1;
+	}
+	rr = sync_gc(st, r, a->keep_days * 86400, a->grace_hours * 3600, &so, &rep);
+	if (rr < 0)
+		fprintf(stderr, "pkgcachefs: gc of %s failed: %s (%s); nothing live was deleted\n",
+			remote_url(r), strerror(-rr), remote_last_error());
+	else
+		printf("gc %s: %" PRIu64 " catalogs, %" PRIu64 " files expired, %" PRIu64
+		       " packs condemned, %" PRIu64 " deleted (%s), %" PRIu64 " traces deleted\n",
+		       remote_url(r), rep.catalogs, rep.files_expired, rep.packs_condemned,
+		       rep.packs_deleted, format_size(rep.bytes_deleted, b1, sizeof(b1)),
+		       rep.traces_deleted);
+	remote_free(r);
+	store_close(st);
+	return rr < 0 ? 1 : 0;
+}
+
 int cli_gc(int argc, char **argv)
 {
 	static const struct option extra[] = {{"max-size", required_argument, NULL, 'm'},
+					      {"remote", required_argument, NULL, 'R'},
+					      {"keep-days", required_argument, NULL, 'k'},
+					      {"grace-hours", required_argument, NULL, 'g'},
 					      {NULL, 0, NULL, 0}};
 	struct store_args a = {0};
 	struct gc_report rep;
@@ -391,9 +458,12 @@ int cli_gc(int argc, char **argv)
 	bool live;
 	int r;
 
+	a.grace_hours = 48;
 	r = parse_store_args(argc, argv, &a, gc_usage, "h", extra);
 	if (r)
 		return r;
+	if (a.remote)
+		return gc_remote(&a);
 	if (open_store(a.store, 0, &st, &live) < 0)
 		return 1;
 	store_close(st);

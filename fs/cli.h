@@ -3,12 +3,38 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 int cli_umount(int argc, char **argv);
 int cli_stats(int argc, char **argv);
 int cli_fsck(int argc, char **argv);
 int cli_gc(int argc, char **argv);
+int cli_push(int argc, char **argv);
+int cli_pull(int argc, char **argv);
+int cli_remote(int argc, char **argv);
+
+struct store;
+struct remote;
+struct vfs;
+struct sync_report;
+/* Open the remote at url, or the store's configured one when url is NULL or "", and check its
+ * config against the store. Prints why on failure; -errno. */
+int cli_open_remote(struct store *st, const char *url, unsigned timeout_s, struct remote **ret);
+/* One line summing up a push, for the terminal and the log. */
+void cli_format_push(const struct sync_report *rep, char *buf, size_t len);
+/*
+ * The daemon's remote thread: prefetch the files of prefetch[0..n) (taking ownership of the
+ * array), push every interval_s seconds (0: never) and when `pkgcachefs push` asks (SIGUSR2).
+ * With push false the mount is a read-only consumer of the remote. Stop it before the vfs
+ * closes; final_push pushes once more.
+ */
+int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, bool push,
+		      uint64_t *prefetch, size_t nprefetch);
+int cli_rdaemon_stop(bool final_push);
+
+/* A progress line on stderr (data: the label), at most five times a second. */
+void cli_show_progress(void *data, uint64_t done, uint64_t total);
 
 #include <sys/types.h>
 

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,6 +25,8 @@
 #include <fuse_lowlevel.h>
 
 #include "cli.h"
+#include "remote.h"
+#include "sync.h"
 #include "ops.h"
 #include "store.h"
 #include "util.h"
@@ -37,7 +40,14 @@ struct mount_args {
 	bool foreground;
 	bool debug;
 	bool adopt;
+	char *remote; /* --remote URL; NULL: the store's config */
+	unsigned push_interval_s;
+	unsigned remote_timeout_s;
+	bool no_push;
 };
+
+/* Said to the user with a successful mount (the remote was down, say). */
+static char mount_note[512];
 
 static int report_fd = -1; /* write end of the pipe to the waiting parent */
 
@@ -75,7 +85,9 @@ static void report(int status, const char *fmt, ...)
 
 static void usage_mount(FILE *f)
 {
-	fputs("usage: pkgcachefs mount [--store DIR] [-o OPTIONS] [-f] [--no-adopt] MOUNTPOINT\n"
+	fputs("usage: pkgcachefs mount [--store DIR] [--remote URL] [-o OPTIONS] [-f] "
+	      "[--no-adopt]\n"
+	      "                        MOUNTPOINT\n"
 	      "\n"
 	      "Mount a pkgcachefs store on MOUNTPOINT (for example ~/.cache/pip). The store is\n"
 	      "created on first use. Without -f, returns once the mount is ready and leaves a\n"
@@ -85,7 +97,12 @@ static void usage_mount(FILE *f)
 	      "                  root, else ${XDG_DATA_HOME:-~/.local/share}/pkgcachefs)\n"
 	      "  -o OPTIONS      comma-separated: max_size=SIZE (evict least recently used files\n"
 	      "                  beyond SIZE), commit_interval=MS (group commit period, default\n"
-	      "                  1000), allow_other, ro, and other FUSE mount options\n"
+	      "                  1000), allow_other, ro, and other FUSE mount options; with a\n"
+	      "                  remote: push_interval=SECS (background push period, default\n"
+	      "                  300, 0: only at unmount), no_push (never push: for untrusted\n"
+	      "                  jobs), remote_timeout=SECS (per operation, default 30)\n"
+	      "  --remote URL    the remote this store caches (default: the store's config; see\n"
+	      "                  `pkgcachefs remote --help`); `--remote none` for none\n"
 	      "  -f              stay in the foreground, logging to stderr\n"
 	      "  -d              debug logging (implies -f)\n"
 	      "  --no-adopt      refuse a non-empty MOUNTPOINT instead of importing its files\n",
@@ -136,6 +153,25 @@ static int parse_opts(const char *in, struct mount_args *a)
 				break;
 			}
 			a->vo.commit_interval_ms = (unsigned)ms;
+		} else if (strncmp(tok, "push_interval=", 14) == 0 ||
+			   strncmp(tok, "remote_timeout=", 15) == 0) {
+			bool push = tok[0] == 'p';
+			char *end;
+			long v = strtol(strchr(tok, '=') + 1, &end, 10);
+
+			if (*end || v < (push ? 0 : 1) || v > 86400) {
+				fprintf(stderr,
+					"pkgcachefs: bad value in '%s' (%s..86400 seconds)\n", tok,
+					push ? "0" : "1");
+				r = -EINVAL;
+				break;
+			}
+			if (push)
+				a->push_interval_s = (unsigned)v;
+			else
+				a->remote_timeout_s = (unsigned)v;
+		} else if (!strcmp(tok, "no_push")) {
+			a->no_push = true;
 		} else if (!strcmp(tok, "rw") || !strcmp(tok, "defaults") || !strcmp(tok, "auto") ||
 			   !strcmp(tok, "noauto") || !strcmp(tok, "nofail") ||
 			   !strcmp(tok, "_netdev") || !strcmp(tok, "user") ||
@@ -158,11 +194,14 @@ static int parse_mount_args(int argc, char **argv, struct mount_args *a)
 		{"store", required_argument, NULL, 's'},
 		{"help", no_argument, NULL, 'h'},
 		{"no-adopt", no_argument, NULL, 'N'},
+		{"remote", required_argument, NULL, 'R'},
 		{NULL, 0, NULL, 0},
 	};
 	int c;
 
 	a->adopt = true;
+	a->push_interval_s = 300;
+	a->remote_timeout_s = 30;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+o:fdh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -183,6 +222,10 @@ static int parse_mount_args(int argc, char **argv, struct mount_args *a)
 			break;
 		case 'N':
 			a->adopt = false;
+			break;
+		case 'R':
+			free(a->remote);
+			a->remote = strdup(optarg);
 			break;
 		case 'h':
 			usage_mount(stdout);
@@ -320,6 +363,68 @@ static void on_usr1(int sig)
 		vfs_request_gc(the_vfs);
 }
 
+static void on_remote_report(void *data, const char *msg)
+{
+	log_warn("remote: %s", msg);
+}
+
+/* Traces younger than this feed the prefetch at mount. */
+#define PREFETCH_TRACE_AGE_S (7 * 24 * 3600)
+
+static bool unreachable(int r)
+{
+	return r == -ECONNREFUSED || r == -EHOSTUNREACH || r == -ENETUNREACH || r == -ETIMEDOUT ||
+	       r == -EIO;
+}
+
+/*
+ * With a remote: merge what others pushed, and list what earlier jobs read. A remote that cannot
+ * be reached does not stop the mount: it comes up with what is here, and says so. A remote that
+ * is misconfigured (bad URL, credentials refused, other chunk sizes) does.
+ */
+static int open_remote(struct mount_args *a, struct store *st, struct remote **ret,
+		       uint64_t **ret_prefetch, size_t *ret_n)
+{
+	struct remote_options ro = {.timeout_ms = a->remote_timeout_s * 1000};
+	const char *url = a->remote ? a->remote : store_remote(st);
+	struct sync_report rep;
+	char err[512] = "";
+	int r;
+
+	*ret = NULL;
+	if (!*url || !strcmp(url, "none"))
+		return 0;
+	r = remote_open(url, &ro, ret, err, sizeof(err));
+	if (r < 0) {
+		report(1, "remote: %s", *err ? err : strerror(-r));
+		return r;
+	}
+	r = sync_check_remote(st, *ret, err, sizeof(err));
+	if (r == 0)
+		r = sync_pull(st, *ret, NULL, &rep);
+	if (r == 0) {
+		log_info("remote %s: %" PRIu64 " new catalogs, %" PRIu64 " entries merged",
+			 remote_url(*ret), rep.catalogs_read, rep.applied);
+		if (sync_recent_reads(st, *ret, PREFETCH_TRACE_AGE_S, ret_prefetch, ret_n) < 0)
+			*ret_n = 0;
+		return 0;
+	}
+	if (unreachable(r)) {
+		snprintf(mount_note, sizeof(mount_note),
+			 "remote %s is unreachable (%s): mounted with what is local; reads of "
+			 "data only there fail until it is back, writes are pushed later",
+			 remote_url(*ret), *err ? err : remote_last_error());
+		log_warn("%s", mount_note);
+		return 0;
+	}
+	report(1, "remote %s: %s", remote_url(*ret),
+	       *err ? err
+		    : (r == -EACCES ? "access denied (check the credentials)" : strerror(-r)));
+	remote_free(*ret);
+	*ret = NULL;
+	return r;
+}
+
 /* The daemon proper: runs in the child (or in the foreground). Returns the exit status. */
 static int run_daemon(struct mount_args *a)
 {
@@ -327,6 +432,9 @@ static int run_daemon(struct mount_args *a)
 	struct fuse_loop_config *lc = NULL;
 	struct store *st = NULL;
 	struct vfs *v = NULL;
+	struct remote *rem = NULL;
+	uint64_t *prefetch = NULL;
+	size_t nprefetch = 0;
 	char opts[8192];
 	int underfd = -1, lockfd;
 	pthread_t waiter;
@@ -358,6 +466,13 @@ static int run_daemon(struct mount_args *a)
 		return 1;
 	}
 	store_write_pid(st);
+	r = open_remote(a, st, &rem, &prefetch, &nprefetch);
+	if (r < 0) {
+		store_close(st);
+		return 1;
+	}
+	a->vo.remote = rem;
+	a->vo.remote_report = on_remote_report;
 	a->vo.evicted = on_evicted;
 	a->vo.gc_request_size = on_gc_request_size;
 	a->vo.gc_done = on_gc_done;
@@ -366,6 +481,8 @@ static int run_daemon(struct mount_args *a)
 	if (r < 0) {
 		report(1, "cannot start on store %s: %s", a->store, strerror(-r));
 		store_close(st);
+		remote_free(rem);
+		free(prefetch);
 		return 1;
 	}
 
@@ -410,6 +527,13 @@ static int run_daemon(struct mount_args *a)
 	}
 	the_vfs = v;
 	signal(SIGUSR1, on_usr1);
+	if (rem && cli_rdaemon_start(v, a->store, a->push_interval_s, !a->no_push, prefetch,
+				     nprefetch) < 0) {
+		report(1, "cannot start the remote thread");
+		fuse_session_unmount(the_session);
+		goto out_session;
+	}
+	prefetch = NULL;
 
 	if (underfd >= 0) {
 		/* Imported through the mount once it serves; the waiter reports the outcome. */
@@ -421,7 +545,7 @@ static int run_daemon(struct mount_args *a)
 		}
 		pthread_detach(waiter);
 	} else {
-		report(0, NULL);
+		report(0, mount_note[0] ? "%s" : NULL, mount_note);
 	}
 	if (!a->foreground)
 		log_use_syslog(true);
@@ -433,6 +557,8 @@ static int run_daemon(struct mount_args *a)
 	fuse_remove_signal_handlers(the_session);
 	fuse_session_unmount(the_session);
 	signal(SIGUSR1, SIG_IGN);
+	/* What this job wrote goes to the remote before the store is released. */
+	cli_rdaemon_stop(true);
 	the_vfs = NULL;
 	/* A positive value is the signal that stopped us: a clean stop, like umount. */
 	status = r < 0 ? 1 : 0;
@@ -449,7 +575,10 @@ out_vfs:
 	 * (a dup of its descriptor) until the status is written.
 	 */
 	lockfd = dup(store_lock_fd(st));
+	cli_rdaemon_stop(false);
 	r = vfs_close(v);
+	remote_free(rem);
+	free(prefetch);
 	if (r < 0) {
 		log_error("store %s: final sync failed: %s", a->store, strerror(-r));
 		status = 1;
@@ -545,6 +674,8 @@ static int do_mount(struct mount_args *ap)
 		waitpid(pid, &status, 0);
 		return 1;
 	}
+	if (buf[1])
+		fprintf(stderr, "pkgcachefs: %s\n", buf + 1);
 	return 0;
 }
 
@@ -561,6 +692,9 @@ static void usage(FILE *f)
 	      "  fsck [--store DIR] [--repair]                   check the index against the "
 	      "packs\n"
 	      "  gc [--store DIR] [--max-size SIZE]              reclaim space, evict LRU files\n"
+	      "  push [--store DIR] [--remote URL]               upload what the remote lacks\n"
+	      "  pull [--store DIR] [--remote URL]               merge and fetch from the remote\n"
+	      "  remote [--store DIR] [URL | --clear]            show or set the default remote\n"
 	      "\n"
 	      "`pkgcachefs COMMAND --help` tells more. Docs: README.md, docs/operations.md.\n",
 	      f);
@@ -593,6 +727,12 @@ int main(int argc, char **argv)
 		return cli_fsck(argc - 1, argv + 1);
 	if (!strcmp(cmd, "gc"))
 		return cli_gc(argc - 1, argv + 1);
+	if (!strcmp(cmd, "push"))
+		return cli_push(argc - 1, argv + 1);
+	if (!strcmp(cmd, "pull"))
+		return cli_pull(argc - 1, argv + 1);
+	if (!strcmp(cmd, "remote"))
+		return cli_remote(argc - 1, argv + 1);
 	fprintf(stderr, "pkgcachefs: unknown command '%s'\n\n", cmd);
 	usage(stderr);
 	return 2;

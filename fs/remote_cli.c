@@ -1,0 +1,563 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The remote, seen from the command line and the daemon: `push`, `pull` and `remote`, and the
+ * daemon's remote thread, which prefetches what earlier jobs read, pushes periodically and on
+ * request (SIGUSR2 from `pkgcachefs push`), and leaves the final push to the unmount.
+ *
+ * The remote URL comes from --remote, else the store's config (`pkgcachefs remote URL` sets
+ * it). Credentials never come from the command line (docs/operations.md).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "fetch.h"
+#include "remote.h"
+#include "store.h"
+#include "sync.h"
+#include "util.h"
+#include "vfs.h"
+
+/* Open the remote at url (or the store's configured one when url is NULL or empty). On failure
+ * prints why and returns -errno. */
+int cli_open_remote(struct store *st, const char *url, unsigned timeout_s, struct remote **ret)
+{
+	struct remote_options o = {.timeout_ms = timeout_s * 1000};
+	char err[512] = "";
+	int r;
+
+	if (!url || !*url)
+		url = store_remote(st);
+	if (!*url) {
+		fprintf(stderr,
+			"pkgcachefs: store %s has no remote: pass --remote URL, or set one with "
+			"`pkgcachefs remote --store %s URL`\n",
+			store_dir(st), store_dir(st));
+		return -EINVAL;
+	}
+	r = remote_open(url, &o, ret, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "pkgcachefs: remote: %s\n", *err ? err : strerror(-r));
+		return r;
+	}
+	r = sync_check_remote(st, *ret, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "pkgcachefs: remote %s: %s\n", remote_url(*ret), err);
+		remote_free(*ret);
+		return r;
+	}
+	return 0;
+}
+
+void cli_format_push(const struct sync_report *rep, char *buf, size_t len)
+{
+	char b1[32];
+
+	snprintf(buf, len,
+		 "push: %" PRIu64 " changed, %" PRIu64 " deleted, %" PRIu64
+		 " new chunks in %" PRIu64 " packs (%s)%s%s",
+		 rep->upserts, rep->tombstones, rep->chunks_uploaded, rep->packs_uploaded,
+		 format_size(rep->bytes_uploaded + rep->catalog_uploaded_bytes, b1, sizeof(b1)),
+		 rep->skipped ? ", some files left for the next push" : "",
+		 rep->upserts + rep->tombstones ? "" : " (nothing new)");
+}
+
+static void sync_progress(void *data, const char *what, uint64_t done, uint64_t total)
+{
+	static int64_t last;
+	int64_t now = mono_ns();
+
+	if (now - last < 200000000 && done < total)
+		return;
+	last = now;
+	fprintf(stderr, "\r\033[K%s: %" PRIu64 " of %" PRIu64, what, done, total);
+	if (done >= total)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+/* ---- the daemon's remote thread ---- */
+
+struct rdaemon {
+	struct vfs *v;
+	const char *store;
+	unsigned interval_s; /* 0: no periodic push */
+	bool push;           /* pushes at all (false: a read-only consumer) */
+	int efd;             /* eventfd: a push was requested, or stop */
+	bool stop;           /* atomic */
+	uint64_t *prefetch;
+	size_t nprefetch;
+	pthread_t th;
+};
+
+static struct rdaemon *the_rd;
+
+static void write_push_result(const char *store, int r, const struct sync_report *rep)
+{
+	char path[4096], tmp[4200], buf[512];
+	int fd, n;
+
+	snprintf(path, sizeof(path), "%s/push-result", store);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	n = snprintf(buf, sizeof(buf),
+		     "%lld %d %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+		     " %" PRIu64 "\n",
+		     (long long)mono_ns(), r, rep->upserts, rep->tombstones, rep->chunks_uploaded,
+		     rep->packs_uploaded, rep->bytes_uploaded, rep->catalog_uploaded_bytes,
+		     rep->skipped);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	if (pwrite_all(fd, buf, (size_t)n, 0) == 0)
+		rename(tmp, path);
+	close(fd);
+}
+
+static int daemon_push(struct rdaemon *rd, bool requested)
+{
+	struct sync_report rep;
+	char line[256];
+	int r;
+
+	r = vfs_push(rd->v, NULL, &rep);
+	if (r < 0) {
+		log_warn("push failed: %s (%s); the data stays here and the next push sends it",
+			 strerror(-r), remote_last_error());
+	} else {
+		cli_format_push(&rep, line, sizeof(line));
+		if (rep.upserts + rep.tombstones || requested)
+			log_info("%s", line);
+	}
+	if (requested)
+		write_push_result(rd->store, r, &rep);
+	return r;
+}
+
+static void *rdaemon_thread(void *arg)
+{
+	struct rdaemon *rd = arg;
+	int64_t next = rd->interval_s ? mono_ns() + (int64_t)rd->interval_s * 1000000000 : 0;
+
+	/* What the last jobs read is likely what this one reads: fetch it ahead. */
+	for (size_t i = 0; i < rd->nprefetch && !__atomic_load_n(&rd->stop, __ATOMIC_RELAXED); i++)
+		vfs_prefetch_ino(rd->v, rd->prefetch[i]);
+	while (!__atomic_load_n(&rd->stop, __ATOMIC_RELAXED)) {
+		struct pollfd p = {.fd = rd->efd, .events = POLLIN};
+		int timeout = 1000;
+		uint64_t ev;
+
+		if (next) {
+			int64_t left = (next - mono_ns()) / 1000000;
+
+			timeout = (int)MAX(0, MIN(left, 60000));
+		}
+		if (poll(&p, 1, next ? timeout : -1) > 0 && read(rd->efd, &ev, sizeof(ev)) > 0) {
+			if (__atomic_load_n(&rd->stop, __ATOMIC_RELAXED))
+				break;
+			if (rd->push)
+				daemon_push(rd, true);
+			else
+				write_push_result(rd->store, -EROFS, &(struct sync_report){0});
+			continue;
+		}
+		if (next && mono_ns() >= next) {
+			if (rd->push)
+				daemon_push(rd, false);
+			next = mono_ns() + (int64_t)rd->interval_s * 1000000000;
+		}
+	}
+	return NULL;
+}
+
+static void on_usr2(int sig)
+{
+	uint64_t one = 1;
+
+	if (the_rd && write(the_rd->efd, &one, sizeof(one)) < 0) {
+		/* nothing to do in a signal handler */
+	}
+}
+
+int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, bool push,
+		      uint64_t *prefetch, size_t nprefetch)
+{
+	struct rdaemon *rd = calloc(1, sizeof(*rd));
+
+	if (!rd)
+		return -ENOMEM;
+	rd->v = v;
+	rd->store = store;
+	rd->interval_s = interval_s;
+	rd->push = push;
+	rd->prefetch = prefetch;
+	rd->nprefetch = nprefetch;
+	rd->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (rd->efd < 0 || pthread_create(&rd->th, NULL, rdaemon_thread, rd) != 0) {
+		if (rd->efd >= 0)
+			close(rd->efd);
+		free(rd);
+		return -EAGAIN;
+	}
+	the_rd = rd;
+	signal(SIGUSR2, on_usr2);
+	return 0;
+}
+
+int cli_rdaemon_stop(bool final_push)
+{
+	struct rdaemon *rd = the_rd;
+	uint64_t one = 1;
+	int r = 0;
+
+	if (!rd)
+		return 0;
+	signal(SIGUSR2, SIG_IGN);
+	__atomic_store_n(&rd->stop, true, __ATOMIC_RELAXED);
+	if (write(rd->efd, &one, sizeof(one)) < 0)
+		log_debug("eventfd: %s", strerror(errno));
+	pthread_join(rd->th, NULL);
+	the_rd = NULL;
+	if (final_push && rd->push)
+		r = daemon_push(rd, false);
+	close(rd->efd);
+	free(rd->prefetch);
+	free(rd);
+	return r;
+}
+
+/* ---- push ---- */
+
+static const char push_usage[] =
+	"usage: pkgcachefs push [--store DIR] [--remote URL]\n"
+	"\n"
+	"Upload what the remote lacks: new chunks, grouped into packs, then one catalog of the\n"
+	"files changed since the last push. Rerunning an interrupted push completes it; pushing\n"
+	"twice uploads nothing new. On a mounted store the daemon pushes, and this command\n"
+	"waits for it (a mounted store also pushes at unmount and every push_interval).\n";
+
+static const char pull_usage[] =
+	"usage: pkgcachefs pull [--store DIR] [--remote URL] [--metadata-only]\n"
+	"\n"
+	"Merge what others pushed into this store's namespace, then fetch the data of every\n"
+	"file that is only on the remote (not with --metadata-only), so the store works\n"
+	"offline. The store must not be mounted: a mount merges the namespace when it starts\n"
+	"and fetches data when it is read.\n";
+
+static const char remote_usage[] =
+	"usage: pkgcachefs remote [--store DIR] [URL | --clear]\n"
+	"\n"
+	"Show or set the store's default remote, used by mount, push, pull and gc when no\n"
+	"--remote is given. URL: file:///path, s3://bucket/prefix[?endpoint=URL&region=R],\n"
+	"http(s)://host/path (WebDAV). S3 credentials come from AWS_ACCESS_KEY_ID and\n"
+	"AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) or ~/.aws/credentials; HTTP ones from\n"
+	"~/.netrc; never from the command line.\n";
+
+struct rargs {
+	char *store;
+	const char *remote;
+	bool metadata_only, clear;
+	const char *positional;
+};
+
+static int parse_rargs(int argc, char **argv, const char *usage, bool positional, struct rargs *a)
+{
+	static const struct option longopts[] = {
+		{"store", required_argument, NULL, 's'},   {"remote", required_argument, NULL, 'R'},
+		{"metadata-only", no_argument, NULL, 'M'}, {"clear", no_argument, NULL, 'C'},
+		{"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			a->store = optarg;
+			break;
+		case 'R':
+			a->remote = optarg;
+			break;
+		case 'M':
+			a->metadata_only = true;
+			break;
+		case 'C':
+			a->clear = true;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			exit(0);
+		default:
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	if (positional && optind == argc - 1)
+		a->positional = argv[optind++];
+	if (optind != argc) {
+		fprintf(stderr, "pkgcachefs: unexpected argument '%s'\n", argv[optind]);
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (!a->store)
+		a->store = store_default_dir();
+	if (!a->store) {
+		fprintf(stderr, "pkgcachefs: no store given and no default (pass --store)\n");
+		return 2;
+	}
+	return 0;
+}
+
+/* 1 when a daemon holds the store (and *ret_pid), 0 when not, -errno. */
+static int store_daemon(const char *store, pid_t *ret_pid)
+{
+	char path[4096];
+	FILE *f;
+	int fd, pid = 0;
+
+	snprintf(path, sizeof(path), "%s/lock", store);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+		close(fd);
+		return 0;
+	}
+	close(fd);
+	snprintf(path, sizeof(path), "%s/daemon.pid", store);
+	f = fopen(path, "re");
+	if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 1) {
+		if (f)
+			fclose(f);
+		return -ESRCH;
+	}
+	fclose(f);
+	*ret_pid = pid;
+	return 1;
+}
+
+static int push_mounted(const char *store, pid_t pid)
+{
+	char path[4096];
+	long long before = 0, stamp = 0;
+	struct sync_report rep = {0};
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/push-result", store);
+	for (int round = 0;; round++) {
+		FILE *f = fopen(path, "re");
+		int got = 0;
+
+		if (f) {
+			got = fscanf(f,
+				     "%lld %d %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
+				     " %" SCNu64 " %" SCNu64 " %" SCNu64,
+				     &stamp, &r, &rep.upserts, &rep.tombstones,
+				     &rep.chunks_uploaded, &rep.packs_uploaded, &rep.bytes_uploaded,
+				     &rep.catalog_uploaded_bytes, &rep.skipped);
+			fclose(f);
+		}
+		if (round == 0) {
+			before = got == 9 ? stamp : 0;
+			if (kill(pid, SIGUSR2) < 0) {
+				fprintf(stderr,
+					"pkgcachefs: cannot signal the daemon (pid %d): %s\n",
+					(int)pid, strerror(errno));
+				return 1;
+			}
+		} else if (got == 9 && stamp != before) {
+			break;
+		}
+		if (kill(pid, 0) < 0) {
+			fprintf(stderr, "pkgcachefs: the daemon (pid %d) went away\n", (int)pid);
+			return 1;
+		}
+		usleep(100000);
+	}
+	if (r == -EROFS) {
+		fprintf(stderr, "pkgcachefs: the mount was started with -o no_push\n");
+		return 1;
+	}
+	if (r < 0) {
+		fprintf(stderr,
+			"pkgcachefs: push failed: %s (details in the daemon's log); nothing local "
+			"was lost, rerun to complete it\n",
+			strerror(-r));
+		return 1;
+	}
+	{
+		char line[256];
+
+		cli_format_push(&rep, line, sizeof(line));
+		printf("%s\n", line);
+	}
+	return 0;
+}
+
+int cli_push(int argc, char **argv)
+{
+	struct sync_options so = {.progress = isatty(2) ? sync_progress : NULL};
+	struct rargs a = {0};
+	struct sync_report rep;
+	struct store *st;
+	struct remote *r;
+	pid_t owner = 0, pid = 0;
+	char line[256];
+	int rr;
+
+	rr = parse_rargs(argc, argv, push_usage, false, &a);
+	if (rr)
+		return rr;
+	rr = store_daemon(a.store, &pid);
+	if (rr == 1) {
+		if (a.remote)
+			fprintf(stderr,
+				"pkgcachefs: the store is mounted: its daemon pushes to the "
+				"remote it was mounted with; --remote is ignored\n");
+		return push_mounted(a.store, pid);
+	}
+	rr = store_open(a.store, STORE_LOCK, &st, &owner);
+	if (rr < 0) {
+		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", a.store,
+			rr == -EBUSY ? "in use by another process" : strerror(-rr));
+		return 1;
+	}
+	if (cli_open_remote(st, a.remote, 0, &r) < 0) {
+		store_close(st);
+		return 1;
+	}
+	rr = sync_push(st, r, NULL, &so, &rep);
+	if (rr < 0)
+		fprintf(stderr,
+			"pkgcachefs: push to %s failed: %s (%s); nothing local was lost, rerun to "
+			"complete it\n",
+			remote_url(r), strerror(-rr), remote_last_error());
+	else {
+		cli_format_push(&rep, line, sizeof(line));
+		printf("%s\n", line);
+	}
+	remote_free(r);
+	if (store_close(st) < 0 && rr == 0)
+		rr = -EIO;
+	return rr < 0 ? 1 : 0;
+}
+
+/* ---- pull ---- */
+
+int cli_pull(int argc, char **argv)
+{
+	struct sync_options so = {.progress = isatty(2) ? sync_progress : NULL};
+	struct rargs a = {0};
+	struct sync_report rep;
+	struct store *st;
+	struct remote *r;
+	pid_t owner = 0, pid = 0;
+	char b1[32];
+	int rr;
+
+	rr = parse_rargs(argc, argv, pull_usage, false, &a);
+	if (rr)
+		return rr;
+	if (store_daemon(a.store, &pid) == 1) {
+		fprintf(stderr,
+			"pkgcachefs: store %s is mounted (daemon pid %d): a mount merges the "
+			"namespace when it starts and fetches data when read; unmount to pull\n",
+			a.store, (int)pid);
+		return 1;
+	}
+	rr = store_open(a.store, STORE_CREATE | STORE_LOCK, &st, &owner);
+	if (rr < 0) {
+		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", a.store,
+			rr == -EBUSY ? "in use by another process" : strerror(-rr));
+		return 1;
+	}
+	if (cli_open_remote(st, a.remote, 0, &r) < 0) {
+		store_close(st);
+		return 1;
+	}
+	rr = sync_pull(st, r, &so, &rep);
+	if (rr < 0) {
+		fprintf(stderr, "pkgcachefs: pull from %s failed: %s (%s); nothing was changed\n",
+			remote_url(r), strerror(-rr), remote_last_error());
+		goto out;
+	}
+	printf("pull: %" PRIu64 " catalogs (%s), %" PRIu64 " entries applied, %" PRIu64
+	       " local changes kept\n",
+	       rep.catalogs_read, format_size(rep.catalog_bytes, b1, sizeof(b1)), rep.applied,
+	       rep.kept_local);
+	if (a.metadata_only)
+		goto out;
+
+	{
+		struct fetcher_stats fs;
+
+		rr = sync_fetch_all(st, r, isatty(2) ? cli_show_progress : NULL, "pull", &fs);
+		if (isatty(2))
+			fputc('\n', stderr);
+		printf("pull: fetched %" PRIu64 " chunks, %s%s\n", fs.chunks,
+		       format_size(fs.bytes, b1, sizeof(b1)),
+		       fs.failures
+			       ? "; some could not be fetched (the log says why), rerun to retry"
+			       : "");
+		if (rr == 0 && fs.failures)
+			rr = -EIO;
+	}
+out:
+	remote_free(r);
+	if (store_close(st) < 0 && rr == 0)
+		rr = -EIO;
+	return rr < 0 ? 1 : 0;
+}
+
+/* ---- remote ---- */
+
+int cli_remote(int argc, char **argv)
+{
+	struct rargs a = {0};
+	struct store *st;
+	pid_t owner = 0;
+	int rr;
+
+	rr = parse_rargs(argc, argv, remote_usage, true, &a);
+	if (rr)
+		return rr;
+	rr = store_open(a.store, STORE_CREATE, &st, &owner);
+	if (rr < 0) {
+		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", a.store, strerror(-rr));
+		return 1;
+	}
+	if (a.clear || a.positional) {
+		struct remote *r = NULL;
+		char err[512] = "";
+
+		if (a.positional) {
+			rr = remote_open(a.positional, &(struct remote_options){0}, &r, err,
+					 sizeof(err));
+			if (rr < 0) {
+				fprintf(stderr, "pkgcachefs: remote: %s\n",
+					*err ? err : strerror(-rr));
+				store_close(st);
+				return 1;
+			}
+			remote_free(r);
+		}
+		rr = store_set_remote(st, a.clear ? "" : a.positional);
+		if (rr < 0)
+			fprintf(stderr, "pkgcachefs: cannot write the config of %s: %s\n", a.store,
+				strerror(-rr));
+	} else {
+		printf("%s\n", *store_remote(st) ? store_remote(st) : "(none)");
+	}
+	store_close(st);
+	return rr < 0 ? 1 : 0;
+}
