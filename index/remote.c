@@ -669,14 +669,14 @@ static int64_t mono_ms(void)
 	return mono_ns() / 1000000;
 }
 
-static uint64_t jitter_state;
+static _Atomic uint64_t jitter_state;
 static __thread uint64_t rng;
 
 static uint64_t rand64(void)
 {
 	if (!rng)
 		rng = (uint64_t)mono_ns() ^ (uint64_t)pthread_self() ^
-		      atomic_fetch_add((_Atomic uint64_t *)&jitter_state, 0x9e3779b97f4a7c15ull);
+		      atomic_fetch_add(&jitter_state, 0x9e3779b97f4a7c15ull);
 	rng ^= rng << 13;
 	rng ^= rng >> 7;
 	rng ^= rng << 17;

@@ -20,6 +20,7 @@ test_pkgs=(
 	attr psmisc procps util-linux   # getfattr, fuser, ps, mount helpers
 	sqlite3 zstd
 	clang-format                    # the style check
+	nginx-light nodejs npm          # remote tests: WebDAV (nginx dav), s3rver from npm
 )
 
 pkgs=("${build_pkgs[@]}")
