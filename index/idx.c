@@ -1146,3 +1146,25 @@ int idx_trace_add(struct idx *x, uint64_t ino, int64_t stamp)
 	sqlite3_bind_int64(s, 2, stamp);
 	return step_done(s);
 }
+
+int idx_init_root(struct idx *x, uint32_t uid, uint32_t gid, int64_t now)
+{
+	struct idx_inode in;
+	uint64_t ino;
+	int r;
+
+	r = idx_get_inode(x, IDX_ROOT_INO, &in);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	memset(&in, 0, sizeof(in));
+	in.mode = S_IFDIR | 0755;
+	in.uid = uid;
+	in.gid = gid;
+	in.nlink = 2;
+	in.parent = IDX_ROOT_INO;
+	in.atime = in.mtime = in.ctime = now;
+	r = idx_new_inode(x, &in, &ino);
+	if (r == 0 && ino != IDX_ROOT_INO)
+		r = -EUCLEAN;
+	return r;
+}

@@ -80,6 +80,8 @@ const char *idx_wal_path(const struct idx *x);
 int idx_meta_get(struct idx *x, const char *key, char *buf, size_t len);
 int idx_meta_set(struct idx *x, const char *key, const char *value);
 
+/* Create the root directory (IDX_ROOT_INO) of a new store; nothing when it exists. */
+int idx_init_root(struct idx *x, uint32_t uid, uint32_t gid, int64_t now);
 int idx_get_inode(struct idx *x, uint64_t ino, struct idx_inode *ret);
 /* Write every field of in (in->ino must exist). */
 int idx_put_inode(struct idx *x, const struct idx_inode *in);

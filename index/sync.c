@@ -1147,6 +1147,10 @@ int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
 		rr = idx_begin(x);
 	if (rr < 0)
 		goto out;
+	/* A new store's first pull comes before the vfs made the root. */
+	rr = idx_init_root(x, getuid(), getgid(), now_ns());
+	if (rr < 0)
+		goto out_rollback;
 	m.last_sync = meta_i64(x, "rsync_time");
 	if (sqlite3_prepare_v2(m.db, "SELECT type, stamp, sig FROM rbase WHERE path = ?1", -1,
 			       &m.base_get, NULL) != SQLITE_OK ||

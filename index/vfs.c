@@ -1283,24 +1283,7 @@ static void unstage(struct vfs *v, struct vnode *n)
 
 static int init_root(struct vfs *v)
 {
-	struct idx_inode in;
-	uint64_t ino;
-	int r;
-
-	r = idx_get_inode(v->x, IDX_ROOT_INO, &in);
-	if (r != 0)
-		return r < 0 ? r : 0;
-	memset(&in, 0, sizeof(in));
-	in.mode = S_IFDIR | 0755;
-	in.uid = getuid();
-	in.gid = getgid();
-	in.nlink = 2;
-	in.parent = IDX_ROOT_INO;
-	in.atime = in.mtime = in.ctime = now_ns();
-	r = idx_new_inode(v->x, &in, &ino);
-	if (r == 0 && ino != IDX_ROOT_INO)
-		r = -EUCLEAN;
-	return r;
+	return idx_init_root(v->x, getuid(), getgid(), now_ns());
 }
 
 static void stop_hashers(struct vfs *v, int n)

@@ -182,6 +182,12 @@ Test(sync, cold_host_sees_names_and_fetches_only_what_it_reads)
 
 	host_open(&b, "b", 0);
 	cr_assert_geq(b.pulled.applied, 4);
+	/* The tree has its shape: the root holds wheels/ and latest, wheels/ the two files. */
+	cr_assert_eq(vfs_getattr(b.v, 1, &st), 0);
+	cr_assert(S_ISDIR(st.st_mode));
+	cr_assert_eq(st.st_nlink, 3, "root nlink %lu", (unsigned long)st.st_nlink);
+	cr_assert_eq(lookup(&b, "one.whl"), 0);
+	cr_assert_neq(lookup(&b, "wheels"), 1);
 	cr_assert_neq(lookup(&b, "wheels/two.whl"), 0);
 	cr_assert_eq(vfs_getattr(b.v, lookup(&b, "wheels/two.whl"), &st), 0);
 	cr_assert_eq(st.st_size, 3 * MB);
