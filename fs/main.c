@@ -425,6 +425,32 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 	return r;
 }
 
+/*
+ * What this session moved to and from the remote, in STORE/remote-stats (key=value lines), for
+ * `pkgcachefs stats` and for tests that count bytes.
+ */
+static void write_remote_stats(const char *store, struct vfs *v, struct remote *rem)
+{
+	struct remote_counters rc;
+	struct fetcher_stats fs;
+	char path[4096];
+	FILE *f;
+
+	vfs_fetch_stats(v, &fs);
+	remote_get_counters(rem, &rc);
+	snprintf(path, sizeof(path), "%s/remote-stats", store);
+	f = fopen(path, "we");
+	if (!f)
+		return;
+	fprintf(f,
+		"remote=%s\nfetched_chunks=%" PRIu64 "\nfetched_bytes=%" PRIu64
+		"\nfetch_wire_bytes=%" PRIu64 "\nfetch_failures=%" PRIu64 "\nbytes_in=%" PRIu64
+		"\nbytes_out=%" PRIu64 "\nrequests=%" PRIu64 "\nrequest_failures=%" PRIu64 "\n",
+		remote_url(rem), fs.chunks, fs.bytes, fs.wire_bytes, fs.failures, rc.bytes_in,
+		rc.bytes_out, rc.requests, rc.failures);
+	fclose(f);
+}
+
 /* The daemon proper: runs in the child (or in the foreground). Returns the exit status. */
 static int run_daemon(struct mount_args *a)
 {
@@ -576,6 +602,8 @@ out_vfs:
 	 */
 	lockfd = dup(store_lock_fd(st));
 	cli_rdaemon_stop(false);
+	if (rem)
+		write_remote_stats(a->store, v, rem);
 	r = vfs_close(v);
 	remote_free(rem);
 	free(prefetch);
