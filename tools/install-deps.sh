@@ -13,6 +13,7 @@ build_pkgs=(
 	libxxhash-dev                   # XXH3-128 chunk keys
 	libzstd-dev                     # per-chunk compression
 	libssl-dev                      # SHA-256 (libcrypto)
+	libcurl4-openssl-dev            # remotes: HTTP/WebDAV and S3
 )
 test_pkgs=(
 	libcriterion-dev                # unit tests
