@@ -729,13 +729,13 @@ static int body_decode(const struct hdr *h, const uint8_t *body, struct cat **re
 			ret_code = -ENOMEM;
 			goto out_free;
 		}
+		ext_at = (struct cat_extent *)(entries + h->n_entries);
+		str_at = (char *)(ext_at + s.n_ext);
+		r = entries_at;
+		memset(&s, 0, sizeof(s));
+		for (size_t i = 0; i < h->n_entries; i++)
+			entry_read(&r, c, &s, &entries[i], &ext_at, &str_at);
 	}
-	ext_at = (struct cat_extent *)(entries + h->n_entries);
-	str_at = (char *)(ext_at + s.n_ext);
-	r = entries_at;
-	memset(&s, 0, sizeof(s));
-	for (size_t i = 0; i < h->n_entries; i++)
-		entry_read(&r, c, &s, &entries[i], &ext_at, &str_at);
 	c->entries = entries;
 	c->n_entries = h->n_entries;
 	*ret = c;
