@@ -59,6 +59,7 @@ enum stmt_id {
 	S_ADD_RCHUNK,
 	S_SET_REMOTE,
 	S_TRACE_ADD,
+	S_PACK_EXISTS,
 	S_COUNT
 };
 
@@ -122,6 +123,7 @@ static const char *const stmt_sql[S_COUNT] = {
 			 "WHERE key = ?1 AND digest = ?2 AND (rpack = 0 OR rpack IN "
 			 "(SELECT id FROM rpacks WHERE condemned != 0))",
 	[S_TRACE_ADD] = "INSERT OR IGNORE INTO rtrace (ino, stamp) VALUES (?1, ?2)",
+	[S_PACK_EXISTS] = "SELECT 1 FROM packs WHERE id = ?1",
 };
 
 static const char schema_sql[] =
@@ -1167,4 +1169,15 @@ int idx_init_root(struct idx *x, uint32_t uid, uint32_t gid, int64_t now)
 	if (r == 0 && ino != IDX_ROOT_INO)
 		r = -EUCLEAN;
 	return r;
+}
+
+int idx_pack_exists(struct idx *x, uint64_t id)
+{
+	sqlite3_stmt *s = st(x, S_PACK_EXISTS);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : idx_errno(rc);
 }

@@ -166,6 +166,8 @@ int idx_trace_add(struct idx *x, uint64_t ino, int64_t stamp);
 /* Packs: name and size on record. */
 int idx_add_pack(struct idx *x, uint64_t *ret_id);
 int idx_set_pack_size(struct idx *x, uint64_t id, uint64_t size);
+/* 1 when pack id is on record, 0 when not (its insertion was rolled back), or -errno. */
+int idx_pack_exists(struct idx *x, uint64_t id);
 /* Bytes in all packs, as recorded. */
 int idx_pack_bytes(struct idx *x, uint64_t *ret);
 

@@ -449,6 +449,20 @@ int store_append_chunk(struct store *st, const chunk_key *key, const chunk_diges
 	r = store_check_space(st, (uint64_t)len + 4096);
 	if (r < 0)
 		return r;
+	/*
+	 * A rolled-back operation may have taken the active pack's row with it: everything in
+	 * that pack was appended by the undone work, so the pack goes too. Appending on would
+	 * name a pack the index does not know, which the next mount deletes as a crash leftover.
+	 */
+	if (st->writer && idx_pack_exists(st->idx, st->writer_id) == 0) {
+		char name[32];
+
+		pack_writer_free(st->writer);
+		st->writer = NULL;
+		store_pack_name(st->writer_id, name, sizeof(name));
+		unlinkat(st->packsfd, name, 0);
+		st->writer_id = 0;
+	}
 	if (st->writer && pack_writer_size(st->writer) >= st->pack_target) {
 		r = store_seal_active(st);
 		if (r < 0)
