@@ -13,6 +13,8 @@ int cli_gc(int argc, char **argv);
 int cli_push(int argc, char **argv);
 int cli_pull(int argc, char **argv);
 int cli_remote(int argc, char **argv);
+int cli_export(int argc, char **argv);
+int cli_import(int argc, char **argv);
 
 struct store;
 struct remote;

@@ -723,6 +723,8 @@ static void usage(FILE *f)
 	      "  push [--store DIR] [--remote URL]               upload what the remote lacks\n"
 	      "  pull [--store DIR] [--remote URL]               merge and fetch from the remote\n"
 	      "  remote [--store DIR] [URL | --clear]            show or set the default remote\n"
+	      "  export [--store DIR] [--since BASE] FILE        the store as one bundle file\n"
+	      "  import [--store DIR] FILE                       add a bundle's files\n"
 	      "\n"
 	      "`pkgcachefs COMMAND --help` tells more. Docs: README.md, docs/operations.md.\n",
 	      f);
@@ -761,6 +763,10 @@ int main(int argc, char **argv)
 		return cli_pull(argc - 1, argv + 1);
 	if (!strcmp(cmd, "remote"))
 		return cli_remote(argc - 1, argv + 1);
+	if (!strcmp(cmd, "export"))
+		return cli_export(argc - 1, argv + 1);
+	if (!strcmp(cmd, "import"))
+		return cli_import(argc - 1, argv + 1);
 	fprintf(stderr, "pkgcachefs: unknown command '%s'\n\n", cmd);
 	usage(stderr);
 	return 2;

@@ -561,3 +561,128 @@ int cli_remote(int argc, char **argv)
 	store_close(st);
 	return rr < 0 ? 1 : 0;
 }
+
+/* ---- export and import ---- */
+
+static const char export_usage[] =
+	"usage: pkgcachefs export [--store DIR] [--since BASE] FILE\n"
+	"\n"
+	"Write the store (names and data) as one bundle FILE, for CI systems whose cache is one\n"
+	"archive per key. With --since BASE (an earlier bundle), only the data BASE and its own\n"
+	"bases lack goes in; importing it then needs BASE imported first. Works on a mounted\n"
+	"store too (files still being written are left for the next export).\n";
+
+static const char import_usage[] =
+	"usage: pkgcachefs import [--store DIR] FILE\n"
+	"\n"
+	"Add a bundle's files to the store (created if new), every chunk verified against its\n"
+	"SHA-256; local changes newer than the bundle's stay. The store must not be mounted.\n";
+
+int cli_export(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"store", required_argument, NULL, 's'},
+		{"since", required_argument, NULL, 'b'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *store = NULL, *base = NULL;
+	struct sync_report rep;
+	struct store *st;
+	char b1[32];
+	int c, rr;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			store = optarg;
+			break;
+		case 'b':
+			base = optarg;
+			break;
+		case 'h':
+			fputs(export_usage, stdout);
+			return 0;
+		default:
+			fputs(export_usage, stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		fputs(export_usage, stderr);
+		return 2;
+	}
+	if (!store)
+		store = store_default_dir();
+	rr = store ? store_open(store, 0, &st, NULL) : -EINVAL;
+	if (rr < 0) {
+		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", store ? store : "(none)",
+			strerror(-rr));
+		return 1;
+	}
+	rr = sync_export(st, base, argv[optind], &rep);
+	store_close(st);
+	if (rr < 0) {
+		fprintf(stderr, "pkgcachefs: export to %s failed: %s%s\n", argv[optind],
+			strerror(-rr),
+			rr == -EBADMSG || rr == -EPROTO ? " (is --since a bundle of this store's "
+							  "chunk sizes?)"
+							: "");
+		return 1;
+	}
+	printf("export: %" PRIu64 " entries, %" PRIu64 " chunks, %s%s\n", rep.upserts,
+	       rep.chunks_uploaded, format_size(rep.bytes_uploaded, b1, sizeof(b1)),
+	       rep.skipped ? "; files whose data is only on the remote were left out (pull first)"
+			   : "");
+	return 0;
+}
+
+int cli_import(int argc, char **argv)
+{
+	struct rargs a = {0};
+	struct sync_report rep;
+	struct store *st;
+	pid_t owner = 0, pid = 0;
+	char b1[32];
+	int rr;
+
+	rr = parse_rargs(argc, argv, import_usage, true, &a);
+	if (rr)
+		return rr;
+	if (!a.positional) {
+		fputs(import_usage, stderr);
+		return 2;
+	}
+	if (store_daemon(a.store, &pid) == 1) {
+		fprintf(stderr,
+			"pkgcachefs: store %s is mounted (daemon pid %d): unmount to import\n",
+			a.store, (int)pid);
+		return 1;
+	}
+	rr = store_open(a.store, STORE_CREATE | STORE_LOCK, &st, &owner);
+	if (rr < 0) {
+		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", a.store,
+			rr == -EBUSY ? "in use by another process" : strerror(-rr));
+		return 1;
+	}
+	rr = sync_import(st, a.positional, isatty(2) ? cli_show_progress : NULL, "import", &rep);
+	if (isatty(2))
+		fputc('\n', stderr);
+	if (store_close(st) < 0 && rr == 0)
+		rr = -EIO;
+	if (rr < 0) {
+		fprintf(stderr, "pkgcachefs: import of %s failed: %s; the store is unchanged\n",
+			a.positional,
+			rr == -ENOENT    ? "it was exported --since a base bundle not imported here"
+			: rr == -EBADMSG ? "the bundle is damaged or truncated"
+			: rr == -EPROTO  ? "not a bundle of a store with these chunk sizes"
+					 : strerror(-rr));
+		return 1;
+	}
+	printf("import: %" PRIu64 " entries added or updated, %" PRIu64
+	       " kept (changed here since), %" PRIu64 " new chunks (%s)\n",
+	       rep.applied, rep.kept_local, rep.chunks_uploaded,
+	       format_size(rep.bytes_uploaded, b1, sizeof(b1)));
+	return 0;
+}

@@ -111,6 +111,22 @@ int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
 	    const struct sync_options *o, struct sync_gc_report *ret);
 
 /*
+ * Bundles, for CI systems whose cache is one archive per key: the whole namespace and the data
+ * of the store as one file (out, written to a temp name and renamed), or with base (an earlier
+ * bundle) only the data that base and its own bases lack. Files whose data is only on a remote
+ * are left out (counted in ret->skipped): pull first. Layout: docs/format.md.
+ */
+int sync_export(struct store *st, const char *base, const char *out, struct sync_report *ret);
+/*
+ * Import a bundle into the store (not serving): verify and store its chunks, then add its
+ * entries, keeping local changes newer than the bundle's. -ENOENT (nothing changed) when it was
+ * exported against a base not imported here; -EBADMSG when it is damaged or truncated.
+ */
+int sync_import(struct store *st, const char *file,
+		void (*progress)(void *data, uint64_t done, uint64_t total), void *data,
+		struct sync_report *ret);
+
+/*
  * Inodes of the files the most recent jobs read (their traces, newest first, at most max_age_s
  * old), for prefetch at mount. *ret_inos is malloc'ed, freed by the caller.
  */

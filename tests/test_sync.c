@@ -150,7 +150,9 @@ static void check(struct host *h, const char *path, const uint8_t *want, size_t 
 	uint8_t *buf = malloc(n + 4096);
 	size_t got = 0;
 
-	cr_assert_eq(slurp(h, path, buf, n + 4096, &got), 0, "%s: read failed", path);
+	int rs = slurp(h, path, buf, n + 4096, &got);
+
+	cr_assert_eq(rs, 0, "%s: read failed: %d", path, rs);
 	cr_assert_eq(got, n, "%s: %zu bytes, want %zu", path, got, n);
 	cr_assert(memcmp(buf, want, n) == 0, "%s: wrong bytes", path);
 	free(buf);
@@ -400,5 +402,62 @@ Test(sync, eviction_keeps_names_of_pushed_data)
 	vfs_fetch_stats(a.v, &fs);
 	cr_assert_geq(fs.bytes, 6 * MB, "evicted files were fetched back");
 	host_close(&a);
+	free(d);
+}
+
+Test(sync, bundles_export_import_incremental_and_damaged)
+{
+	struct host a = {0}, b = {0};
+	uint8_t *d = malloc(3 * MB);
+	char full[256], inc[256], cmd[600];
+	struct sync_report rep;
+	struct store *st;
+
+	fill_random(d, 3 * MB, 9);
+	snprintf(full, sizeof(full), "%s/full.bundle", dir);
+	snprintf(inc, sizeof(inc), "%s/inc.bundle", dir);
+	host_open(&a, "a", 0);
+	put(&a, 1, "one", d, MB);
+	host_close(&a);
+	cr_assert_eq(store_open(a.store, 0, &st, NULL), 0);
+	cr_assert_eq(sync_export(st, NULL, full, &rep), 0);
+	store_close(st);
+	host_open(&a, "a", 0);
+	put(&a, 1, "two", d + MB, 2 * MB);
+	put(&a, 1, "one-again", d, MB);
+	host_close(&a);
+	cr_assert_eq(store_open(a.store, 0, &st, NULL), 0);
+	cr_assert_eq(sync_export(st, full, inc, &rep), 0);
+	/* Only the new data: the 2 MiB file, not the copy of one. */
+	cr_assert_lt(rep.bytes_uploaded, 2 * MB + MB / 4, "incremental bundle %llu bytes",
+		     (unsigned long long)rep.bytes_uploaded);
+	store_close(st);
+
+	snprintf(b.store, sizeof(b.store), "%s/b", dir);
+	cr_assert_eq(store_open(b.store, STORE_CREATE | STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(sync_import(st, inc, NULL, NULL, &rep), -ENOENT, "base not imported yet");
+	cr_assert_eq(sync_import(st, full, NULL, NULL, &rep), 0);
+	cr_assert_eq(sync_import(st, inc, NULL, NULL, &rep), 0);
+	cr_assert_eq(store_close(st), 0);
+	host_open(&b, "b", 0);
+	check(&b, "one", d, MB);
+	check(&b, "two", d + MB, 2 * MB);
+	check(&b, "one-again", d, MB);
+	host_close(&b);
+
+	/* Damaged (a flipped byte in the data) and truncated bundles change nothing. */
+	snprintf(cmd, sizeof(cmd),
+		 "printf '\\x00' | dd of=%s bs=1 seek=$(( $(stat -c %%s %s) - 5000 )) "
+		 "conv=notrunc status=none",
+		 inc, inc);
+	cr_assert_eq(system(cmd), 0);
+	cr_assert_eq(store_open(dir, 0, &st, NULL), -ENOENT);
+	snprintf(b.store, sizeof(b.store), "%s/c", dir);
+	cr_assert_eq(store_open(b.store, STORE_CREATE | STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(sync_import(st, full, NULL, NULL, &rep), 0);
+	cr_assert_eq(sync_import(st, inc, NULL, NULL, &rep), -EBADMSG);
+	cr_assert_eq(truncate(full, 100000), 0);
+	cr_assert_eq(sync_import(st, full, NULL, NULL, &rep), -EBADMSG);
+	cr_assert_eq(store_close(st), 0);
 	free(d);
 }
