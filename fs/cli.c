@@ -160,6 +160,7 @@ int cli_stats(int argc, char **argv)
 {
 	static const struct option extra[] = {{"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
 	struct store_args a = {0};
+	char remote[STORE_REMOTE_MAX];
 	struct idx_stats s;
 	struct store *st;
 	uint64_t reclaim;
@@ -174,6 +175,7 @@ int cli_stats(int argc, char **argv)
 	if (open_store(a.store, 0, &st, &live) < 0)
 		return 1;
 	r = idx_get_stats(store_idx(st), &s);
+	snprintf(remote, sizeof(remote), "%s", store_remote(st));
 	store_close(st);
 	if (r < 0) {
 		fprintf(stderr, "pkgcachefs: reading the index of %s: %s\n", a.store, strerror(-r));
@@ -188,10 +190,13 @@ int cli_stats(int argc, char **argv)
 		       ", \"unique_bytes\": %" PRIu64 ", \"stored_bytes\": %" PRIu64
 		       ", \"live_stored_bytes\": %" PRIu64 ", \"dedup_ratio\": %.3f"
 		       ", \"chunks\": %" PRIu64 ", \"dead_chunks\": %" PRIu64
-		       ", \"packs\": %" PRIu64 ", \"reclaimable_bytes\": %" PRIu64 "}\n",
+		       ", \"packs\": %" PRIu64 ", \"reclaimable_bytes\": %" PRIu64
+		       ", \"remote\": \"%s\", \"remote_only_bytes\": %" PRIu64
+		       ", \"unpushed_bytes\": %" PRIu64 "}\n",
 		       a.store, live ? "true" : "false", s.files, s.dirs, s.symlinks, s.others,
 		       s.logical_bytes, s.chunk_bytes, s.pack_bytes, s.stored_bytes, ratio,
-		       s.chunks, s.dead_chunks, s.packs, reclaim);
+		       s.chunks, s.dead_chunks, s.packs, reclaim, remote,
+		       *remote ? s.remote_only_bytes : 0, *remote ? s.unpushed_bytes : 0);
 		return 0;
 	}
 	printf("store:           %s%s\n", a.store, live ? " (mounted)" : "");
@@ -205,6 +210,28 @@ int cli_stats(int argc, char **argv)
 	       format_size(s.pack_bytes, b3, sizeof(b3)), s.packs);
 	printf("dedup ratio:     %.2fx\n", ratio);
 	printf("reclaimable:     %s (run pkgcachefs gc)\n", format_size(reclaim, b4, sizeof(b4)));
+	if (*remote) {
+		char path[PATH_MAX], line[256];
+		FILE *f;
+
+		printf("remote:          %s\n", remote);
+		printf("only on remote:  %s (fetched when read)\n",
+		       format_size(s.remote_only_bytes, b1, sizeof(b1)));
+		printf("not pushed:      %s\n", format_size(s.unpushed_bytes, b2, sizeof(b2)));
+		snprintf(path, sizeof(path), "%s/remote-stats", a.store);
+		f = fopen(path, "re");
+		while (f && fgets(line, sizeof(line), f)) {
+			uint64_t val;
+
+			if (sscanf(line, "fetched_bytes=%" SCNu64, &val) == 1)
+				printf("last session:    fetched %s",
+				       format_size(val, b3, sizeof(b3)));
+			else if (sscanf(line, "bytes_out=%" SCNu64, &val) == 1)
+				printf(", sent %s\n", format_size(val, b3, sizeof(b3)));
+		}
+		if (f)
+			fclose(f);
+	}
 	return 0;
 }
 

@@ -1041,6 +1041,14 @@ int idx_get_stats(struct idx *x, struct idx_stats *ret)
 	ret->pack_bytes = v[1];
 	r = query_u64s(x, "SELECT count(*) FROM chunks WHERE refs <= 0", v, 1);
 	ret->dead_chunks = v[0];
+	r = query_u64s(x,
+		       "SELECT total(CASE WHEN pack = 0 THEN raw_len END), "
+		       "total(CASE WHEN rpack = 0 THEN raw_len END) FROM chunks WHERE refs > 0",
+		       v, 2);
+	if (r < 0)
+		return r;
+	ret->remote_only_bytes = v[0];
+	ret->unpushed_bytes = v[1];
 	r = query_u64s(x, "SELECT count(*) FROM inodes WHERE nlink > 0", v, 1);
 	if (r == 0)
 		ret->others = v[0] - ret->files - ret->dirs - ret->symlinks;

@@ -190,6 +190,8 @@ struct idx_stats {
 	uint64_t chunks, chunk_bytes, stored_bytes; /* chunk rows with refs > 0 */
 	uint64_t dead_chunks, dead_stored_bytes;    /* refs == 0: reclaimable */
 	uint64_t packs, pack_bytes;
+	uint64_t remote_only_bytes; /* unique bytes only on the remote (fetched when read) */
+	uint64_t unpushed_bytes;    /* unique bytes not on the remote (meaningful with one) */
 };
 int idx_get_stats(struct idx *x, struct idx_stats *ret);
 
