@@ -332,7 +332,8 @@ static int list_sorted(struct remote *r, const char *dir, struct names *ret)
 
 	if (rr < 0)
 		return rr;
-	qsort(ret->v, ret->n, sizeof(*ret->v), name_cmp);
+	if (ret->n)
+		qsort(ret->v, ret->n, sizeof(*ret->v), name_cmp);
 	return 0;
 }
 
@@ -1578,7 +1579,7 @@ static struct upload *upload_find(struct push *p, uint64_t chunk)
 {
 	struct upload key = {.chunk = chunk};
 
-	return bsearch(&key, p->up_v, p->nup, sizeof(key), upload_cmp);
+	return p->nup ? bsearch(&key, p->up_v, p->nup, sizeof(key), upload_cmp) : NULL;
 }
 
 /* Chunks that changed entries use and the remote lacks. */
@@ -1691,7 +1692,8 @@ static int build_packs(struct push *p)
 	if (r < 0)
 		return r;
 	/* Second copies of a chunk point at the first. */
-	qsort(p->up_v, p->nup, sizeof(*p->up_v), upload_cmp);
+	if (p->nup)
+		qsort(p->up_v, p->nup, sizeof(*p->up_v), upload_cmp);
 	for (size_t i = 1; i < p->nup; i++) {
 		if (p->up_v[i].chunk != p->up_v[i - 1].chunk)
 			continue;
