@@ -560,6 +560,7 @@ struct merge {
 	struct sync_report *rep;
 	sqlite3_stmt *base_get, *base_put;
 	bool local_only; /* importing a bundle: every chunk is here already, nothing is remote */
+	bool cold;       /* the store was empty: nothing local to compare with (a new runner) */
 };
 
 struct cand {
@@ -753,7 +754,7 @@ static int local_chunk(struct merge *m, struct rpack_ids *ids, const struct cat_
 	if (r < 0)
 		return r;
 	if (r == 1)
-		return idx_set_chunk_remote(m->x, &ch->key, &ch->digest, rp, &rloc);
+		return m->cold ? 0 : idx_set_chunk_remote(m->x, &ch->key, &ch->digest, rp, &rloc);
 	return idx_add_remote_chunk(m->x, &ch->key, &ch->digest, ch->raw_len, rp, &rloc, ret);
 }
 
@@ -803,7 +804,7 @@ static int apply(struct merge *m, const struct cat *c, struct rpack_ids *ids,
 	r = make_dirs(m, dir, S_IFDIR | 0755, e->uid, e->gid, e->mtime, e->stamp, &parent);
 	if (r < 0)
 		return r;
-	found = idx_lookup(m->x, parent, name, &ino);
+	found = m->cold ? 0 : idx_lookup(m->x, parent, name, &ino);
 	if (found < 0)
 		return found;
 	if (found == 1) {
@@ -954,6 +955,16 @@ static int merge_entry(struct merge *m, struct cand *cd, struct rpack_ids *ids)
 	int hb, hl, r;
 	bool unchanged;
 
+	if (m->cold) {
+		/* Nothing here to compare with: one entry per path, applied as it is. */
+		if (e->type != CAT_E_GONE) {
+			r = apply(m, cd->c, ids, e);
+			if (r < 0)
+				return r;
+			m->rep->applied++;
+		}
+		return base_put(m->base_put, e->path, e->type, e->stamp, cd->sig);
+	}
 	hb = base_get(m, e->path, &btype, &bstamp, bsig);
 	if (hb < 0)
 		return hb;
@@ -1157,6 +1168,18 @@ int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
 	rr = idx_init_root(x, getuid(), getgid(), now_ns());
 	if (rr < 0)
 		goto out_rollback;
+	{
+		sqlite3_stmt *s;
+
+		m.cold = idx_dir_is_empty(x, IDX_ROOT_INO) == 1;
+		if (m.cold && sqlite3_prepare_v2(m.db, "SELECT 1 FROM rbase LIMIT 1", -1, &s,
+						 NULL) == SQLITE_OK) {
+			m.cold = sqlite3_step(s) == SQLITE_DONE;
+			sqlite3_finalize(s);
+		}
+	}
+	/* A big merge touches every index: let it work in memory until the commit. */
+	db_exec(m.db, "PRAGMA cache_size=-262144");
 	m.last_sync = meta_i64(x, "rsync_time");
 	if (sqlite3_prepare_v2(m.db, "SELECT type, stamp, sig FROM rbase WHERE path = ?1", -1,
 			       &m.base_get, NULL) != SQLITE_OK ||
@@ -1197,8 +1220,9 @@ int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
 				k++;
 			rr = merge_entry(&m, win[i], &ids[k]);
 		}
-		/* Chunks the remote has that no entry here uses yet still count for dedup. */
-		for (size_t i = 0; i < n && rr == 0; i++)
+		/* Chunks the remote has that no entry here uses yet still count for dedup (a
+		 * cold store has no chunks of its own to match). */
+		for (size_t i = 0; i < n && rr == 0 && !m.cold; i++)
 			rr = learn_chunks(x, cats[i]);
 		for (size_t i = 0; i < n; i++)
 			free(ids[i].id);
@@ -1206,6 +1230,7 @@ int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
 	}
 	for (size_t i = 0; i < n && rr == 0; i++)
 		rr = mark_seen(m.db, names[i], true);
+	db_exec(m.db, "PRAGMA cache_size=-16384");
 	if (rr == 0)
 		rr = meta_set_i64(x, "rsync_time", now_ns());
 	if (rr < 0)
@@ -2104,7 +2129,10 @@ static int push_trace(struct push *p, pthread_mutex_t *lock, const uint8_t host[
 			continue;
 		ce.path = path;
 		r = cat_writer_add_entry(w, &ce);
-		entries++;
+		if (r == -EEXIST)
+			r = 0; /* two inodes once had this path: one read is enough */
+		else
+			entries++;
 	}
 	sqlite3_finalize(s);
 	if (r < 0 || entries == 0) {
