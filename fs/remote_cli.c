@@ -93,7 +93,8 @@ struct rdaemon {
 	struct vfs *v;
 	const char *store;
 	unsigned interval_s; /* 0: no periodic push */
-	bool push;           /* pushes at all (false: a read-only consumer) */
+	bool push;           /* pushes at all (false: a read-only consumer, or no remote) */
+	bool remote;         /* the mount has a remote */
 	int efd;             /* eventfd: a push was requested, or stop */
 	bool stop;           /* atomic */
 	uint64_t *prefetch;
@@ -168,7 +169,8 @@ static void *rdaemon_thread(void *arg)
 			if (rd->push)
 				daemon_push(rd, true);
 			else
-				write_push_result(rd->store, -EROFS, &(struct sync_report){0});
+				write_push_result(rd->store, rd->remote ? -EROFS : -ENOTCONN,
+						  &(struct sync_report){0});
 			continue;
 		}
 		if (next && mono_ns() >= next) {
@@ -189,7 +191,7 @@ static void on_usr2(int sig)
 	}
 }
 
-int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, bool push,
+int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, bool push, bool remote,
 		      uint64_t *prefetch, size_t nprefetch)
 {
 	struct rdaemon *rd = calloc(1, sizeof(*rd));
@@ -200,6 +202,7 @@ int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, boo
 	rd->store = store;
 	rd->interval_s = interval_s;
 	rd->push = push;
+	rd->remote = remote;
 	rd->prefetch = prefetch;
 	rd->nprefetch = nprefetch;
 	rd->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -386,6 +389,11 @@ static int push_mounted(const char *store, pid_t pid)
 	}
 	if (r == -EROFS) {
 		fprintf(stderr, "pkgcachefs: the mount was started with -o no_push\n");
+		return 1;
+	}
+	if (r == -ENOTCONN) {
+		fprintf(stderr, "pkgcachefs: the mount has no remote (mount it with --remote URL, "
+				"or set one with `pkgcachefs remote`)\n");
 		return 1;
 	}
 	if (r < 0) {
