@@ -21,12 +21,18 @@ test_pkgs=(
 	attr psmisc procps util-linux   # getfattr, fuser, ps, mount helpers
 	sqlite3 zstd
 	clang-format                    # the style check
-	nginx-light nodejs npm          # remote tests: WebDAV (nginx dav), s3rver from npm
+	nginx-light                     # remote tests: WebDAV (nginx's dav module)
 )
 
 pkgs=("${build_pkgs[@]}")
 if [[ ${1:-} == --test ]]; then
 	pkgs+=("${test_pkgs[@]}")
+	# s3rver (the S3 test server) comes from the npm registry. Many machines carry Node.js
+	# from elsewhere (NodeSource bundles npm, and Debian's npm package conflicts with it):
+	# take Debian's only when there is no node or npm at all.
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		pkgs+=(nodejs npm)
+	fi
 fi
 
 missing=()
