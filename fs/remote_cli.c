@@ -586,6 +586,11 @@ static const char import_usage[] =
 	"Add a bundle's files to the store (created if new), every chunk verified against its\n"
 	"SHA-256; local changes newer than the bundle's stay. The store must not be mounted.\n";
 
+static void export_progress(void *data, uint64_t done, uint64_t total)
+{
+	sync_progress(data, "export: files", done, total);
+}
+
 int cli_export(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -629,7 +634,7 @@ int cli_export(int argc, char **argv)
 			strerror(-rr));
 		return 1;
 	}
-	rr = sync_export(st, base, argv[optind], &rep);
+	rr = sync_export(st, base, argv[optind], isatty(2) ? export_progress : NULL, NULL, &rep);
 	store_close(st);
 	if (rr < 0) {
 		fprintf(stderr, "pkgcachefs: export to %s failed: %s%s\n", argv[optind],

@@ -2828,7 +2828,9 @@ static int bundle_toc(struct store *st, int fd, struct cat **ret, uint64_t *ret_
 	return 0;
 }
 
-int sync_export(struct store *st, const char *base, const char *out, struct sync_report *ret)
+int sync_export(struct store *st, const char *base, const char *out,
+		void (*progress)(void *data, uint64_t done, uint64_t total), void *data,
+		struct sync_report *ret)
 {
 	const struct chunker_params *cp = store_chunker_params(st);
 	struct push p = {.st = st, .rep = ret};
@@ -2884,6 +2886,8 @@ int sync_export(struct store *st, const char *base, const char *out, struct sync
 	for (size_t i = 0; i < p.npe && rr == 0; i++) {
 		struct pentry *pe = &p.pe[i];
 
+		if (progress)
+			progress(data, i, p.npe);
 		for (size_t j = 0; j < pe->nnx && rr == 0; j++) {
 			const struct idx_extent *e = pe->nx[j].e;
 			struct pack_loc *loc;
@@ -3040,6 +3044,8 @@ int sync_export(struct store *st, const char *base, const char *out, struct sync
 	if (rr < 0)
 		unlink(tmp);
 	ret->bytes_uploaded = BUNDLE_HDR + toclen + psize;
+	if (progress)
+		progress(data, p.npe, p.npe);
 out:
 	if (pfd >= 0)
 		close(pfd);

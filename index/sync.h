@@ -114,9 +114,12 @@ int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
  * Bundles, for CI systems whose cache is one archive per key: the whole namespace and the data
  * of the store as one file (out, written to a temp name and renamed), or with base (an earlier
  * bundle) only the data that base and its own bases lack. Files whose data is only on a remote
- * are left out (counted in ret->skipped): pull first. Layout: docs/format.md.
+ * are left out (counted in ret->skipped): pull first. progress, when given, is told entries
+ * done of the total. Layout: docs/format.md.
  */
-int sync_export(struct store *st, const char *base, const char *out, struct sync_report *ret);
+int sync_export(struct store *st, const char *base, const char *out,
+		void (*progress)(void *data, uint64_t done, uint64_t total), void *data,
+		struct sync_report *ret);
 /*
  * Import a bundle into the store (not serving): verify and store its chunks, then add its
  * entries, keeping local changes newer than the bundle's. -ENOENT (nothing changed) when it was

@@ -420,14 +420,14 @@ Test(sync, bundles_export_import_incremental_and_damaged)
 	put(&a, 1, "one", d, MB);
 	host_close(&a);
 	cr_assert_eq(store_open(a.store, 0, &st, NULL), 0);
-	cr_assert_eq(sync_export(st, NULL, full, &rep), 0);
+	cr_assert_eq(sync_export(st, NULL, full, NULL, NULL, &rep), 0);
 	store_close(st);
 	host_open(&a, "a", 0);
 	put(&a, 1, "two", d + MB, 2 * MB);
 	put(&a, 1, "one-again", d, MB);
 	host_close(&a);
 	cr_assert_eq(store_open(a.store, 0, &st, NULL), 0);
-	cr_assert_eq(sync_export(st, full, inc, &rep), 0);
+	cr_assert_eq(sync_export(st, full, inc, NULL, NULL, &rep), 0);
 	/* Only the new data: the 2 MiB file, not the copy of one. */
 	cr_assert_lt(rep.bytes_uploaded, 2 * MB + MB / 4, "incremental bundle %llu bytes",
 		     (unsigned long long)rep.bytes_uploaded);
