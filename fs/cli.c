@@ -438,7 +438,7 @@ static int gc_mounted(const char *store, uint64_t max_size, struct gc_report *re
 
 static int gc_remote(const struct store_args *a)
 {
-	struct sync_options so = {0};
+	struct sync_options so = {.bad_catalog = cli_bad_catalog};
 	struct sync_gc_report rep;
 	struct remote *r;
 	struct store *st;

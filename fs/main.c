@@ -401,7 +401,8 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 	}
 	r = sync_check_remote(st, *ret, err, sizeof(err));
 	if (r == 0)
-		r = sync_pull(st, *ret, NULL, &rep);
+		r = sync_pull(st, *ret, &(struct sync_options){.bad_catalog = cli_bad_catalog},
+			      &rep);
 	if (r == 0) {
 		log_info("remote %s: %" PRIu64 " new catalogs, %" PRIu64 " entries merged",
 			 remote_url(*ret), rep.catalogs_read, rep.applied);

@@ -73,6 +73,19 @@ void cli_format_push(const struct sync_report *rep, char *buf, size_t len)
 		 rep->upserts + rep->tombstones ? "" : " (nothing new)");
 }
 
+void cli_bad_catalog(void *data, const char *name, int err)
+{
+	const char *why = err == -EBADMSG           ? "damaged, truncated or forged"
+			  : err == -EPROTONOSUPPORT ? "written by a newer pkgcachefs"
+						    : "written for other chunk sizes";
+
+	if (isatty(2))
+		fputc('\n', stderr);
+	log_warn("remote catalog %s left out: %s; the files it records stay missing until it is "
+		 "replaced (a remote gc compacts over it)",
+		 name, why);
+}
+
 static void sync_progress(void *data, const char *what, uint64_t done, uint64_t total)
 {
 	static int64_t last;
@@ -131,7 +144,7 @@ static int daemon_push(struct rdaemon *rd, bool requested)
 	char line[256];
 	int r;
 
-	r = vfs_push(rd->v, NULL, &rep);
+	r = vfs_push(rd->v, &(struct sync_options){.bad_catalog = cli_bad_catalog}, &rep);
 	if (r < 0) {
 		log_warn("push failed: %s (%s); the data stays here and the next push sends it",
 			 strerror(-r), remote_last_error());
@@ -414,7 +427,8 @@ static int push_mounted(const char *store, pid_t pid)
 
 int cli_push(int argc, char **argv)
 {
-	struct sync_options so = {.progress = isatty(2) ? sync_progress : NULL};
+	struct sync_options so = {.progress = isatty(2) ? sync_progress : NULL,
+				  .bad_catalog = cli_bad_catalog};
 	struct rargs a = {0};
 	struct sync_report rep;
 	struct store *st;
@@ -464,7 +478,8 @@ int cli_push(int argc, char **argv)
 
 int cli_pull(int argc, char **argv)
 {
-	struct sync_options so = {.progress = isatty(2) ? sync_progress : NULL};
+	struct sync_options so = {.progress = isatty(2) ? sync_progress : NULL,
+				  .bad_catalog = cli_bad_catalog};
 	struct rargs a = {0};
 	struct sync_report rep;
 	struct store *st;

@@ -5,7 +5,7 @@
  * An object is a 72-byte header, one zstd frame holding the body, and a 32-byte trailer that is
  * the SHA-256 of everything before it. The body is the pack table, the chunk table, then the
  * entries in path order. Every integer is little-endian and encoded byte by byte. Byte layout:
- * docs/format-catalog.md.
+ * docs/format.md.
  *
  * The decoder trusts nothing: it checks the trailer, then the header's counts against the
  * declared body length, then the zstd frame's declared size against the header before it

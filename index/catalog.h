@@ -6,7 +6,7 @@
  * of those packs) and a list of namespace entries (files made of extents that index the chunk
  * table, directories, symlinks, tombstones, or trace records). One byte format serves every kind:
  * a host's delta from one push, a snapshot compacting many catalogs, a job's read trace, the packs
- * gc has condemned, an export bundle's table of contents. Byte layout: docs/format-catalog.md.
+ * gc has condemned, an export bundle's table of contents. Byte layout: docs/format.md.
  *
  * Catalogs come from a remote that anyone with write access can poison, so cat_decode treats its
  * input as hostile: every count and length is checked against the bytes that remain and against

@@ -1066,7 +1066,7 @@ static void cats_free(struct cat **cats, size_t n)
 static int fetch_catalogs(struct store *st, struct remote *r, const struct names *ns,
 			  bool (*want)(void *data, const char *name), void *data,
 			  const struct sync_options *o, struct cat ***ret, char ***ret_names,
-			  size_t *ret_n, uint64_t *bytes)
+			  size_t *ret_n, uint64_t *bytes, size_t *ret_bad)
 {
 	struct cat **cats = calloc(ns->n ? ns->n : 1, sizeof(*cats));
 	char **names = calloc(ns->n ? ns->n : 1, sizeof(*names));
@@ -1084,6 +1084,19 @@ static int fetch_catalogs(struct store *st, struct remote *r, const struct names
 		rr = load_catalog(st, r, ns->v[i], &cats[n], bytes);
 		if (rr == -ENOENT) {
 			/* Compacted away since the listing: its content is in a newer snapshot. */
+			rr = 0;
+			continue;
+		}
+		if (rr == -EBADMSG || rr == -EPROTO || rr == -EPROTONOSUPPORT) {
+			/*
+			 * Damaged, forged, or written by another version: left out, so that one
+			 * bad object cannot stop every runner. What it held is missing until it
+			 * is fixed or compacted over; the caller says which it was.
+			 */
+			if (o && o->bad_catalog)
+				o->bad_catalog(o->progress_data, ns->v[i], rr);
+			if (ret_bad)
+				(*ret_bad)++;
 			rr = 0;
 			continue;
 		}
@@ -1128,20 +1141,21 @@ int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
 
 	memset(ret, 0, sizeof(*ret));
 	for (int attempt = 0;; attempt++) {
-		size_t listed;
+		size_t listed, bad;
 
 		rr = list_sorted(r, "ns/", &ns);
 		if (rr < 0)
 			return rr;
+		bad = 0;
 		rr = fetch_catalogs(st, r, &ns, want_unmerged, m.db, o, &cats, &names, &n,
-				    &ret->catalog_bytes);
+				    &ret->catalog_bytes, &bad);
 		if (rr < 0)
 			goto out;
 		listed = 0;
 		for (size_t i = 0; i < ns.n; i++)
 			listed += want_unmerged(m.db, ns.v[i]);
 		/* One vanished (compacted into a snapshot written after the listing): again. */
-		if (listed == n || attempt == 2)
+		if (listed == n + bad || attempt == 2)
 			break;
 		cats_free(cats, n);
 		free(names);
@@ -2015,13 +2029,26 @@ static int refresh(struct store *st, struct remote *r, pthread_mutex_t *lock,
 	if (rr < 0)
 		goto out;
 	*ret_ncat = ns.n;
-	if (lock)
-		pthread_mutex_lock(lock);
-	rr = fetch_catalogs(st, r, &ns, want_unseen, idx_db(x), o, &cats, &names, &n, NULL);
-	if (lock)
-		pthread_mutex_unlock(lock);
+	/* Which are new is a question for the index (under lock); the downloads are not. */
+	{
+		struct names unseen = {0};
+
+		if (lock)
+			pthread_mutex_lock(lock);
+		for (size_t i = 0; i < ns.n && rr == 0; i++)
+			if (want_unseen(idx_db(x), ns.v[i]))
+				rr = collect_name(ns.v[i], 0, &unseen);
+		if (lock)
+			pthread_mutex_unlock(lock);
+		if (rr == 0)
+			rr = fetch_catalogs(st, r, &unseen, NULL, NULL, o, &cats, &names, &n, NULL,
+					    NULL);
+		/* names point into unseen: keep their strings until the end. */
+		names_free(&ns);
+		ns = unseen;
+	}
 	if (rr == 0)
-		rr = fetch_catalogs(st, r, &gc, NULL, NULL, NULL, &cond, &cnames, &nc, NULL);
+		rr = fetch_catalogs(st, r, &gc, NULL, NULL, NULL, &cond, &cnames, &nc, NULL, NULL);
 	if (rr < 0)
 		goto out;
 	if (lock)
@@ -2304,7 +2331,7 @@ int sync_compact(struct store *st, struct remote *r, const struct sync_options *
 
 	rr = list_sorted(r, "ns/", &ns);
 	if (rr == 0)
-		rr = fetch_catalogs(st, r, &ns, NULL, NULL, o, &cats, &names, &n, NULL);
+		rr = fetch_catalogs(st, r, &ns, NULL, NULL, o, &cats, &names, &n, NULL, NULL);
 	if (rr < 0)
 		goto out;
 	if (n < 2)
@@ -2587,13 +2614,17 @@ int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
 	struct cand **win = NULL;
 	size_t n = 0, nm = 0, nwin = 0;
 	const char **doomed = NULL, **fresh = NULL;
-	size_t ndoomed = 0, nfresh = 0;
+	bool *settled = NULL;
+	size_t ndoomed = 0, nfresh = 0, bad = 0;
 	int rr;
 
 	memset(ret, 0, sizeof(*ret));
 	rr = list_sorted(r, "ns/", &ns);
 	if (rr == 0)
-		rr = fetch_catalogs(st, r, &ns, NULL, NULL, o, &cats, &names, &n, NULL);
+		rr = fetch_catalogs(st, r, &ns, NULL, NULL, o, &cats, &names, &n, NULL, &bad);
+	/* What an unreadable catalog uses would look unused: collect nothing until it is fixed. */
+	if (rr == 0 && bad)
+		rr = -EBADMSG;
 	if (rr == 0)
 		rr = pick_winners(cats, n, &map);
 	if (rr == 0)
@@ -2695,12 +2726,13 @@ int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
 	if (rr == 0)
 		rr = list_sorted(r, "gc/", &gc);
 	if (rr == 0)
-		rr = fetch_catalogs(st, r, &gc, NULL, NULL, NULL, &marks, &mnames, &nm, NULL);
+		rr = fetch_catalogs(st, r, &gc, NULL, NULL, NULL, &marks, &mnames, &nm, NULL, NULL);
 	if (rr < 0)
 		goto out;
 	doomed = calloc(listed.n + 1, sizeof(*doomed));
 	fresh = calloc(listed.n + 1, sizeof(*fresh));
-	if (!doomed || !fresh) {
+	settled = calloc(nm + 1, sizeof(*settled));
+	if (!doomed || !fresh || !settled) {
 		rr = -ENOMEM;
 		goto out;
 	}
@@ -2732,13 +2764,13 @@ int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
 				doomed[ndoomed++] = smap_slot(&listed, obj)->key;
 			}
 		}
-		(void)all_done;
+		settled[i] = is_mark && old && all_done;
 	}
 	if (ndoomed)
 		rr = put_pack_list(st, r, "gc/d", doomed, ndoomed);
-	/* The condemnations are settled once their packs are deleted or used again. */
+	/* A condemnation is settled once its packs are deleted or used again. */
 	for (size_t i = 0; i < nm && rr == 0; i++)
-		if (strncmp(mnames[i], "gc/c", 4) == 0 && marks[i]->created < now - grace_ns)
+		if (settled[i])
 			remote_delete(r, mnames[i]);
 
 	/* Newly unused packs are condemned now, deleted by a gc after the grace period. */
@@ -2758,6 +2790,7 @@ int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
 out:
 	free(doomed);
 	free(fresh);
+	free(settled);
 	smap_free(&map, free);
 	smap_free(&lastread, free);
 	smap_free(&live, NULL);

@@ -34,6 +34,9 @@ typedef void (*sync_progress_fn)(void *data, const char *what, uint64_t done, ui
 struct sync_options {
 	sync_progress_fn progress; /* may be NULL */
 	void *progress_data;
+	/* Told of each catalog left out because it is damaged, forged (-EBADMSG), or of another
+	 * format or chunk size (-EPROTO, -EPROTONOSUPPORT); may be NULL. */
+	void (*bad_catalog)(void *data, const char *name, int err);
 	unsigned parallel; /* concurrent uploads; 0: 4 */
 };
 

@@ -6,7 +6,7 @@
  * last-writer-wins order.
  *
  * Malformed objects for the decoder are built by a small encoder of the test's own, written from
- * docs/format-catalog.md rather than from catalog.c: a baseline object that must decode, and one
+ * docs/format.md rather than from catalog.c: a baseline object that must decode, and one
  * variant per rule that differs from it in that rule alone. It re-seals what it builds (the
  * trailer SHA-256), so each variant reaches the check it is aimed at.
  */

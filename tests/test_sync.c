@@ -461,3 +461,104 @@ Test(sync, bundles_export_import_incremental_and_damaged)
 	cr_assert_eq(store_close(st), 0);
 	free(d);
 }
+
+Test(sync, a_damaged_catalog_is_left_out_and_stops_remote_gc)
+{
+	struct host a = {0}, b = {0};
+	struct sync_gc_report grep_;
+	uint8_t d[5000], e[5000];
+	char cmd[600];
+	struct store *st;
+
+	fill_random(d, sizeof(d), 10);
+	fill_random(e, sizeof(e), 11);
+	host_open(&a, "a", 0);
+	put(&a, 1, "first", d, sizeof(d));
+	host_push(&a, NULL);
+	host_close(&a);
+	/* Damage the only catalog so far, then push a second one from another host. */
+	snprintf(cmd, sizeof(cmd),
+		 "f=$(ls %s/remote/ns/*.cat | head -1); printf 'X' | dd of=$f bs=1 seek=100 "
+		 "conv=notrunc status=none",
+		 dir);
+	cr_assert_eq(system(cmd), 0);
+	host_open(&b, "b", 0);
+	put(&b, 1, "second", e, sizeof(e));
+	host_push(&b, NULL);
+	host_close(&b);
+
+	host_open(&a, "fresh", 0);
+	cr_assert_eq(lookup(&a, "first"), 0, "what the damaged catalog held is missing");
+	check(&a, "second", e, sizeof(e));
+	host_close(&a);
+
+	cr_assert_eq(store_open(b.store, STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(remote_open(url, NULL, &b.r, cmd, sizeof(cmd)), 0);
+	cr_assert_eq(sync_gc(st, b.r, 0, 0, NULL, &grep_), -EBADMSG,
+		     "gc must not collect while a catalog cannot be read");
+	remote_free(b.r);
+	store_close(st);
+}
+
+static int count_packs(void)
+{
+	char pdir[256];
+	struct dirent *de;
+	DIR *dd;
+	int n = 0;
+
+	snprintf(pdir, sizeof(pdir), "%s/remote/packs", dir);
+	dd = opendir(pdir);
+	cr_assert_not_null(dd);
+	while ((de = readdir(dd)))
+		n += strstr(de->d_name, ".pack") != NULL;
+	closedir(dd);
+	return n;
+}
+
+Test(sync, remote_gc_condemns_then_deletes_and_stale_hosts_upload_again)
+{
+	struct host a = {0}, c = {0};
+	struct sync_gc_report rep;
+	uint8_t *d = malloc(2 * MB);
+	struct store *st;
+	char err[256];
+
+	fill_random(d, 2 * MB, 12);
+	host_open(&a, "a", 0);
+	put(&a, 1, "old", d, MB);
+	host_push(&a, NULL);
+	put(&a, 1, "kept", d + MB, MB);
+	host_push(&a, NULL);
+	cr_assert_eq(count_packs(), 2);
+	/* c knows where old's chunks are on the remote. */
+	host_open(&c, "c", 0);
+	host_close(&c);
+	cr_assert_eq(vfs_unlink(a.v, 1, "old"), 0);
+	host_push(&a, NULL);
+	host_close(&a);
+
+	cr_assert_eq(store_open(a.store, STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(remote_open(url, NULL, &a.r, err, sizeof(err)), 0);
+	cr_assert_eq(sync_gc(st, a.r, 0, 3600, NULL, &rep), 0);
+	cr_assert_eq(rep.packs_condemned, 1);
+	cr_assert_eq(rep.packs_deleted, 0, "not before the grace period");
+	cr_assert_eq(count_packs(), 2);
+	cr_assert_eq(sync_gc(st, a.r, 0, 0, NULL, &rep), 0);
+	cr_assert_eq(rep.packs_deleted, 1);
+	cr_assert_eq(count_packs(), 1);
+	remote_free(a.r);
+	store_close(st);
+
+	/* c writes old's content again: it must not point at the deleted pack. */
+	host_open(&c, "c", 0);
+	put(&c, 1, "again", d, MB);
+	host_push(&c, NULL);
+	host_close(&c);
+	host_open(&a, "fresh", 0);
+	cr_assert_eq(lookup(&a, "old"), 0);
+	check(&a, "kept", d + MB, MB);
+	check(&a, "again", d, MB);
+	host_close(&a);
+	free(d);
+}
