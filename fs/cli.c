@@ -452,7 +452,7 @@ static int gc_remote(const struct store_args *a)
 		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", a->store, strerror(-rr));
 		return 1;
 	}
-	if (cli_open_remote(st, a->remote, 0, &r) < 0) {
+	if (cli_open_remote(st, a->remote, 0, &r) < 0) { /* gc keeps no local sync state */
 		store_close(st);
 		return 1;
 	}

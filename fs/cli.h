@@ -21,8 +21,8 @@ struct remote;
 struct vfs;
 struct sync_report;
 /* Open the remote at url, or the store's configured one when url is NULL or "", and check its
- * config against the store. Prints why on failure; -errno. */
-int cli_open_remote(struct store *st, const char *url, unsigned timeout_s, struct remote **ret);
+ * config against the store (flags: SYNC_REMOTE_*). Prints why on failure; -errno. */
+int cli_open_remote(struct store *st, const char *url, unsigned flags, struct remote **ret);
 /* Log (warn) that a remote catalog was left out, and why (a sync_options.bad_catalog). */
 void cli_bad_catalog(void *data, const char *name, int err);
 /* One line summing up a push, for the terminal and the log. */

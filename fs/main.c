@@ -399,7 +399,22 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 		report(1, "remote: %s", *err ? err : strerror(-r));
 		return r;
 	}
-	r = sync_check_remote(st, *ret, err, sizeof(err));
+	/* An untrusted job's store must never push, whoever mounts it next. */
+	if (a->no_push) {
+		r = idx_begin(store_idx(st));
+		if (r == 0)
+			r = idx_meta_set(store_idx(st), "untrusted", "1");
+		if (r == 0)
+			r = idx_commit(store_idx(st));
+		if (r < 0) {
+			report(1, "cannot mark store %s untrusted: %s", a->store, strerror(-r));
+			remote_free(*ret);
+			*ret = NULL;
+			return r;
+		}
+	}
+	r = sync_check_remote(st, *ret, SYNC_REMOTE_BIND | (a->no_push ? 0 : SYNC_REMOTE_CREATE),
+			      err, sizeof(err));
 	if (r == 0)
 		r = sync_pull(st, *ret, &(struct sync_options){.bad_catalog = cli_bad_catalog},
 			      &rep);

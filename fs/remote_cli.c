@@ -31,9 +31,9 @@
 
 /* Open the remote at url (or the store's configured one when url is NULL or empty). On failure
  * prints why and returns -errno. */
-int cli_open_remote(struct store *st, const char *url, unsigned timeout_s, struct remote **ret)
+int cli_open_remote(struct store *st, const char *url, unsigned flags, struct remote **ret)
 {
-	struct remote_options o = {.timeout_ms = timeout_s * 1000};
+	struct remote_options o = {0};
 	char err[512] = "";
 	int r;
 
@@ -51,9 +51,10 @@ int cli_open_remote(struct store *st, const char *url, unsigned timeout_s, struc
 		fprintf(stderr, "pkgcachefs: remote: %s\n", *err ? err : strerror(-r));
 		return r;
 	}
-	r = sync_check_remote(st, *ret, err, sizeof(err));
+	r = sync_check_remote(st, *ret, flags, err, sizeof(err));
 	if (r < 0) {
-		fprintf(stderr, "pkgcachefs: remote %s: %s\n", remote_url(*ret), err);
+		fprintf(stderr, "pkgcachefs: remote %s: %s\n", remote_url(*ret),
+			*err ? err : strerror(-r));
 		remote_free(*ret);
 		return r;
 	}
@@ -145,7 +146,10 @@ static int daemon_push(struct rdaemon *rd, bool requested)
 	int r;
 
 	r = vfs_push(rd->v, &(struct sync_options){.bad_catalog = cli_bad_catalog}, &rep);
-	if (r < 0) {
+	if (r == -EPERM) {
+		log_warn("push refused: this store was mounted with no_push before (an untrusted "
+			 "job); use a fresh store for trusted jobs");
+	} else if (r < 0) {
 		log_warn("push failed: %s (%s); the data stays here and the next push sends it",
 			 strerror(-r), remote_last_error());
 	} else {
@@ -454,12 +458,18 @@ int cli_push(int argc, char **argv)
 			rr == -EBUSY ? "in use by another process" : strerror(-rr));
 		return 1;
 	}
-	if (cli_open_remote(st, a.remote, 0, &r) < 0) {
+	if (cli_open_remote(st, a.remote, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, &r) < 0) {
 		store_close(st);
 		return 1;
 	}
 	rr = sync_push(st, r, NULL, &so, &rep);
-	if (rr < 0)
+	if (rr == -EPERM)
+		fprintf(stderr,
+			"pkgcachefs: store %s was mounted with no_push (an untrusted job): "
+			"its content must not reach the remote; use a fresh store for "
+			"trusted jobs\n",
+			a.store);
+	else if (rr < 0)
 		fprintf(stderr,
 			"pkgcachefs: push to %s failed: %s (%s); nothing local was lost, rerun to "
 			"complete it\n",
@@ -504,7 +514,7 @@ int cli_pull(int argc, char **argv)
 			rr == -EBUSY ? "in use by another process" : strerror(-rr));
 		return 1;
 	}
-	if (cli_open_remote(st, a.remote, 0, &r) < 0) {
+	if (cli_open_remote(st, a.remote, SYNC_REMOTE_BIND, &r) < 0) {
 		store_close(st);
 		return 1;
 	}

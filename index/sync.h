@@ -53,10 +53,16 @@ struct sync_report {
 };
 
 /*
- * Check the remote's config against the store's chunker parameters, writing it when the remote
- * is new. 0; -EPROTO on a mismatch or a newer format (err says what); -errno for the remote.
+ * Check the remote's config against the store's chunker parameters. With SYNC_REMOTE_CREATE, a
+ * new remote gets its config (format, chunk sizes and a random id); without, a new remote is
+ * left alone (a read-only consumer). With SYNC_REMOTE_BIND (the store locked), the store's sync
+ * state is tied to this remote: moving to another one resets it, or fails with -EXDEV while
+ * data of the old one is only there. 0; -EPROTO on a mismatch or a newer format (err says
+ * what); -errno for the remote.
  */
-int sync_check_remote(struct store *st, struct remote *r, char *err, size_t errlen);
+#define SYNC_REMOTE_CREATE 1u
+#define SYNC_REMOTE_BIND 2u
+int sync_check_remote(struct store *st, struct remote *r, unsigned flags, char *err, size_t errlen);
 
 /*
  * Merge every catalog not yet seen into the store's namespace. The store must not be serving
@@ -72,7 +78,8 @@ int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
  * store's index and packs while the store is serving (the vfs lock); push reads a snapshot of the
  * index through its own connection and takes lock only to record what it uploaded. The caller
  * keeps chunks from being reclaimed meanwhile (vfs holds its gc lock). 0 or -errno; an
- * interrupted push leaves only unreferenced packs, and the next push completes.
+ * interrupted push leaves only unreferenced packs, and the next push completes. -EPERM for a
+ * store that an untrusted job used (meta "untrusted", set by a no_push mount).
  */
 int sync_push(struct store *st, struct remote *r, pthread_mutex_t *lock,
 	      const struct sync_options *o, struct sync_report *ret);

@@ -59,7 +59,9 @@ static void host_open(struct host *h, const char *name, uint64_t max_size)
 	snprintf(h->store, sizeof(h->store), "%s/%s", dir, name);
 	cr_assert_eq(store_open(h->store, STORE_CREATE | STORE_LOCK, &st, NULL), 0);
 	cr_assert_eq(remote_open(url, NULL, &h->r, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(sync_check_remote(st, h->r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sync_check_remote(st, h->r, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, err,
+				       sizeof(err)),
+		     0, "%s", err);
 	cr_assert_eq(sync_pull(st, h->r, NULL, &h->pulled), 0);
 	o.remote = h->r;
 	cr_assert_eq(vfs_open(st, &o, &h->v), 0);
@@ -561,4 +563,67 @@ Test(sync, remote_gc_condemns_then_deletes_and_stale_hosts_upload_again)
 	check(&a, "again", d, MB);
 	host_close(&a);
 	free(d);
+}
+
+Test(sync, a_store_moved_to_another_remote_pushes_everything_there)
+{
+	struct host a = {0}, b = {0};
+	uint8_t d[20000];
+	char url2[300], path[200], err[256];
+	struct sync_report rep;
+	struct store *st;
+	struct remote *r2;
+
+	fill_random(d, sizeof(d), 13);
+	host_open(&a, "a", 0);
+	put(&a, 1, "f", d, sizeof(d));
+	host_push(&a, NULL);
+	host_close(&a);
+	snprintf(path, sizeof(path), "%s/remote2", dir);
+	cr_assert_eq(mkdir(path, 0700), 0);
+	snprintf(url2, sizeof(url2), "file://%s", path);
+
+	/* A cold host holds data only on the first remote: it may not move. */
+	host_open(&b, "b", 0);
+	host_close(&b);
+	cr_assert_eq(store_open(b.store, STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(remote_open(url2, NULL, &r2, err, sizeof(err)), 0);
+	cr_assert_eq(
+		sync_check_remote(st, r2, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, err, sizeof(err)),
+		-EXDEV);
+	remote_free(r2);
+	store_close(st);
+
+	/* The writer's store holds everything: it moves, and pushes all of it. */
+	cr_assert_eq(store_open(a.store, STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(remote_open(url2, NULL, &r2, err, sizeof(err)), 0);
+	cr_assert_eq(
+		sync_check_remote(st, r2, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, err, sizeof(err)),
+		0, "%s", err);
+	cr_assert_eq(sync_push(st, r2, NULL, NULL, &rep), 0);
+	cr_assert_eq(rep.upserts, 1);
+	cr_assert_geq(rep.bytes_uploaded, sizeof(d));
+	remote_free(r2);
+	store_close(st);
+}
+
+Test(sync, an_untrusted_store_never_pushes)
+{
+	struct host a = {0};
+	struct sync_report rep;
+	uint8_t d[1000];
+	struct store *st;
+
+	fill_random(d, sizeof(d), 14);
+	host_open(&a, "a", 0);
+	put(&a, 1, "f", d, sizeof(d));
+	host_close(&a);
+	cr_assert_eq(store_open(a.store, STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(idx_begin(store_idx(st)), 0);
+	cr_assert_eq(idx_meta_set(store_idx(st), "untrusted", "1"), 0);
+	cr_assert_eq(idx_commit(store_idx(st)), 0);
+	cr_assert_eq(remote_open(url, NULL, &a.r, (char[256]){0}, 256), 0);
+	cr_assert_eq(sync_push(st, a.r, NULL, NULL, &rep), -EPERM);
+	remote_free(a.r);
+	store_close(st);
 }
