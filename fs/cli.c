@@ -177,12 +177,28 @@ int cli_stats(int argc, char **argv)
 	r = idx_get_stats(store_idx(st), &s);
 	snprintf(remote, sizeof(remote), "%s", store_remote(st));
 	store_close(st);
+	if (!*remote) {
+		/* Mounted with --remote: the last session says which. */
+		char path[PATH_MAX], line[STORE_REMOTE_MAX + 16];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/remote-stats", a.store);
+		f = fopen(path, "re");
+		if (f && fgets(line, sizeof(line), f) && !strncmp(line, "remote=", 7)) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(remote, sizeof(remote), "%.*s", STORE_REMOTE_MAX - 1, line + 7);
+		}
+		if (f)
+			fclose(f);
+	}
 	if (r < 0) {
 		fprintf(stderr, "pkgcachefs: reading the index of %s: %s\n", a.store, strerror(-r));
 		return 1;
 	}
 	reclaim = s.dead_stored_bytes + s.dead_chunks * PACK_ENTRY_OVERHEAD;
-	ratio = s.pack_bytes ? (double)s.logical_bytes / (double)s.pack_bytes : 1.0;
+	/* Dedup alone: logical bytes per unique byte, wherever the data lives (here or only on
+	 * the remote) and however it is compressed. */
+	ratio = s.chunk_bytes ? (double)s.logical_bytes / (double)s.chunk_bytes : 1.0;
 	if (a.json) {
 		printf("{\"store\": \"%s\", \"mounted\": %s, \"files\": %" PRIu64
 		       ", \"directories\": %" PRIu64 ", \"symlinks\": %" PRIu64

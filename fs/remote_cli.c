@@ -277,8 +277,9 @@ static const char pull_usage[] =
 static const char remote_usage[] =
 	"usage: pkgcachefs remote [--store DIR] [URL | --clear]\n"
 	"\n"
-	"Show or set the store's default remote, used by mount, push, pull and gc when no\n"
-	"--remote is given. URL: file:///path, s3://bucket/prefix[?endpoint=URL&region=R],\n"
+	"Show or set the store's default remote, used by mount, push and pull when no --remote\n"
+	"is given (remote gc, which deletes, always takes --remote explicitly). URL: file:///path, "
+	"s3://bucket/prefix[?endpoint=URL&region=R],\n"
 	"http(s)://host/path (WebDAV). S3 credentials come from AWS_ACCESS_KEY_ID and\n"
 	"AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) or ~/.aws/credentials; HTTP ones from\n"
 	"~/.netrc; never from the command line.\n";
