@@ -1793,25 +1793,20 @@ static int build_packs(struct push *p)
 	free(buf);
 	if (r < 0)
 		return r;
-	/* Second copies of a chunk point at the first. */
+	/* Every copy of a chunk (a run of equal ids once sorted) carries the location of the one
+	 * that was appended, so a lookup may land on any of them. */
 	if (p->nup)
 		qsort(p->up_v, p->nup, sizeof(*p->up_v), upload_cmp);
-	for (size_t i = 1; i < p->nup; i++) {
-		if (p->up_v[i].chunk != p->up_v[i - 1].chunk)
-			continue;
-		if (p->up_v[i - 1].status == 1 && p->up_v[i].status != 1) {
-			struct upload t = p->up_v[i - 1];
+	for (size_t i = 0, j; i < p->nup; i = j) {
+		const struct upload *real = NULL;
 
-			p->up_v[i - 1] = p->up_v[i];
-			p->up_v[i] = t;
-		}
-	}
-	/* bsearch may land on any copy: make every copy carry the real location. */
-	for (size_t i = 1; i < p->nup; i++) {
-		if (p->up_v[i].chunk == p->up_v[i - 1].chunk) {
-			p->up_v[i].status = p->up_v[i - 1].status;
-			p->up_v[i].npack = p->up_v[i - 1].npack;
-			p->up_v[i].loc = p->up_v[i - 1].loc;
+		for (j = i; j < p->nup && p->up_v[j].chunk == p->up_v[i].chunk; j++)
+			if (!real && p->up_v[j].status != 1)
+				real = &p->up_v[j];
+		for (size_t k = i; real && k < j; k++) {
+			p->up_v[k].status = real->status;
+			p->up_v[k].npack = real->npack;
+			p->up_v[k].loc = real->loc;
 		}
 	}
 	return 0;

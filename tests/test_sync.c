@@ -627,3 +627,33 @@ Test(sync, an_untrusted_store_never_pushes)
 	remote_free(a.r);
 	store_close(st);
 }
+
+Test(sync, one_push_with_a_chunk_used_far_apart)
+{
+	struct host a = {0}, b = {0};
+	uint8_t *x = malloc(MB), *y = malloc(12 * MB);
+	char name[16];
+
+	fill_random(x, MB, 15);
+	fill_random(y, 12 * MB, 16);
+	host_open(&a, "a", 0);
+	/* x's chunks recur after far more than a few dozen other chunks, three times. */
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "x%d", i);
+		put(&a, 1, name, x, MB);
+		snprintf(name, sizeof(name), "y%d", i);
+		put(&a, 1, name, y + i * 4 * MB, 4 * MB);
+	}
+	host_push(&a, NULL);
+	host_close(&a);
+	host_open(&b, "b", 0);
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "x%d", i);
+		check(&b, name, x, MB);
+		snprintf(name, sizeof(name), "y%d", i);
+		check(&b, name, y + i * 4 * MB, 4 * MB);
+	}
+	host_close(&b);
+	free(x);
+	free(y);
+}
