@@ -22,6 +22,7 @@ test_pkgs=(
 	sqlite3 zstd
 	clang-format                    # the style check
 	nginx-light                     # remote tests: WebDAV (nginx's dav module)
+	strace                          # remote-e2e: which cache files pip opened on a cold host
 )
 
 pkgs=("${build_pkgs[@]}")
