@@ -1397,6 +1397,24 @@ static void pentry_free(struct pentry *p)
 	free(p->nx);
 }
 
+/* The catalog entry of pe, its extents cx (n_ext pe->nnx for a file). */
+static struct cat_entry cat_entry_of(const struct pentry *pe, const struct cat_extent *cx)
+{
+	return (struct cat_entry){
+		.path = pe->path,
+		.type = pe->type,
+		.mode = pe->mode,
+		.uid = pe->uid,
+		.gid = pe->gid,
+		.mtime = pe->mtime,
+		.stamp = pe->stamp,
+		.size = pe->type == CAT_E_FILE || pe->type == CAT_E_SYMLINK ? pe->size : 0,
+		.target = pe->target,
+		.n_ext = pe->type == CAT_E_FILE ? (uint32_t)pe->nnx : 0,
+		.ext = cx,
+	};
+}
+
 static struct pentry *pentry_add(struct push *p)
 {
 	if (p->npe == p->cappe) {
@@ -1921,17 +1939,7 @@ static int build_catalog(struct push *p, const uint8_t host[16], int64_t created
 	for (size_t i = 0; i < p->npe && r == 0; i++) {
 		struct pentry *pe = &p->pe[i];
 		struct cat_extent *cx = NULL;
-		struct cat_entry ce = {
-			.path = pe->path,
-			.type = pe->type,
-			.mode = pe->mode,
-			.uid = pe->uid,
-			.gid = pe->gid,
-			.mtime = pe->mtime,
-			.stamp = pe->stamp,
-			.size = pe->size,
-			.target = pe->target,
-		};
+		struct cat_entry ce;
 
 		if (pe->skip)
 			continue;
@@ -1988,8 +1996,7 @@ static int build_catalog(struct push *p, const uint8_t host[16], int64_t created
 				r = cat_writer_add_chunk(w, &ch, &cx[j].chunk);
 		}
 		if (r == 0 && !pe->skip) {
-			ce.n_ext = pe->type == CAT_E_FILE ? (uint32_t)pe->nnx : 0;
-			ce.ext = cx;
+			ce = cat_entry_of(pe, cx);
 			r = cat_writer_add_entry(w, &ce);
 			entries++;
 			if (pe->type == CAT_E_GONE)
@@ -3055,17 +3062,7 @@ int sync_export(struct store *st, const char *base, const char *out,
 	for (size_t i = 0; i < p.npe && rr == 0; i++) {
 		struct pentry *pe = &p.pe[i];
 		struct cat_extent *cx = NULL;
-		struct cat_entry ce = {
-			.path = pe->path,
-			.type = pe->type,
-			.mode = pe->mode,
-			.uid = pe->uid,
-			.gid = pe->gid,
-			.mtime = pe->mtime,
-			.stamp = pe->stamp,
-			.size = pe->type == CAT_E_FILE || pe->type == CAT_E_SYMLINK ? pe->size : 0,
-			.target = pe->target,
-		};
+		struct cat_entry ce;
 
 		if (pe->skip) {
 			ret->skipped++;
@@ -3105,8 +3102,7 @@ int sync_export(struct store *st, const char *base, const char *out,
 			}
 			rr = cat_writer_add_chunk(cw, &ch, &cx[j].chunk);
 		}
-		ce.n_ext = pe->type == CAT_E_FILE ? (uint32_t)pe->nnx : 0;
-		ce.ext = cx;
+		ce = cat_entry_of(pe, cx);
 		if (rr == 0)
 			rr = cat_writer_add_entry(cw, &ce);
 		ret->upserts++;
