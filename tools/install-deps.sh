@@ -21,6 +21,7 @@ test_pkgs=(
 	attr psmisc procps util-linux   # getfattr, fuser, ps, mount helpers
 	sqlite3 zstd
 	clang-format                    # the style check
+	groff-base man-db systemd       # man page lint, systemd-analyze verify of the unit
 	nginx-light                     # remote tests: WebDAV (nginx's dav module)
 	strace                          # remote-e2e: which cache files pip opened on a cold host
 )
