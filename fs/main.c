@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -386,7 +387,8 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 		       uint64_t **ret_prefetch, size_t *ret_n)
 {
 	struct remote_options ro = {.timeout_ms = a->remote_timeout_s * 1000};
-	const char *url = a->remote ? a->remote : store_remote(st);
+	/* --remote "" is the store's own, as for push and pull; "none" is none. */
+	const char *url = a->remote && *a->remote ? a->remote : store_remote(st);
 	struct sync_report rep;
 	char err[512] = "";
 	int r;
@@ -485,6 +487,15 @@ static int run_daemon(struct mount_args *a)
 
 	if (a->debug)
 		log_threshold = LOG_LVL_DEBUG;
+	{
+		/* Readers keep a descriptor per pack open: a big store needs more than 1024. */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	r = store_open(a->store, STORE_CREATE | STORE_LOCK, &st, &owner);
 	if (r == -EBUSY) {
 		report(1,

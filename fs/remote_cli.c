@@ -291,7 +291,15 @@ struct rargs {
 	const char *positional;
 };
 
-static int parse_rargs(int argc, char **argv, const char *usage, bool positional, struct rargs *a)
+/* Which of parse_rargs' options a command takes. */
+enum {
+	OPT_REMOTE = 1 << 0,
+	OPT_METADATA_ONLY = 1 << 1,
+	OPT_CLEAR = 1 << 2,
+};
+
+static int parse_rargs(int argc, char **argv, const char *usage, bool positional, unsigned allow,
+		       struct rargs *a)
 {
 	static const struct option longopts[] = {
 		{"store", required_argument, NULL, 's'},   {"remote", required_argument, NULL, 'R'},
@@ -319,6 +327,13 @@ static int parse_rargs(int argc, char **argv, const char *usage, bool positional
 			fputs(usage, stdout);
 			exit(0);
 		default:
+			fputs(usage, stderr);
+			return 2;
+		}
+		if ((c == 'R' && !(allow & OPT_REMOTE)) ||
+		    (c == 'M' && !(allow & OPT_METADATA_ONLY)) ||
+		    (c == 'C' && !(allow & OPT_CLEAR))) {
+			fprintf(stderr, "pkgcachefs: %s does not take that option\n", argv[0]);
 			fputs(usage, stderr);
 			return 2;
 		}
@@ -442,7 +457,7 @@ int cli_push(int argc, char **argv)
 	char line[256];
 	int rr;
 
-	rr = parse_rargs(argc, argv, push_usage, false, &a);
+	rr = parse_rargs(argc, argv, push_usage, false, OPT_REMOTE, &a);
 	if (rr)
 		return rr;
 	rr = store_daemon(a.store, &pid);
@@ -499,7 +514,7 @@ int cli_pull(int argc, char **argv)
 	char b1[32];
 	int rr;
 
-	rr = parse_rargs(argc, argv, pull_usage, false, &a);
+	rr = parse_rargs(argc, argv, pull_usage, false, OPT_REMOTE | OPT_METADATA_ONLY, &a);
 	if (rr)
 		return rr;
 	if (store_daemon(a.store, &pid) == 1) {
@@ -562,7 +577,7 @@ int cli_remote(int argc, char **argv)
 	pid_t owner = 0;
 	int rr;
 
-	rr = parse_rargs(argc, argv, remote_usage, true, &a);
+	rr = parse_rargs(argc, argv, remote_usage, true, OPT_CLEAR, &a);
 	if (rr)
 		return rr;
 	rr = store_open(a.store, STORE_CREATE, &st, &owner);
@@ -686,7 +701,7 @@ int cli_import(int argc, char **argv)
 	char b1[32];
 	int rr;
 
-	rr = parse_rargs(argc, argv, import_usage, true, &a);
+	rr = parse_rargs(argc, argv, import_usage, true, 0, &a);
 	if (rr)
 		return rr;
 	if (!a.positional) {
