@@ -15,21 +15,24 @@
 #      Then the same with the server frozen (SIGSTOP) instead of killed, which only the timeout
 #      can detect.                                                          (webdav)
 #   c  truncated pack object: reading the file whose chunks were cut off fails with EIO (only
-#      right bytes before it), the other file of the same pack reads right. (webdav)
+#      right bytes before it), the other file of the same pack reads right. (webdav, s3)
 #   d  forged pack object (a byte flipped inside a chunk's data, headers intact): EIO, never
 #      wrong bytes, the other file right; and a forged catalog (one byte of ns/*.cat flipped):
-#      a fresh mount refuses it or ignores it, saying so, and never shows wrong content. (webdav)
+#      a fresh mount refuses it or ignores it, saying so, and never shows wrong content.
+#                                                                            (webdav, s3)
 #   e  remote unreachable at mount: a store with local data mounts anyway and says the remote
 #      is unreachable; local files read, new writes work, umount exits 0 (the push fails, with
 #      a warning in the daemon's log); with the server back `pkgcachefs push` uploads everything
 #      and a fresh host sees it.                                            (webdav, s3)
-#   f  kill -9 of the daemon while `pkgcachefs push` runs on the mounted store: the push
-#      command fails instead of hanging, the store is fsck-clean, a remount + umount completes
-#      the push, and a fresh host reads every byte right.                   (webdav, s3)
+#   f  kill -9 of the daemon while `pkgcachefs push` runs on the mounted store (~100 MB, once a
+#      first pack is uploaded): the push command fails instead of hanging, the store is
+#      fsck-clean, a remount + umount completes the push, a fresh host reads every byte right,
+#      and that rerun did not upload again the packs the killed push had left on the remote
+#      (checked last, without stopping the other scenarios).                 (webdav, s3)
 #
-# The damage in c and d is done to the files behind the WebDAV server; s3rver keeps objects in
-# a layout of its own (with their size and MD5 in metadata), so c and d do not run on s3, nor
-# does b (nothing rate-limits s3rver here: a read over loopback ends before a kill lands).
+# The damage in c and d is done to the files behind the servers (nginx's tree; s3rver's
+# *._S3rver_object files, whose MD5 sidecar s3rver does not check on GET).  b does not run on s3:
+# nothing rate-limits s3rver here, and a read over loopback ends before a kill lands.
 #
 # usage: faults.sh PKGCACHEFS_BINARY [webdav|s3|all]   (FAULTS="a b c d e f" picks scenarios)
 set -u -o pipefail
@@ -52,6 +55,12 @@ case $? in
 esac
 
 declare -a SUMMARY=()
+declare -a SOFT_FAILS=()
+# soft_fail MSG: a failed check that does not stop the other scenarios; the script fails at the end.
+soft_fail() {
+	echo "FAIL (continuing): $*" >&2
+	SOFT_FAILS+=("$*")
+}
 figure() {
 	log "$*"
 	SUMMARY+=("$*")
@@ -59,6 +68,12 @@ figure() {
 
 kill_srv() { bash "$SERVERS_SH" "kill-$1" "$SRV" || fail "servers.sh kill-$1 failed"; }
 restart_srv() { bash "$SERVERS_SH" "restart-$1" "$SRV" || fail "servers.sh restart-$1 failed"; }
+
+# pack_objects TYPE NAME: the files behind the pack objects of the remote NAME.
+pack_objects() {
+	find "$(remote_dir "$1" "$2")" -path '*/packs/*' \( -name '*.pack' -o -name '*.pack._S3rver_object' \) \
+		2>/dev/null
+}
 
 # catalogs TYPE NAME: how many catalogs the remote NAME has.
 catalogs() { find "$(remote_dir "$1" "$2")" -path '*/ns/*' -name '*.cat*' 2>/dev/null | grep -c .; }
@@ -334,8 +349,8 @@ scenario_b() {
 
 # ---- c and d: damaged objects behind the WebDAV server
 damaged_pack() {
-	local mode=$1 tag=$2 w=$TMP/$2 r out victim intact rc
-	r=$(remote_url webdav "$tag")
+	local mode=$1 t=$2 tag=$3-$2 w=$TMP/$3-$2 r out victim intact rc
+	r=$(remote_url "$t" "$tag")
 	mkdir -p "$w/src"
 	write_random "$w/src/one.bin" $((3 * MB)) "$tag-one"
 	write_random "$w/src/two.bin" $((3 * MB)) "$tag-two"
@@ -343,7 +358,7 @@ damaged_pack() {
 	cp "$w/src/one.bin" "$w/src/two.bin" "$w/wmnt/" || fail "$tag: writing failed"
 	pcf_umount "$w/wmnt"
 	pcf_wait_daemon_exit "$w/wstore"
-	out=$("$PY" "$E2E_DIR/pack_damage.py" "$mode" "$(remote_dir webdav "$tag")/packs" \
+	out=$("$PY" "$E2E_DIR/pack_damage.py" "$mode" "$(remote_dir "$t" "$tag")/packs" \
 		"$w/src/one.bin" "$w/src/two.bin") || fail "$tag: pack_damage.py $mode failed"
 	victim=$(echo "$out" | sed -n 1p)
 	intact=$(echo "$out" | sed -n 2p)
@@ -366,13 +381,13 @@ damaged_pack() {
 	pcf_fsck "$w/store" "$tag: the reading host (nothing damaged kept)"
 }
 
-scenario_c() { damaged_pack truncate fc; }
+scenario_c() { damaged_pack truncate "$1" c; }
 
 scenario_d() {
-	local w=$TMP/fd2 r cat mlog
-	damaged_pack forge fd
+	local t=$1 w=$TMP/d2-$1 r cat mlog
+	damaged_pack forge "$t" d
 	# A forged catalog.
-	r=$(remote_url webdav fd2)
+	r=$(remote_url "$t" "d2-$t")
 	mkdir -p "$w/expect"
 	echo "the catalog names this file" >"$w/expect/named.txt"
 	write_random "$w/expect/data.bin" $((MB / 2)) fd2
@@ -380,8 +395,8 @@ scenario_d() {
 	cp -r "$w/expect/." "$w/wmnt/"
 	pcf_umount "$w/wmnt"
 	pcf_wait_daemon_exit "$w/wstore"
-	cat=$(find "$(remote_dir webdav fd2)/ns" -name '*.cat' | head -n 1)
-	[ -n "$cat" ] || fail "d: no catalog on the remote after a push"
+	cat=$(find "$(remote_dir "$t" "d2-$t")/ns" -name '*.cat' -o -name '*.cat._S3rver_object' | head -n 1)
+	[ -n "$cat" ] || fail "d/$t: no catalog on the remote after a push"
 	"$PY" -c '
 import sys
 p = sys.argv[1]
@@ -395,18 +410,18 @@ open(p, "wb").write(bytes(d))' "$cat"
 		for f in named.txt data.bin; do
 			if [ -e "$w/mnt/$f" ]; then
 				cmp -s "$w/mnt/$f" "$w/expect/$f" ||
-					fail "d: a mount over a forged catalog shows $f with wrong content"
+					fail "d/$t: a mount over a forged catalog shows $f with wrong content"
 			fi
 		done
 		grep -qi 'catalog\|ns/\|bad message\|damaged\|forged\|ignor' "$mlog" || {
 			cat "$mlog" >&2
-			fail "d: a forged catalog was ignored without a word in the daemon's log"
+			fail "d/$t: a forged catalog was ignored without a word in the daemon's log"
 		}
 		pcf_umount "$w/mnt"
-		figure "d: forged catalog: the mount came up ignoring it: $(grep -i 'catalog\|ns/' "$mlog" | head -n 1)"
+		figure "d/$t: forged catalog: the mount came up ignoring it: $(grep -i 'catalog\|ns/' "$mlog" | head -n 1)"
 	else
-		[ -s "$mlog" ] || fail "d: the mount over a forged catalog failed (exit $FG_RC) without a message"
-		figure "d: forged catalog: the mount refused (exit $FG_RC): $(tail -n 1 "$mlog")"
+		[ -s "$mlog" ] || fail "d/$t: the mount over a forged catalog failed (exit $FG_RC) without a message"
+		figure "d/$t: forged catalog: the mount refused (exit $FG_RC): $(tail -n 1 "$mlog")"
 	fi
 }
 
@@ -472,7 +487,7 @@ scenario_f() {
 	r=$(remote_url "$t" "ff-$t")
 	alog=$(access_log "$t")
 	mkdir -p "$w/expect"
-	for i in 1 2 3 4 5 6; do write_random "$w/expect/part$i.bin" $((10 * MB + i)) "f-$t-$i"; done
+	for i in $(seq 10); do write_random "$w/expect/part$i.bin" $((10 * MB + i)) "f-$t-$i"; done
 	echo "small" >"$w/expect/small.txt"
 	pcf_mount "$w/store" "$w/mnt" --remote "$r" -o remote_timeout=$RT,push_interval=0
 	for f in "$w/expect/"*; do
@@ -482,16 +497,19 @@ scenario_f() {
 	mark=$(log_mark "$alog")
 	timeout "$PCF_TIMEOUT" "$BIN" push --store "$w/store" >"$w/push.log" 2>&1 &
 	ppid=$!
-	wait_pattern "$alog" "$mark" "/ff-$t/packs/" 60 || fail "f/$t: the push uploaded no pack within 60 s"
+	# Killed once a first pack is on the remote: the next push must cope with what this one left.
+	wait_pattern "$alog" "$mark" "^PUT [^ ]*/ff-$t/packs/[^ ]* 20[014] " 60 ||
+		fail "f/$t: the push uploaded no pack within 60 s"
 	pcf_kill9 "$w/store" "$w/mnt"
 	wait $ppid
 	rc=$?
 	[ $rc != 124 ] || fail "f/$t: pkgcachefs push hung after the daemon was killed"
-	local ncat
+	local ncat npacks left total out allowed
 	ncat=$(catalogs "$t" "ff-$t")
+	npacks=$(pack_objects "$t" "ff-$t" | grep -c .)
+	left=$(pack_objects "$t" "ff-$t" | xargs -r stat -c %s | awk '{ s += $1 } END { print s + 0 }')
 	figure "f/$t: daemon killed -9 during the push: push command exit $rc ($(tail -n 1 "$w/push.log"));" \
-		"packs on the remote: $(find "$(remote_dir "$t" "ff-$t")" -path '*/packs/*' -name '*.pack*' ! -name '*metadata*' | grep -c .)," \
-		"catalogs: $ncat"
+		"left on the remote: $npacks packs ($left bytes), $ncat catalogs"
 	[ "$ncat" = 0 ] || [ $rc = 0 ] || fail "f/$t: the push published a catalog yet the command failed"
 	pcf_fsck "$w/store" "f/$t: after kill -9"
 	pcf_mount "$w/store" "$w/mnt" --remote "$r" -o remote_timeout=$RT,push_interval=0
@@ -500,27 +518,42 @@ scenario_f() {
 	done
 	pcf_umount "$w/mnt"
 	pcf_wait_daemon_exit "$w/store"
-	figure "f/$t: remount + umount pushed: bytes_out=$(stat_of "$w/store" bytes_out)"
 	[ "$(catalogs "$t" "ff-$t")" -ge 1 ] || fail "f/$t: no catalog on the remote after the remount's umount"
 	fresh_check "$t" "$r" "$w/expect" "f/$t"
+	# The rerun should find the packs the killed push had uploaded (sync.c HEADs each pack before
+	# its PUT for that: "a rerun of an interrupted push may find its pack already there") and
+	# send only the rest: at most what was written less what was already there, + 2 MiB.
+	total=$(find "$w/expect" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+	out=$(stat_of "$w/store" bytes_out)
+	allowed=$((total - left + 2 * MB))
+	figure "f/$t: remount + umount completed the push: sent $out bytes for $total bytes written," \
+		"$left of them already on the remote (allowed: $allowed);" \
+		"pack objects now: $(pack_objects "$t" "ff-$t" | grep -c .)"
+	[ "$out" -le "$allowed" ] ||
+		soft_fail "f/$t: the rerun of the interrupted push sent $out bytes although $left of the" \
+			"$total bytes were already on the remote in $npacks packs (allowed $allowed): it" \
+			"rebuilt them under other names instead of finding them"
 }
 
 trap 'rc=$?; slow_dav_stop_at_exit; (exit $rc); e2e_cleanup' EXIT
 for t in $TYPES; do
 	for s in $FAULTS; do
 		case $t:$s in
-		webdav:[abcdef] | s3:[aef]) ;;
+		webdav:[abcdef] | s3:[acdef]) ;;
 		s3:b) echo "SKIP (b/s3): nothing rate-limits s3rver here; the mid-read faults run on WebDAV"; continue ;;
-		s3:[cd]) echo "SKIP ($s/s3): s3rver keeps objects in a layout of its own; damage is tested behind WebDAV"; continue ;;
 		*) fail "unknown scenario $s" ;;
 		esac
 		log "== scenario $s ($t)"
 		case $s in
-		a | e | f) "scenario_$s" "$t" ;;
-		*) "scenario_$s" ;;
+		b) scenario_b ;;
+		*) "scenario_$s" "$t" ;;
 		esac
 	done
 done
 echo "---- faults figures"
 for l in "${SUMMARY[@]}"; do echo "$l"; done
+if [ ${#SOFT_FAILS[@]} -gt 0 ]; then
+	for l in "${SOFT_FAILS[@]}"; do echo "FAIL: $l" >&2; done
+	exit 1
+fi
 echo "PASS: faults ($TYPES: $FAULTS)"

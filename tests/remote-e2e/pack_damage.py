@@ -53,7 +53,7 @@ def main():
     files = [open(fa, "rb").read(), open(fb, "rb").read()]
     names = [fa, fb]
     for name in sorted(os.listdir(packdir)):
-        if not name.endswith(".pack"):
+        if not (name.endswith(".pack") or name.endswith(".pack._S3rver_object")):
             continue
         path = os.path.join(packdir, name)
         data = open(path, "rb").read()
