@@ -430,14 +430,26 @@ static void run_job(struct fetcher *f, struct job *j)
 	}
 	if (!mine)
 		return;
-	/* Fetch only the span of what is still missing. */
 	if (remote_down(f)) {
 		for (size_t i = lo; i < hi; i++)
 			if (j->items[i].mine)
 				flight_land(f, j->items[i].chunk, -EIO);
 		return;
 	}
-	fetch_range(f, &j->items[lo], hi - lo, NULL);
+	/* One request per run of items this job owns: bytes others fetch, or that are here,
+	 * must not cross the wire again. */
+	for (size_t i = lo; i < hi;) {
+		size_t k = i;
+
+		if (!j->items[i].mine) {
+			i++;
+			continue;
+		}
+		while (k < hi && j->items[k].mine)
+			k++;
+		fetch_range(f, &j->items[i], k - i, NULL);
+		i = k;
+	}
 	for (size_t i = lo; i < hi; i++) {
 		if (!j->items[i].mine)
 			continue;

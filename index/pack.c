@@ -245,7 +245,9 @@ int pack_writer_create(int dirfd, const char *name, uint64_t pack_id, struct pac
 	memcpy(hdr, PACK_MAGIC, 8);
 	put_le32(hdr + 8, PACK_VERSION);
 	put_le64(hdr + 16, pack_id);
-	put_le64(hdr + 24, (uint64_t)time(NULL));
+	/* Pack id 0 is a remote's or a bundle's pack, named by its SHA-256: the same chunks must
+	 * give the same bytes, so a rerun of an interrupted push finds its packs already there. */
+	put_le64(hdr + 24, pack_id ? (uint64_t)time(NULL) : 0);
 	put_le64(hdr + PACK_HDR_CSUM_OFF, hash_check64(hdr, PACK_HDR_CSUM_OFF));
 	r = pwritev_all(w->fd, &iov, 1, 0);
 	if (r < 0)

@@ -40,7 +40,9 @@ struct pack_writer;
 
 /*
  * Create pack file `name` inside directory dirfd (O_EXCL: it must not exist) and write its header.
- * pack_id is recorded in the header. On success *ret is owned by the caller (pack_writer_free).
+ * pack_id is recorded in the header, with the creation time unless pack_id is 0: a pack for a
+ * remote or a bundle, named by the SHA-256 of its bytes, must be the same bytes for the same
+ * chunks. On success *ret is owned by the caller (pack_writer_free).
  */
 int pack_writer_create(int dirfd, const char *name, uint64_t pack_id, struct pack_writer **ret);
 

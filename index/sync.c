@@ -130,6 +130,42 @@ static void smap_free(struct smap *m, void (*free_val)(void *))
 	memset(m, 0, sizeof(*m));
 }
 
+/* ---- a set of non-zero 64-bit ids (open addressing) ---- */
+
+struct idset {
+	uint64_t *v;
+	size_t cap, n;
+};
+
+/* Add id: 1 when it was new, 0 when already there, -ENOMEM. */
+static int idset_add(struct idset *s, uint64_t id)
+{
+	size_t i;
+
+	if ((s->n + 1) * 2 > s->cap) {
+		struct idset old = *s;
+
+		s->cap = old.cap ? old.cap * 2 : 1024;
+		s->v = calloc(s->cap, sizeof(*s->v));
+		if (!s->v) {
+			*s = old;
+			return -ENOMEM;
+		}
+		s->n = 0;
+		for (size_t k = 0; k < old.cap; k++)
+			if (old.v[k])
+				idset_add(s, old.v[k]);
+		free(old.v);
+	}
+	for (i = (size_t)(id * 0x9e3779b97f4a7c15ull) & (s->cap - 1); s->v[i];
+	     i = (i + 1) & (s->cap - 1))
+		if (s->v[i] == id)
+			return 0;
+	s->v[i] = id;
+	s->n++;
+	return 1;
+}
+
 /* ---- small helpers ---- */
 
 static int db_exec(sqlite3 *db, const char *sql)
@@ -1755,6 +1791,7 @@ static int build_packs(struct push *p)
 {
 	struct pack_writer *w = NULL;
 	uint8_t *buf = malloc(PACK_MAX_CHUNK);
+	struct idset seen = {0};
 	uint64_t done = 0;
 	int r = 0;
 
@@ -1763,18 +1800,16 @@ static int build_packs(struct push *p)
 	for (size_t i = 0; i < p->nup; i++) {
 		struct upload *u = &p->up_v[i];
 		const struct idx_extent *e = u->e;
-		bool dup = false;
 
-		/* The same chunk used twice: the first copy serves both. */
-		for (size_t k = i; k-- > 0 && k + 64 > i;)
-			if (p->up_v[k].chunk == u->chunk) {
-				dup = true;
-				break;
-			}
-		if (dup) {
+		/* The same chunk used again: the first copy serves all. */
+		r = idset_add(&seen, u->chunk);
+		if (r < 0)
+			break;
+		if (r == 0) {
 			u->status = 1;
 			continue;
 		}
+		r = 0;
 		u->status = store_read_chunk(p->st, e->pack, &e->loc, &e->key, buf, e->len);
 		if (u->status < 0)
 			continue;
@@ -1809,6 +1844,7 @@ static int build_packs(struct push *p)
 			r = r2;
 	}
 	free(buf);
+	free(seen.v);
 	if (r < 0)
 		return r;
 	/* Every copy of a chunk (a run of equal ids once sorted) carries the location of the one
@@ -1834,7 +1870,8 @@ struct uploader {
 	struct push *p;
 	pthread_mutex_t mu;
 	size_t next, done;
-	uint64_t bytes;
+	uint64_t bytes;   /* uploaded */
+	uint64_t present; /* packs found there already */
 };
 
 static int upload_one(struct push *p, struct newpack *np)
@@ -1858,9 +1895,10 @@ static int upload_one(struct push *p, struct newpack *np)
 	hash_digest(data, np->size, &d);
 	memcpy(np->name, d.b, 32);
 	pack_object(np->name, obj, sizeof(obj));
-	/* A rerun of an interrupted push may find its pack already there. */
+	/* A rerun of an interrupted push finds its packs already there (push packs are the same
+	 * bytes for the same chunks). */
 	if (remote_head(p->r, obj, &have) == 1 && have == np->size)
-		r = 0;
+		r = 1;
 	else
 		r = remote_put(p->r, obj, data, np->size);
 	free(data);
@@ -1886,7 +1924,10 @@ static void *uploader_thread(void *arg)
 			log_debug("upload of %s failed: %s", np->file, remote_last_error());
 		pthread_mutex_lock(&u->mu);
 		u->done++;
-		u->bytes += np->size;
+		if (np->status == 0)
+			u->bytes += np->size;
+		else if (np->status == 1)
+			u->present++;
 		if (u->p->o && u->p->o->progress)
 			u->p->o->progress(u->p->o->progress_data, "uploading", u->done, u->p->nnp);
 		pthread_mutex_unlock(&u->mu);
@@ -1918,7 +1959,8 @@ static int upload_packs(struct push *p)
 			r = p->np[i].status;
 	}
 	if (r == 0) {
-		p->rep->packs_uploaded = p->nnp;
+		p->rep->packs_uploaded = p->nnp - u.present;
+		p->rep->packs_present = u.present;
 		p->rep->bytes_uploaded = u.bytes;
 	}
 	return r;

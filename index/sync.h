@@ -47,6 +47,7 @@ struct sync_report {
 	/* push */
 	uint64_t upserts, tombstones;
 	uint64_t chunks_uploaded, packs_uploaded, bytes_uploaded;
+	uint64_t packs_present; /* built, and found on the remote already (a rerun) */
 	uint64_t catalog_uploaded_bytes;
 	uint64_t skipped;  /* entries whose data could not be read here: left for the next push */
 	char catalog[160]; /* name of the catalog pushed, "" when nothing changed */
