@@ -679,6 +679,23 @@ int cli_umount(int argc, char **argv)
 		free(mnt);
 		return 1;
 	}
+	/* The data is safe here either way; but a CI job should hear that the remote lacks it. */
+	snprintf(path, sizeof(path), "%s/push-failed", store);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		char why[512];
+
+		n = read(fd, why, sizeof(why) - 1);
+		close(fd);
+		if (n > 0) {
+			why[n] = '\0';
+			why[strcspn(why, "\n")] = '\0';
+			fprintf(stderr,
+				"pkgcachefs: warning: the push at unmount failed (%s); the data "
+				"stays in %s: `pkgcachefs push --store %s` sends it\n",
+				why, store, store);
+		}
+	}
 	free(mnt);
 	return 0;
 }

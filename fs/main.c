@@ -401,6 +401,9 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 		report(1, "remote: %s", *err ? err : strerror(-r));
 		return r;
 	}
+	/* The first remote a store is mounted with becomes its default, for push and pull. */
+	if (!*store_remote(st) && store_set_remote(st, url) < 0)
+		log_warn("cannot record remote %s in the config of %s", url, a->store);
 	/* An untrusted job's store must never push, whoever mounts it next. */
 	if (a->no_push) {
 		r = idx_begin(store_idx(st));

@@ -67,9 +67,10 @@ void cli_format_push(const struct sync_report *rep, char *buf, size_t len)
 
 	snprintf(buf, len,
 		 "push: %" PRIu64 " changed, %" PRIu64 " deleted, %" PRIu64
-		 " new chunks in %" PRIu64 " packs (%s)%s%s",
+		 " new chunks in %" PRIu64 " packs (%s)%s%s%s",
 		 rep->upserts, rep->tombstones, rep->chunks_uploaded, rep->packs_uploaded,
 		 format_size(rep->bytes_uploaded + rep->catalog_uploaded_bytes, b1, sizeof(b1)),
+		 rep->packs_present ? ", packs of an interrupted push found there" : "",
 		 rep->skipped ? ", some files left for the next push" : "",
 		 rep->upserts + rep->tombstones ? "" : " (nothing new)");
 }
@@ -248,8 +249,23 @@ int cli_rdaemon_stop(bool final_push)
 		log_debug("eventfd: %s", strerror(errno));
 	pthread_join(rd->th, NULL);
 	the_rd = NULL;
-	if (final_push && rd->push)
+	if (final_push && rd->push) {
+		char path[4096];
+
 		r = daemon_push(rd, false);
+		/* For `pkgcachefs umount`, which says so. */
+		snprintf(path, sizeof(path), "%s/push-failed", rd->store);
+		if (r < 0) {
+			FILE *f = fopen(path, "we");
+
+			if (f) {
+				fprintf(f, "%s: %s\n", strerror(-r), remote_last_error());
+				fclose(f);
+			}
+		} else {
+			unlink(path);
+		}
+	}
 	close(rd->efd);
 	free(rd->prefetch);
 	free(rd);
