@@ -171,6 +171,10 @@ static const char schema_v2_sql[] =
 	"CREATE TABLE rbase (path BLOB PRIMARY KEY, type INTEGER NOT NULL,"
 	"  stamp INTEGER NOT NULL, sig BLOB NOT NULL) WITHOUT ROWID;"
 	"CREATE TABLE rtrace (ino INTEGER PRIMARY KEY, stamp INTEGER NOT NULL);"
+	/* Whole, not partial: "WHERE e.chunk = c.id" cannot use an index limited to chunk != 0,
+	 * and the reference recount after a crash then scanned every extent per chunk. */
+	"DROP INDEX extents_chunk;"
+	"CREATE INDEX extents_chunk ON extents (chunk);"
 	"UPDATE meta SET value = '2' WHERE key = 'schema_version';";
 
 struct idx {
@@ -739,6 +743,13 @@ int idx_set_extents(struct idx *x, uint64_t ino, const struct idx_extent *ext, s
 	r = by_ino(x, S_DEL_EXTENTS, ino);
 	if (r < 0)
 		return r;
+	return idx_add_extents(x, ino, ext, n);
+}
+
+int idx_add_extents(struct idx *x, uint64_t ino, const struct idx_extent *ext, size_t n)
+{
+	int r;
+
 	for (size_t i = 0; i < n; i++) {
 		sqlite3_stmt *s = st(x, S_ADD_EXTENT);
 

@@ -119,6 +119,8 @@ int idx_get_extents(struct idx *x, uint64_t ino, struct idx_extent **ret, size_t
  * chunk references. n may be 0.
  */
 int idx_set_extents(struct idx *x, uint64_t ino, const struct idx_extent *ext, size_t n);
+/* The same for an inode that has no extents yet (a new one): nothing to drop first. */
+int idx_add_extents(struct idx *x, uint64_t ino, const struct idx_extent *ext, size_t n);
 
 /* A chunk with this key and digest: 1 with its id, pack and location (each may be NULL), or 0. */
 int idx_find_chunk(struct idx *x, const chunk_key *key, const chunk_digest *digest,

@@ -660,6 +660,8 @@ struct merge {
 	sqlite3_stmt *base_get, *base_put;
 	bool local_only; /* importing a bundle: every chunk is here already, nothing is remote */
 	bool cold;       /* the store was empty: nothing local to compare with (a new runner) */
+	uint32_t *sub;   /* cold: subdirectories made in each directory, by ino */
+	size_t nsub;
 };
 
 struct cand {
@@ -685,6 +687,9 @@ static int resolve_dir(struct merge *m, const char *path, uint64_t *ret)
 		*ret = ino;
 		return 1;
 	}
+	/* A cold store holds only what this merge made, and every directory it made is cached. */
+	if (m->cold)
+		return 0;
 	snprintf(buf, sizeof(buf), "%s", path);
 	slash = strrchr(buf, '/');
 	if (slash)
@@ -784,7 +789,45 @@ static int remove_entry(struct merge *m, uint64_t parent, const char *name, uint
 	return idx_put_inode(m->x, &in);
 }
 
-/* Make directory path and its parents (parents take the entry's owner and 0755). */
+/* A cold merge counts subdirectories in memory and sets link counts once, at the end. */
+static int count_subdir(struct merge *m, uint64_t dir)
+{
+	if (dir >= m->nsub) {
+		size_t n = MAX((size_t)dir + 1, m->nsub * 2);
+		uint32_t *v = realloc(m->sub, n * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		memset(v + m->nsub, 0, (n - m->nsub) * sizeof(*v));
+		m->sub = v;
+		m->nsub = n;
+	}
+	m->sub[dir]++;
+	return 0;
+}
+
+static int flush_subdirs(struct merge *m)
+{
+	sqlite3_stmt *s;
+	int r = 0;
+
+	if (sqlite3_prepare_v2(m->db, "UPDATE inodes SET nlink = nlink + ?2 WHERE ino = ?1", -1, &s,
+			       NULL) != SQLITE_OK)
+		return -EIO;
+	for (size_t i = 0; i < m->nsub && r == 0; i++) {
+		if (!m->sub[i])
+			continue;
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, (sqlite3_int64)i);
+		sqlite3_bind_int64(s, 2, m->sub[i]);
+		r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+	}
+	sqlite3_finalize(s);
+	return r;
+}
+
+/* Make directory path and its parents (parents take the entry's owner and 0755): 1 when made,
+ * 0 when it was there. */
 static int make_dirs(struct merge *m, const char *path, uint32_t mode, uint32_t uid, uint32_t gid,
 		     int64_t mtime, int64_t stamp, uint64_t *ret)
 {
@@ -807,7 +850,7 @@ static int make_dirs(struct merge *m, const char *path, uint32_t mode, uint32_t 
 	if (r < 0)
 		return r;
 	/* Something that is not a directory is in the way: the directory wins. */
-	r = idx_lookup(m->x, parent, slash ? slash + 1 : path, &ino);
+	r = m->cold ? 0 : idx_lookup(m->x, parent, slash ? slash + 1 : path, &ino);
 	if (r < 0)
 		return r;
 	if (r == 1) {
@@ -825,13 +868,23 @@ static int make_dirs(struct merge *m, const char *path, uint32_t mode, uint32_t 
 	r = idx_new_inode(m->x, &in, &ino);
 	if (r == 0)
 		r = idx_add_dentry(m->x, parent, slash ? slash + 1 : path, ino);
+	if (r == -EEXIST && m->cold) {
+		/* A file this merge made where the remote also has a directory: it loses. */
+		uint64_t other;
+
+		r = idx_lookup(m->x, parent, slash ? slash + 1 : path, &other);
+		if (r == 1)
+			r = remove_entry(m, parent, slash ? slash + 1 : path, other);
+		if (r == 0)
+			r = idx_add_dentry(m->x, parent, slash ? slash + 1 : path, ino);
+	}
 	if (r == 0)
-		r = adjust_nlink(m->x, parent, 1);
+		r = m->cold ? count_subdir(m, parent) : adjust_nlink(m->x, parent, 1);
 	if (r == 0)
 		r = smap_put(&m->dirs, path, (void *)(uintptr_t)ino);
 	if (r == 0)
 		*ret = ino;
-	return r;
+	return r < 0 ? r : 1;
 }
 
 /* The local chunk for a catalog chunk: found by key and digest, or recorded as remote-only. */
@@ -872,8 +925,8 @@ static int apply(struct merge *m, const struct cat *c, struct rpack_ids *ids,
 
 	if (e->type == CAT_E_DIR) {
 		r = make_dirs(m, e->path, e->mode, e->uid, e->gid, e->mtime, e->stamp, &ino);
-		if (r < 0)
-			return r;
+		if (r != 0)
+			return r < 0 ? r : 0; /* made as the entry says */
 		r = idx_get_inode(m->x, ino, &in);
 		if (r <= 0)
 			return r < 0 ? r : -EUCLEAN;
@@ -958,7 +1011,8 @@ static int apply(struct merge *m, const struct cat *c, struct rpack_ids *ids,
 			off += e->ext[i].len;
 		}
 		if (r == 0)
-			r = idx_set_extents(m->x, ino, ext, e->n_ext);
+			r = found ? idx_set_extents(m->x, ino, ext, e->n_ext)
+				  : idx_add_extents(m->x, ino, ext, e->n_ext);
 		free(ext);
 	}
 	return r;
@@ -1333,6 +1387,8 @@ int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
 				k++;
 			rr = merge_entry(&m, win[i], &ids[k]);
 		}
+		if (rr == 0 && m.cold)
+			rr = flush_subdirs(&m);
 		/* Chunks the remote has that no entry here uses yet still count for dedup (a
 		 * cold store has no chunks of its own to match). */
 		for (size_t i = 0; i < n && rr == 0 && !m.cold; i++)
@@ -1357,6 +1413,7 @@ out_rollback:
 out:
 	sqlite3_finalize(m.base_get);
 	sqlite3_finalize(m.base_put);
+	free(m.sub);
 	smap_free(&m.dirs, NULL);
 	smap_free(&map, free);
 	free(win);

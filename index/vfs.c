@@ -1335,7 +1335,8 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 		char clean[8] = "";
 
 		r = idx_meta_get(v->x, "clean_shutdown", clean, sizeof(clean));
-		if (r >= 0 && strcmp(clean, "1") != 0) {
+		/* Absent: a new store (perhaps just filled by a pull), nothing to recount. */
+		if (r == 1 && strcmp(clean, "1") != 0) {
 			r = idx_recount_refs(v->x);
 			if (r > 0)
 				log_debug("fixed %d chunk reference counts after a crash", r);
