@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "maint.h"
 #include "remote.h"
 #include "sync.h"
 #include "util.h"
@@ -79,6 +80,21 @@ static void host_close(struct host *h)
 	cr_assert_eq(vfs_close(h->v), 0);
 	remote_free(h->r);
 	h->v = NULL;
+}
+
+/* fsck of a closed host's store: link counts, references, extents all consistent. */
+static void fsck_ok(const struct host *h)
+{
+	struct fsck_report rep;
+	struct store *st;
+	FILE *out = fopen("/dev/null", "w");
+
+	cr_assert_eq(store_open(h->store, STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(maint_fsck(st, false, false, out, &rep, NULL, NULL), 0);
+	cr_assert(fsck_clean(&rep), "fsck of %s: %llu unrepaired", h->store,
+		  (unsigned long long)rep.unrepaired);
+	store_close(st);
+	fclose(out);
 }
 
 static void fill_random(uint8_t *p, size_t n, uint64_t seed)
@@ -215,6 +231,7 @@ Test(sync, cold_host_sees_names_and_fetches_only_what_it_reads)
 	cr_assert_eq(fs.bytes, MB);
 	check(&b, "wheels/two.whl", d2, 3 * MB);
 	host_close(&b);
+	fsck_ok(&b);
 	free(d1);
 	free(d2);
 }
@@ -275,6 +292,7 @@ Test(sync, many_hosts_union_and_last_writer_wins)
 	}
 	check(&h[0], "shared", d + 5 * 100000, 100000);
 	host_close(&h[0]);
+	fsck_ok(&h[0]);
 	free(d);
 }
 
@@ -695,4 +713,42 @@ Test(sync, a_rerun_of_an_interrupted_push_finds_its_packs)
 	check(&a, "f", d, 3 * MB);
 	host_close(&a);
 	free(d);
+}
+
+Test(sync, a_directory_wins_over_a_file_at_the_same_path)
+{
+	struct host a = {0}, b = {0};
+	uint8_t d[3000];
+	struct stat st;
+	uint64_t dir_ino;
+
+	fill_random(d, sizeof(d), 18);
+	host_open(&a, "a", 0);
+	host_open(&b, "b", 0);
+	put(&a, 1, "x", d, 1000);
+	usleep(2000);
+	cr_assert_eq(vfs_mkdir(b.v, &ctx, 1, "x", 0755, &st), 0);
+	put(&b, st.st_ino, "inner", d + 1000, 1000);
+	usleep(2000);
+	/* The file is written last, so it wins "x"; but "x/inner" needs x to be a directory. */
+	put(&a, 1, "x", d + 2000, 1000);
+	host_push(&b, NULL);
+	host_push(&a, NULL);
+	host_close(&a);
+	host_close(&b);
+	/* A cold host (bulk load) and a warm one (merge) end the same. */
+	host_open(&a, "fresh", 0);
+	dir_ino = lookup(&a, "x");
+	cr_assert_neq(dir_ino, 0);
+	cr_assert_eq(vfs_getattr(a.v, dir_ino, &st), 0);
+	cr_assert(S_ISDIR(st.st_mode), "x is a directory");
+	check(&a, "x/inner", d + 1000, 1000);
+	host_close(&a);
+	fsck_ok(&a);
+	host_open(&b, "b", 0);
+	cr_assert_eq(vfs_getattr(b.v, lookup(&b, "x"), &st), 0);
+	cr_assert(S_ISDIR(st.st_mode));
+	check(&b, "x/inner", d + 1000, 1000);
+	host_close(&b);
+	fsck_ok(&b);
 }
