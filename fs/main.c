@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -396,6 +397,10 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 	*ret = NULL;
 	if (!*url || !strcmp(url, "none"))
 		return 0;
+	/* S3 keys live in this process's memory from now on: no core dumps, no ptrace by
+	 * others of the same uid. */
+	if (!strncmp(url, "s3://", 5))
+		prctl(PR_SET_DUMPABLE, 0);
 	r = remote_open(url, &ro, ret, err, sizeof(err));
 	if (r < 0) {
 		report(1, "remote: %s", *err ? err : strerror(-r));

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -46,6 +47,8 @@ int cli_open_remote(struct store *st, const char *url, unsigned flags, struct re
 			store_dir(st), store_dir(st));
 		return -EINVAL;
 	}
+	if (!strncmp(url, "s3://", 5))
+		prctl(PR_SET_DUMPABLE, 0); /* the keys are in memory: no core dumps */
 	r = remote_open(url, &o, ret, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "pkgcachefs: remote: %s\n", *err ? err : strerror(-r));
