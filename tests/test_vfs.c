@@ -358,3 +358,105 @@ Test(vfs, gc_evicts_to_size)
 	cr_assert(fsck_clean(&frep));
 	free(data);
 }
+
+/* A cache can hold private packages: nothing in the store is readable by others. */
+Test(vfs, store_files_are_private)
+{
+	static const char *const names[] = {"", "config", "index.db", "lock", "packs", "staging"};
+	uint8_t data[70000];
+	char path[512];
+	struct stat st;
+
+	fill_random(data, sizeof(data), 99);
+	write_file("f", data, sizeof(data));
+	cr_assert_eq(vfs_sync(v), 0);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		cr_assert_eq(stat(path, &st), 0, "%s", path);
+		cr_assert_eq(st.st_mode & 077, 0, "%s has mode %o", path, st.st_mode & 07777);
+	}
+	snprintf(path, sizeof(path), "%s/packs/%016x.pack", dir, 1);
+	cr_assert_eq(stat(path, &st), 0, "%s", path);
+	cr_assert_eq(st.st_mode & 07777, 0600, "a pack has mode %o", st.st_mode & 07777);
+}
+
+/*
+ * Read counters: each read counts under the top-level directory its file was reached through,
+ * a failed read counts as failed, and the counters survive a trip through STORE/counters
+ * (percent-encoded names, the "other" row, and a damaged file refused).
+ */
+Test(vfs, read_counters_per_top_level)
+{
+	size_t n = 200000;
+	uint8_t *data = malloc(n), buf[4096];
+	struct counters c = COUNTERS_INIT, back = COUNTERS_INIT;
+	const struct counters_row *row;
+	struct vfs_file *f;
+	struct stat st, pip, sub;
+	char path[512];
+	FILE *fp;
+
+	fill_random(data, n, 7);
+	cr_assert_eq(vfs_mkdir(v, &ctx, 1, "pip", 0755, &pip), 0);
+	cr_assert_eq(vfs_mkdir(v, &ctx, pip.st_ino, "http", 0755, &sub), 0);
+	cr_assert_eq(vfs_create(v, &ctx, sub.st_ino, "wheel", 0644, O_WRONLY, &st, &f), 0);
+	cr_assert_eq(vfs_write(v, f, data, n, 0, NULL, NULL), (ssize_t)n);
+	cr_assert_eq(vfs_flush(v, f), 0);
+	vfs_release(v, f);
+	cr_assert_eq(vfs_sync(v), 0);
+
+	/* Two reads of committed data, one past the end. */
+	cr_assert_eq(vfs_open_file(v, st.st_ino, O_RDONLY, &f), 0);
+	cr_assert_eq(vfs_read(v, f, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	cr_assert_eq(vfs_read(v, f, buf, sizeof(buf), 100000), (ssize_t)sizeof(buf));
+	cr_assert_eq(vfs_read(v, f, buf, sizeof(buf), (off_t)n), 0);
+	cr_assert_eq(vfs_read(v, f, buf, sizeof(buf), -1), -EINVAL);
+	vfs_release(v, f);
+	cr_assert_eq(vfs_add_read_counters(v, &c), 0);
+	row = counters_find(&c, "pip");
+	cr_assert_not_null(row);
+	cr_assert_eq(row->v[CTR_READS_LOCAL], 3);
+	cr_assert_eq(row->v[CTR_BYTES_LOCAL], 2 * sizeof(buf));
+	cr_assert_eq(row->v[CTR_READS_FETCHED], 0);
+	cr_assert_eq(row->v[CTR_READS_FAILED], 1);
+	cr_assert_null(counters_find(&c, "http"), "only top-level names count");
+
+	/* Round trip through the file, added to what is there; odd names survive. */
+	cr_assert_eq(counters_add(&c, "a b%\n\xff", (uint64_t[CTR_COUNT]){1, 2, 3, 4, 5}), 0);
+	cr_assert_eq(counters_add(&c, CTR_OTHER, (uint64_t[CTR_COUNT]){9, 0, 0, 0, 0}), 0);
+	snprintf(path, sizeof(path), "%s/counters", dir);
+	cr_assert_eq(counters_load(path, &back), 0, "a missing file is empty");
+	cr_assert_eq(back.n, 0);
+	cr_assert_eq(counters_save(path, &c), 0);
+	cr_assert_eq(counters_load(path, &back), 0);
+	cr_assert_eq(counters_load(path, &back), 0);
+	cr_assert_eq(back.n, 3);
+	row = counters_find(&back, "pip");
+	cr_assert_eq(row->v[CTR_READS_LOCAL], 6);
+	row = counters_find(&back, "a b%\n\xff");
+	cr_assert_not_null(row);
+	cr_assert_eq(row->v[CTR_READS_FAILED], 10);
+	row = counters_find(&back, CTR_OTHER);
+	cr_assert_not_null(row);
+	cr_assert_eq(row->v[CTR_READS_LOCAL], 18);
+	counters_release(&back);
+
+	/* Damage: a bad magic, a short line, a slash in a name. */
+	fp = fopen(path, "w");
+	fputs("pkgcachefs-counters 1\n1 2 3 4 5 ok\n1 2 3 x\n", fp);
+	fclose(fp);
+	cr_assert_eq(counters_load(path, &back), -EBADMSG);
+	counters_release(&back);
+	fp = fopen(path, "w");
+	fputs("pkgcachefs-counters 1\n1 2 3 4 5 a%2Fb\n", fp);
+	fclose(fp);
+	cr_assert_eq(counters_load(path, &back), -EBADMSG);
+	counters_release(&back);
+	fp = fopen(path, "w");
+	fputs("pkgcachefs-counters 9\n", fp);
+	fclose(fp);
+	cr_assert_eq(counters_load(path, &back), -EBADMSG);
+	counters_release(&back);
+	counters_release(&c);
+	free(data);
+}
