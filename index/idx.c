@@ -1066,6 +1066,120 @@ int idx_get_stats(struct idx *x, struct idx_stats *ret)
 	return r;
 }
 
+/*
+ * The subtree of each root entry: (ino, top) pairs, each once (UNION), so a file hard-linked
+ * twice inside one entry counts once. Only directories have dentries below them, so the join
+ * stops at files by itself.
+ */
+#define TOP_TREE_CTE                                                                               \
+	"WITH RECURSIVE tree(ino, top) AS ("                                                       \
+	"  SELECT ino, ino FROM dentries WHERE parent = 1 AND ino != 1"                            \
+	"  UNION SELECT d.ino, t.top FROM dentries d JOIN tree t ON d.parent = t.ino) "
+
+static struct idx_top_stats *top_find(struct idx_top_stats *t, size_t n, uint64_t ino)
+{
+	for (size_t i = 0; i < n; i++)
+		if (t[i].ino == ino)
+			return &t[i];
+	return NULL;
+}
+
+int idx_get_top_stats(struct idx *x, struct idx_top_stats **ret, size_t *ret_n)
+{
+	static const char *const sql[] = {
+		"SELECT name, ino FROM dentries WHERE parent = 1 AND ino != 1 ORDER BY name",
+		TOP_TREE_CTE "SELECT t.top, count(*), total(i.size) FROM tree t "
+			     "JOIN inodes i ON i.ino = t.ino WHERE i.mode & 61440 = 32768 "
+			     "GROUP BY t.top",
+		TOP_TREE_CTE "SELECT u.top, total(c.raw_len), "
+			     "total(CASE WHEN c.pack != 0 THEN c.stored_len ELSE 0 END) FROM "
+			     "(SELECT DISTINCT t.top AS top, e.chunk AS chunk FROM tree t "
+			     "JOIN extents e ON e.ino = t.ino WHERE e.chunk != 0) u "
+			     "JOIN chunks c ON c.id = u.chunk GROUP BY u.top",
+	};
+	struct idx_top_stats *t = NULL, *row;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *s = NULL;
+	/* One snapshot for the three queries, when another connection writes meanwhile. */
+	bool snap = sqlite3_get_autocommit(x->db) &&
+		    sqlite3_exec(x->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+	int rc = SQLITE_OK, r = 0;
+
+	for (size_t q = 0; q < ARRAY_SIZE(sql) && r == 0; q++) {
+		rc = sqlite3_prepare_v2(x->db, sql[q], -1, &s, NULL);
+		if (rc != SQLITE_OK) {
+			r = idx_errno(rc);
+			break;
+		}
+		while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+			uint64_t ino = (uint64_t)sqlite3_column_int64(s, q == 0 ? 1 : 0);
+
+			if (q == 0) {
+				const void *name = sqlite3_column_blob(s, 0);
+				int len = sqlite3_column_bytes(s, 0);
+
+				if (n == cap) {
+					size_t nc = cap ? 2 * cap : 16;
+					struct idx_top_stats *nt = realloc(t, nc * sizeof(*t));
+
+					if (!nt) {
+						r = -ENOMEM;
+						break;
+					}
+					t = nt;
+					cap = nc;
+				}
+				row = &t[n];
+				memset(row, 0, sizeof(*row));
+				row->name = malloc((size_t)len + 1);
+				if (!row->name) {
+					r = -ENOMEM;
+					break;
+				}
+				if (len)
+					memcpy(row->name, name, (size_t)len);
+				row->name[len] = '\0';
+				row->ino = ino;
+				n++;
+				continue;
+			}
+			/* An entry added since the first query (another connection wrote): skip. */
+			row = top_find(t, n, ino);
+			if (!row)
+				continue;
+			if (q == 1) {
+				row->files = (uint64_t)sqlite3_column_int64(s, 1);
+				row->logical_bytes = (uint64_t)sqlite3_column_double(s, 2);
+			} else {
+				row->unique_bytes = (uint64_t)sqlite3_column_double(s, 1);
+				row->stored_bytes = (uint64_t)sqlite3_column_double(s, 2);
+			}
+		}
+		if (r == 0 && rc != SQLITE_DONE)
+			r = idx_errno(rc);
+		sqlite3_finalize(s);
+		s = NULL;
+	}
+	if (snap)
+		sqlite3_exec(x->db, "COMMIT", NULL, NULL, NULL);
+	if (r < 0) {
+		idx_top_stats_free(t, n);
+		return r;
+	}
+	*ret = t;
+	*ret_n = n;
+	return 0;
+}
+
+void idx_top_stats_free(struct idx_top_stats *t, size_t n)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(t[i].name);
+	free(t);
+}
+
 int idx_set_chunk_local(struct idx *x, uint64_t id, const chunk_key *key, uint64_t pack,
 			const struct pack_loc *loc)
 {

@@ -197,6 +197,26 @@ struct idx_stats {
 };
 int idx_get_stats(struct idx *x, struct idx_stats *ret);
 
+/* What one entry directly under the root holds, counted over its whole subtree. */
+struct idx_top_stats {
+	char *name; /* the entry's name (any bytes but '/' and NUL) */
+	uint64_t ino;
+	uint64_t files;         /* regular files, each inode once */
+	uint64_t logical_bytes; /* their sizes */
+	uint64_t unique_bytes;  /* raw bytes of the distinct chunks they use */
+	uint64_t stored_bytes;  /* local stored (compressed) bytes of those chunks */
+};
+/*
+ * One row per entry of the root, in name order: files, logical and unique bytes of its subtree
+ * (logical - unique is what dedup saves inside it). A file hard-linked under two entries counts
+ * under both; a chunk shared by two entries counts in each one's unique bytes, so the rows may
+ * add up to more than idx_get_stats' totals. One read of the namespace and extents: for `stats`
+ * and the metrics file, not for a hot path. *ret is freed by idx_top_stats_free. 0 or -errno.
+ */
+int idx_get_top_stats(struct idx *x, struct idx_top_stats **ret, size_t *ret_n);
+/* Accepts NULL. */
+void idx_top_stats_free(struct idx_top_stats *t, size_t n);
+
 /* The raw handle, for fsck and gc, which run their own queries. */
 struct sqlite3 *idx_db(struct idx *x);
 /* Map an SQLite result code to a negative errno. */

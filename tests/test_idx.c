@@ -139,6 +139,114 @@ Test(idx, extents_keep_refcounts)
 	cr_assert_eq(chunk_refs(c2), 1);
 }
 
+static uint64_t new_dir(uint64_t parent, const char *name)
+{
+	struct idx_inode in = {.mode = 040755, .nlink = 2, .parent = parent};
+	uint64_t ino;
+
+	cr_assert_eq(idx_new_inode(x, &in, &ino), 0);
+	cr_assert_eq(idx_add_dentry(x, parent, name, ino), 0);
+	return ino;
+}
+
+static void set_size(uint64_t ino, uint64_t size)
+{
+	struct idx_inode in;
+
+	cr_assert_eq(idx_get_inode(x, ino, &in), 1);
+	in.size = size;
+	cr_assert_eq(idx_put_inode(x, &in), 0);
+}
+
+/*
+ * Per top-level directory: files and logical bytes over the whole subtree, unique bytes counted
+ * once per distinct chunk within a directory (and again in each other directory that uses it),
+ * hard links once, empty directories and root-level files as rows of their own.
+ */
+Test(idx, top_level_aggregation)
+{
+	chunk_key k1 = {{1}}, k2 = {{2}}, k3 = {{3}};
+	chunk_digest d1 = {{1}}, d2 = {{2}}, d3 = {{3}};
+	struct pack_loc l1 = {.offset = 64, .stored_len = 40};
+	struct pack_loc l2 = {.offset = 200, .stored_len = 70};
+	struct pack_loc l3 = {.offset = 400, .stored_len = 10};
+	uint64_t c1, c2, c3, pip, http, npm, a, b, c, d, lone;
+	struct idx_extent e[3] = {{0}};
+	struct idx_top_stats *t;
+	size_t n;
+
+	cr_assert_eq(idx_begin(x), 0);
+	cr_assert_eq(idx_init_root(x, 0, 0, 1), 0);
+	cr_assert_eq(idx_add_chunk(x, &k1, &d1, 100, 1, &l1, &c1), 0);
+	cr_assert_eq(idx_add_chunk(x, &k2, &d2, 100, 1, &l2, &c2), 0);
+	cr_assert_eq(idx_add_chunk(x, &k3, &d3, 50, 0, &l3, &c3), 0); /* only on a remote */
+	pip = new_dir(1, "pip");
+	http = new_dir(pip, "http");
+	npm = new_dir(1, "npm");
+	new_dir(1, "uv"); /* empty */
+	/* pip: a = c1 c1 (200 bytes), b = c1 c2 (200 bytes) deeper down, and c a hard link of b
+	 * in the same directory: 400 logical, 200 unique, 110 stored. */
+	a = new_file(pip, "a");
+	b = new_file(http, "b");
+	cr_assert_eq(idx_add_dentry(x, pip, "b-link", b), 0);
+	e[0] = (struct idx_extent){.off = 0, .len = 100, .chunk = c1};
+	e[1] = (struct idx_extent){.off = 100, .len = 100, .chunk = c1};
+	cr_assert_eq(idx_set_extents(x, a, e, 2), 0);
+	set_size(a, 200);
+	e[1].chunk = c2;
+	cr_assert_eq(idx_set_extents(x, b, e, 2), 0);
+	set_size(b, 200);
+	/* npm: c = c2 + a hole + c3 (remote only): 250 logical, 150 unique, 70 stored here. */
+	c = new_file(npm, "c");
+	e[0] = (struct idx_extent){.off = 0, .len = 100, .chunk = c2};
+	e[1] = (struct idx_extent){.off = 100, .len = 100, .chunk = 0};
+	e[2] = (struct idx_extent){.off = 200, .len = 50, .chunk = c3};
+	cr_assert_eq(idx_set_extents(x, c, e, 3), 0);
+	set_size(c, 250);
+	/* A symlink counts as no file. */
+	{
+		struct idx_inode in = {.mode = 0120777, .nlink = 1};
+
+		cr_assert_eq(idx_new_inode(x, &in, &d), 0);
+		cr_assert_eq(idx_add_dentry(x, npm, "link", d), 0);
+	}
+	/* A file right under the root is a row of its own. */
+	lone = new_file(1, "README");
+	set_size(lone, 7);
+	cr_assert_eq(idx_commit(x), 0);
+
+	cr_assert_eq(idx_get_top_stats(x, &t, &n), 0);
+	cr_assert_eq(n, 4);
+	cr_assert_str_eq(t[0].name, "README");
+	cr_assert_eq(t[0].files, 1);
+	cr_assert_eq(t[0].logical_bytes, 7);
+	cr_assert_eq(t[0].unique_bytes, 0);
+	cr_assert_str_eq(t[1].name, "npm");
+	cr_assert_eq(t[1].ino, npm);
+	cr_assert_eq(t[1].files, 1);
+	cr_assert_eq(t[1].logical_bytes, 250);
+	cr_assert_eq(t[1].unique_bytes, 150);
+	cr_assert_eq(t[1].stored_bytes, 70);
+	cr_assert_str_eq(t[2].name, "pip");
+	cr_assert_eq(t[2].files, 2);
+	cr_assert_eq(t[2].logical_bytes, 400);
+	cr_assert_eq(t[2].unique_bytes, 200);
+	cr_assert_eq(t[2].stored_bytes, 110);
+	cr_assert_str_eq(t[3].name, "uv");
+	cr_assert_eq(t[3].files + t[3].logical_bytes + t[3].unique_bytes, 0);
+	idx_top_stats_free(t, n);
+
+	/* An empty root has no rows. */
+	cr_assert_eq(idx_del_dentry(x, 1, "pip"), 0);
+	cr_assert_eq(idx_del_dentry(x, 1, "npm"), 0);
+	cr_assert_eq(idx_del_dentry(x, 1, "uv"), 0);
+	cr_assert_eq(idx_del_dentry(x, 1, "README"), 0);
+	cr_assert_eq(idx_get_top_stats(x, &t, &n), 0);
+	cr_assert_eq(n, 0);
+	idx_top_stats_free(t, n);
+	idx_top_stats_free(NULL, 0);
+}
+
 Test(idx, chunk_match_needs_digest)
 {
 	chunk_key k = {{7}};
