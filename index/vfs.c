@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "chunker.h"
+#include "counters.h"
 #include "fetch.h"
 #include "hash.h"
 #include "idx.h"
@@ -36,6 +37,8 @@
 #define NAME_MAX_LEN 255
 #define XATTR_VALUE_MAX 65536
 #define COMMIT_READ_SIZE (4u << 20)
+/* Top-level directories counted apart; reads of any further ones count under CTR_OTHER. */
+#define VFS_TOPS_MAX 256
 
 struct ext_vec {
 	struct idx_extent *e;
@@ -83,6 +86,8 @@ struct vnode {
 	unsigned opens;     /* v->lock */
 	unsigned busy;      /* v->lock; held by a truncate in progress, keeps the node */
 	bool staged;        /* v->lock (also only changed under rw) */
+	unsigned top;       /* atomic, written under v->lock: index in v->tops of the top-level
+			     * directory the inode was reached through (0: none known) */
 	uint64_t size;      /* v->lock; valid while staged */
 	int64_t mtime, ctime;
 
@@ -129,6 +134,17 @@ struct vfs {
 	struct hash_job *hq_head, *hq_tail; /* hq_lock */
 	bool hq_stop;                       /* hq_lock */
 	pthread_t hashers[HASHERS];
+
+	/*
+	 * Read counters per top-level directory (counters.h). Slot 0 is CTR_OTHER; names are
+	 * added under lock and never removed or moved, so a node's index stays valid; the
+	 * counters themselves are atomic.
+	 */
+	struct {
+		char *name; /* lock; NULL in slot 0 */
+		uint64_t c[CTR_COUNT];
+	} tops[VFS_TOPS_MAX];
+	unsigned ntops; /* lock */
 
 	pthread_t thread;
 	pthread_cond_t cond; /* with lock: wakes the commit thread */
@@ -218,6 +234,66 @@ static struct vnode *node_get(struct vfs *v, uint64_t ino)
 	v->buckets[ino & (v->nbuckets - 1)] = n;
 	v->nnodes++;
 	return n;
+}
+
+/*
+ * Remember which top-level directory n was reached through, as the entry name under parent
+ * (lock held): a name under the root is its own top (added to v->tops when new), anything else
+ * inherits its parent's. Cheap: no query, one short scan at the root only.
+ */
+static void node_set_top(struct vfs *v, struct vnode *n, uint64_t parent, const char *name)
+{
+	unsigned top = 0;
+
+	if (parent == IDX_ROOT_INO) {
+		for (top = 1; top < v->ntops; top++)
+			if (!strcmp(v->tops[top].name, name))
+				break;
+		if (top == v->ntops) {
+			if (v->ntops < VFS_TOPS_MAX && (v->tops[top].name = strdup(name)))
+				v->ntops++;
+			else
+				top = 0;
+		}
+	} else {
+		struct vnode *p = node_find(v, parent);
+
+		top = p ? __atomic_load_n(&p->top, __ATOMIC_RELAXED) : 0;
+	}
+	__atomic_store_n(&n->top, top, __ATOMIC_RELAXED);
+}
+
+/* Count one read of n that returned r (bytes or -errno). No lock needed. */
+static void count_read(struct vfs *v, struct vnode *n, ssize_t r, bool fetched)
+{
+	uint64_t *c = v->tops[__atomic_load_n(&n->top, __ATOMIC_RELAXED)].c;
+
+	if (r < 0) {
+		__atomic_add_fetch(&c[CTR_READS_FAILED], 1, __ATOMIC_RELAXED);
+	} else if (fetched) {
+		__atomic_add_fetch(&c[CTR_READS_FETCHED], 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&c[CTR_BYTES_FETCHED], (uint64_t)r, __ATOMIC_RELAXED);
+	} else {
+		__atomic_add_fetch(&c[CTR_READS_LOCAL], 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&c[CTR_BYTES_LOCAL], (uint64_t)r, __ATOMIC_RELAXED);
+	}
+}
+
+int vfs_add_read_counters(struct vfs *v, struct counters *c)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&v->lock);
+	for (unsigned i = 0; i < v->ntops && r == 0; i++) {
+		uint64_t val[CTR_COUNT], any = 0;
+
+		for (int k = 0; k < CTR_COUNT; k++)
+			any |= val[k] = __atomic_load_n(&v->tops[i].c[k], __ATOMIC_RELAXED);
+		if (any)
+			r = counters_add(c, i ? v->tops[i].name : CTR_OTHER, val);
+	}
+	pthread_mutex_unlock(&v->lock);
+	return r;
 }
 
 static void node_unlink_free(struct vfs *v, struct vnode *n)
@@ -730,15 +806,22 @@ static int load_extents(struct vfs *v, struct vnode *n)
 	return r;
 }
 
-/* Read one committed extent's chunk into buf (len bytes). */
-static int read_extent(struct vfs *v, const struct idx_extent *e, uint8_t *buf)
+/* Read one committed extent's chunk into buf (len bytes); *fetched (when not NULL) is set when
+ * the bytes came from the remote. 0 or -errno. */
+static int read_extent(struct vfs *v, const struct idx_extent *e, uint8_t *buf, bool *fetched)
 {
+	int r;
+
 	if (!e->chunk) {
 		memset(buf, 0, e->len);
 		return 0;
 	}
-	if (!e->pack)
-		return v->fetcher ? fetcher_read(v->fetcher, e, buf) : -EIO;
+	if (!e->pack) {
+		r = v->fetcher ? fetcher_read(v->fetcher, e, buf) : -EIO;
+		if (r > 0 && fetched)
+			*fetched = true;
+		return MIN(r, 0);
+	}
 	return store_read_chunk(v->st, e->pack, &e->loc, &e->key, buf, e->len);
 }
 
@@ -758,9 +841,10 @@ static size_t find_extent(const struct idx_extent *ext, size_t n, uint64_t off)
 	return lo;
 }
 
-/* Read committed content [off, off + size) clipped to file_size; rw held. */
+/* Read committed content [off, off + size) clipped to file_size; rw held. *fetched is set when
+ * some of it came from the remote. */
 static ssize_t read_committed(struct vfs *v, struct vfs_file *f, struct vnode *n, uint8_t *out,
-			      size_t size, uint64_t off, uint64_t file_size)
+			      size_t size, uint64_t off, uint64_t file_size, bool *fetched)
 {
 	size_t done = 0, i;
 	uint8_t *tmp = NULL;
@@ -788,7 +872,7 @@ static ssize_t read_committed(struct vfs *v, struct vfs_file *f, struct vnode *n
 		if (!e->chunk) {
 			memset(out + done, 0, take);
 		} else if (skip == 0 && take == e->len) {
-			r = read_extent(v, e, out + done);
+			r = read_extent(v, e, out + done, fetched);
 			if (r < 0)
 				goto out;
 		} else {
@@ -802,7 +886,7 @@ static ssize_t read_committed(struct vfs *v, struct vfs_file *f, struct vnode *n
 				}
 				f->cache = tmp;
 				f->cache_chunk = 0;
-				r = read_extent(v, e, f->cache);
+				r = read_extent(v, e, f->cache, fetched);
 				if (r < 0) {
 					pthread_mutex_unlock(&f->cache_lock);
 					goto out;
@@ -1164,7 +1248,7 @@ static int stream_spill(struct vfs *v, struct vnode *n)
 			r = -ENOMEM;
 			break;
 		}
-		r = read_extent(v, e, buf);
+		r = read_extent(v, e, buf, NULL);
 		if (r == 0)
 			r = pwrite_all(fd, buf, e->len, (off_t)e->off);
 	}
@@ -1235,7 +1319,7 @@ static int stage(struct vfs *v, struct vnode *n)
 			r = -ENOMEM;
 			goto out_close;
 		}
-		r = read_extent(v, e, buf);
+		r = read_extent(v, e, buf, NULL);
 		if (r == 0)
 			r = pwrite_all(fd, buf, (size_t)MIN((uint64_t)e->len, st.st_size - e->off),
 				       (off_t)e->off);
@@ -1307,6 +1391,7 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 	v->st = st;
 	v->x = store_idx(st);
 	v->cp = *store_chunker_params(st);
+	v->ntops = 1; /* slot 0: CTR_OTHER */
 	v->interval_ms = o && o->commit_interval_ms ? o->commit_interval_ms : 1000;
 	if (o)
 		v->opts = *o;
@@ -1457,6 +1542,8 @@ int vfs_close(struct vfs *v)
 	pthread_mutex_destroy(&v->hq_lock);
 	pthread_cond_destroy(&v->hq_work);
 	pthread_cond_destroy(&v->hq_done);
+	for (unsigned i = 1; i < v->ntops; i++)
+		free(v->tops[i].name);
 	free(v->buckets);
 	free(v);
 	return r;
@@ -1622,6 +1709,7 @@ int vfs_lookup(struct vfs *v, uint64_t parent, const char *name, struct stat *re
 		goto out_unlock;
 	}
 	n->nlookup++;
+	node_set_top(v, n, parent, name);
 out_unlock:
 	pthread_mutex_unlock(&v->lock);
 	return r;
@@ -1731,6 +1819,7 @@ static int make_node(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, co
 	if (!n)
 		return -ENOMEM;
 	n->nlookup++;
+	node_set_top(v, n, parent, name);
 	stat_from_inode(&in, ret);
 	return 0;
 }
@@ -2369,7 +2458,8 @@ int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_
 	return r;
 }
 
-ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_t off)
+static ssize_t read_file(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_t off,
+			 bool *fetched)
 {
 	struct vnode *n = f->n;
 	uint64_t file_size;
@@ -2411,10 +2501,19 @@ ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_
 		r = -EIO;
 		goto out_unlock;
 	}
-	r = read_committed(v, f, n, buf, size, (uint64_t)off, file_size);
+	r = read_committed(v, f, n, buf, size, (uint64_t)off, file_size, fetched);
 out_unlock:
 	pthread_rwlock_unlock(&n->rw);
 	pthread_rwlock_unlock(&v->gc_lock);
+	return r;
+}
+
+ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size, off_t off)
+{
+	bool fetched = false;
+	ssize_t r = read_file(v, f, buf, size, off, &fetched);
+
+	count_read(v, f->n, r, fetched);
 	return r;
 }
 
@@ -2573,6 +2672,7 @@ void vfs_release(struct vfs *v, struct vfs_file *f)
 
 struct dir_list {
 	struct vfs *v;
+	uint64_t dir;
 	bool lookup;
 	int (*cb)(const char *name, const struct stat *st, uint64_t next_off, void *data);
 	void *data;
@@ -2594,6 +2694,7 @@ static int dir_entry(const char *name, const struct idx_inode *in, uint64_t cook
 		if (!n)
 			return -ENOMEM;
 		n->nlookup++;
+		node_set_top(dl->v, n, dl->dir, name);
 	}
 	return r;
 }
@@ -2602,7 +2703,7 @@ int vfs_readdir(struct vfs *v, uint64_t ino, uint64_t off, bool lookup,
 		int (*cb)(const char *name, const struct stat *st, uint64_t next_off, void *data),
 		void *data)
 {
-	struct dir_list dl = {.v = v, .lookup = lookup, .cb = cb, .data = data};
+	struct dir_list dl = {.v = v, .dir = ino, .lookup = lookup, .cb = cb, .data = data};
 	struct idx_inode in, pin;
 	struct stat st;
 	int r;

@@ -28,6 +28,7 @@
 #include <sys/statvfs.h>
 #include <sys/types.h>
 
+#include "counters.h"
 #include "fetch.h"
 #include "maint.h"
 #include "remote.h"
@@ -154,6 +155,14 @@ int vfs_gc(struct vfs *v, uint64_t max_size, struct gc_report *ret);
 
 /* Ask the commit thread to run gc within a commit interval. Async-signal-safe. */
 void vfs_request_gc(struct vfs *v);
+
+/*
+ * Add this session's read counters to c, one row per top-level directory (the entry under the
+ * root a file was reached through: looked up, created or listed by readdirplus; reads of files
+ * reached otherwise count under CTR_OTHER). A read is one read request the daemon served: the
+ * kernel's page cache answers repeated reads without asking. 0 or -ENOMEM.
+ */
+int vfs_add_read_counters(struct vfs *v, struct counters *c);
 
 /* Counters of the fetcher (all zero without a remote). */
 void vfs_fetch_stats(struct vfs *v, struct fetcher_stats *ret);
