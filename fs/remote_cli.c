@@ -91,15 +91,41 @@ void cli_bad_catalog(void *data, const char *name, int err)
 		 name, why);
 }
 
+/*
+ * A progress line per phase on a terminal: "uploading: 1.2 GiB of 3.4 GiB (35%), 80 MiB/s, 28 s
+ * left" for phases counted in bytes (their name ends in " bytes"), "catalogs: 3 of 12" for the
+ * others. At most five times a second, and a newline when a phase is done.
+ */
 static void sync_progress(void *data, const char *what, uint64_t done, uint64_t total)
 {
-	static int64_t last;
+	static char phase[64];
+	static int64_t start, last;
 	int64_t now = mono_ns();
+	size_t len = strlen(what);
+	bool bytes = len > 6 && !strcmp(what + len - 6, " bytes");
+	char b1[32], b2[32], b3[32];
 
+	if (strncmp(phase, what, sizeof(phase) - 1) != 0) {
+		snprintf(phase, sizeof(phase), "%s", what);
+		start = now;
+		last = 0;
+	}
 	if (now - last < 200000000 && done < total)
 		return;
 	last = now;
-	fprintf(stderr, "\r\033[K%s: %" PRIu64 " of %" PRIu64, what, done, total);
+	if (!bytes) {
+		fprintf(stderr, "\r\033[K%s: %" PRIu64 " of %" PRIu64, what, done, total);
+	} else {
+		double secs = (double)(now - start) / 1e9,
+		       rate = secs > 0 ? (double)done / secs : 0;
+
+		fprintf(stderr, "\r\033[K%.*s: %s of %s (%.0f%%), %s/s", (int)(len - 6), what,
+			format_size(done, b1, sizeof(b1)), format_size(total, b2, sizeof(b2)),
+			total ? 100.0 * (double)done / (double)total : 100.0,
+			format_size((uint64_t)rate, b3, sizeof(b3)));
+		if (rate > 0 && total > done)
+			fprintf(stderr, ", %.0f s left", (double)(total - done) / rate);
+	}
 	if (done >= total)
 		fputc('\n', stderr);
 	fflush(stderr);

@@ -2255,11 +2255,13 @@ static int build_packs(struct push *p)
 	struct pack_writer *w = NULL;
 	uint8_t *buf = malloc(PACK_MAX_CHUNK);
 	struct idset seen = {0};
-	uint64_t done = 0;
+	uint64_t done = 0, total = 0;
 	int r = 0;
 
 	if (!buf)
 		return -ENOMEM;
+	for (size_t i = 0; i < p->nup; i++)
+		total += p->up_v[i].e->len; /* copies counted too: an upper bound */
 	for (size_t i = 0; i < p->nup; i++) {
 		struct upload *u = &p->up_v[i];
 		const struct idx_extent *e = u->e;
@@ -2295,9 +2297,11 @@ static int build_packs(struct push *p)
 			if (r < 0)
 				break;
 		}
-		if (p->o && p->o->progress && i % 64 == 0)
-			p->o->progress(p->o->progress_data, "packing", i + 1, p->nup);
+		if (p->o && p->o->progress && i % 16 == 0)
+			p->o->progress(p->o->progress_data, "packing bytes", done, total);
 	}
+	if (p->o && p->o->progress)
+		p->o->progress(p->o->progress_data, "packing bytes", done, total);
 	if (w) {
 		int r2 = pack_writer_seal(w);
 
@@ -2333,8 +2337,9 @@ struct uploader {
 	struct push *p;
 	pthread_mutex_t mu;
 	size_t next, done;
-	uint64_t bytes;   /* uploaded */
-	uint64_t present; /* packs found there already */
+	uint64_t bytes;       /* uploaded */
+	uint64_t present;     /* packs found there already */
+	uint64_t sent, total; /* packs dealt with, in bytes, for progress */
 };
 
 static int upload_one(struct push *p, struct newpack *np)
@@ -2391,8 +2396,10 @@ static void *uploader_thread(void *arg)
 			u->bytes += np->size;
 		else if (np->status == 1)
 			u->present++;
+		u->sent += np->size;
 		if (u->p->o && u->p->o->progress)
-			u->p->o->progress(u->p->o->progress_data, "uploading", u->done, u->p->nnp);
+			u->p->o->progress(u->p->o->progress_data, "uploading bytes", u->sent,
+					  u->total);
 		pthread_mutex_unlock(&u->mu);
 	}
 	return NULL;
@@ -2407,6 +2414,8 @@ static int upload_packs(struct push *p)
 	int r = 0;
 
 	n = MIN(n, 16u);
+	for (size_t i = 0; i < p->nnp; i++)
+		u.total += p->np[i].size;
 	pthread_mutex_init(&u.mu, NULL);
 	for (unsigned i = 0; i < n && i < p->nnp; i++)
 		if (pthread_create(&th[started], NULL, uploader_thread, &u) == 0)
