@@ -515,7 +515,7 @@ int cli_gc(int argc, char **argv)
 	} else {
 		if (open_store(a.store, STORE_LOCK, &st, &live) < 0)
 			return 1;
-		r = maint_gc(st, a.max_size, isatty(1) ? stdout : NULL, NULL, &rep);
+		r = maint_gc(st, a.max_size, isatty(2) ? stderr : NULL, NULL, &rep);
 		if (store_close(st) < 0 && r == 0)
 			r = -EIO;
 	}

@@ -798,17 +798,13 @@ static int delete_pack_row(sqlite3 *db, uint64_t id)
 }
 
 /* Move a pack's live chunks to the active pack, in a transaction of its own, then delete it. */
-static int rewrite_pack(struct store *st, const struct pack_usage *p, uint8_t *buf, FILE *progress)
+static int rewrite_pack(struct store *st, const struct pack_usage *p, uint8_t *buf)
 {
 	sqlite3 *db = idx_db(store_idx(st));
 	sqlite3_stmt *upd = NULL;
-	char sql[256], name[32];
+	char sql[256];
 	int r;
 
-	store_pack_name(p->id, name, sizeof(name));
-	if (progress)
-		fprintf(progress, "gc: rewriting pack %s (%" PRIu64 " of %" PRIu64 " bytes live)\n",
-			name, p->live, p->size);
 	r = exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		return r;
@@ -927,11 +923,19 @@ int maint_gc(struct store *st, uint64_t max_size, FILE *progress, const struct g
 	 * bring the store under max_size, packs with a tenth dead go too, while it is over.
 	 */
 	{
-		uint64_t total = 0;
+		uint64_t total = 0, todo = 0, done = 0;
+		int64_t start = mono_ns();
 
 		for (size_t i = 1; i <= packs[0].id; i++)
 			if (packs[i].live > 0 || packs[i].id == store_active_pack(st))
 				total += packs[i].size;
+		/* For progress: the live bytes of the packs that qualify now (an upper bound). */
+		for (size_t i = 1; i <= packs[0].id; i++)
+			if (packs[i].live > 0 && packs[i].id != store_active_pack(st) &&
+			    (packs[i].live * 2 < packs[i].size ||
+			     (max_size && total > max_size &&
+			      packs[i].live * 10 < packs[i].size * 9)))
+				todo += packs[i].live;
 		for (size_t i = 1; i <= packs[0].id; i++) {
 			struct pack_usage *p = &packs[i];
 			bool mostly_dead = p->live * 2 < p->size;
@@ -940,12 +944,31 @@ int maint_gc(struct store *st, uint64_t max_size, FILE *progress, const struct g
 			if (p->live == 0 || p->id == store_active_pack(st) ||
 			    !(mostly_dead || over))
 				continue;
-			r = rewrite_pack(st, p, buf, progress);
+			r = rewrite_pack(st, p, buf);
 			if (r < 0)
 				goto out_free;
 			ret->packs_rewritten++;
 			total -= MIN(total, p->size - MIN(p->size, p->live));
+			done += p->live;
+			if (progress) {
+				double secs = (double)(mono_ns() - start) / 1e9;
+				double rate = secs > 0 ? (double)done / secs : 0;
+				char b1[32], b2[32], b3[32];
+
+				fprintf(progress,
+					"\r\033[Kgc: rewriting packs: %s of %s live (%.0f%%), %s/s",
+					format_size(done, b1, sizeof(b1)),
+					format_size(MAX(todo, done), b2, sizeof(b2)),
+					100.0 * (double)done / (double)MAX(MAX(todo, done), 1),
+					format_size((uint64_t)rate, b3, sizeof(b3)));
+				if (rate > 0 && todo > done)
+					fprintf(progress, ", %.0f s left",
+						(double)(todo - done) / rate);
+				fflush(progress);
+			}
 		}
+		if (progress && done)
+			fputc('\n', progress);
 	}
 	if (!live) {
 		struct fsck_report frep = {0};
