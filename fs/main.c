@@ -9,9 +9,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <dirent.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -670,9 +672,49 @@ static int cmd_mount(int argc, char **argv)
 	return status;
 }
 
+static uint64_t tree_total;
+
+static int add_bytes(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	if (flag == FTW_F && S_ISREG(st->st_mode))
+		tree_total += (uint64_t)st->st_size;
+	return 0;
+}
+
+/* Bytes of the regular files below path (not crossing into other filesystems). */
+static uint64_t tree_bytes(const char *path)
+{
+	tree_total = 0;
+	nftw(path, add_bytes, 64, FTW_PHYS | FTW_MOUNT);
+	return tree_total;
+}
+
+/*
+ * While the daemon adopts the directory, show how much of it the store holds (its committed
+ * logical bytes, read through a read-only look at the index) until the daemon reports.
+ */
+static void show_adopt_progress(int fd, const char *store, uint64_t total)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	while (poll(&p, 1, 500) == 0) {
+		struct idx_stats s;
+		struct store *st;
+
+		if (store_open(store, 0, &st, NULL) < 0)
+			continue;
+		if (idx_get_stats(store_idx(st), &s) == 0)
+			cli_show_progress("adopt", MIN(s.logical_bytes, total), total);
+		store_close(st);
+	}
+	cli_show_progress("adopt", total, total);
+	fputc('\n', stderr);
+}
+
 static int do_mount(struct mount_args *ap)
 {
 	struct mount_args a = *ap;
+	uint64_t adopt_total = 0;
 	int pfd[2], status;
 	char buf[1024];
 	ssize_t n;
@@ -694,6 +736,9 @@ static int do_mount(struct mount_args *ap)
 	}
 	if (a.foreground)
 		return run_daemon(&a);
+	/* Adopting a non-empty directory copies it through the mount: worth a progress line. */
+	if (a.adopt && isatty(2) && dir_is_empty(a.mountpoint) == 0)
+		adopt_total = tree_bytes(a.mountpoint);
 
 	if (pipe2(pfd, O_CLOEXEC) < 0) {
 		perror("pkgcachefs: pipe");
@@ -725,6 +770,8 @@ static int do_mount(struct mount_args *ap)
 		exit(run_daemon(&a));
 	}
 	close(pfd[1]);
+	if (adopt_total)
+		show_adopt_progress(pfd[0], a.store, adopt_total);
 	n = read(pfd[0], buf, sizeof(buf) - 1);
 	close(pfd[0]);
 	if (n <= 0) {
