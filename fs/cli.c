@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "maint.h"
+#include "stats.h"
 #include "store.h"
 #include "util.h"
 
@@ -32,7 +33,7 @@
 
 struct store_args {
 	char *store;
-	bool json, repair;
+	bool json, prometheus, repair;
 	uint64_t max_size;
 	const char *remote;
 	long keep_days, grace_hours;
@@ -57,6 +58,9 @@ static int parse_store_args(int argc, char **argv, struct store_args *a, const c
 			break;
 		case 'j':
 			a->json = true;
+			break;
+		case 'P':
+			a->prometheus = true;
 			break;
 		case 'r':
 			a->repair = true;
@@ -125,9 +129,16 @@ static int open_store(const char *dir, int flags, struct store **ret, bool *ret_
 	if (r == -ENOENT)
 		fprintf(stderr, "pkgcachefs: no store at %s\n", dir);
 	else if (r == -EPROTO)
-		fprintf(stderr, "pkgcachefs: store %s was written by a newer pkgcachefs\n", dir);
+		fprintf(stderr,
+			"pkgcachefs: store %s was written by a newer pkgcachefs: upgrade "
+			"pkgcachefs "
+			"(this is %s) to use it, or pass another --store\n",
+			dir, PKGCACHEFS_VERSION);
 	else if (r == -EUCLEAN)
-		fprintf(stderr, "pkgcachefs: store %s: config or index is damaged\n", dir);
+		fprintf(stderr,
+			"pkgcachefs: store %s: config or index is damaged; pkgcachefs fsck --store "
+			"%s tells more\n",
+			dir, dir);
 	else if (r < 0)
 		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", dir, strerror(-r));
 	if (r < 0)
@@ -151,32 +162,39 @@ static int open_store(const char *dir, int flags, struct store **ret, bool *ret_
 /* ---- stats ---- */
 
 static const char stats_usage[] =
-	"usage: pkgcachefs stats [--store DIR] [--json]\n"
+	"usage: pkgcachefs stats [--store DIR] [--json | --prometheus]\n"
 	"\n"
-	"Files, directories, logical bytes, stored bytes, dedup ratio, chunks, packs, and the\n"
-	"space gc could reclaim. Works while the store is mounted.\n";
+	"Files, directories, logical bytes, stored bytes, dedup ratio, chunks, packs, the space\n"
+	"gc could reclaim, and reads served locally, fetched from the remote and failed; then the\n"
+	"same per top-level directory (each entry under the mount's root: pip, uv, npm, ...).\n"
+	"Works while the store is mounted (read counters lag by a second or so).\n"
+	"\n"
+	"  --json          one JSON object (keys in pkgcachefs-stats(1))\n"
+	"  --prometheus    Prometheus text format (a mount can keep such a file: see\n"
+	"                  metrics_file in `pkgcachefs mount --help`)\n";
 
 int cli_stats(int argc, char **argv)
 {
-	static const struct option extra[] = {{"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+	static const struct option extra[] = {{"json", no_argument, NULL, 'j'},
+					      {"prometheus", no_argument, NULL, 'P'},
+					      {NULL, 0, NULL, 0}};
 	struct store_args a = {0};
 	char remote[STORE_REMOTE_MAX];
-	struct idx_stats s;
+	struct stats_report rep;
 	struct store *st;
-	uint64_t reclaim;
-	double ratio;
-	char b1[32], b2[32], b3[32], b4[32];
 	bool live;
 	int r;
 
 	r = parse_store_args(argc, argv, &a, stats_usage, "h", extra);
 	if (r)
 		return r;
+	if (a.json && a.prometheus) {
+		fprintf(stderr, "pkgcachefs: stats: --json or --prometheus, not both\n");
+		return 2;
+	}
 	if (open_store(a.store, 0, &st, &live) < 0)
 		return 1;
-	r = idx_get_stats(store_idx(st), &s);
 	snprintf(remote, sizeof(remote), "%s", store_remote(st));
-	store_close(st);
 	if (!*remote) {
 		/* Mounted with --remote: the last session says which. */
 		char path[PATH_MAX], line[STORE_REMOTE_MAX + 16];
@@ -191,64 +209,21 @@ int cli_stats(int argc, char **argv)
 		if (f)
 			fclose(f);
 	}
+	r = stats_collect(a.store, store_idx(st), live, remote, NULL, &rep);
+	store_close(st);
 	if (r < 0) {
 		fprintf(stderr, "pkgcachefs: reading the index of %s: %s\n", a.store, strerror(-r));
+		stats_report_release(&rep);
 		return 1;
 	}
-	reclaim = s.dead_stored_bytes + s.dead_chunks * PACK_ENTRY_OVERHEAD;
-	/* Dedup alone: logical bytes per unique byte, wherever the data lives (here or only on
-	 * the remote) and however it is compressed. */
-	ratio = s.chunk_bytes ? (double)s.logical_bytes / (double)s.chunk_bytes : 1.0;
-	if (a.json) {
-		printf("{\"store\": \"%s\", \"mounted\": %s, \"files\": %" PRIu64
-		       ", \"directories\": %" PRIu64 ", \"symlinks\": %" PRIu64
-		       ", \"other_inodes\": %" PRIu64 ", \"logical_bytes\": %" PRIu64
-		       ", \"unique_bytes\": %" PRIu64 ", \"stored_bytes\": %" PRIu64
-		       ", \"live_stored_bytes\": %" PRIu64 ", \"dedup_ratio\": %.3f"
-		       ", \"chunks\": %" PRIu64 ", \"dead_chunks\": %" PRIu64
-		       ", \"packs\": %" PRIu64 ", \"reclaimable_bytes\": %" PRIu64
-		       ", \"remote\": \"%s\", \"remote_only_bytes\": %" PRIu64
-		       ", \"unpushed_bytes\": %" PRIu64 "}\n",
-		       a.store, live ? "true" : "false", s.files, s.dirs, s.symlinks, s.others,
-		       s.logical_bytes, s.chunk_bytes, s.pack_bytes, s.stored_bytes, ratio,
-		       s.chunks, s.dead_chunks, s.packs, reclaim, remote,
-		       *remote ? s.remote_only_bytes : 0, *remote ? s.unpushed_bytes : 0);
-		return 0;
-	}
-	printf("store:           %s%s\n", a.store, live ? " (mounted)" : "");
-	printf("files:           %" PRIu64 "\n", s.files);
-	printf("directories:     %" PRIu64 "\n", s.dirs);
-	printf("symlinks:        %" PRIu64 "\n", s.symlinks);
-	printf("logical bytes:   %s\n", format_size(s.logical_bytes, b1, sizeof(b1)));
-	printf("unique bytes:    %s (in %" PRIu64 " chunks)\n",
-	       format_size(s.chunk_bytes, b2, sizeof(b2)), s.chunks);
-	printf("stored bytes:    %s (in %" PRIu64 " packs)\n",
-	       format_size(s.pack_bytes, b3, sizeof(b3)), s.packs);
-	printf("dedup ratio:     %.2fx\n", ratio);
-	printf("reclaimable:     %s (run pkgcachefs gc)\n", format_size(reclaim, b4, sizeof(b4)));
-	if (*remote) {
-		char path[PATH_MAX], line[256];
-		FILE *f;
-
-		printf("remote:          %s\n", remote);
-		printf("only on remote:  %s (fetched when read)\n",
-		       format_size(s.remote_only_bytes, b1, sizeof(b1)));
-		printf("not pushed:      %s\n", format_size(s.unpushed_bytes, b2, sizeof(b2)));
-		snprintf(path, sizeof(path), "%s/remote-stats", a.store);
-		f = fopen(path, "re");
-		while (f && fgets(line, sizeof(line), f)) {
-			uint64_t val;
-
-			if (sscanf(line, "fetched_bytes=%" SCNu64, &val) == 1)
-				printf("last session:    fetched %s",
-				       format_size(val, b3, sizeof(b3)));
-			else if (sscanf(line, "bytes_out=%" SCNu64, &val) == 1)
-				printf(", sent %s\n", format_size(val, b3, sizeof(b3)));
-		}
-		if (f)
-			fclose(f);
-	}
-	return 0;
+	if (a.json)
+		stats_print_json(stdout, &rep);
+	else if (a.prometheus)
+		stats_print_prometheus(stdout, &rep);
+	else
+		stats_print_text(stdout, &rep);
+	stats_report_release(&rep);
+	return fflush(stdout) == 0 ? 0 : 1;
 }
 
 /* ---- progress on a terminal ---- */
@@ -561,6 +536,32 @@ static int find_mount(const char *mnt, char *store, size_t len)
 			continue;
 		snprintf(store, len, "%s", source);
 		found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
+/* The mountpoint of the pkgcachefs mount of store (the last one listed), if any. */
+bool cli_store_mountpoint(const char *store, char *mnt, size_t len)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[8192];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		char mp[4096], fstype[256], source[4096];
+		char *sep = strstr(line, " - ");
+
+		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
+			continue;
+		if (sscanf(sep + 3, "%255s %4095s", fstype, source) != 2)
+			continue;
+		if (strcmp(fstype, "fuse.pkgcachefs") || strcmp(source, store))
+			continue;
+		snprintf(mnt, len, "%s", mp);
+		found = true;
 	}
 	fclose(f);
 	return found;

@@ -59,5 +59,8 @@ struct gc_report;
 int cli_read_gc_request(const char *store, uint64_t *ret_max);
 void cli_write_gc_result(const char *store, int r, const struct gc_report *rep);
 
+/* The mountpoint (into mnt, len bytes) of a pkgcachefs mount of store: true when there is one. */
+bool cli_store_mountpoint(const char *store, char *mnt, size_t len);
+
 /* Whether a pkgcachefs mount sits exactly on path. */
 bool cli_is_pkgcachefs_mount(const char *path);

@@ -32,6 +32,7 @@
 #include "remote.h"
 #include "sync.h"
 #include "ops.h"
+#include "stats.h"
 #include "store.h"
 #include "util.h"
 #include "vfs.h"
@@ -48,12 +49,21 @@ struct mount_args {
 	unsigned push_interval_s;
 	unsigned remote_timeout_s;
 	bool no_push;
+	char *metrics_file; /* -o metrics_file=PATH (absolute), or NULL */
+	unsigned metrics_s; /* -o metrics_interval=SECS */
+	int log_level;      /* -o log_level=..., -1: the default (info; debug with -d) */
 };
 
 /* Said to the user with a successful mount (the remote was down, say). */
 static char mount_note[512];
 
 static int report_fd = -1; /* write end of the pipe to the waiting parent */
+/*
+ * The daemon's stderr stays the caller's until the mount is reported, so that what libfuse and
+ * fusermount3 print about a failure (an unknown option, allow_other refused) reaches the user;
+ * then it becomes /dev/null (stderr_null), and the log goes to syslog.
+ */
+static int stderr_null = -1;
 
 /* Tell the parent how the mount went; first line wins. */
 static void report(int status, const char *fmt, ...)
@@ -85,6 +95,11 @@ static void report(int status, const char *fmt, ...)
 		log_debug("report: %s", strerror(errno));
 	close(report_fd);
 	report_fd = -1;
+	if (stderr_null >= 0) {
+		dup2(stderr_null, 2);
+		close(stderr_null);
+		stderr_null = -1;
+	}
 }
 
 static void usage_mount(FILE *f)
@@ -101,13 +116,16 @@ static void usage_mount(FILE *f)
 	      "                  root, else ${XDG_DATA_HOME:-~/.local/share}/pkgcachefs)\n"
 	      "  -o OPTIONS      comma-separated: max_size=SIZE (evict least recently used files\n"
 	      "                  beyond SIZE), commit_interval=MS (group commit period, default\n"
-	      "                  1000), allow_other, ro, and other FUSE mount options; with a\n"
-	      "                  remote: push_interval=SECS (background push period, default\n"
-	      "                  300, 0: only at unmount), no_push (never push: for untrusted\n"
-	      "                  jobs), remote_timeout=SECS (per operation, default 30)\n"
+	      "                  1000), log_level=LEVEL (error, warn, info: the default,\n"
+	      "                  debug), metrics_file=PATH (a Prometheus text file, rewritten\n"
+	      "                  every metrics_interval=SECS, default 15), allow_other, ro,\n"
+	      "                  and other FUSE mount options; with a remote:\n"
+	      "                  push_interval=SECS (background push period, default 300, 0:\n"
+	      "                  only at unmount), no_push (never push: for untrusted jobs),\n"
+	      "                  remote_timeout=SECS (per operation, default 30)\n"
 	      "  --remote URL    the remote this store caches (default: the store's config; see\n"
 	      "                  `pkgcachefs remote --help`); `--remote none` for none\n"
-	      "  -f              stay in the foreground, logging to stderr\n"
+	      "  -f              stay in the foreground, logging to stderr (else to syslog)\n"
 	      "  -d              debug logging (implies -f)\n"
 	      "  --no-adopt      refuse a non-empty MOUNTPOINT instead of importing its files\n",
 	      f);
@@ -161,9 +179,10 @@ static int parse_opts(const char *in, struct mount_args *a)
 			   strncmp(tok, "remote_timeout=", 15) == 0) {
 			bool push = tok[0] == 'p';
 			char *end;
-			long v = strtol(strchr(tok, '=') + 1, &end, 10);
+			const char *val = strchr(tok, '=') + 1;
+			long v = strtol(val, &end, 10);
 
-			if (*end || v < (push ? 0 : 1) || v > 86400) {
+			if (!*val || *end || v < (push ? 0 : 1) || v > 86400) {
 				fprintf(stderr,
 					"pkgcachefs: bad value in '%s' (%s..86400 seconds)\n", tok,
 					push ? "0" : "1");
@@ -176,6 +195,60 @@ static int parse_opts(const char *in, struct mount_args *a)
 				a->remote_timeout_s = (unsigned)v;
 		} else if (!strcmp(tok, "no_push")) {
 			a->no_push = true;
+		} else if (strncmp(tok, "log_level=", 10) == 0) {
+			static const char *const names[] = {"error", "warn", "info", "debug"};
+			int lvl = -1;
+
+			for (int i = 0; i < (int)ARRAY_SIZE(names); i++)
+				if (!strcmp(tok + 10, names[i]))
+					lvl = i;
+			if (!strcmp(tok + 10, "warning"))
+				lvl = LOG_LVL_WARN;
+			if (lvl < 0) {
+				fprintf(stderr,
+					"pkgcachefs: bad log_level '%s' (error, warn, info or "
+					"debug)\n",
+					tok + 10);
+				r = -EINVAL;
+				break;
+			}
+			a->log_level = lvl;
+		} else if (strncmp(tok, "metrics_file=", 13) == 0) {
+			const char *p = tok + 13;
+			char cwd[4096];
+
+			free(a->metrics_file);
+			a->metrics_file = NULL;
+			if (!*p) {
+				fprintf(stderr,
+					"pkgcachefs: metrics_file= needs a path (for "
+					"example /var/lib/node_exporter/pkgcachefs.prom)\n");
+				r = -EINVAL;
+				break;
+			}
+			/* The daemon runs from /: keep a relative path relative to here. */
+			if (p[0] == '/')
+				a->metrics_file = strdup(p);
+			else if (getcwd(cwd, sizeof(cwd)) &&
+				 asprintf(&a->metrics_file, "%s/%s", cwd, p) < 0)
+				a->metrics_file = NULL;
+			if (!a->metrics_file) {
+				r = -ENOMEM;
+				break;
+			}
+		} else if (strncmp(tok, "metrics_interval=", 17) == 0) {
+			char *end;
+			long v = strtol(tok + 17, &end, 10);
+
+			if (!tok[17] || *end || v < 1 || v > 86400) {
+				fprintf(stderr,
+					"pkgcachefs: bad metrics_interval '%s' (1..86400 "
+					"seconds)\n",
+					tok + 17);
+				r = -EINVAL;
+				break;
+			}
+			a->metrics_s = (unsigned)v;
 		} else if (!strcmp(tok, "rw") || !strcmp(tok, "defaults") || !strcmp(tok, "auto") ||
 			   !strcmp(tok, "noauto") || !strcmp(tok, "nofail") ||
 			   !strcmp(tok, "_netdev") || !strcmp(tok, "user") ||
@@ -204,6 +277,8 @@ static int parse_mount_args(int argc, char **argv, struct mount_args *a)
 	int c;
 
 	a->adopt = true;
+	a->log_level = -1;
+	a->metrics_s = 15;
 	a->push_interval_s = 300;
 	a->remote_timeout_s = 30;
 	optind = 1;
@@ -246,7 +321,20 @@ static int parse_mount_args(int argc, char **argv, struct mount_args *a)
 	}
 	a->mountpoint = realpath(argv[optind], NULL);
 	if (!a->mountpoint) {
-		fprintf(stderr, "pkgcachefs: mountpoint %s: %s\n", argv[optind], strerror(errno));
+		if (errno == ENOENT)
+			fprintf(stderr,
+				"pkgcachefs: mountpoint %s does not exist: create it first (mkdir "
+				"-p "
+				"%s)\n",
+				argv[optind], argv[optind]);
+		else if (errno == ENOTCONN)
+			fprintf(stderr,
+				"pkgcachefs: mountpoint %s: %s: a daemon died and left its mount; "
+				"clear it with fusermount3 -u -z %s, then mount again\n",
+				argv[optind], strerror(errno), argv[optind]);
+		else
+			fprintf(stderr, "pkgcachefs: mountpoint %s: %s\n", argv[optind],
+				strerror(errno));
 		return 1;
 	}
 	if (!a->store)
@@ -288,14 +376,76 @@ static int check_fuse_device(void)
 		return 0;
 	}
 	if (errno == ENOENT)
-		fprintf(stderr, "pkgcachefs: /dev/fuse does not exist: load the fuse module "
-				"(modprobe fuse), or in a container pass --device /dev/fuse\n");
+		fprintf(stderr,
+			"pkgcachefs: /dev/fuse does not exist: load the fuse module (sudo modprobe "
+			"fuse); in a container, start it with --device /dev/fuse --cap-add "
+			"SYS_ADMIN (docker, podman) or bind /dev/fuse into the sandbox\n");
+	else if (errno == EACCES || errno == EPERM)
+		fprintf(stderr,
+			"pkgcachefs: /dev/fuse: %s: this user may not use FUSE. `ls -l /dev/fuse` "
+			"should show crw-rw-rw- (sudo chmod 666 /dev/fuse, or a udev rule), or "
+			"mount as root; in a container, add --device /dev/fuse --cap-add "
+			"SYS_ADMIN\n",
+			strerror(errno));
 	else
 		fprintf(stderr,
 			"pkgcachefs: cannot open /dev/fuse: %s (in a container, add "
 			"--device /dev/fuse --cap-add SYS_ADMIN)\n",
 			strerror(errno));
 	return -1;
+}
+
+/* Where libfuse looks for fusermount3: its install directory, then PATH. */
+static bool have_fusermount(void)
+{
+	const char *path = getenv("PATH");
+	char buf[4096];
+
+	if (access("/usr/bin/fusermount3", X_OK) == 0 || access("/bin/fusermount3", X_OK) == 0)
+		return true;
+	while (path && *path) {
+		size_t n = strcspn(path, ":");
+
+		if (n &&
+		    snprintf(buf, sizeof(buf), "%.*s/fusermount3", (int)n, path) <
+			    (int)sizeof(buf) &&
+		    access(buf, X_OK) == 0)
+			return true;
+		path += n + (path[n] == ':');
+	}
+	return false;
+}
+
+static bool wants_allow_other(const char *opts)
+{
+	char *s = opts ? strdup(opts) : NULL, *tok, *save;
+	bool found = false;
+
+	for (tok = s ? strtok_r(s, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save))
+		found |= !strcmp(tok, "allow_other") || !strcmp(tok, "allow_root");
+	free(s);
+	return found;
+}
+
+/* Whether /etc/fuse.conf lets users pass allow_other (fusermount3 reads it the same way). */
+static bool user_allow_other(void)
+{
+	FILE *f = fopen("/etc/fuse.conf", "re");
+	char line[256];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char *p = line, *end;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		end = p + strcspn(p, " \t\r\n#");
+		found = end - p == 16 && !strncmp(p, "user_allow_other", 16);
+	}
+	fclose(f);
+	return found;
 }
 
 static int dir_is_empty(const char *path)
@@ -394,6 +544,7 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 	const char *url = a->remote && *a->remote ? a->remote : store_remote(st);
 	struct sync_report rep;
 	char err[512] = "";
+	int64_t t0;
 	int r;
 
 	*ret = NULL;
@@ -427,12 +578,15 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 	}
 	r = sync_check_remote(st, *ret, SYNC_REMOTE_BIND | (a->no_push ? 0 : SYNC_REMOTE_CREATE),
 			      err, sizeof(err));
+	t0 = mono_ns();
 	if (r == 0)
 		r = sync_pull(st, *ret, &(struct sync_options){.bad_catalog = cli_bad_catalog},
 			      &rep);
 	if (r == 0) {
-		log_info("remote %s: %" PRIu64 " new catalogs, %" PRIu64 " entries merged",
-			 remote_url(*ret), rep.catalogs_read, rep.applied);
+		log_info("pull from %s at mount: %" PRIu64 " new catalogs, %" PRIu64
+			 " entries merged in %.1f s",
+			 remote_url(*ret), rep.catalogs_read, rep.applied,
+			 (double)(mono_ns() - t0) / 1e9);
 		if (sync_recent_reads(st, *ret, PREFETCH_TRACE_AGE_S, ret_prefetch, ret_n) < 0)
 			*ret_n = 0;
 		return 0;
@@ -442,12 +596,15 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 			 "remote %s is unreachable (%s): mounted with what is local; reads of "
 			 "data only there fail until it is back, writes are pushed later",
 			 remote_url(*ret), *err ? err : remote_last_error());
-		log_warn("%s", mount_note);
+		log_warn("pull from %s at mount failed: %s", remote_url(*ret), mount_note);
 		return 0;
 	}
 	report(1, "remote %s: %s", remote_url(*ret),
 	       *err ? err
-		    : (r == -EACCES ? "access denied (check the credentials)" : strerror(-r)));
+		    : (r == -EACCES ? "access denied: check the credentials (AWS_ACCESS_KEY_ID and "
+				      "AWS_SECRET_ACCESS_KEY or ~/.aws/credentials for s3://, "
+				      "~/.netrc for http(s)://), or mount with --remote none"
+				    : strerror(-r)));
 	remote_free(*ret);
 	*ret = NULL;
 	return r;
@@ -495,7 +652,9 @@ static int run_daemon(struct mount_args *a)
 	pid_t owner = 0;
 	int r, status = 1;
 
-	if (a->debug)
+	if (a->log_level >= 0)
+		log_threshold = (enum log_level)a->log_level;
+	else if (a->debug)
 		log_threshold = LOG_LVL_DEBUG;
 	{
 		/* Readers keep a descriptor per pack open: a big store needs more than 1024. */
@@ -508,15 +667,27 @@ static int run_daemon(struct mount_args *a)
 	}
 	r = store_open(a->store, STORE_CREATE | STORE_LOCK, &st, &owner);
 	if (r == -EBUSY) {
-		report(1,
-		       "store %s is in use by another pkgcachefs process (pid %d): one daemon "
-		       "per store (unmount the other mount first, or use another --store)",
-		       a->store, (int)owner);
+		char other[4096];
+
+		if (cli_store_mountpoint(a->store, other, sizeof(other)))
+			report(1,
+			       "store %s is locked: pkgcachefs pid %d serves it on %s, and one "
+			       "daemon "
+			       "serves a store (pkgcachefs umount %s first, or use another "
+			       "--store)",
+			       a->store, (int)owner, other, other);
+		else
+			report(1,
+			       "store %s is locked by another pkgcachefs process (pid %d): one "
+			       "daemon per store (stop it first, or use another --store)",
+			       a->store, (int)owner);
 		return 1;
 	}
 	if (r == -EPROTO) {
-		report(1, "store %s was written by a newer pkgcachefs: upgrade to mount it",
-		       a->store);
+		report(1,
+		       "store %s was written by a newer pkgcachefs (this one, %s, reads store "
+		       "format %d): upgrade pkgcachefs to mount it, or use another --store",
+		       a->store, PKGCACHEFS_VERSION, STORE_FORMAT_VERSION);
 		return 1;
 	}
 	if (r == -EUCLEAN) {
@@ -571,13 +742,18 @@ static int run_daemon(struct mount_args *a)
 	}
 	the_session = fuse_session_new(&fargs, &pkgcachefs_ops, sizeof(pkgcachefs_ops), v);
 	if (!the_session) {
-		report(1, "bad mount options '%s'", a->fuse_opts ? a->fuse_opts : "");
+		report(1,
+		       "unknown or bad mount option in '%s' (libfuse says which above; "
+		       "`pkgcachefs mount --help` lists ours)",
+		       a->fuse_opts ? a->fuse_opts : "");
 		goto out_vfs;
 	}
 	if (fuse_session_mount(the_session, a->mountpoint) != 0) {
 		report(1,
-		       "cannot mount on %s (is fusermount3 installed? is it already mounted? "
-		       "allow_other needs user_allow_other in /etc/fuse.conf for non-root)",
+		       "cannot mount on %s (the reason is above, from fusermount3 or the kernel): "
+		       "a non-root user needs write access to the mountpoint and fusermount3 "
+		       "installed setuid root; in a container, add --device /dev/fuse --cap-add "
+		       "SYS_ADMIN",
 		       a->mountpoint);
 		goto out_session;
 	}
@@ -598,6 +774,13 @@ static int run_daemon(struct mount_args *a)
 		goto out_session;
 	}
 	prefetch = NULL;
+	if (stats_daemon_start(v, a->store, rem ? remote_url(rem) : "", a->metrics_file,
+			       a->metrics_s,
+			       a->vo.commit_interval_ms ? a->vo.commit_interval_ms : 1000) < 0)
+		log_warn("cannot start the stats thread: read counters and the metrics file stay "
+			 "as they are");
+	log_info("mounted store %s on %s%s%s", a->store, a->mountpoint, rem ? ", remote " : "",
+		 rem ? remote_url(rem) : "");
 
 	if (underfd >= 0) {
 		/* Imported through the mount once it serves; the waiter reports the outcome. */
@@ -611,8 +794,6 @@ static int run_daemon(struct mount_args *a)
 	} else {
 		report(0, mount_note[0] ? "%s" : NULL, mount_note);
 	}
-	if (!a->foreground)
-		log_use_syslog(true);
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, 0);
 	fuse_loop_cfg_set_max_threads(lc, 16);
@@ -621,6 +802,9 @@ static int run_daemon(struct mount_args *a)
 	fuse_remove_signal_handlers(the_session);
 	fuse_session_unmount(the_session);
 	signal(SIGUSR1, SIG_IGN);
+	log_info("unmounted %s; making the store durable", a->mountpoint);
+	/* No read comes any more: the read counters are final. */
+	stats_daemon_stop();
 	/* What this job wrote goes to the remote before the store is released. */
 	cli_rdaemon_stop(true);
 	the_vfs = NULL;
@@ -639,6 +823,7 @@ out_vfs:
 	 * (a dup of its descriptor) until the status is written.
 	 */
 	lockfd = dup(store_lock_fd(st));
+	stats_daemon_stop();
 	cli_rdaemon_stop(false);
 	if (rem)
 		write_remote_stats(a->store, v, rem);
@@ -650,6 +835,8 @@ out_vfs:
 		status = 1;
 	}
 	cli_write_exit_status(a->store, status);
+	if (status == 0)
+		log_info("store %s closed cleanly", a->store);
 	if (lockfd >= 0)
 		close(lockfd);
 	fuse_opt_free_args(&fargs);
@@ -669,6 +856,7 @@ static int cmd_mount(int argc, char **argv)
 	free(a.store);
 	free(a.mountpoint);
 	free(a.fuse_opts);
+	free(a.metrics_file);
 	return status;
 }
 
@@ -729,9 +917,18 @@ static int do_mount(struct mount_args *ap)
 			a.mountpoint, a.mountpoint);
 		return 1;
 	}
-	if (access("/dev/fuse", F_OK) == 0 && geteuid() != 0 &&
-	    access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0) {
-		fprintf(stderr, "pkgcachefs: fusermount3 not found: install the fuse3 package\n");
+	if (geteuid() != 0 && !have_fusermount()) {
+		fprintf(stderr,
+			"pkgcachefs: fusermount3 not found: a non-root user mounts through it; "
+			"install the fuse3 package (Debian, Ubuntu: sudo apt-get install fuse3; "
+			"Fedora: sudo dnf install fuse3), or mount as root\n");
+		return 1;
+	}
+	if (geteuid() != 0 && wants_allow_other(a.fuse_opts) && !user_allow_other()) {
+		fprintf(stderr,
+			"pkgcachefs: -o allow_other is refused for a non-root user: /etc/fuse.conf "
+			"lacks the line user_allow_other. Add it (echo user_allow_other | sudo tee "
+			"-a /etc/fuse.conf), or mount as root, or drop allow_other\n");
 		return 1;
 	}
 	if (a.foreground)
@@ -758,14 +955,14 @@ static int do_mount(struct mount_args *ap)
 		setsid();
 		if (chdir("/") < 0)
 			_exit(1);
-		devnull = open("/dev/null", O_RDWR);
+		devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (devnull >= 0) {
 			dup2(devnull, 0);
 			dup2(devnull, 1);
-			dup2(devnull, 2);
-			if (devnull > 2)
-				close(devnull);
+			/* stderr follows once the mount is reported (see report()). */
+			stderr_null = devnull;
 		}
+		log_use_syslog(true);
 		/* exit, not _exit: sanitizers report at exit. */
 		exit(run_daemon(&a));
 	}
@@ -853,7 +1050,8 @@ int main(int argc, char **argv)
 		return cli_export(argc - 1, argv + 1);
 	if (!strcmp(cmd, "import"))
 		return cli_import(argc - 1, argv + 1);
-	fprintf(stderr, "pkgcachefs: unknown command '%s'\n\n", cmd);
+	fprintf(stderr, "pkgcachefs: unknown command '%s' (`pkgcachefs --help` lists them)\n\n",
+		cmd);
 	usage(stderr);
 	return 2;
 }

@@ -169,23 +169,32 @@ static void write_push_result(const char *store, int r, const struct sync_report
 	close(fd);
 }
 
-static int daemon_push(struct rdaemon *rd, bool requested)
+/*
+ * One push of the daemon, and its one log line: at info when it moved something, was asked
+ * for, or is the last one (at unmount); a periodic push with nothing new logs at debug.
+ */
+static int daemon_push(struct rdaemon *rd, bool requested, const char *when)
 {
 	struct sync_report rep;
+	int64_t t0 = mono_ns();
 	char line[256];
 	int r;
 
 	r = vfs_push(rd->v, &(struct sync_options){.bad_catalog = cli_bad_catalog}, &rep);
 	if (r == -EPERM) {
-		log_warn("push refused: this store was mounted with no_push before (an untrusted "
-			 "job); use a fresh store for trusted jobs");
+		log_warn(
+			"push %s refused: this store was mounted with no_push before (an untrusted "
+			"job); use a fresh store for trusted jobs",
+			when);
 	} else if (r < 0) {
-		log_warn("push failed: %s (%s); the data stays here and the next push sends it",
-			 strerror(-r), remote_last_error());
+		log_warn("push %s failed: %s (%s); the data stays here and the next push sends it",
+			 when, strerror(-r), remote_last_error());
 	} else {
 		cli_format_push(&rep, line, sizeof(line));
-		if (rep.upserts + rep.tombstones || requested)
-			log_info("%s", line);
+		log_msg(rep.upserts + rep.tombstones || requested || !strcmp(when, "at unmount")
+				? LOG_LVL_INFO
+				: LOG_LVL_DEBUG,
+			"%s (%s, %.1f s)", line, when, (double)(mono_ns() - t0) / 1e9);
 	}
 	if (requested)
 		write_push_result(rd->store, r, &rep);
@@ -214,7 +223,7 @@ static void *rdaemon_thread(void *arg)
 			if (__atomic_load_n(&rd->stop, __ATOMIC_RELAXED))
 				break;
 			if (rd->push)
-				daemon_push(rd, true);
+				daemon_push(rd, true, "requested");
 			else
 				write_push_result(rd->store, rd->remote ? -EROFS : -ENOTCONN,
 						  &(struct sync_report){0});
@@ -222,7 +231,7 @@ static void *rdaemon_thread(void *arg)
 		}
 		if (next && mono_ns() >= next) {
 			if (rd->push)
-				daemon_push(rd, false);
+				daemon_push(rd, false, "periodic");
 			next = mono_ns() + (int64_t)rd->interval_s * 1000000000;
 		}
 	}
@@ -281,7 +290,7 @@ int cli_rdaemon_stop(bool final_push)
 	if (final_push && rd->push) {
 		char path[4096];
 
-		r = daemon_push(rd, false);
+		r = daemon_push(rd, false, "at unmount");
 		/* For `pkgcachefs umount`, which says so. */
 		snprintf(path, sizeof(path), "%s/push-failed", rd->store);
 		if (r < 0) {

@@ -76,7 +76,7 @@ expect 'global options' "--help${nl}--version" pkgcachefs -
 expect 'mount options' "--store${nl}--remote${nl}-o${nl}-f${nl}-d${nl}--no-adopt${nl}--help" \
 	pkgcachefs mount -
 expect 'umount options' "--help" pkgcachefs umount -
-expect 'stats options' "--store${nl}--json${nl}--help" pkgcachefs stats -
+expect 'stats options' "--store${nl}--json${nl}--prometheus${nl}--help" pkgcachefs stats -
 expect 'fsck options' "--store${nl}--repair${nl}--help" pkgcachefs fsck -
 expect 'gc options' "--store${nl}--max-size${nl}--remote${nl}--keep-days${nl}--grace-hours${nl}--help" \
 	pkgcachefs gc -
@@ -100,7 +100,7 @@ expect 'export --since takes files (and directories)' "$tmp/delta.bundle${nl}$tm
 expect 'import FILE takes files' "$tmp/cache.bundle" pkgcachefs import --store "$tmp/store" "$tmp/c"
 expect 'no file for stats' "" pkgcachefs stats "$tmp/"
 
-o="max_size=${nl}commit_interval=${nl}push_interval=${nl}remote_timeout=${nl}no_push${nl}allow_other${nl}ro"
+o="max_size=${nl}commit_interval=${nl}push_interval=${nl}remote_timeout=${nl}no_push${nl}log_level=${nl}metrics_file=${nl}metrics_interval=${nl}allow_other${nl}ro"
 expect '-o names' "$o" pkgcachefs mount -o ''
 expect '-o names by prefix' "push_interval=" pkgcachefs mount -o pu
 expect '-o after a comma' "allow_other,remote_timeout=${nl}allow_other,ro" pkgcachefs mount -o allow_other,r
