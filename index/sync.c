@@ -3446,6 +3446,7 @@ static int bundle_toc(struct store *st, int fd, struct cat **ret, uint64_t *ret_
 	if ((*ret)->kind != CAT_BUNDLE || (*ret)->chunk_min != cp->min ||
 	    (*ret)->chunk_avg != cp->avg || (*ret)->chunk_max != cp->max) {
 		cat_free(*ret);
+		*ret = NULL;
 		return -EPROTO;
 	}
 	*ret_pack_off = BUNDLE_HDR + len;

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "catalog.h"
 #include "maint.h"
 #include "remote.h"
 #include "sync.h"
@@ -480,6 +481,40 @@ Test(sync, bundles_export_import_incremental_and_damaged)
 	cr_assert_eq(sync_import(st, full, NULL, NULL, &rep), -EBADMSG);
 	cr_assert_eq(store_close(st), 0);
 	free(d);
+}
+
+/* Found by tests/fuzz/fuzz_bundle.c: a table of contents of another kind or chunk size was freed
+ * twice. */
+Test(sync, a_bundle_of_another_chunk_size_or_kind_is_refused)
+{
+	static const uint8_t host[16] = {1};
+	const struct chunker_params *cp = &chunker_default_params;
+	struct cat_writer *w;
+	struct sync_report rep;
+	struct store *st;
+	uint8_t sha[32], hdr[16] = "PKGCBND1";
+	char path[256];
+	void *toc;
+	size_t len;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/s", dir);
+	cr_assert_eq(store_open(path, STORE_CREATE | STORE_LOCK, &st, NULL), 0);
+	snprintf(path, sizeof(path), "%s/other.bundle", dir);
+	for (int k = 0; k < 2; k++) {
+		cr_assert_eq(cat_writer_new(k ? CAT_DELTA : CAT_BUNDLE, host, 1, cp->min,
+					    k ? cp->avg : cp->avg * 2, cp->max, &w),
+			     0);
+		cr_assert_eq(cat_writer_finish(w, &toc, &len, sha), 0);
+		for (int i = 0; i < 8; i++)
+			hdr[8 + i] = (uint8_t)((uint64_t)len >> (8 * i));
+		f = fopen(path, "wb");
+		cr_assert(f && fwrite(hdr, 1, 16, f) == 16 && fwrite(toc, 1, len, f) == len);
+		cr_assert_eq(fclose(f), 0);
+		free(toc);
+		cr_assert_eq(sync_import(st, path, NULL, NULL, &rep), -EPROTO);
+	}
+	cr_assert_eq(store_close(st), 0);
 }
 
 Test(sync, a_damaged_catalog_is_left_out_and_stops_remote_gc)
