@@ -624,22 +624,20 @@ static bool header_is(const char *line, size_t n, const char *name, const char *
 	return true;
 }
 
-static size_t on_header(char *p, size_t size, size_t n, void *ud)
+void remote_parse_header(const char *p, size_t len, long *retry_after, struct remote_xfer *x)
 {
-	struct attempt *a = ud;
-	size_t len = size * n;
 	const char *v;
 	char tmp[128];
 
 	if (len >= sizeof(tmp))
-		return len;
+		return;
 	memcpy(tmp, p, len);
 	tmp[len] = '\0';
 	if (strncmp(tmp, "HTTP/", 5) == 0) {
 		/* A new response (after 100 Continue): forget the previous one's headers. */
-		a->retry_after = -1;
-		a->x->have_range = false;
-		return len;
+		*retry_after = -1;
+		x->have_range = false;
+		return;
 	}
 	if (header_is(tmp, len, "retry-after", &v)) {
 		char *end;
@@ -650,18 +648,25 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 		errno = 0;
 		s = strtol(v, &end, 10);
 		if (!errno && end != v && s >= 0)
-			a->retry_after = MIN(s, 3600L);
+			*retry_after = MIN(s, 3600L);
 	} else if (header_is(tmp, len, "content-range", &v)) {
 		unsigned long long start;
 
 		while (*v == ' ' || *v == '\t')
 			v++;
 		if (sscanf(v, "bytes %llu-", &start) == 1) {
-			a->x->have_range = true;
-			a->x->range_start = start;
+			x->have_range = true;
+			x->range_start = start;
 		}
 	}
-	return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+	struct attempt *a = ud;
+
+	remote_parse_header(p, size * n, &a->retry_after, a->x);
+	return size * n;
 }
 
 static int64_t mono_ms(void)

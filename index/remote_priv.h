@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <curl/curl.h>
 
@@ -144,6 +145,15 @@ int remote_parse_autoindex_json(const char *json, size_t len, struct remote_entr
  * gets a malloc'ed NextContinuationToken when the listing is truncated, else NULL. */
 int remote_parse_s3_list(const char *xml, size_t len, const char *key_prefix,
 			 struct remote_entries *e, char **ret_token);
+/* One response header line as curl hands it over (p[0..len), CRLF included, not
+ * NUL-terminated): a status line resets *retry_after to -1 and x->have_range; Retry-After sets
+ * *retry_after (seconds, at most 3600); Content-Range sets x->have_range and x->range_start.
+ * Other lines, and lines of 128 bytes or more, are ignored. */
+void remote_parse_header(const char *p, size_t len, long *retry_after, struct remote_xfer *x);
+/* The profile's keys in an AWS shared credentials file (INI) read from f: each of
+ * aws_access_key_id, aws_secret_access_key and aws_session_token found replaces r's (malloc'ed,
+ * wiped when freed by remote_free). 0 found or not, -ENOMEM. */
+int remote_parse_s3_credentials(FILE *f, const char *profile, struct remote *r);
 /* Decode XML character references and the five predefined entities of s[0..n) into a malloc'ed
  * string; NULL on a malformed reference or out of memory. */
 char *remote_xml_text(const char *s, size_t n);

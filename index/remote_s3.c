@@ -394,8 +394,7 @@ static int read_credentials_file(struct remote *r, char *err, size_t errlen)
 {
 	const char *file = env("AWS_SHARED_CREDENTIALS_FILE"), *home = env("HOME");
 	const char *profile = env("AWS_PROFILE") ? env("AWS_PROFILE") : "default";
-	char *path = NULL, line[8192];
-	bool in_profile = false;
+	char *path = NULL;
 	struct stat st;
 	FILE *f;
 	int fd, ret = 0;
@@ -428,6 +427,18 @@ static int read_credentials_file(struct remote *r, char *err, size_t errlen)
 		free(path);
 		return -ENOMEM;
 	}
+	ret = remote_parse_s3_credentials(f, profile, r);
+	fclose(f);
+	free(path);
+	return ret;
+}
+
+int remote_parse_s3_credentials(FILE *f, const char *profile, struct remote *r)
+{
+	char line[8192];
+	bool in_profile = false;
+	int ret = 0;
+
 	while (fgets(line, sizeof(line), f)) {
 		char *s = trim(line), *eq, *k, *v, **slot = NULL;
 
@@ -464,8 +475,6 @@ static int read_credentials_file(struct remote *r, char *err, size_t errlen)
 		}
 	}
 	explicit_bzero(line, sizeof(line));
-	fclose(f);
-	free(path);
 	return ret;
 }
 

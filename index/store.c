@@ -124,25 +124,17 @@ static int write_config(int dirfd, const struct chunker_params *p, const char *r
 }
 
 /* The config is untrusted: unknown keys and bad values are errors, not guesses. */
-static int read_config(int dirfd, struct chunker_params *p, char *remote)
+int store_parse_config(const char *text, size_t len, struct chunker_params *p, char *remote)
 {
 	char buf[4096], *line, *save;
 	long format = -1;
-	ssize_t n;
-	int fd;
 
 	memset(p, 0, sizeof(*p));
 	remote[0] = '\0';
-	fd = openat(dirfd, "config", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n < 0)
-		return -errno;
-	if (n == sizeof(buf) - 1)
+	if (len >= sizeof(buf) - 1)
 		return -EUCLEAN;
-	buf[n] = '\0';
+	memcpy(buf, text, len);
+	buf[len] = '\0';
 	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char key[32];
 		unsigned long long v;
@@ -174,6 +166,24 @@ static int read_config(int dirfd, struct chunker_params *p, char *remote)
 	if (format != STORE_FORMAT_VERSION || chunker_params_validate(p) < 0)
 		return -EUCLEAN;
 	return 0;
+}
+
+static int read_config(int dirfd, struct chunker_params *p, char *remote)
+{
+	char buf[4096];
+	ssize_t n;
+	int fd;
+
+	memset(p, 0, sizeof(*p));
+	remote[0] = '\0';
+	fd = openat(dirfd, "config", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	return store_parse_config(buf, (size_t)n, p, remote);
 }
 
 static int open_subdir(int dirfd, const char *name, bool create)

@@ -57,6 +57,14 @@ const char *store_dir(const struct store *st);
 const char *store_remote(const struct store *st);
 int store_set_remote(struct store *st, const char *url);
 const struct chunker_params *store_chunker_params(const struct store *st);
+/*
+ * Parse the text of a store's config (len bytes, not NUL-terminated; what store_open reads from
+ * STORE/config) into *p and remote (STORE_REMOTE_MAX bytes, "" when none). 0; -EUCLEAN when it is
+ * damaged (an unknown key, a bad value, invalid chunker parameters, 4095 bytes or more); -EPROTO
+ * when a newer version wrote it. On failure *p and remote hold nothing usable. For store_open and
+ * the fuzzer.
+ */
+int store_parse_config(const char *text, size_t len, struct chunker_params *p, char *remote);
 struct idx *store_idx(struct store *st);
 /* An fd open on STORE/staging, for the vfs's scratch files. */
 int store_staging_fd(const struct store *st);
