@@ -284,15 +284,13 @@ int fetcher_read(struct fetcher *f, const struct idx_extent *e, void *buf)
 	struct flight *fl;
 	struct pack_loc loc;
 	uint64_t pack;
-	bool waited = false;
 	int r;
 
 	for (;;) {
 		r = local_loc(f, e->chunk, &pack, &loc);
 		if (r == 1) {
 			__atomic_add_fetch(&f->stats.local_hits, 1, __ATOMIC_RELAXED);
-			r = store_read_chunk(f->st, pack, &loc, &e->key, buf, e->len);
-			return r < 0 ? r : waited;
+			return store_read_chunk(f->st, pack, &loc, &e->key, buf, e->len);
 		}
 		if (r < 0)
 			return r;
@@ -318,7 +316,6 @@ int fetcher_read(struct fetcher *f, const struct idx_extent *e, void *buf)
 			return -ENOMEM;
 		}
 		fl->refs++;
-		waited = true;
 		while (!fl->done)
 			pthread_cond_wait(&f->landed, &f->mu);
 		r = fl->status;
@@ -329,7 +326,7 @@ int fetcher_read(struct fetcher *f, const struct idx_extent *e, void *buf)
 	}
 	r = fetch_range(f, &it, 1, buf);
 	flight_land(f, e->chunk, r);
-	return r < 0 ? -EIO : 1;
+	return r < 0 ? -EIO : 0;
 }
 
 static int item_cmp(const void *a, const void *b)

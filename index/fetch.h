@@ -63,9 +63,7 @@ void fetcher_free(struct fetcher *f);
 /*
  * Read the chunk of extent e (e->chunk != 0, the caller saw e->pack == 0) into buf (e->len
  * bytes): locally if another fetch has brought it meanwhile, else from the remote. Must be called
- * without lock held. 0 when the chunk was here by then, 1 when it came from the remote for this
- * read (fetched here, or awaited from a fetch already on its way), or -EIO (with the reason
- * reported).
+ * without lock held. 0 or -EIO (with the reason reported).
  */
 int fetcher_read(struct fetcher *f, const struct idx_extent *e, void *buf);
 

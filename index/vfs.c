@@ -806,8 +806,11 @@ static int load_extents(struct vfs *v, struct vnode *n)
 	return r;
 }
 
-/* Read one committed extent's chunk into buf (len bytes); *fetched (when not NULL) is set when
- * the bytes came from the remote. 0 or -errno. */
+/*
+ * Read one committed extent's chunk into buf (len bytes). *fetched (when not NULL) is set when the
+ * chunk was only on the remote when the file's extents were loaded (at open): the read needed
+ * the remote, whether it fetched the chunk itself or a prefetch brought it meanwhile. 0 or -errno.
+ */
 static int read_extent(struct vfs *v, const struct idx_extent *e, uint8_t *buf, bool *fetched)
 {
 	int r;
@@ -818,9 +821,9 @@ static int read_extent(struct vfs *v, const struct idx_extent *e, uint8_t *buf, 
 	}
 	if (!e->pack) {
 		r = v->fetcher ? fetcher_read(v->fetcher, e, buf) : -EIO;
-		if (r > 0 && fetched)
+		if (r == 0 && fetched)
 			*fetched = true;
-		return MIN(r, 0);
+		return r;
 	}
 	return store_read_chunk(v->st, e->pack, &e->loc, &e->key, buf, e->len);
 }

@@ -160,7 +160,9 @@ void vfs_request_gc(struct vfs *v);
  * Add this session's read counters to c, one row per top-level directory (the entry under the
  * root a file was reached through: looked up, created or listed by readdirplus; reads of files
  * reached otherwise count under CTR_OTHER). A read is one read request the daemon served: the
- * kernel's page cache answers repeated reads without asking. 0 or -ENOMEM.
+ * kernel's page cache answers repeated reads without asking. A read counts as fetched when it
+ * needed data that was only on the remote when its file was opened (fetched by the read itself or
+ * by the prefetch meanwhile), as failed when it returned an error. 0 or -ENOMEM.
  */
 int vfs_add_read_counters(struct vfs *v, struct counters *c);
 
