@@ -112,22 +112,26 @@ static int parse_store_args(int argc, char **argv, struct store_args *a, const c
 	return 0;
 }
 
-/* Open a store for a subcommand; prints the reason on failure. */
-static int open_store(const char *dir, int flags, struct store **ret, bool *ret_live)
+void cli_store_error(const char *dir, int r, pid_t owner)
 {
-	pid_t owner = 0;
-	int r;
+	char mnt[4096];
 
-	*ret_live = false;
-	r = store_open(dir, flags, ret, &owner);
-	if (r == -EBUSY) {
+	if (r == -EBUSY && cli_store_mountpoint(dir, mnt, sizeof(mnt)))
 		fprintf(stderr,
-			"pkgcachefs: store %s is mounted (daemon pid %d): unmount it first\n", dir,
-			(int)owner);
-		return r;
-	}
-	if (r == -ENOENT)
-		fprintf(stderr, "pkgcachefs: no store at %s\n", dir);
+			"pkgcachefs: store %s is mounted on %s (daemon pid %d): unmount it first "
+			"(pkgcachefs umount %s)\n",
+			dir, mnt, (int)owner, mnt);
+	else if (r == -EBUSY)
+		fprintf(stderr,
+			"pkgcachefs: store %s is locked by another pkgcachefs process (pid %d): "
+			"wait "
+			"for it to finish, or stop it\n",
+			dir, (int)owner);
+	else if (r == -ENOENT)
+		fprintf(stderr,
+			"pkgcachefs: no store at %s: check --store (or $PKGCACHEFS_STORE); "
+			"`pkgcachefs mount --store %s MOUNTPOINT` creates one\n",
+			dir, dir);
 	else if (r == -EPROTO)
 		fprintf(stderr,
 			"pkgcachefs: store %s was written by a newer pkgcachefs: upgrade "
@@ -139,10 +143,27 @@ static int open_store(const char *dir, int flags, struct store **ret, bool *ret_
 			"pkgcachefs: store %s: config or index is damaged; pkgcachefs fsck --store "
 			"%s tells more\n",
 			dir, dir);
-	else if (r < 0)
+	else if (r == -EACCES || r == -EPERM)
+		fprintf(stderr,
+			"pkgcachefs: cannot open store %s: %s (a store belongs to the user that "
+			"created it: run as that user, or pass --store with your own)\n",
+			dir, strerror(-r));
+	else
 		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", dir, strerror(-r));
-	if (r < 0)
+}
+
+/* Open a store for a subcommand; prints the reason on failure. */
+static int open_store(const char *dir, int flags, struct store **ret, bool *ret_live)
+{
+	pid_t owner = 0;
+	int r;
+
+	*ret_live = false;
+	r = store_open(dir, flags, ret, &owner);
+	if (r < 0) {
+		cli_store_error(dir, r, owner);
 		return r;
+	}
 	if (!(flags & STORE_LOCK)) {
 		/* Is a daemon writing it? Then checks read one snapshot and skip what it owns. */
 		char path[PATH_MAX];
@@ -440,7 +461,7 @@ static int gc_remote(const struct store_args *a)
 	/* The store gives the chunker parameters the catalogs must match. */
 	rr = store_open(a->store, STORE_CREATE, &st, &owner);
 	if (rr < 0) {
-		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", a->store, strerror(-rr));
+		cli_store_error(a->store, rr, owner);
 		return 1;
 	}
 	if (cli_open_remote(st, a->remote, 0, &r) < 0) { /* gc keeps no local sync state */

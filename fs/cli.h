@@ -23,6 +23,11 @@ struct sync_report;
 /* Open the remote at url, or the store's configured one when url is NULL or "", and check its
  * config against the store (flags: SYNC_REMOTE_*). Prints why on failure; -errno. */
 int cli_open_remote(struct store *st, const char *url, unsigned flags, struct remote **ret);
+#include <sys/types.h>
+/* Print why store_open(dir) failed with r (owner: the lock holder's pid), and what to do. */
+void cli_store_error(const char *dir, int r, pid_t owner);
+/* What to do about failure r of the remote at url (credentials refused, unreachable), or NULL. */
+const char *cli_remote_hint(int r, const char *url);
 /* Log (warn) that a remote catalog was left out, and why (a sync_options.bad_catalog). */
 void cli_bad_catalog(void *data, const char *name, int err);
 /* One line summing up a push, for the terminal and the log. */

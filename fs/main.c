@@ -594,17 +594,18 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 	if (unreachable(r)) {
 		snprintf(mount_note, sizeof(mount_note),
 			 "remote %s is unreachable (%s): mounted with what is local; reads of "
-			 "data only there fail until it is back, writes are pushed later",
+			 "data only there fail until it is back, writes are pushed later (check "
+			 "the URL, the network and the server)",
 			 remote_url(*ret), *err ? err : remote_last_error());
 		log_warn("pull from %s at mount failed: %s", remote_url(*ret), mount_note);
 		return 0;
 	}
-	report(1, "remote %s: %s", remote_url(*ret),
-	       *err ? err
-		    : (r == -EACCES ? "access denied: check the credentials (AWS_ACCESS_KEY_ID and "
-				      "AWS_SECRET_ACCESS_KEY or ~/.aws/credentials for s3://, "
-				      "~/.netrc for http(s)://), or mount with --remote none"
-				    : strerror(-r)));
+	{
+		const char *hint = cli_remote_hint(r, url);
+
+		report(1, "remote %s: %s%s%s (or mount with --remote none)", remote_url(*ret),
+		       *err ? err : strerror(-r), hint ? "; " : "", hint ? hint : "");
+	}
 	remote_free(*ret);
 	*ret = NULL;
 	return r;

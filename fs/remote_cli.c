@@ -30,6 +30,27 @@
 #include "util.h"
 #include "vfs.h"
 
+const char *cli_remote_hint(int r, const char *url)
+{
+	if (r == -EACCES || r == -EPERM)
+		return !strncmp(url, "s3://", 5)
+			       ? "the server refused the credentials: check AWS_ACCESS_KEY_ID and "
+				 "AWS_SECRET_ACCESS_KEY (or ~/.aws/credentials, AWS_PROFILE) and "
+				 "that "
+				 "they may read and write the bucket"
+			       : "the server refused the credentials: put them in ~/.netrc "
+				 "(machine "
+				 "HOST login USER password PASSWORD), and check that the user may "
+				 "read "
+				 "and write that path";
+	if (r == -ECONNREFUSED || r == -EHOSTUNREACH || r == -ENETUNREACH || r == -ETIMEDOUT ||
+	    r == -EIO)
+		return "the remote cannot be reached: check the URL, the network and that the "
+		       "server "
+		       "is up (nothing was lost: the data stays in the store)";
+	return NULL;
+}
+
 /* Open the remote at url (or the store's configured one when url is NULL or empty). On failure
  * prints why and returns -errno. */
 int cli_open_remote(struct store *st, const char *url, unsigned flags, struct remote **ret)
@@ -56,8 +77,10 @@ int cli_open_remote(struct store *st, const char *url, unsigned flags, struct re
 	}
 	r = sync_check_remote(st, *ret, flags, err, sizeof(err));
 	if (r < 0) {
-		fprintf(stderr, "pkgcachefs: remote %s: %s\n", remote_url(*ret),
-			*err ? err : strerror(-r));
+		const char *hint = cli_remote_hint(r, url);
+
+		fprintf(stderr, "pkgcachefs: remote %s: %s%s%s\n", remote_url(*ret),
+			*err ? err : strerror(-r), hint ? "; " : "", hint ? hint : "");
 		remote_free(*ret);
 		return r;
 	}
@@ -524,8 +547,7 @@ int cli_push(int argc, char **argv)
 	}
 	rr = store_open(a.store, STORE_LOCK, &st, &owner);
 	if (rr < 0) {
-		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", a.store,
-			rr == -EBUSY ? "in use by another process" : strerror(-rr));
+		cli_store_error(a.store, rr, owner);
 		return 1;
 	}
 	if (cli_open_remote(st, a.remote, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, &r) < 0) {
@@ -580,8 +602,7 @@ int cli_pull(int argc, char **argv)
 	}
 	rr = store_open(a.store, STORE_CREATE | STORE_LOCK, &st, &owner);
 	if (rr < 0) {
-		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", a.store,
-			rr == -EBUSY ? "in use by another process" : strerror(-rr));
+		cli_store_error(a.store, rr, owner);
 		return 1;
 	}
 	if (cli_open_remote(st, a.remote, SYNC_REMOTE_BIND, &r) < 0) {
@@ -636,7 +657,7 @@ int cli_remote(int argc, char **argv)
 		return rr;
 	rr = store_open(a.store, STORE_CREATE, &st, &owner);
 	if (rr < 0) {
-		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", a.store, strerror(-rr));
+		cli_store_error(a.store, rr, owner);
 		return 1;
 	}
 	if (a.clear || a.positional) {
@@ -770,8 +791,7 @@ int cli_import(int argc, char **argv)
 	}
 	rr = store_open(a.store, STORE_CREATE | STORE_LOCK, &st, &owner);
 	if (rr < 0) {
-		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", a.store,
-			rr == -EBUSY ? "in use by another process" : strerror(-rr));
+		cli_store_error(a.store, rr, owner);
 		return 1;
 	}
 	rr = sync_import(st, a.positional, isatty(2) ? cli_show_progress : NULL, "import", &rep);
