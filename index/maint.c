@@ -775,10 +775,24 @@ static int rewrite_chunk(sqlite3_stmt *s, void *data)
 	return sqlite3_step(upd) == SQLITE_DONE ? 0 : -EIO;
 }
 
-/* Make the last commit durable before files it stopped referring to are deleted. */
-static int make_durable(sqlite3 *db)
+/*
+ * Make the last commit durable before files it stopped referring to are deleted. The commit is
+ * in the WAL (synchronous=NORMAL does not sync it): sync the WAL itself. A checkpoint is not
+ * enough: with a reader holding an older snapshot (a push, a stats command) it stops short,
+ * says so only in a result row, and leaves the WAL unsynced, and a power loss would then bring
+ * back an index that names the deleted packs.
+ */
+static int make_durable(struct store *st)
 {
-	return exec(db, "PRAGMA wal_checkpoint(FULL)");
+	const char *wal = idx_wal_path(store_idx(st));
+	int fd = open(wal, O_RDONLY | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno; /* no WAL: the commit went to the file */
+	if (fdatasync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
 }
 
 static void unlink_pack(struct store *st, uint64_t id)
@@ -837,7 +851,7 @@ static int rewrite_pack(struct store *st, const struct pack_usage *p, uint8_t *b
 	r = exec(db, "COMMIT");
 	if (r < 0)
 		goto out_rollback;
-	r = make_durable(db);
+	r = make_durable(st);
 	store_drop_pack_fds(st);
 	if (r == 0)
 		unlink_pack(st, p->id);
@@ -907,7 +921,7 @@ int maint_gc(struct store *st, uint64_t max_size, FILE *progress, const struct g
 	r = exec(db, "COMMIT");
 	if (r < 0)
 		goto out_rollback;
-	r = make_durable(db);
+	r = make_durable(st);
 	if (r < 0)
 		goto out_free;
 	store_drop_pack_fds(st);

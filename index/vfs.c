@@ -1469,6 +1469,14 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 		stop_hashers(v, HASHERS);
 		goto out_free;
 	}
+	/*
+	 * clean_shutdown = 0 must be durable before anything this session writes is: after a
+	 * power loss, a pack made now next to an index still saying "clean" would look like
+	 * damage to fsck instead of a crash's leftover (found by tests/crash/powerloss.sh).
+	 */
+	r = vfs_sync(v);
+	if (r < 0)
+		log_debug("syncing the index at open: %s", strerror(-r));
 	*ret = v;
 	return 0;
 out_free:
