@@ -24,6 +24,7 @@ test_pkgs=(
 	groff-base man-db systemd       # man page lint, systemd-analyze verify of the unit
 	nginx-light                     # remote tests: WebDAV (nginx's dav module)
 	strace                          # remote-e2e: which cache files pip opened on a cold host
+	bubblewrap python3-yaml         # ecosystem: the docker -v stand-in, recipe YAML checks
 )
 
 pkgs=("${build_pkgs[@]}")
