@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import struct
 import sys
 import time
@@ -190,7 +191,7 @@ class Writer:
         try:
             self.sys(os.fsync, fd)
         finally:
-            os.close(fd)
+            self.sys(os.close, fd)
 
     def size(self):
         r = self.rng.random()
@@ -258,7 +259,7 @@ class Writer:
         rel = self.pick(nonempty=True)
         if rel is None:
             return self.op_create()
-        size = os.stat(self.p(rel)).st_size
+        size = self.sys(os.stat, self.p(rel)).st_size
         rid = self.rid()
         n = size - len(header(rid, 0)) - 32
         if n < 0:
@@ -373,7 +374,11 @@ class Writer:
             ops = [(self.op_create, 10), (self.op_overwrite, 30), (self.op_replace, 25),
                    (self.op_unlink, 15), (self.op_readback, 5)]
         end = time.monotonic() + seconds
-        while time.monotonic() < end and self.ops < maxops:
+        # SIGUSR1: stop between two operations (kill9.sh's umount rounds; a writer killed in
+        # the middle of a write leaves a partial file on any filesystem, which is not a crash).
+        self.stop = False
+        signal.signal(signal.SIGUSR1, lambda *_: setattr(self, "stop", True))
+        while time.monotonic() < end and self.ops < maxops and not self.stop:
             if len(self.files) > MAX_FILES:
                 op = self.op_unlink
             else:

@@ -10,8 +10,8 @@
 #            rename, rename, unlink, read back; 60-70% of them fsynced) on L or R
 #   gc       the same, plus `pkgcachefs gc` (--max-size on R: eviction) of the mounted store
 #   push     on R, plus `pkgcachefs push` of the mounted store
-#   umount   on R: writers stopped, `pkgcachefs umount`, the daemon killed during the
-#            final push
+#   umount   on R: writers stopped (between operations), `pkgcachefs umount`, the daemon
+#            killed during the final push
 # and kills the daemon (kill -9) after a random delay. Then:
 #   - pkgcachefs fsck of the store as the crash left it exits 0 (leftovers it names as such
 #     are fine), the store mounts again, fsck of the mounted store exits 0;
@@ -170,7 +170,11 @@ while :; do
 		msleep $((RANDOM % 800));;
 	umount)
 		msleep $start_ms
-		for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+		# The writers stop between two operations and exit first: a file still open would
+		# make the umount fail as busy, and a writer killed in the middle of a write
+		# leaves a partial file on any filesystem.
+		for p in "${pids[@]}"; do kill -USR1 "$p" 2>/dev/null; done
+		for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
 		timeout "$PCF_TIMEOUT" "$BIN" umount "$MNT" >"$LOGD/side.out" 2>&1 &
 		sidepid=$!
 		msleep $((RANDOM % 700));;
@@ -197,6 +201,7 @@ while :; do
 	for i in 0 1; do
 		for t in $(seq 150); do kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.1; done
 		kill -0 "${pids[$i]}" 2>/dev/null && kill -9 "${pids[$i]}"
+		[ $SCEN = umount ] && continue	# killed and reaped before the umount
 		wait "${pids[$i]}"
 		rc=$?
 		case $rc in

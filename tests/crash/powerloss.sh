@@ -173,3 +173,4 @@ time.sleep(float(sys.argv[2])); c.execute("COMMIT")' "$ST/index.db" "$hold" &
 	[ -n "${PCF_KEEP_TMP:-}" ] || rm -rf "$D"
 done
 summary
+[ "$FAILED" = 0 ]
