@@ -25,6 +25,7 @@ test_pkgs=(
 	nginx-light                     # remote tests: WebDAV (nginx's dav module)
 	strace                          # remote-e2e: which cache files pip opened on a cold host
 	bubblewrap python3-yaml         # ecosystem: the docker -v stand-in, recipe YAML checks
+	clang libclang-rt-14-dev        # fuzzing: libFuzzer with ASan and UBSan
 )
 
 pkgs=("${build_pkgs[@]}")
