@@ -152,6 +152,18 @@ struct vfs {
 	int last_error;      /* lock; last background commit failure */
 };
 
+/* ns since the epoch (negative before 1970) to a normalised timespec: 0 <= tv_nsec < 1e9. */
+static struct timespec ns_ts(int64_t ns)
+{
+	struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+
+	if (ts.tv_nsec < 0) {
+		ts.tv_sec--;
+		ts.tv_nsec += 1000000000;
+	}
+	return ts;
+}
+
 static void stat_from_inode(const struct idx_inode *in, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -165,12 +177,9 @@ static void stat_from_inode(const struct idx_inode *in, struct stat *st)
 	/* Tools size their buffers by this (cp, Python): one FUSE write carries up to 1 MiB. */
 	st->st_blksize = 1 << 20;
 	st->st_blocks = (blkcnt_t)((in->size + 511) / 512);
-	st->st_atim.tv_sec = in->atime / 1000000000;
-	st->st_atim.tv_nsec = in->atime % 1000000000;
-	st->st_mtim.tv_sec = in->mtime / 1000000000;
-	st->st_mtim.tv_nsec = in->mtime % 1000000000;
-	st->st_ctim.tv_sec = in->ctime / 1000000000;
-	st->st_ctim.tv_nsec = in->ctime % 1000000000;
+	st->st_atim = ns_ts(in->atime);
+	st->st_mtim = ns_ts(in->mtime);
+	st->st_ctim = ns_ts(in->ctime);
 }
 
 static int64_t ts_ns(const struct timespec *ts)
@@ -368,10 +377,8 @@ static void apply_override(struct vfs *v, struct stat *st)
 		return;
 	st->st_size = (off_t)n->size;
 	st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
-	st->st_mtim.tv_sec = n->mtime / 1000000000;
-	st->st_mtim.tv_nsec = n->mtime % 1000000000;
-	st->st_ctim.tv_sec = n->ctime / 1000000000;
-	st->st_ctim.tv_nsec = n->ctime % 1000000000;
+	st->st_mtim = ns_ts(n->mtime);
+	st->st_ctim = ns_ts(n->ctime);
 }
 
 /* Read an inode with overrides applied; v->lock held. 0, -ENOENT or -errno. */
@@ -1953,8 +1960,7 @@ int vfs_link(struct vfs *v, uint64_t ino, uint64_t newparent, const char *newnam
 	n->nlookup++;
 	stat_from_inode(&in, ret);
 	apply_override(v, ret);
-	ret->st_ctim.tv_sec = now / 1000000000;
-	ret->st_ctim.tv_nsec = now % 1000000000;
+	ret->st_ctim = ns_ts(now);
 	if (n->staged)
 		n->ctime = now;
 out_unlock:
@@ -2450,8 +2456,12 @@ int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_
 	if (r < 0)
 		return r;
 	r = open_node(v, n, ret_f);
-	if (r == 0 && (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY) {
-		/* The kernel passes O_TRUNC to open when it does not truncate first. */
+	if (r == 0 && (flags & O_TRUNC)) {
+		/*
+		 * The kernel passes O_TRUNC to open when it does not truncate first. Linux
+		 * truncates on O_RDONLY | O_TRUNC too (having checked write permission): so do we
+		 * (found by tests/difftest).
+		 */
 		pthread_rwlock_rdlock(&v->gc_lock);
 		pthread_rwlock_wrlock(&n->rw);
 		r = truncate_to_zero(v, n);
