@@ -1546,8 +1546,8 @@ def main():
 	try:
 		runner = Runner(a, "s%d" % a.seed)
 		wd.runner = runner
-		print("difftest: seed %d, %d ops, max %d files, reference %s on %s, mount %s%s%s" %
-		      (a.seed, a.ops, a.max_files, runner.ref.root, fs_type(runner.ref.root),
+		print("difftest: %s, %d ops, max %d files, reference %s on %s, mount %s%s%s" %
+		      ("replay of " + a.replay if a.replay else "seed %d" % a.seed, a.ops, a.max_files, runner.ref.root, fs_type(runner.ref.root),
 		       runner.pcf.root, ", remount every %d" % a.remount_every if a.remount_every else "",
 		       ", file:// remote (fresh store at each remount)" if a.remote else ""), flush=True)
 		if a.replay:
