@@ -566,6 +566,24 @@ struct nx {
 	const struct idx_extent *e;
 };
 
+/* Append x to *v (n used of cap), growing it; on failure *v is freed. 0 or -ENOMEM. */
+static int nx_push(struct nx **v, size_t *n, size_t *cap, struct nx x)
+{
+	if (*n == *cap) {
+		struct nx *nv = realloc(*v, *cap * 2 * sizeof(**v));
+
+		if (!nv) {
+			free(*v);
+			*v = NULL;
+			return -ENOMEM;
+		}
+		*v = nv;
+		*cap *= 2;
+	}
+	(*v)[(*n)++] = x;
+	return 0;
+}
+
 /* Normal form of a file's extents covering size bytes. *ret malloc'ed. */
 static int normalize(const struct idx_extent *e, size_t n, uint64_t size, struct nx **ret,
 		     size_t *ret_n)
@@ -595,18 +613,8 @@ static int normalize(const struct idx_extent *e, size_t n, uint64_t size, struct
 		while (hole) {
 			uint32_t piece = (uint32_t)MIN(hole, (uint64_t)PACK_MAX_CHUNK);
 
-			if (m == cap) {
-				struct nx *nv;
-
-				cap *= 2;
-				nv = realloc(v, cap * sizeof(*v));
-				if (!nv) {
-					free(v);
-					return -ENOMEM;
-				}
-				v = nv;
-			}
-			v[m++] = (struct nx){.len = piece};
+			if (nx_push(&v, &m, &cap, (struct nx){.len = piece}) < 0)
+				return -ENOMEM;
 			hole -= piece;
 		}
 		if (last || pos >= size)
@@ -616,18 +624,9 @@ static int normalize(const struct idx_extent *e, size_t n, uint64_t size, struct
 			free(v);
 			return -EUCLEAN;
 		}
-		if (m == cap) {
-			struct nx *nv;
-
-			cap *= 2;
-			nv = realloc(v, cap * sizeof(*v));
-			if (!nv) {
-				free(v);
-				return -ENOMEM;
-			}
-			v = nv;
-		}
-		v[m++] = (struct nx){.len = e[i].len, .chunk = e[i].chunk, .e = &e[i]};
+		if (nx_push(&v, &m, &cap,
+			    (struct nx){.len = e[i].len, .chunk = e[i].chunk, .e = &e[i]}) < 0)
+			return -ENOMEM;
 		pos += e[i].len;
 	}
 	*ret = v;
