@@ -672,14 +672,13 @@ int idx_get_target(struct idx *x, uint64_t ino, char *buf, size_t len)
 	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
 }
 
-int idx_get_extents(struct idx *x, uint64_t ino, struct idx_extent **ret, size_t *ret_n)
+int idx_read_extents(sqlite3_stmt *s, struct idx_extent **ret, size_t *ret_n)
 {
-	sqlite3_stmt *s = st(x, S_GET_EXTENTS);
+	bool condemned_col = sqlite3_column_count(s) > 13;
 	struct idx_extent *v = NULL;
 	size_t n = 0, cap = 0;
-	int rc;
+	int rc, r = 0;
 
-	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		struct idx_extent *e;
 
@@ -688,9 +687,8 @@ int idx_get_extents(struct idx *x, uint64_t ino, struct idx_extent **ret, size_t
 			struct idx_extent *nv = realloc(v, ncap * sizeof(*v));
 
 			if (!nv) {
-				sqlite3_reset(s);
-				free(v);
-				return -ENOMEM;
+				r = -ENOMEM;
+				break;
 			}
 			v = nv;
 			cap = ncap;
@@ -700,37 +698,44 @@ int idx_get_extents(struct idx *x, uint64_t ino, struct idx_extent **ret, size_t
 		e->off = (uint64_t)sqlite3_column_int64(s, 0);
 		e->len = (uint32_t)sqlite3_column_int64(s, 1);
 		e->chunk = (uint64_t)sqlite3_column_int64(s, 2);
-		if (e->chunk) {
-			if (sqlite3_column_bytes(s, 3) != HASH_KEY_SIZE) {
-				sqlite3_reset(s);
-				free(v);
-				return -EUCLEAN;
-			}
-			memcpy(e->key.b, sqlite3_column_blob(s, 3), HASH_KEY_SIZE);
-			e->pack = (uint64_t)sqlite3_column_int64(s, 4);
-			e->loc.offset = (uint64_t)sqlite3_column_int64(s, 5);
-			e->loc.stored_len = (uint32_t)sqlite3_column_int64(s, 6);
-			e->loc.flags = (uint32_t)sqlite3_column_int64(s, 7);
-			if (sqlite3_column_bytes(s, 8) != HASH_DIGEST_SIZE) {
-				sqlite3_reset(s);
-				free(v);
-				return -EUCLEAN;
-			}
-			memcpy(e->digest.b, sqlite3_column_blob(s, 8), HASH_DIGEST_SIZE);
-			e->rpack = (uint64_t)sqlite3_column_int64(s, 9);
-			e->rloc.offset = (uint64_t)sqlite3_column_int64(s, 10);
-			e->rloc.stored_len = (uint32_t)sqlite3_column_int64(s, 11);
-			e->rloc.flags = (uint32_t)sqlite3_column_int64(s, 12);
+		if (!e->chunk)
+			continue;
+		if (sqlite3_column_bytes(s, 3) != HASH_KEY_SIZE ||
+		    sqlite3_column_bytes(s, 8) != HASH_DIGEST_SIZE) {
+			r = -EUCLEAN;
+			break;
 		}
+		memcpy(e->key.b, sqlite3_column_blob(s, 3), HASH_KEY_SIZE);
+		e->pack = (uint64_t)sqlite3_column_int64(s, 4);
+		e->loc.offset = (uint64_t)sqlite3_column_int64(s, 5);
+		e->loc.stored_len = (uint32_t)sqlite3_column_int64(s, 6);
+		e->loc.flags = (uint32_t)sqlite3_column_int64(s, 7);
+		memcpy(e->digest.b, sqlite3_column_blob(s, 8), HASH_DIGEST_SIZE);
+		if (condemned_col && sqlite3_column_int(s, 13) != 0)
+			continue; /* its remote pack is condemned: as good as not there */
+		e->rpack = (uint64_t)sqlite3_column_int64(s, 9);
+		e->rloc.offset = (uint64_t)sqlite3_column_int64(s, 10);
+		e->rloc.stored_len = (uint32_t)sqlite3_column_int64(s, 11);
+		e->rloc.flags = (uint32_t)sqlite3_column_int64(s, 12);
 	}
 	sqlite3_reset(s);
-	if (rc != SQLITE_DONE) {
+	if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+		r = idx_errno(rc);
+	if (r < 0) {
 		free(v);
-		return idx_errno(rc);
+		return r;
 	}
 	*ret = v;
 	*ret_n = n;
 	return 0;
+}
+
+int idx_get_extents(struct idx *x, uint64_t ino, struct idx_extent **ret, size_t *ret_n)
+{
+	sqlite3_stmt *s = st(x, S_GET_EXTENTS);
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+	return idx_read_extents(s, ret, ret_n);
 }
 
 int idx_set_extents(struct idx *x, uint64_t ino, const struct idx_extent *ext, size_t n)

@@ -29,6 +29,7 @@
 #define IDX_SCHEMA_VERSION 2
 
 struct idx;
+struct sqlite3_stmt;
 
 struct idx_inode {
 	uint64_t ino;
@@ -112,6 +113,14 @@ int idx_set_target(struct idx *x, uint64_t ino, const char *target);
 /* Symlink target into buf (NUL-terminated, truncated to len - 1). 1, 0 or -errno. */
 int idx_get_target(struct idx *x, uint64_t ino, char *buf, size_t len);
 
+/*
+ * Step statement s (bound, and selecting idx_get_extents' columns in its order: e.off, e.len,
+ * e.chunk, c.key, c.pack, c.off, c.stored_len, c.flags, c.digest, c.rpack, c.roff,
+ * c.rstored_len, c.rflags, and optionally a 14th column that, when non-zero, says the remote
+ * location is unusable) into extents, as idx_get_extents; s is reset. For readers with a
+ * connection of their own (push reads a snapshot).
+ */
+int idx_read_extents(struct sqlite3_stmt *s, struct idx_extent **ret, size_t *ret_n);
 /* Every extent of ino, in order. *ret is malloc'ed, freed by the caller. */
 int idx_get_extents(struct idx *x, uint64_t ino, struct idx_extent **ret, size_t *ret_n);
 /*

@@ -1931,60 +1931,9 @@ static struct pentry *pentry_add(struct push *p)
 /* Extents of ino from the snapshot; a chunk in a condemned remote pack counts as not there. */
 static int snap_extents(struct push *p, uint64_t ino, struct idx_extent **ret, size_t *ret_n)
 {
-	sqlite3_stmt *s = p->ext;
-	struct idx_extent *v = NULL;
-	size_t n = 0, cap = 0;
-	int rc;
-
-	sqlite3_reset(s);
-	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		struct idx_extent *e;
-
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			struct idx_extent *nv = realloc(v, ncap * sizeof(*nv));
-
-			if (!nv) {
-				free(v);
-				return -ENOMEM;
-			}
-			v = nv;
-			cap = ncap;
-		}
-		e = &v[n++];
-		memset(e, 0, sizeof(*e));
-		e->off = (uint64_t)sqlite3_column_int64(s, 0);
-		e->len = (uint32_t)sqlite3_column_int64(s, 1);
-		e->chunk = (uint64_t)sqlite3_column_int64(s, 2);
-		if (!e->chunk)
-			continue;
-		if (sqlite3_column_bytes(s, 3) != HASH_KEY_SIZE ||
-		    sqlite3_column_bytes(s, 4) != HASH_DIGEST_SIZE) {
-			free(v);
-			return -EUCLEAN;
-		}
-		memcpy(e->key.b, sqlite3_column_blob(s, 3), HASH_KEY_SIZE);
-		memcpy(e->digest.b, sqlite3_column_blob(s, 4), HASH_DIGEST_SIZE);
-		e->pack = (uint64_t)sqlite3_column_int64(s, 5);
-		e->loc.offset = (uint64_t)sqlite3_column_int64(s, 6);
-		e->loc.stored_len = (uint32_t)sqlite3_column_int64(s, 7);
-		e->loc.flags = (uint32_t)sqlite3_column_int64(s, 8);
-		if (sqlite3_column_int(s, 13) == 0) {
-			e->rpack = (uint64_t)sqlite3_column_int64(s, 9);
-			e->rloc.offset = (uint64_t)sqlite3_column_int64(s, 10);
-			e->rloc.stored_len = (uint32_t)sqlite3_column_int64(s, 11);
-			e->rloc.flags = (uint32_t)sqlite3_column_int64(s, 12);
-		}
-	}
-	sqlite3_reset(s);
-	if (rc != SQLITE_DONE) {
-		free(v);
-		return idx_errno(rc);
-	}
-	*ret = v;
-	*ret_n = n;
-	return 0;
+	sqlite3_reset(p->ext);
+	sqlite3_bind_int64(p->ext, 1, (sqlite3_int64)ino);
+	return idx_read_extents(p->ext, ret, ret_n);
 }
 
 struct snap_child {
@@ -2804,8 +2753,8 @@ static int open_snapshot(struct push *p)
 			       "d.parent = ?1 ORDER BY d.id",
 			       -1, &p->list, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(p->rdb,
-			       "SELECT e.off, e.len, e.chunk, c.key, c.digest, c.pack, c.off, "
-			       "c.stored_len, c.flags, c.rpack, c.roff, c.rstored_len, c.rflags, "
+			       "SELECT e.off, e.len, e.chunk, c.key, c.pack, c.off, c.stored_len, "
+			       "c.flags, c.digest, c.rpack, c.roff, c.rstored_len, c.rflags, "
 			       "coalesce(p.condemned, 0) FROM extents e LEFT JOIN chunks c ON "
 			       "c.id = e.chunk LEFT JOIN rpacks p ON p.id = c.rpack WHERE e.ino = "
 			       "?1 ORDER BY e.off",
