@@ -16,6 +16,7 @@
 
 #include <sqlite3.h>
 
+#include "idx_priv.h"
 #include "util.h"
 
 enum stmt_id {
@@ -180,7 +181,9 @@ static const char schema_v2_sql[] =
 struct idx {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[S_COUNT];
+	struct idx_stmt_cache extra; /* statements of the other idx_*.c files (idx_priv.h) */
 	bool in_txn;
+	bool reader; /* opened by idx_open_reader: read-only, holds one snapshot */
 	char *wal_path;
 };
 
@@ -243,6 +246,53 @@ static int exec(struct idx *x, const char *sql)
 	int rc = sqlite3_exec(x->db, sql, NULL, NULL, NULL);
 
 	return rc == SQLITE_OK ? 0 : idx_errno(rc);
+}
+
+int idx_exec(struct idx *x, const char *sql)
+{
+	return exec(x, sql);
+}
+
+sqlite3 *idx_sqlite(struct idx *x)
+{
+	return x->db;
+}
+
+sqlite3_stmt *idx_stmt(struct idx *x, const char *sql)
+{
+	struct idx_stmt_cache *c = &x->extra;
+	sqlite3_stmt *s;
+
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->sql[i] == sql) {
+			s = c->stmt[i];
+			sqlite3_reset(s);
+			sqlite3_clear_bindings(s);
+			return s;
+		}
+	}
+	if (c->n == IDX_STMT_CACHE_MAX)
+		return NULL;
+	if (sqlite3_prepare_v3(x->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK) {
+		log_debug("prepare failed: %s: %s", sql, sqlite3_errmsg(x->db));
+		return NULL;
+	}
+	c->sql[c->n] = sql;
+	c->stmt[c->n++] = s;
+	return s;
+}
+
+int idx_step_done(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+void idx_bind_name(sqlite3_stmt *s, int i, const char *name)
+{
+	sqlite3_bind_blob(s, i, name, (int)strlen(name), SQLITE_STATIC);
 }
 
 static void bind_name(sqlite3_stmt *s, int i, const char *name)
@@ -369,9 +419,38 @@ void idx_close(struct idx *x)
 		exec(x, "ROLLBACK");
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(x->stmt[i]);
+	for (size_t i = 0; i < x->extra.n; i++)
+		sqlite3_finalize(x->extra.stmt[i]);
 	sqlite3_close(x->db);
 	free(x->wal_path);
 	free(x);
+}
+
+int idx_open_reader(const char *path, struct idx **ret)
+{
+	struct idx *x;
+	int rc, r;
+
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	x->reader = true;
+	rc = sqlite3_open_v2(path, &x->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		r = idx_errno(rc);
+		goto out_close;
+	}
+	sqlite3_extended_result_codes(x->db, 0);
+	sqlite3_busy_timeout(x->db, 10000);
+	/* A read transaction takes its snapshot at the first read: make that read now. */
+	r = exec(x, "BEGIN; SELECT count(*) FROM meta");
+	if (r < 0)
+		goto out_close;
+	*ret = x;
+	return 0;
+out_close:
+	idx_close(x);
+	return r;
 }
 
 int idx_begin(struct idx *x)

@@ -60,6 +60,12 @@ struct idx_extent {
 int idx_open(const char *path, bool create, struct idx **ret);
 /* Roll back what was not committed and close. Accepts NULL. */
 void idx_close(struct idx *x);
+/*
+ * Open a second, read-only connection to the database at path that holds one consistent
+ * snapshot (a read transaction) until idx_close: what push, fsck and stats of a mounted store
+ * read while the daemon goes on writing. Only reading operations may be called on it.
+ */
+int idx_open_reader(const char *path, struct idx **ret);
 
 /* Open a write transaction unless one is open. 0 or -errno. */
 int idx_begin(struct idx *x);
