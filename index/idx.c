@@ -61,6 +61,7 @@ enum stmt_id {
 	S_SET_REMOTE,
 	S_TRACE_ADD,
 	S_PACK_EXISTS,
+	S_NAME_OF,
 	S_COUNT
 };
 
@@ -78,6 +79,7 @@ static const char *const stmt_sql[S_COUNT] = {
 			    "WHERE e.ino = ?1 AND e.chunk = chunks.id) "
 			    "WHERE id IN (SELECT chunk FROM extents WHERE ino = ?1 AND chunk != 0)",
 	[S_DEL_EXTENTS] = "DELETE FROM extents WHERE ino = ?1",
+	[S_NAME_OF] = "SELECT parent, name FROM dentries WHERE ino = ?1 LIMIT 1",
 	[S_LOOKUP] = "SELECT ino FROM dentries WHERE parent = ?1 AND name = ?2",
 	[S_ADD_DENTRY] = "INSERT INTO dentries (parent, name, ino) VALUES (?1, ?2, ?3)",
 	[S_DEL_DENTRY] = "DELETE FROM dentries WHERE parent = ?1 AND name = ?2",
@@ -362,6 +364,20 @@ static int check_schema(struct idx *x, bool create)
 	return 0;
 }
 
+static int prepare_all(struct idx *x)
+{
+	for (int i = 0; i < S_COUNT; i++) {
+		int rc = sqlite3_prepare_v3(x->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+					    &x->stmt[i], NULL);
+
+		if (rc != SQLITE_OK) {
+			log_debug("prepare failed: %s: %s", stmt_sql[i], sqlite3_errmsg(x->db));
+			return idx_errno(rc);
+		}
+	}
+	return 0;
+}
+
 int idx_open(const char *path, bool create, struct idx **ret)
 {
 	struct idx *x;
@@ -395,15 +411,9 @@ int idx_open(const char *path, bool create, struct idx **ret)
 	r = check_schema(x, create);
 	if (r < 0)
 		goto out_close;
-	for (int i = 0; i < S_COUNT; i++) {
-		rc = sqlite3_prepare_v3(x->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-					&x->stmt[i], NULL);
-		if (rc != SQLITE_OK) {
-			log_debug("prepare failed: %s: %s", stmt_sql[i], sqlite3_errmsg(x->db));
-			r = idx_errno(rc);
-			goto out_close;
-		}
-	}
+	r = prepare_all(x);
+	if (r < 0)
+		goto out_close;
 	*ret = x;
 	return 0;
 out_close:
@@ -444,6 +454,9 @@ int idx_open_reader(const char *path, struct idx **ret)
 	sqlite3_busy_timeout(x->db, 10000);
 	/* A read transaction takes its snapshot at the first read: make that read now. */
 	r = exec(x, "BEGIN; SELECT count(*) FROM meta");
+	if (r < 0)
+		goto out_close;
+	r = prepare_all(x);
 	if (r < 0)
 		goto out_close;
 	*ret = x;
@@ -659,6 +672,40 @@ static int dentry_op(struct idx *x, enum stmt_id id, uint64_t parent, const char
 	if (id != S_DEL_DENTRY)
 		sqlite3_bind_int64(s, 3, (sqlite3_int64)ino);
 	return step_done(s);
+}
+
+int idx_path(struct idx *x, uint64_t ino, char *buf, size_t len)
+{
+	char tmp[IDX_PATH_MAX + 1];
+	size_t pos = sizeof(tmp) - 1;
+	sqlite3_stmt *s = st(x, S_NAME_OF);
+
+	tmp[pos] = '\0';
+	/* Each step adds at least two bytes ("x/"), so the length bound also ends any cycle. */
+	while (ino != IDX_ROOT_INO) {
+		int nlen;
+
+		sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
+		if (sqlite3_step(s) != SQLITE_ROW) {
+			sqlite3_reset(s);
+			return -ENOENT;
+		}
+		nlen = sqlite3_column_bytes(s, 1);
+		if (nlen <= 0 || (size_t)nlen + (tmp[pos] ? 1 : 0) > pos) {
+			sqlite3_reset(s);
+			return -ENAMETOOLONG;
+		}
+		if (tmp[pos])
+			tmp[--pos] = '/';
+		pos -= (size_t)nlen;
+		memcpy(tmp + pos, sqlite3_column_blob(s, 1), (size_t)nlen);
+		ino = (uint64_t)sqlite3_column_int64(s, 0);
+		sqlite3_reset(s);
+	}
+	if (sizeof(tmp) - pos > len)
+		return -ENAMETOOLONG;
+	memcpy(buf, tmp + pos, sizeof(tmp) - pos);
+	return 0;
 }
 
 int idx_add_dentry(struct idx *x, uint64_t parent, const char *name, uint64_t ino)

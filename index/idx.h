@@ -27,6 +27,8 @@
 
 #define IDX_ROOT_INO 1
 #define IDX_SCHEMA_VERSION 2
+/* The longest path below the root the namespace serves or moves (bytes, without the NUL). */
+#define IDX_PATH_MAX 4095
 
 struct idx;
 struct sqlite3_stmt;
@@ -98,6 +100,13 @@ int idx_new_inode(struct idx *x, const struct idx_inode *in, uint64_t *ret_ino);
 int idx_delete_inode(struct idx *x, uint64_t ino);
 
 int idx_lookup(struct idx *x, uint64_t parent, const char *name, uint64_t *ret_ino);
+/*
+ * One path of ino from the root ("a/b/c"; "" for the root), following the first name of each
+ * inode, into buf of len bytes. 0; -ENOENT when an inode on the way has no name (an orphan);
+ * -ENAMETOOLONG past IDX_PATH_MAX or len. The one path builder: fsck's reports, push and the
+ * access trace all use it. Works on a reader (idx_open_reader) too.
+ */
+int idx_path(struct idx *x, uint64_t ino, char *buf, size_t len);
 int idx_add_dentry(struct idx *x, uint64_t parent, const char *name, uint64_t ino);
 int idx_del_dentry(struct idx *x, uint64_t parent, const char *name);
 /* Point an existing dentry at another inode. */

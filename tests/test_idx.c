@@ -335,3 +335,39 @@ Test(idx, survives_reopen_and_refuses_newer_schema)
 		     SQLITE_OK);
 	cr_assert_eq(idx_open(path, false, &y), -EPROTO);
 }
+
+Test(idx, path_of_inode_and_reader_snapshot)
+{
+	char buf[IDX_PATH_MAX + 1], small[4];
+	struct idx *r;
+	uint64_t a, b, f, orphan, p = IDX_ROOT_INO;
+
+	cr_assert_eq(idx_begin(x), 0);
+	cr_assert_eq(idx_init_root(x, 0, 0, 1), 0);
+	a = new_dir(IDX_ROOT_INO, "a");
+	b = new_dir(a, "b");
+	f = new_file(b, "f");
+	cr_assert_eq(idx_path(x, f, buf, sizeof(buf)), 0);
+	cr_assert_str_eq(buf, "a/b/f");
+	cr_assert_eq(idx_path(x, IDX_ROOT_INO, buf, sizeof(buf)), 0);
+	cr_assert_str_eq(buf, "");
+	cr_assert_eq(idx_path(x, f, small, sizeof(small)), -ENAMETOOLONG);
+	orphan = new_file(b, "o");
+	cr_assert_eq(idx_del_dentry(x, b, "o"), 0);
+	cr_assert_eq(idx_path(x, orphan, buf, sizeof(buf)), -ENOENT);
+	/* 2,100 levels of "d": 4,199 bytes, past IDX_PATH_MAX. */
+	for (int i = 0; i < 2100; i++)
+		p = new_dir(p, "d");
+	cr_assert_eq(idx_path(x, p, buf, sizeof(buf)), -ENAMETOOLONG);
+	cr_assert_eq(idx_commit(x), 0);
+
+	/* A reader keeps its snapshot while the writer goes on. */
+	cr_assert_eq(idx_open_reader(path, &r), 0);
+	cr_assert_eq(idx_begin(x), 0);
+	cr_assert_eq(idx_del_dentry(x, b, "f"), 0);
+	cr_assert_eq(idx_commit(x), 0);
+	cr_assert_eq(idx_path(r, f, buf, sizeof(buf)), 0);
+	cr_assert_str_eq(buf, "a/b/f");
+	cr_assert_eq(idx_path(x, f, buf, sizeof(buf)), -ENOENT);
+	idx_close(r);
+}
