@@ -245,3 +245,12 @@ void idx_top_stats_free(struct idx_top_stats *t, size_t n);
 struct sqlite3 *idx_db(struct idx *x);
 /* Map an SQLite result code to a negative errno. */
 int idx_errno(int rc);
+
+/*
+ * == Remote bookkeeping (idx_sync.c): catalogs seen, remote packs, the base, the access trace,
+ * and the reads of a push snapshot. ==
+ */
+
+/* == The cold load (idx_bulk.c): filling an empty store from merged catalogs in bulk. == */
+
+/* == Checks and maintenance (idx_check.c): fsck's queries and repairs, gc's pack queries. == */
