@@ -17,6 +17,10 @@
 #             s3), then pip install: the mount merges the namespace and fetches what pip reads
 #   warm      the store cold-file left, mounted again (same remote): everything is local
 #   ext4warm  pip with its seeded cache on plain ext4 (reference: no FUSE, nothing to fetch)
+# With --link MS:MBIT every server (the package index, the archive, WebDAV, S3) is reached through
+# tools/bench/linkproxy.py: MS one-way delay and MBIT per connection and direction, as on a
+# data-centre or cross-region link (there is no netem here). file:// has no link to model: its
+# rows stay loopback figures.
 # Bytes are counted at the servers (nginx access logs "$request_method $uri $status $bytes_sent
 # $request_length") and, for every mount, in STORE/remote-stats.
 #
@@ -42,6 +46,7 @@ NS_REPS=3
 SKIP_NS=0
 SKIP_PIP=0
 REMOTES="file,webdav,s3"
+LINK=""
 
 usage() {
 	cat <<EOF
@@ -54,6 +59,8 @@ usage: $0 [options] BUILD_DIR
   --ns-large-bytes B  size of each large file [$NS_LARGE_BYTES]
   --ns-reps N         cold mounts per remote [$NS_REPS]
   --skip-ns | --skip-pip   leave out the namespace test or the pip scenarios
+  --link MS:MBIT      reach every server through a link of MS ms one way, MBIT Mbit/s per
+                      connection (tools/bench/linkproxy.py); default: loopback
   --work DIR          corpus, namespace remote (both kept between runs) and scratch [$WORK]
   --out DIR           report.txt, results.tsv, logs [WORK/remote-out]
 EOF
@@ -74,6 +81,7 @@ while [[ $# -gt 0 ]]; do
 	--ns-reps) NS_REPS=$2; shift 2 ;;
 	--skip-ns) SKIP_NS=1; shift ;;
 	--skip-pip) SKIP_PIP=1; shift ;;
+	--link) LINK=$2; shift 2 ;;
 	--work) WORK=$2; shift 2 ;;
 	--out) OUT=$2; shift 2 ;;
 	-h|--help) usage; exit 0 ;;
@@ -88,6 +96,9 @@ BUILD_DIR=$(realpath -m "$1")
 for t in python3 nginx zstd tar curl strace fusermount3; do
 	command -v "$t" >/dev/null || [[ $t == nginx && -x /usr/sbin/nginx ]] || die "missing tool: $t"
 done
+if [[ -n $LINK ]]; then
+	[[ $LINK =~ ^[0-9]+(\.[0-9]+)?:[0-9]+(\.[0-9]+)?$ ]] || die "--link takes MS:MBIT (e.g. 15:200), not '$LINK'"
+fi
 IFS=, read -r -a REMOTE_LIST <<<"$REMOTES"
 for r in "${REMOTE_LIST[@]}"; do
 	case $r in file | webdav | s3) ;; *) die "unknown remote '$r'" ;; esac
@@ -142,6 +153,7 @@ is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/moun
 
 declare -A MOUNTED=() # mountpoint -> store
 IDX_PID=""
+LINK_PIDS=()
 cleanup() {
 	local rc=$? m
 	trap - EXIT INT TERM
@@ -152,6 +164,7 @@ cleanup() {
 	done
 	[[ -d $RUN/srv ]] && "$SERVERS" stop "$RUN/srv" >/dev/null 2>&1
 	[[ -n $IDX_PID ]] && kill -QUIT "$IDX_PID" 2>/dev/null
+	for m in "${LINK_PIDS[@]}"; do kill "$m" 2>/dev/null; done
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -381,6 +394,38 @@ upload_tree() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# The link: one linkproxy.py per server port.
+
+# link_url VAR NAME: start a proxy to the 127.0.0.1 port in the URL held by VAR, and point VAR
+# at the proxy instead. Not in a subshell: LINK_PIDS must keep the pid for cleanup.
+link_url() {
+	local var=$1 name=$2 url=${!1} port ms=${LINK%%:*} mbit=${LINK#*:} pf=$RUN/link-$2.port i
+	port=${url#*127.0.0.1:}
+	port=${port%%[!0-9]*}
+	[[ -n $port ]] || die "no 127.0.0.1 port in $var=$url"
+	python3 "$HERE/linkproxy.py" --target "127.0.0.1:$port" --delay-ms "$ms" --rate-mbit "$mbit" \
+		--port-file "$pf" --log "$OUT/link-$name.log" >/dev/null 2>>"$OUT/ops.log" &
+	LINK_PIDS+=($!)
+	for ((i = 0; i < 100; i++)); do
+		[[ -s $pf ]] && break
+		sleep 0.05
+	done
+	[[ -s $pf ]] || die "linkproxy for $name did not start (see $OUT/ops.log)"
+	printf -v "$var" '%s' "${url//127.0.0.1:$port/127.0.0.1:$(cat "$pf")}"
+}
+
+start_link() {
+	local p
+	p=${INDEX_URL#http://127.0.0.1:}
+	p=${p%%/*}
+	link_url INDEX_URL index
+	ARCHIVE_URL=${ARCHIVE_URL//127.0.0.1:$p/127.0.0.1:$(cat "$RUN/link-index.port")}
+	link_url WEBDAV_URL webdav
+	link_url S3_URL s3
+	log "link: ${LINK%%:*} ms one way, ${LINK#*:} Mbit/s per connection: index $INDEX_URL, WebDAV $WEBDAV_URL, S3 $S3_URL"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Main
 
 T0=$EPOCHREALTIME
@@ -394,6 +439,7 @@ log "binary: $BIN_ID; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "nginx	$(nginx -v 2>&1 | sed 's/.*\///')"
 	echo "zstd	$(zstd --version | sed 's/.*v\([0-9.]*\).*/\1/')"
 	echo "load_start	$(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "link	${LINK:-loopback}"
 	echo "date	$(date -u +%FT%TZ)"
 } >"$OUT/machine.tsv"
 
@@ -418,6 +464,7 @@ set -a
 . "$RUN/srv/env"
 set +a
 start_index
+[[ -n $LINK ]] && start_link
 log "index at $INDEX_URL"
 
 python3 -m venv "$RUN/venv-template" || die "python3 -m venv failed"

@@ -94,6 +94,9 @@ def main():
         machine.get("cpus"), machine.get("mem_mib"), machine.get("kernel"), machine.get("python"),
         (r.get("machine", {}).get("pip_version", {}) or {}).get("0", "?"), machine.get("nginx"),
         machine.get("binary")))
+    P("link to every server: %s" % (
+        "loopback" if machine.get("link", "loopback") == "loopback" else
+        "%s ms one way, %s Mbit/s per connection (tools/bench/linkproxy.py)" % tuple(machine["link"].split(":"))))
     P("load at start %s, at end %s; run took %s s" % (
         machine.get("load_start"), (r.get("machine", {}).get("load_end", {}) or {}).get("0", "?"),
         (r.get("machine", {}).get("total_s", {}) or {}).get("0", "?")))
@@ -140,9 +143,10 @@ def main():
             ("ext4warm", "pip cache on ext4, warm (ref.)", [], ["install"])]
     warm_total = statistics.median(per_rep(r, "warm", ["mount", "install"])) if per_rep(r, "warm", ["mount", "install"]) else None
     nocache_total = med(r, "nocache", "install")
+    ext4_total = med(r, "ext4warm", "install")
     P("pip install of the job's set on a fresh host (median of reps; seconds; MB = 10^6 bytes)")
-    hdr = "%-36s %6s %7s %7s %6s %6s %8s %8s %8s %7s %6s" % (
-        "scenario", "ready", "install", "total", "/warm", "/noc.", "index MB", "cache MB", "total MB",
+    hdr = "%-36s %6s %7s %7s %6s %6s %6s %8s %8s %8s %7s %6s" % (
+        "scenario", "ready", "install", "total", "/warm", "/ext4", "/noc.", "index MB", "cache MB", "total MB",
         "/read", "umount")
     P(hdr)
     P("-" * len(hdr))
@@ -168,13 +172,14 @@ def main():
         um = med(r, s, "umount")
         n = len(tot)
         summary[s] = {"total": total, "cache": cache, "dl": dl, "reps": n}
-        P("%-36s %6s %7s %7s %6s %6s %8s %8s %8s %7s %6s%s" % (
+        P("%-36s %6s %7s %7s %6s %6s %6s %8s %8s %8s %7s %6s%s" % (
             label, f(ready), f(inst), f(total), f(ratio(total, warm_total), "%.2fx"),
+            f(ratio(total, ext4_total), "%.2fx"),
             f(ratio(total, nocache_total), "%.2fx"), mb2(idx), mb(cache), mb(dl), f(rd, "%.2fx"), f(um),
             "" if not fails(r, s) else "  (%d FAILED)" % fails(r, s)))
     P("")
-    P("ready: archive download + extract, or pkgcachefs mount; /warm and /noc.: total against the warm"
-      " mount's and the no-cache run's median total of the same run; cache MB: bytes the remote or"
+    P("ready: archive download + extract, or pkgcachefs mount; /warm, /ext4 and /noc.: total against"
+      " the warm mount's, the warm ext4 cache's and the no-cache run's median total of the same run; cache MB: bytes the remote or"
       " the archive server sent (server access log; file://: remote-stats bytes_in); /read: cache MB"
       " against the bytes the job reads from its cache; umount: the unmount after the job (pushes"
       " the job's trace and pip's rewritten index entries; not in total)")
@@ -305,6 +310,14 @@ def main():
         if s in summary and warm_total:
             x = ratio(summary[s]["total"], warm_total)
             P("  cold %s within 1.3x of warm: %s (%.2fx)" % (kind, "met" if x is not None and x <= 1.3 else "MISSED", x or 0))
+    link = machine.get("link", "loopback")
+    goal = {"15:200": 1.2, "50:50": 1.5}.get(link)
+    for kind in ("webdav", "s3"):
+        s = "cold-" + kind
+        if goal and s in summary and ext4_total:
+            x = ratio(summary[s]["total"], ext4_total)
+            P("  cold %s over a %s link within %.1fx of the warm ext4 cache: %s (%.2fx)" % (
+                kind, link, goal, "met" if x is not None and x <= goal else "MISSED", x or 0))
     for kind in ("file", "webdav", "s3"):
         s = "cold-" + kind
         if s in summary and read_bytes:
