@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pull: merge every catalog not yet seen into the store's namespace, in one transaction (a cold
+ * store goes through the cold load). The store is not serving (before the vfs opens, or locked
+ * by the CLI): no lock is taken.
+ */
+#include "sync_priv.h"
+
+static bool want_unmerged(void *data, const char *name)
+{
+	bool merged = false;
+
+	return seen(data, name, &merged) != 1 || !merged;
+}
+
+int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
+	      struct sync_report *ret)
+{
+	struct idx *x = store_idx(st);
+	struct merge m = {.st = st, .x = x, .db = idx_db(x), .rep = ret};
+	struct names ns = {0};
+	struct cat **cats = NULL;
+	char **names = NULL;
+	struct cand **win = NULL;
+	struct smap map = {0};
+	size_t n = 0, nwin = 0;
+	int rr;
+
+	memset(ret, 0, sizeof(*ret));
+	for (int attempt = 0;; attempt++) {
+		size_t listed, bad;
+
+		rr = list_sorted(r, "ns/", &ns);
+		if (rr < 0)
+			return rr;
+		bad = 0;
+		rr = fetch_catalogs(st, r, &ns, want_unmerged, m.db, o, &cats, &names, &n,
+				    &ret->catalog_bytes, &bad);
+		if (rr < 0)
+			goto out;
+		listed = 0;
+		for (size_t i = 0; i < ns.n; i++)
+			listed += want_unmerged(m.db, ns.v[i]);
+		/* One vanished (compacted into a snapshot written after the listing): again. */
+		if (listed == n + bad || attempt == 2)
+			break;
+		cats_free(cats, n);
+		free(names);
+		names_free(&ns);
+		cats = NULL;
+		names = NULL;
+		n = 0;
+	}
+	ret->catalogs_read = n;
+	if (n == 0)
+		goto out;
+	rr = pick_winners(cats, n, &map);
+	if (rr == 0)
+		rr = sorted_winners(&map, &win, &nwin);
+	if (rr < 0)
+		goto out;
+
+	rr = idx_commit(x);
+	if (rr == 0)
+		rr = idx_begin(x);
+	if (rr < 0)
+		goto out;
+	/* A new store's first pull comes before the vfs made the root. */
+	rr = idx_init_root(x, getuid(), getgid(), now_ns());
+	if (rr < 0)
+		goto out_rollback;
+	{
+		sqlite3_stmt *s;
+
+		m.cold = idx_dir_is_empty(x, IDX_ROOT_INO) == 1;
+		if (m.cold &&
+		    sqlite3_prepare_v2(m.db,
+				       "SELECT 1 FROM rbase UNION ALL SELECT 1 FROM chunks "
+				       "LIMIT 1",
+				       -1, &s, NULL) == SQLITE_OK) {
+			m.cold = sqlite3_step(s) == SQLITE_DONE;
+			sqlite3_finalize(s);
+		}
+	}
+	/* A big merge touches every index: let it work in memory until the commit. */
+	db_exec(m.db, "PRAGMA cache_size=-262144");
+	m.last_sync = meta_i64(x, "rsync_time");
+	if (sqlite3_prepare_v2(m.db, "SELECT type, stamp, sig FROM rbase WHERE path = ?1", -1,
+			       &m.base_get, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(m.db,
+			       "INSERT OR REPLACE INTO rbase (path, type, stamp, sig) VALUES "
+			       "(?1, ?2, ?3, ?4)",
+			       -1, &m.base_put, NULL) != SQLITE_OK) {
+		rr = -EIO;
+		goto out_rollback;
+	}
+	{
+		struct rpack_ids *ids = calloc(n, sizeof(*ids));
+
+		if (!ids) {
+			rr = -ENOMEM;
+			goto out_rollback;
+		}
+		for (size_t i = 0; i < n; i++)
+			ids[i].c = cats[i];
+		if (m.cold)
+			rr = cold_load(&m, win, nwin, cats, n, ids);
+		/* Creations in path order (parents first), removals in reverse (children first). */
+		for (size_t i = 0; i < nwin && rr == 0 && !m.cold; i++) {
+			size_t k = 0;
+
+			if (win[i]->e->type == CAT_E_GONE)
+				continue;
+			while (cats[k] != win[i]->c)
+				k++;
+			rr = merge_entry(&m, win[i], &ids[k]);
+			if (o && o->progress && (i % 1024 == 0 || i + 1 == nwin))
+				o->progress(o->progress_data, "entries", i + 1, nwin);
+		}
+		for (size_t i = nwin; i-- > 0 && rr == 0 && !m.cold;) {
+			size_t k = 0;
+
+			if (win[i]->e->type != CAT_E_GONE)
+				continue;
+			while (cats[k] != win[i]->c)
+				k++;
+			rr = merge_entry(&m, win[i], &ids[k]);
+		}
+		/* Chunks the remote has that no entry here uses yet still count for dedup (a
+		 * cold store has no chunks of its own to match). */
+		for (size_t i = 0; i < n && rr == 0 && !m.cold; i++)
+			rr = learn_chunks(x, cats[i]);
+		for (size_t i = 0; i < n; i++)
+			free(ids[i].id);
+		free(ids);
+	}
+	for (size_t i = 0; i < n && rr == 0; i++)
+		rr = mark_seen(m.db, names[i], true);
+	db_exec(m.db, "PRAGMA cache_size=-16384");
+	if (rr == 0)
+		rr = meta_set_i64(x, "rsync_time", now_ns());
+	if (rr < 0)
+		goto out_rollback;
+	rr = idx_commit(x);
+	if (rr < 0)
+		goto out_rollback;
+	goto out;
+out_rollback:
+	idx_rollback(x);
+out:
+	sqlite3_finalize(m.base_get);
+	sqlite3_finalize(m.base_put);
+	smap_free(&m.dirs, NULL);
+	smap_free(&map, free);
+	free(win);
+	cats_free(cats, n);
+	free(names);
+	names_free(&ns);
+	return rr;
+}

@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the files of namespace sync (the .c files of index/sync/) share and nobody else sees: the
+ * path map, the catalog lists, the merge state of a pull or an import, and the push state read from
+ * a snapshot. The public API is sync.h; the model (last writer wins per path, the base, normal-form
+ * extents) is described there and in merge.c.
+ *
+ * Locks: none of these types is shared between threads, except struct push's upload counters
+ * (push.c). The vfs mutex (the lock argument of sync_push) guards the store's idx: code that
+ * touches store_idx() while the store is serving takes it; the snapshot reader (struct push's
+ * connection) is push's own and needs none.
+ */
+#pragma once
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "catalog.h"
+#include "hash.h"
+#include "idx.h"
+#include "pack.h"
+#include "sync.h"
+#include "util.h"
+
+#define FORMAT_VERSION 1
+/* Push packs are sealed past this size: small enough to upload several at once. */
+#define PUSH_PACK_TARGET (16u << 20)
+#define PARALLEL_DEFAULT 4
+/* Traces read at mount for prefetch. */
+#define TRACES_MAX 4
+#define PATH_MAX_LEN 4095
+
+/* ---- a string-keyed hash map (open addressing, keys owned by the map) ---- */
+
+struct smap_slot {
+	char *key;
+	void *val;
+};
+
+struct smap {
+	struct smap_slot *slots;
+	size_t cap, n;
+};
+
+struct idset {
+	uint64_t *v;
+	size_t cap, n;
+};
+
+struct names {
+	char **v;
+	size_t n, cap;
+};
+
+/* Remote pack ids for a catalog's pack table, made on first use. */
+struct rpack_ids {
+	const struct cat *c;
+	uint64_t *id;
+};
+
+/* One extent in normal form: a data chunk, or a hole of at most PACK_MAX_CHUNK. */
+struct nx {
+	uint32_t len;
+	uint64_t chunk; /* 0: hole */
+	const struct idx_extent *e;
+};
+
+struct merge {
+	struct store *st;
+	struct idx *x;
+	sqlite3 *db;
+	struct smap dirs; /* path -> (void *)ino of directories resolved */
+	int64_t last_sync;
+	struct sync_report *rep;
+	sqlite3_stmt *base_get, *base_put;
+	bool local_only; /* importing a bundle: every chunk is here already, nothing is remote */
+	bool cold;       /* the store was empty: nothing local to compare with (a new runner) */
+};
+
+struct cand {
+	const struct cat *c;
+	const struct cat_entry *e;
+	uint8_t sig[16];
+};
+
+/* The remote's entry for a path at the last sync, and whether the walk saw the path here. */
+struct bentry {
+	uint8_t type;
+	bool seen;
+	int64_t stamp;
+	uint8_t sig[16];
+};
+
+/* A local entry that differs from its base: pushed as an upsert or a tombstone. */
+struct pentry {
+	char *path;
+	uint8_t type;
+	bool skip; /* its data is not readable here: left for a later push */
+	uint32_t mode, uid, gid;
+	int64_t mtime, stamp;
+	uint64_t size;
+	char *target;
+	struct idx_extent *ext;
+	size_t next;
+	struct nx *nx;
+	size_t nnx;
+	uint8_t sig[16];
+};
+
+/* A chunk to upload, and where it went. */
+struct upload {
+	uint64_t chunk;
+	const struct idx_extent *e;
+	int status;     /* <0: could not be read here */
+	uint32_t npack; /* index into the new packs */
+	struct pack_loc loc;
+};
+
+struct newpack {
+	char file[64]; /* in STORE/staging */
+	uint64_t size;
+	uint8_t name[32];
+	int status;
+};
+
+struct push {
+	struct store *st;
+	struct remote *r;
+	sqlite3 *rdb; /* read-only snapshot of the index */
+	sqlite3_stmt *list, *ext, *target, *rpname, *up;
+	struct smap base; /* path -> struct bentry * */
+	struct pentry *pe;
+	size_t npe, cappe;
+	struct upload *up_v;
+	size_t nup, capup;
+	struct newpack *np;
+	size_t nnp;
+	int64_t last_sync;
+	struct sync_report *rep;
+	const struct sync_options *o;
+};
+
+/* pathmap.c */
+struct smap_slot *smap_slot(struct smap *m, const char *key);
+void *smap_get(struct smap *m, const char *key);
+int smap_put(struct smap *m, const char *key, void *val);
+void smap_free(struct smap *m, void (*free_val)(void *));
+int idset_add(struct idset *s, uint64_t id);
+
+/* common.c */
+int64_t meta_i64(struct idx *x, const char *key);
+uint8_t type_of_mode(uint32_t mode);
+int db_exec(sqlite3 *db, const char *sql);
+int meta_set_i64(struct idx *x, const char *key, int64_t v);
+int host_id(struct idx *x, uint8_t ret[16]);
+bool name_matches(const char *name, const void *data, size_t len);
+void object_name(const char *dir, const char *ext, int64_t created, const uint8_t sha[32],
+		 char *buf, size_t len);
+void pack_object(const uint8_t name[32], char *buf, size_t len);
+int lww_cmp(int64_t sa, uint8_t ta, const uint8_t ga[16], int64_t sb, uint8_t tb,
+	    const uint8_t gb[16]);
+void chunk_id_hex(const chunk_key *k, const chunk_digest *d, char buf[97]);
+int nx_normalize(const struct idx_extent *e, size_t n, uint64_t size, struct nx **ret,
+		 size_t *ret_n);
+void local_sig(uint8_t type, const struct idx_inode *in, const char *target, const struct nx *x,
+	       size_t n, uint8_t ret[16]);
+
+/* merge.c */
+void names_free(struct names *ns);
+int collect_name(const char *name, uint64_t size, void *data);
+int list_sorted(struct remote *r, const char *dir, struct names *ret);
+int load_catalog(struct store *st, struct remote *r, const char *name, struct cat **ret,
+		 uint64_t *bytes);
+int seen(sqlite3 *db, const char *name, bool *ret_merged);
+int mark_seen(sqlite3 *db, const char *name, bool merged);
+int rpack_id(struct idx *x, struct rpack_ids *m, uint32_t pack, uint64_t *ret);
+struct pack_loc chunk_rloc(const struct cat_chunk *ch);
+int learn_chunks(struct idx *x, const struct cat *c);
+int resolve_dir(struct merge *m, const char *path, uint64_t *ret);
+int adjust_nlink(struct idx *x, uint64_t ino, int delta);
+int remove_entry(struct merge *m, uint64_t parent, const char *name, uint64_t ino);
+int merge_apply(struct merge *m, const struct cat *c, struct rpack_ids *ids,
+		const struct cat_entry *e);
+int local_entry(struct merge *m, const char *path, uint8_t *ret_type, int64_t *ret_stamp,
+		uint8_t ret_sig[16]);
+int base_put(sqlite3_stmt *s, const char *path, uint8_t type, int64_t stamp, const uint8_t sig[16]);
+int merge_entry(struct merge *m, struct cand *cd, struct rpack_ids *ids);
+int pick_winners(struct cat **cats, size_t n, struct smap *map);
+int sorted_winners(struct smap *map, struct cand ***ret, size_t *ret_n);
+void cats_free(struct cat **cats, size_t n);
+int fetch_catalogs(struct store *st, struct remote *r, const struct names *ns,
+		   bool (*want)(void *data, const char *name), void *data,
+		   const struct sync_options *o, struct cat ***ret, char ***ret_names,
+		   size_t *ret_n, uint64_t *bytes, size_t *ret_bad);
+
+/* coldload.c */
+int cold_load(struct merge *m, struct cand **win, size_t nwin, struct cat **cats, size_t ncats,
+	      struct rpack_ids *ids);
+
+/* snapshot.c */
+void pentry_free(struct pentry *p);
+struct cat_entry cat_entry_of(const struct pentry *pe, const struct cat_extent *cx);
+struct pentry *pentry_add(struct push *p);
+int snap_walk(struct push *p, uint64_t dir, const char *prefix);
+int snap_load_base(struct push *p);
+int add_tombstones(struct push *p);
+void push_free(struct push *p);
+int snap_open(struct push *p);
