@@ -279,7 +279,7 @@ int sync_import(struct store *st, const char *file,
 		struct sync_report *ret)
 {
 	struct idx *x = store_idx(st);
-	struct merge m = {.st = st, .x = x, .db = idx_db(x), .rep = ret, .local_only = true};
+	struct merge m = {.st = st, .x = x, .rep = ret, .local_only = true};
 	uint64_t poff = 0, size = 0, done = 0;
 	uint8_t *raw = NULL, *ent = NULL;
 	struct cat *c = NULL;

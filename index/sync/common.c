@@ -6,30 +6,6 @@
  */
 #include "sync_priv.h"
 
-int db_exec(sqlite3 *db, const char *sql)
-{
-	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-
-	return rc == SQLITE_OK ? 0 : idx_errno(rc);
-}
-
-int64_t meta_i64(struct idx *x, const char *key)
-{
-	char buf[32];
-
-	if (idx_meta_get(x, key, buf, sizeof(buf)) != 1)
-		return 0;
-	return strtoll(buf, NULL, 10);
-}
-
-int meta_set_i64(struct idx *x, const char *key, int64_t v)
-{
-	char buf[32];
-
-	snprintf(buf, sizeof(buf), "%" PRId64, v);
-	return idx_meta_set(x, key, buf);
-}
-
 /* This store's host id, made once. */
 int host_id(struct idx *x, uint8_t ret[16])
 {
@@ -79,30 +55,6 @@ void pack_object(const uint8_t name[32], char *buf, size_t len)
 	char hex[65];
 
 	snprintf(buf, len, "packs/%s.pack", hash_hex(name, 32, hex));
-}
-
-/* Last writer wins: >0 when (sa, ta, ga) beats (sb, tb, gb). */
-int lww_cmp(int64_t sa, uint8_t ta, const uint8_t ga[16], int64_t sb, uint8_t tb,
-	    const uint8_t gb[16])
-{
-	if (sa != sb)
-		return sa > sb ? 1 : -1;
-	if ((ta == CAT_E_GONE) != (tb == CAT_E_GONE))
-		return ta == CAT_E_GONE ? -1 : 1;
-	if ((ta == CAT_E_DIR) != (tb == CAT_E_DIR))
-		return ta == CAT_E_DIR ? 1 : -1;
-	return memcmp(ga, gb, 16);
-}
-
-uint8_t type_of_mode(uint32_t mode)
-{
-	if (S_ISREG(mode))
-		return CAT_E_FILE;
-	if (S_ISDIR(mode))
-		return CAT_E_DIR;
-	if (S_ISLNK(mode))
-		return CAT_E_SYMLINK;
-	return 0;
 }
 
 /* Append x to *v (n used of cap), growing it; on failure *v is freed. 0 or -ENOMEM. */

@@ -38,10 +38,7 @@ static int bind_remote(struct store *st, const char *id, char *err, size_t errle
 	}
 	rr = idx_begin(x);
 	if (rr == 0 && *old)
-		rr = db_exec(idx_db(x), "DELETE FROM rseen; DELETE FROM rbase; DELETE FROM rtrace; "
-					"UPDATE chunks SET rpack = 0, roff = 0, rstored_len = 0, "
-					"rflags = 0 WHERE rpack != 0; DELETE FROM rpacks; "
-					"DELETE FROM meta WHERE key = 'rsync_time'");
+		rr = idx_sync_forget(x);
 	if (rr == 0)
 		rr = idx_meta_set(x, "remote_id", id);
 	if (rr == 0)

@@ -94,45 +94,6 @@ int load_catalog(struct store *st, struct remote *r, const char *name, struct ca
 	return 0;
 }
 
-/* 1 when the catalog is in rseen (with its merged flag), 0, or -errno. */
-int seen(sqlite3 *db, const char *name, bool *ret_merged)
-{
-	sqlite3_stmt *s;
-	int rc, r = 0;
-
-	if (sqlite3_prepare_v2(db, "SELECT merged FROM rseen WHERE name = ?1", -1, &s, NULL) !=
-	    SQLITE_OK)
-		return -EIO;
-	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		*ret_merged = sqlite3_column_int(s, 0) != 0;
-		r = 1;
-	} else if (rc != SQLITE_DONE) {
-		r = idx_errno(rc);
-	}
-	sqlite3_finalize(s);
-	return r;
-}
-
-int mark_seen(sqlite3 *db, const char *name, bool merged)
-{
-	sqlite3_stmt *s;
-	int rc;
-
-	if (sqlite3_prepare_v2(
-		    db,
-		    "INSERT INTO rseen (name, merged) VALUES (?1, ?2) ON CONFLICT (name) "
-		    "DO UPDATE SET merged = max(merged, ?2)",
-		    -1, &s, NULL) != SQLITE_OK)
-		return -EIO;
-	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 2, merged);
-	rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
-}
-
 int rpack_id(struct idx *x, struct rpack_ids *m, uint32_t pack, uint64_t *ret)
 {
 	int r;
@@ -182,7 +143,7 @@ int learn_chunks(struct idx *x, const struct cat *c)
 /* ino of the directory at path ("" is the root): 1, 0 when missing or not a directory. */
 int resolve_dir(struct merge *m, const char *path, uint64_t *ret)
 {
-	char buf[PATH_MAX_LEN + 1], *slash;
+	char buf[IDX_PATH_MAX + 1], *slash;
 	uint64_t parent, ino;
 	struct idx_inode in;
 	int r;
@@ -300,7 +261,7 @@ int remove_entry(struct merge *m, uint64_t parent, const char *name, uint64_t in
 static int make_dirs(struct merge *m, const char *path, uint32_t mode, uint32_t uid, uint32_t gid,
 		     int64_t mtime, int64_t stamp, uint64_t *ret)
 {
-	char buf[PATH_MAX_LEN + 1], *slash;
+	char buf[IDX_PATH_MAX + 1], *slash;
 	struct idx_inode in = {0};
 	uint64_t parent, ino;
 	int r;
@@ -373,7 +334,7 @@ static int local_chunk(struct merge *m, struct rpack_ids *ids, const struct cat_
 int merge_apply(struct merge *m, const struct cat *c, struct rpack_ids *ids,
 		const struct cat_entry *e)
 {
-	char dir[PATH_MAX_LEN + 1];
+	char dir[IDX_PATH_MAX + 1];
 	const char *name = strrchr(e->path, '/');
 	struct idx_inode in = {0};
 	uint64_t parent, ino = 0;
@@ -481,7 +442,7 @@ int merge_apply(struct merge *m, const struct cat *c, struct rpack_ids *ids,
 int local_entry(struct merge *m, const char *path, uint8_t *ret_type, int64_t *ret_stamp,
 		uint8_t ret_sig[16])
 {
-	char dir[PATH_MAX_LEN + 1], target[PATH_MAX_LEN + 1] = "";
+	char dir[IDX_PATH_MAX + 1], target[IDX_PATH_MAX + 1] = "";
 	const char *name = strrchr(path, '/');
 	struct idx_extent *ext = NULL;
 	struct idx_inode in;
@@ -501,7 +462,7 @@ int local_entry(struct merge *m, const char *path, uint8_t *ret_type, int64_t *r
 	r = idx_get_inode(m->x, ino, &in);
 	if (r <= 0)
 		return r;
-	type = type_of_mode(in.mode);
+	type = cat_type_of_mode(in.mode);
 	if (!type)
 		return 0;
 	if (type == CAT_E_SYMLINK && idx_get_target(m->x, ino, target, sizeof(target)) < 0)
@@ -523,68 +484,35 @@ int local_entry(struct merge *m, const char *path, uint8_t *ret_type, int64_t *r
 	return 1;
 }
 
-static int base_get(struct merge *m, const char *path, uint8_t *ret_type, int64_t *ret_stamp,
-		    uint8_t ret_sig[16])
-{
-	sqlite3_stmt *s = m->base_get;
-	int rc;
-
-	sqlite3_reset(s);
-	sqlite3_bind_blob(s, 1, path, (int)strlen(path), SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW && sqlite3_column_bytes(s, 2) == 16) {
-		*ret_type = (uint8_t)sqlite3_column_int(s, 0);
-		*ret_stamp = sqlite3_column_int64(s, 1);
-		memcpy(ret_sig, sqlite3_column_blob(s, 2), 16);
-		sqlite3_reset(s);
-		return 1;
-	}
-	sqlite3_reset(s);
-	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : idx_errno(rc);
-}
-
-int base_put(sqlite3_stmt *s, const char *path, uint8_t type, int64_t stamp, const uint8_t sig[16])
-{
-	int rc;
-
-	sqlite3_reset(s);
-	sqlite3_bind_blob(s, 1, path, (int)strlen(path), SQLITE_STATIC);
-	sqlite3_bind_int(s, 2, type);
-	sqlite3_bind_int64(s, 3, stamp);
-	sqlite3_bind_blob(s, 4, sig, 16, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	sqlite3_reset(s);
-	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
-}
-
 /* Merge one remote entry (the winner among the new catalogs for its path). */
 int merge_entry(struct merge *m, struct cand *cd, struct rpack_ids *ids)
 {
 	const struct cat_entry *e = cd->e;
-	uint8_t btype = 0, ltype = 0, bsig[16], lsig[16];
-	int64_t bstamp = 0, lstamp = 0;
+	struct cat_lww base = {0};
+	uint8_t ltype = 0, lsig[16];
+	int64_t lstamp = 0;
 	int hb, hl, r;
 	bool unchanged;
 
-	hb = base_get(m, e->path, &btype, &bstamp, bsig);
+	hb = idx_rbase_get(m->x, e->path, &base.type, &base.stamp, base.sig);
 	if (hb < 0)
 		return hb;
-	if (hb && lww_cmp(bstamp, btype, bsig, e->stamp, e->type, cd->sig) >= 0)
+	if (hb && cat_lww_cmp(&base, &cd->lww) >= 0)
 		return 0; /* known already */
 	hl = local_entry(m, e->path, &ltype, &lstamp, lsig);
 	if (hl < 0)
 		return hl;
 	if (hl)
-		unchanged = hb && btype != CAT_E_GONE && memcmp(lsig, bsig, 16) == 0;
+		unchanged = hb && base.type != CAT_E_GONE && memcmp(lsig, base.sig, 16) == 0;
 	else
-		unchanged = !hb || btype == CAT_E_GONE;
+		unchanged = !hb || base.type == CAT_E_GONE;
 	if (!unchanged) {
 		/* Changed here since the last sync and not pushed yet: the later write wins. */
 		if (!hl)
 			lstamp = m->last_sync;
 		if (e->stamp <= lstamp) {
 			m->rep->kept_local++;
-			return base_put(m->base_put, e->path, e->type, e->stamp, cd->sig);
+			return idx_rbase_put(m->x, e->path, e->type, e->stamp, cd->lww.sig);
 		}
 	}
 	if (!(e->type == CAT_E_GONE && !hl)) {
@@ -593,7 +521,7 @@ int merge_entry(struct merge *m, struct cand *cd, struct rpack_ids *ids)
 			return r;
 		m->rep->applied++;
 	}
-	return base_put(m->base_put, e->path, e->type, e->stamp, cd->sig);
+	return idx_rbase_put(m->x, e->path, e->type, e->stamp, cd->lww.sig);
 }
 
 static int cand_cmp(const void *a, const void *b)
@@ -613,23 +541,22 @@ int pick_winners(struct cat **cats, size_t n, struct smap *map)
 			continue;
 		for (size_t j = 0; j < c->n_entries; j++) {
 			const struct cat_entry *e = &c->entries[j];
+			struct cat_lww lww = {.stamp = e->stamp, .type = e->type};
 			struct cand *old, *cd;
-			uint8_t sig[16];
 
 			if (e->type != CAT_E_FILE && e->type != CAT_E_DIR &&
 			    e->type != CAT_E_SYMLINK && e->type != CAT_E_GONE)
 				continue;
-			cat_entry_sig(e, c->chunks, sig);
+			cat_entry_sig(e, c->chunks, lww.sig);
 			old = smap_get(map, e->path);
-			if (old && lww_cmp(old->e->stamp, old->e->type, old->sig, e->stamp, e->type,
-					   sig) >= 0)
+			if (old && cat_lww_cmp(&old->lww, &lww) >= 0)
 				continue;
 			cd = old ? old : malloc(sizeof(*cd));
 			if (!cd)
 				return -ENOMEM;
 			cd->c = c;
 			cd->e = e;
-			memcpy(cd->sig, sig, 16);
+			cd->lww = lww;
 			if (!old && smap_put(map, e->path, cd) < 0) {
 				free(cd);
 				return -ENOMEM;

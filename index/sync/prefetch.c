@@ -10,7 +10,7 @@ int sync_recent_reads(struct store *st, struct remote *r, int64_t max_age_s, uin
 		      size_t *ret_n)
 {
 	struct idx *x = store_idx(st);
-	struct merge m = {.st = st, .x = x, .db = idx_db(x)};
+	struct merge m = {.st = st, .x = x};
 	struct names ns = {0};
 	uint64_t *inos = NULL;
 	size_t n = 0, cap = 0, used = 0;
@@ -30,7 +30,7 @@ int sync_recent_reads(struct store *st, struct remote *r, int64_t max_age_s, uin
 		for (size_t j = 0; j < c->n_entries && rr == 0; j++) {
 			const struct cat_entry *e = &c->entries[j];
 			const char *name = strrchr(e->path, '/');
-			char dir[PATH_MAX_LEN + 1];
+			char dir[IDX_PATH_MAX + 1];
 			uint64_t parent, ino;
 
 			if (e->type != CAT_E_READ)
@@ -76,41 +76,14 @@ int sync_fetch_all(struct store *st, struct remote *r,
 	struct idx *x = store_idx(st);
 	struct fetcher *f = NULL;
 	struct fetcher_stats fs;
-	sqlite3_stmt *s = NULL;
 	uint64_t *inos = NULL, total = 0;
-	size_t n = 0, cap = 0;
+	size_t n = 0;
 	int rr;
 
 	memset(ret, 0, sizeof(*ret));
-	if (sqlite3_prepare_v2(
-		    idx_db(x),
-		    "SELECT DISTINCT e.ino FROM extents e JOIN chunks c ON c.id = e.chunk "
-		    "WHERE c.pack = 0",
-		    -1, &s, NULL) != SQLITE_OK)
-		return -EIO;
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		if (n == cap) {
-			uint64_t *nv;
-
-			cap = cap ? cap * 2 : 1024;
-			nv = realloc(inos, cap * sizeof(*nv));
-			if (!nv) {
-				sqlite3_finalize(s);
-				free(inos);
-				return -ENOMEM;
-			}
-			inos = nv;
-		}
-		inos[n++] = (uint64_t)sqlite3_column_int64(s, 0);
-	}
-	sqlite3_finalize(s);
-	if (sqlite3_prepare_v2(idx_db(x),
-			       "SELECT total(raw_len) FROM chunks WHERE pack = 0 AND refs > 0", -1,
-			       &s, NULL) == SQLITE_OK) {
-		if (sqlite3_step(s) == SQLITE_ROW)
-			total = (uint64_t)sqlite3_column_int64(s, 0);
-		sqlite3_finalize(s);
-	}
+	rr = idx_remote_only_files(x, &inos, &n, &total);
+	if (rr < 0)
+		return rr;
 	rr = fetcher_new(st, r, &lock, NULL, &f);
 	if (rr < 0) {
 		free(inos);

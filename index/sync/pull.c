@@ -10,14 +10,14 @@ static bool want_unmerged(void *data, const char *name)
 {
 	bool merged = false;
 
-	return seen(data, name, &merged) != 1 || !merged;
+	return idx_rseen_get(data, name, &merged) != 1 || !merged;
 }
 
 int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
 	      struct sync_report *ret)
 {
 	struct idx *x = store_idx(st);
-	struct merge m = {.st = st, .x = x, .db = idx_db(x), .rep = ret};
+	struct merge m = {.st = st, .x = x, .rep = ret};
 	struct names ns = {0};
 	struct cat **cats = NULL;
 	char **names = NULL;
@@ -34,13 +34,13 @@ int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
 		if (rr < 0)
 			return rr;
 		bad = 0;
-		rr = fetch_catalogs(st, r, &ns, want_unmerged, m.db, o, &cats, &names, &n,
+		rr = fetch_catalogs(st, r, &ns, want_unmerged, x, o, &cats, &names, &n,
 				    &ret->catalog_bytes, &bad);
 		if (rr < 0)
 			goto out;
 		listed = 0;
 		for (size_t i = 0; i < ns.n; i++)
-			listed += want_unmerged(m.db, ns.v[i]);
+			listed += want_unmerged(x, ns.v[i]);
 		/* One vanished (compacted into a snapshot written after the listing): again. */
 		if (listed == n + bad || attempt == 2)
 			break;
@@ -69,31 +69,10 @@ int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
 	rr = idx_init_root(x, getuid(), getgid(), now_ns());
 	if (rr < 0)
 		goto out_rollback;
-	{
-		sqlite3_stmt *s;
-
-		m.cold = idx_dir_is_empty(x, IDX_ROOT_INO) == 1;
-		if (m.cold &&
-		    sqlite3_prepare_v2(m.db,
-				       "SELECT 1 FROM rbase UNION ALL SELECT 1 FROM chunks "
-				       "LIMIT 1",
-				       -1, &s, NULL) == SQLITE_OK) {
-			m.cold = sqlite3_step(s) == SQLITE_DONE;
-			sqlite3_finalize(s);
-		}
-	}
+	m.cold = idx_dir_is_empty(x, IDX_ROOT_INO) == 1 && idx_sync_blank(x) == 1;
 	/* A big merge touches every index: let it work in memory until the commit. */
-	db_exec(m.db, "PRAGMA cache_size=-262144");
-	m.last_sync = meta_i64(x, "rsync_time");
-	if (sqlite3_prepare_v2(m.db, "SELECT type, stamp, sig FROM rbase WHERE path = ?1", -1,
-			       &m.base_get, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(m.db,
-			       "INSERT OR REPLACE INTO rbase (path, type, stamp, sig) VALUES "
-			       "(?1, ?2, ?3, ?4)",
-			       -1, &m.base_put, NULL) != SQLITE_OK) {
-		rr = -EIO;
-		goto out_rollback;
-	}
+	idx_set_big_cache(x, true);
+	m.last_sync = idx_meta_get_i64(x, "rsync_time");
 	{
 		struct rpack_ids *ids = calloc(n, sizeof(*ids));
 
@@ -135,10 +114,10 @@ int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
 		free(ids);
 	}
 	for (size_t i = 0; i < n && rr == 0; i++)
-		rr = mark_seen(m.db, names[i], true);
-	db_exec(m.db, "PRAGMA cache_size=-16384");
+		rr = idx_rseen_mark(x, names[i], true);
+	idx_set_big_cache(x, false);
 	if (rr == 0)
-		rr = meta_set_i64(x, "rsync_time", now_ns());
+		rr = idx_meta_set_i64(x, "rsync_time", now_ns());
 	if (rr < 0)
 		goto out_rollback;
 	rr = idx_commit(x);
@@ -148,8 +127,6 @@ int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
 out_rollback:
 	idx_rollback(x);
 out:
-	sqlite3_finalize(m.base_get);
-	sqlite3_finalize(m.base_put);
 	smap_free(&m.dirs, NULL);
 	smap_free(&map, free);
 	free(win);

@@ -303,17 +303,10 @@ static int build_catalog(struct push *p, const uint8_t host[16], int64_t created
 			ch.digest = e->digest;
 			ch.raw_len = e->len;
 			if (e->rpack) {
-				sqlite3_reset(p->rpname);
-				sqlite3_bind_int64(p->rpname, 1, (sqlite3_int64)e->rpack);
-				if (sqlite3_step(p->rpname) != SQLITE_ROW ||
-				    sqlite3_column_bytes(p->rpname, 0) != 32) {
-					sqlite3_reset(p->rpname);
+				if (idx_rpack_get(p->snap, e->rpack, name, &size) != 1) {
 					r = -EUCLEAN;
 					break;
 				}
-				memcpy(name, sqlite3_column_blob(p->rpname, 0), 32);
-				size = (uint64_t)sqlite3_column_int64(p->rpname, 1);
-				sqlite3_reset(p->rpname);
 				ch.off = e->rloc.offset;
 				ch.stored_len = e->rloc.stored_len;
 				ch.flags = e->rloc.flags;
@@ -361,8 +354,6 @@ static int record_push(struct push *p, pthread_mutex_t *lock, const char *catalo
 		       int64_t walk_start)
 {
 	struct idx *x = store_idx(p->st);
-	sqlite3 *db = idx_db(x);
-	sqlite3_stmt *bput = NULL;
 	uint64_t *rp = calloc(p->nnp ? p->nnp : 1, sizeof(*rp));
 	int r;
 
@@ -371,11 +362,6 @@ static int record_push(struct push *p, pthread_mutex_t *lock, const char *catalo
 	if (lock)
 		pthread_mutex_lock(lock);
 	r = idx_begin(x);
-	if (r == 0 && sqlite3_prepare_v2(db,
-					 "INSERT OR REPLACE INTO rbase (path, type, stamp, sig) "
-					 "VALUES (?1, ?2, ?3, ?4)",
-					 -1, &bput, NULL) != SQLITE_OK)
-		r = -EIO;
 	for (size_t i = 0; i < p->nnp && r == 0; i++)
 		r = idx_rpack_ensure(x, p->np[i].name, p->np[i].size, &rp[i]);
 	for (size_t i = 0; i < p->nup && r == 0; i++) {
@@ -389,13 +375,12 @@ static int record_push(struct push *p, pthread_mutex_t *lock, const char *catalo
 		const struct pentry *pe = &p->pe[i];
 
 		if (!pe->skip)
-			r = base_put(bput, pe->path, pe->type, pe->stamp, pe->sig);
+			r = idx_rbase_put(x, pe->path, pe->type, pe->stamp, pe->sig);
 	}
 	if (r == 0 && *catalog)
-		r = mark_seen(db, catalog, true);
+		r = idx_rseen_mark(x, catalog, true);
 	if (r == 0)
-		r = meta_set_i64(x, "rsync_time", walk_start);
-	sqlite3_finalize(bput);
+		r = idx_meta_set_i64(x, "rsync_time", walk_start);
 	if (r < 0)
 		log_debug("recording the push failed: %s", strerror(-r));
 	if (!lock)
@@ -410,7 +395,7 @@ static bool want_unseen(void *data, const char *name)
 {
 	bool merged = false;
 
-	return seen(data, name, &merged) != 1;
+	return idx_rseen_get(data, name, &merged) != 1;
 }
 
 /*
@@ -440,7 +425,7 @@ static int refresh(struct store *st, struct remote *r, pthread_mutex_t *lock,
 		if (lock)
 			pthread_mutex_lock(lock);
 		for (size_t i = 0; i < ns.n && rr == 0; i++)
-			if (want_unseen(idx_db(x), ns.v[i]))
+			if (want_unseen(x, ns.v[i]))
 				rr = collect_name(ns.v[i], 0, &unseen);
 		if (lock)
 			pthread_mutex_unlock(lock);
@@ -464,19 +449,14 @@ static int refresh(struct store *st, struct remote *r, pthread_mutex_t *lock,
 
 			rr = idx_rpack_ensure(x, cond[i]->packs[j].name, cond[i]->packs[j].size,
 					      &id);
-			if (rr == 0) {
-				char sql[96];
-
-				snprintf(sql, sizeof(sql),
-					 "UPDATE rpacks SET condemned = 1 WHERE id = %" PRIu64, id);
-				rr = db_exec(idx_db(x), sql);
-			}
+			if (rr == 0)
+				rr = idx_rpack_condemn(x, id);
 		}
 	}
 	for (size_t i = 0; i < n && rr == 0; i++) {
 		rr = learn_chunks(x, cats[i]);
 		if (rr == 0)
-			rr = mark_seen(idx_db(x), names[i], false);
+			rr = idx_rseen_mark(x, names[i], false);
 	}
 	if (!lock)
 		rr = rr < 0 ? (idx_rollback(x), rr) : idx_commit(x);
@@ -492,38 +472,31 @@ out:
 	return rr;
 }
 
-/* A path of ino (one of its names) from the snapshot, into buf. 0, or -ENOENT. */
-static int snap_path(sqlite3_stmt *up, uint64_t ino, char *buf, size_t len)
+struct trace_walk {
+	struct push *p;
+	struct cat_writer *w;
+	int64_t upto; /* the newest stamp written */
+	size_t entries;
+};
+
+/* One entry of the access trace: its path (one of the inode's names) into the trace catalog. */
+static int trace_entry(uint64_t ino, int64_t stamp, void *data)
 {
-	char tmp[PATH_MAX_LEN + 1];
-	size_t pos = sizeof(tmp) - 1;
+	struct trace_walk *t = data;
+	struct cat_entry ce = {.type = CAT_E_READ, .stamp = stamp};
+	char path[IDX_PATH_MAX + 1];
+	int r;
 
-	tmp[pos] = '\0';
-	for (int depth = 0; ino != IDX_ROOT_INO && depth < 1024; depth++) {
-		int nlen;
-
-		sqlite3_reset(up);
-		sqlite3_bind_int64(up, 1, (sqlite3_int64)ino);
-		if (sqlite3_step(up) != SQLITE_ROW) {
-			sqlite3_reset(up);
-			return -ENOENT;
-		}
-		nlen = sqlite3_column_bytes(up, 1);
-		if (nlen <= 0 || (size_t)nlen + 1 > pos) {
-			sqlite3_reset(up);
-			return -ENAMETOOLONG;
-		}
-		if (tmp[pos])
-			tmp[--pos] = '/';
-		pos -= (size_t)nlen;
-		memcpy(tmp + pos, sqlite3_column_blob(up, 1), (size_t)nlen);
-		ino = (uint64_t)sqlite3_column_int64(up, 0);
-		sqlite3_reset(up);
-	}
-	if (ino != IDX_ROOT_INO || !tmp[pos])
-		return -ENOENT;
-	snprintf(buf, len, "%s", tmp + pos);
-	return 0;
+	t->upto = MAX(t->upto, stamp);
+	if (idx_path(t->p->snap, ino, path, sizeof(path)) < 0 || !cat_path_valid(path))
+		return 0;
+	ce.path = path;
+	r = cat_writer_add_entry(t->w, &ce);
+	if (r == -EEXIST)
+		return 0; /* two inodes once had this path: one read is enough */
+	if (r == 0)
+		t->entries++;
+	return r;
 }
 
 /* Upload the access trace (files opened since the last push), then forget it. */
@@ -531,42 +504,20 @@ static int push_trace(struct push *p, pthread_mutex_t *lock, const uint8_t host[
 {
 	const struct chunker_params *cp = store_chunker_params(p->st);
 	struct cat_writer *w = NULL;
-	sqlite3_stmt *s = NULL;
-	int64_t upto = 0, created = now_ns();
-	size_t entries = 0;
+	struct trace_walk t = {.p = p};
+	int64_t created = now_ns();
 	void *data = NULL;
 	size_t len = 0;
 	uint8_t sha[32];
 	char obj[160];
-	int rc, r;
+	int r;
 
 	r = cat_writer_new(CAT_TRACE, host, created, cp->min, cp->avg, cp->max, &w);
 	if (r < 0)
 		return r;
-	if (sqlite3_prepare_v2(p->rdb, "SELECT ino, stamp FROM rtrace", -1, &s, NULL) !=
-	    SQLITE_OK) {
-		cat_writer_free(w);
-		return -EIO;
-	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW && r == 0) {
-		char path[PATH_MAX_LEN + 1];
-		struct cat_entry ce = {.type = CAT_E_READ};
-
-		ce.stamp = sqlite3_column_int64(s, 1);
-		upto = MAX(upto, ce.stamp);
-		if (snap_path(p->up, (uint64_t)sqlite3_column_int64(s, 0), path, sizeof(path)) <
-			    0 ||
-		    !cat_path_valid(path))
-			continue;
-		ce.path = path;
-		r = cat_writer_add_entry(w, &ce);
-		if (r == -EEXIST)
-			r = 0; /* two inodes once had this path: one read is enough */
-		else
-			entries++;
-	}
-	sqlite3_finalize(s);
-	if (r < 0 || entries == 0) {
+	t.w = w;
+	r = idx_trace_each(p->snap, trace_entry, &t);
+	if (r < 0 || t.entries == 0) {
 		cat_writer_free(w);
 		return r;
 	}
@@ -581,12 +532,8 @@ static int push_trace(struct push *p, pthread_mutex_t *lock, const uint8_t host[
 	if (lock)
 		pthread_mutex_lock(lock);
 	r = idx_begin(store_idx(p->st));
-	if (r == 0) {
-		char sql[96];
-
-		snprintf(sql, sizeof(sql), "DELETE FROM rtrace WHERE stamp <= %" PRId64, upto);
-		r = db_exec(idx_db(store_idx(p->st)), sql);
-	}
+	if (r == 0)
+		r = idx_trace_forget(store_idx(p->st), t.upto);
 	if (!lock)
 		r = r < 0 ? (idx_rollback(store_idx(p->st)), r) : idx_commit(store_idx(p->st));
 	if (lock)
@@ -626,7 +573,7 @@ int sync_push(struct store *st, struct remote *r, pthread_mutex_t *lock,
 	rr = idx_begin(store_idx(st));
 	if (rr == 0)
 		rr = host_id(store_idx(st), host);
-	p.last_sync = meta_i64(store_idx(st), "rsync_time");
+	p.last_sync = idx_meta_get_i64(store_idx(st), "rsync_time");
 	/* The snapshot must see what refresh learnt; packs first, as every commit does. */
 	if (rr == 0)
 		rr = store_sync_packs(st);

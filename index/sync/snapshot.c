@@ -49,189 +49,185 @@ struct pentry *pentry_add(struct push *p)
 	return &p->pe[p->npe++];
 }
 
-/* Extents of ino from the snapshot; a chunk in a condemned remote pack counts as not there. */
-static int snap_extents(struct push *p, uint64_t ino, struct idx_extent **ret, size_t *ret_n)
-{
-	sqlite3_reset(p->ext);
-	sqlite3_bind_int64(p->ext, 1, (sqlite3_int64)ino);
-	return idx_read_extents(p->ext, ret, ret_n);
-}
-
 struct snap_child {
 	char *name;
 	struct idx_inode in;
 };
 
-/* Walk directory dir (path prefix, "" for the root), collecting what changed since the base. */
+struct snap_children {
+	struct snap_child *v;
+	size_t n, cap;
+};
+
+static int collect_snap_child(const char *name, const struct idx_inode *in, uint64_t cookie,
+			      void *data)
+{
+	struct snap_children *c = data;
+
+	if (c->n == c->cap) {
+		size_t ncap = c->cap ? c->cap * 2 : 32;
+		struct snap_child *nv = realloc(c->v, ncap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		c->v = nv;
+		c->cap = ncap;
+	}
+	c->v[c->n].name = strdup(name);
+	if (!c->v[c->n].name)
+		return -ENOMEM;
+	c->v[c->n++].in = *in;
+	return 0;
+}
+
+/* What the walk reads of one entry: its content in normal form, and its signature. */
+struct snap_entry {
+	uint8_t type;
+	char path[IDX_PATH_MAX + 2];
+	char target[IDX_PATH_MAX + 2];
+	struct idx_extent *ext;
+	size_t next;
+	struct nx *nx;
+	size_t nnx;
+	uint8_t sig[16];
+};
+
+/*
+ * Read entry k (at path) from the snapshot into se: 1 when it can travel in a catalog, 0 when
+ * it stays local (no target, extents fsck must look at), -errno.
+ */
+static int snap_read_entry(struct push *p, const struct snap_child *k, struct snap_entry *se)
+{
+	int r;
+
+	if (se->type == CAT_E_SYMLINK) {
+		r = idx_get_target(p->snap, k->in.ino, se->target, sizeof(se->target));
+		if (r < 0)
+			return r;
+		if (r == 0 || strlen(se->target) > IDX_PATH_MAX)
+			se->target[0] = '\0';
+		if (!se->target[0])
+			return 0;
+	}
+	if (se->type == CAT_E_FILE) {
+		r = idx_get_extents_pushable(p->snap, k->in.ino, &se->ext, &se->next);
+		if (r == 0)
+			r = nx_normalize(se->ext, se->next, k->in.size, &se->nx, &se->nnx);
+		if (r < 0) {
+			free(se->ext);
+			se->ext = NULL;
+			/* Extents fsck must look at: this file stays local. */
+			return r == -EUCLEAN ? 0 : r;
+		}
+	}
+	local_sig(se->type, &k->in, se->target, se->nx, se->nnx, se->sig);
+	return 1;
+}
+
+/* Entry se differs from its base b (NULL: none): a pentry takes its content. */
+static int snap_add_change(struct push *p, const struct snap_child *k, struct snap_entry *se,
+			   const struct bentry *b)
+{
+	struct pentry *pe = pentry_add(p);
+
+	if (!pe)
+		return -ENOMEM;
+	pe->path = strdup(se->path);
+	pe->target = se->type == CAT_E_SYMLINK ? strdup(se->target) : NULL;
+	pe->type = se->type;
+	pe->mode = k->in.mode;
+	pe->uid = k->in.uid;
+	pe->gid = k->in.gid;
+	pe->mtime = k->in.mtime;
+	pe->size = se->type == CAT_E_SYMLINK ? strlen(se->target) : k->in.size;
+	/* A change must beat the version it replaces everywhere. */
+	pe->stamp = b ? MAX(k->in.ctime, b->stamp + 1) : k->in.ctime;
+	pe->ext = se->ext;
+	pe->next = se->next;
+	pe->nx = se->nx;
+	pe->nnx = se->nnx;
+	se->ext = NULL;
+	se->nx = NULL;
+	memcpy(pe->sig, se->sig, 16);
+	if (!pe->path || (se->type == CAT_E_SYMLINK && !pe->target))
+		return -ENOMEM;
+	return 0;
+}
+
+/* One child k of a directory at prefix: compared with its base, and walked when a directory. */
+static int snap_visit(struct push *p, const struct snap_child *k, const char *prefix,
+		      struct snap_entry *se)
+{
+	struct bentry *b;
+	int r;
+
+	se->type = cat_type_of_mode(k->in.mode);
+	se->ext = NULL;
+	se->nx = NULL;
+	se->next = se->nnx = 0;
+	se->target[0] = '\0';
+	if (!se->type)
+		return 0; /* fifos, sockets and devices stay local */
+	if (snprintf(se->path, sizeof(se->path), "%s%s%s", prefix, *prefix ? "/" : "", k->name) >
+		    IDX_PATH_MAX ||
+	    !cat_path_valid(se->path))
+		return 0;
+	r = snap_read_entry(p, k, se);
+	if (r <= 0)
+		return r;
+	r = 0;
+	b = smap_get(&p->base, se->path);
+	if (b)
+		b->seen = true;
+	if (!b || b->type != se->type || memcmp(b->sig, se->sig, 16) != 0)
+		r = snap_add_change(p, k, se, b);
+	free(se->ext);
+	free(se->nx);
+	if (r == 0 && se->type == CAT_E_DIR)
+		r = snap_walk(p, k->in.ino, se->path);
+	return r;
+}
+
 int snap_walk(struct push *p, uint64_t dir, const char *prefix)
 {
-	struct snap_child *kids = NULL;
-	size_t n = 0, cap = 0;
-	int rc, r = 0;
+	struct snap_children kids = {0};
+	struct snap_entry *se = malloc(sizeof(*se));
+	int r;
 
-	sqlite3_reset(p->list);
-	sqlite3_bind_int64(p->list, 1, (sqlite3_int64)dir);
-	while ((rc = sqlite3_step(p->list)) == SQLITE_ROW) {
-		int len = sqlite3_column_bytes(p->list, 0);
-		struct snap_child *k;
+	if (!se)
+		return -ENOMEM;
+	/* Children first, then each in turn: the walk nests, the listing must not. */
+	r = idx_list_dir(p->snap, dir, 0, collect_snap_child, &kids);
+	for (size_t i = 0; i < kids.n && r == 0; i++)
+		r = snap_visit(p, &kids.v[i], prefix, se);
+	for (size_t i = 0; i < kids.n; i++)
+		free(kids.v[i].name);
+	free(kids.v);
+	free(se);
+	return r;
+}
 
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 32;
-			struct snap_child *nv = realloc(kids, ncap * sizeof(*nv));
+static int base_row(const char *path, uint8_t type, int64_t stamp, const uint8_t sig[16],
+		    void *data)
+{
+	struct push *p = data;
+	struct bentry *b = calloc(1, sizeof(*b));
+	int r;
 
-			if (!nv) {
-				r = -ENOMEM;
-				break;
-			}
-			kids = nv;
-			cap = ncap;
-		}
-		k = &kids[n];
-		k->name = strndup(len > 0 ? sqlite3_column_blob(p->list, 0) : "",
-				  (size_t)MAX(len, 0));
-		if (!k->name) {
-			r = -ENOMEM;
-			break;
-		}
-		memset(&k->in, 0, sizeof(k->in));
-		k->in.ino = (uint64_t)sqlite3_column_int64(p->list, 1);
-		k->in.mode = (uint32_t)sqlite3_column_int64(p->list, 2);
-		k->in.uid = (uint32_t)sqlite3_column_int64(p->list, 3);
-		k->in.gid = (uint32_t)sqlite3_column_int64(p->list, 4);
-		k->in.size = (uint64_t)sqlite3_column_int64(p->list, 5);
-		k->in.mtime = sqlite3_column_int64(p->list, 6);
-		k->in.ctime = sqlite3_column_int64(p->list, 7);
-		n++;
-	}
-	sqlite3_reset(p->list);
-	if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
-		r = idx_errno(rc);
-
-	for (size_t i = 0; i < n && r == 0; i++) {
-		struct snap_child *k = &kids[i];
-		uint8_t type = type_of_mode(k->in.mode);
-		char path[PATH_MAX_LEN + 2], target[PATH_MAX_LEN + 1] = "";
-		struct idx_extent *ext = NULL;
-		struct nx *nx = NULL;
-		size_t next = 0, nnx = 0;
-		struct bentry *b;
-		uint8_t sig[16];
-		struct pentry *pe;
-
-		if (!type)
-			continue; /* fifos, sockets and devices stay local */
-		if (snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "/" : "", k->name) >
-			    PATH_MAX_LEN ||
-		    !cat_path_valid(path))
-			continue;
-		if (type == CAT_E_SYMLINK) {
-			sqlite3_reset(p->target);
-			sqlite3_bind_int64(p->target, 1, (sqlite3_int64)k->in.ino);
-			if (sqlite3_step(p->target) == SQLITE_ROW) {
-				int len = sqlite3_column_bytes(p->target, 0);
-
-				if (len > 0 && len <= PATH_MAX_LEN)
-					memcpy(target, sqlite3_column_blob(p->target, 0),
-					       (size_t)len);
-			}
-			sqlite3_reset(p->target);
-			if (!*target)
-				continue;
-		}
-		if (type == CAT_E_FILE) {
-			r = snap_extents(p, k->in.ino, &ext, &next);
-			if (r == 0)
-				r = nx_normalize(ext, next, k->in.size, &nx, &nnx);
-			if (r == -EUCLEAN) {
-				/* fsck's business; this file stays local. */
-				free(ext);
-				r = 0;
-				continue;
-			}
-			if (r < 0) {
-				free(ext);
-				break;
-			}
-		}
-		local_sig(type, &k->in, target, nx, nnx, sig);
-		b = smap_get(&p->base, path);
-		if (b)
-			b->seen = true;
-		if (b && b->type == type && memcmp(b->sig, sig, 16) == 0) {
-			free(ext);
-			free(nx);
-		} else {
-			pe = pentry_add(p);
-			if (!pe) {
-				free(ext);
-				free(nx);
-				r = -ENOMEM;
-				break;
-			}
-			pe->path = strdup(path);
-			pe->target = type == CAT_E_SYMLINK ? strdup(target) : NULL;
-			pe->type = type;
-			pe->mode = k->in.mode;
-			pe->uid = k->in.uid;
-			pe->gid = k->in.gid;
-			pe->mtime = k->in.mtime;
-			pe->size = type == CAT_E_SYMLINK ? strlen(target) : k->in.size;
-			/* A change must beat the version it replaces everywhere. */
-			pe->stamp = b ? MAX(k->in.ctime, b->stamp + 1) : k->in.ctime;
-			pe->ext = ext;
-			pe->next = next;
-			pe->nx = nx;
-			pe->nnx = nnx;
-			memcpy(pe->sig, sig, 16);
-			if (!pe->path || (type == CAT_E_SYMLINK && !pe->target))
-				r = -ENOMEM;
-		}
-		if (r == 0 && type == CAT_E_DIR)
-			r = snap_walk(p, k->in.ino, path);
-	}
-	for (size_t i = 0; i < n; i++)
-		free(kids[i].name);
-	free(kids);
+	if (!b)
+		return -ENOMEM;
+	b->type = type;
+	b->stamp = stamp;
+	memcpy(b->sig, sig, 16);
+	r = smap_put(&p->base, path, b);
+	if (r < 0)
+		free(b);
 	return r;
 }
 
 int snap_load_base(struct push *p)
 {
-	sqlite3_stmt *s;
-	int rc, r = 0;
-
-	if (sqlite3_prepare_v2(p->rdb, "SELECT path, type, stamp, sig FROM rbase", -1, &s, NULL) !=
-	    SQLITE_OK)
-		return -EIO;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		int len = sqlite3_column_bytes(s, 0);
-		struct bentry *b;
-		char *path;
-
-		if (len <= 0 || len > PATH_MAX_LEN || sqlite3_column_bytes(s, 3) != 16)
-			continue;
-		path = strndup(sqlite3_column_blob(s, 0), (size_t)len);
-		b = calloc(1, sizeof(*b));
-		if (!path || !b) {
-			free(path);
-			free(b);
-			r = -ENOMEM;
-			break;
-		}
-		b->type = (uint8_t)sqlite3_column_int(s, 1);
-		b->stamp = sqlite3_column_int64(s, 2);
-		memcpy(b->sig, sqlite3_column_blob(s, 3), 16);
-		r = smap_put(&p->base, path, b);
-		free(path);
-		if (r < 0) {
-			free(b);
-			break;
-		}
-	}
-	sqlite3_finalize(s);
-	if (r == 0 && rc != SQLITE_DONE)
-		r = idx_errno(rc);
-	return r;
+	return idx_rbase_each(p->snap, base_row, p);
 }
 
 /* Base paths the walk did not see were deleted here: tombstones. */
@@ -264,15 +260,7 @@ void push_free(struct push *p)
 	free(p->up_v);
 	free(p->np);
 	smap_free(&p->base, free);
-	sqlite3_finalize(p->list);
-	sqlite3_finalize(p->ext);
-	sqlite3_finalize(p->target);
-	sqlite3_finalize(p->rpname);
-	sqlite3_finalize(p->up);
-	if (p->rdb) {
-		sqlite3_exec(p->rdb, "ROLLBACK", NULL, NULL, NULL);
-		sqlite3_close(p->rdb);
-	}
+	idx_close(p->snap);
 }
 
 int snap_open(struct push *p)
@@ -280,30 +268,5 @@ int snap_open(struct push *p)
 	char path[4096];
 
 	snprintf(path, sizeof(path), "%s/index.db", store_dir(p->st));
-	if (sqlite3_open_v2(path, &p->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-	    SQLITE_OK)
-		return -EIO;
-	sqlite3_busy_timeout(p->rdb, 10000);
-	if (db_exec(p->rdb, "BEGIN") < 0)
-		return -EIO;
-	if (sqlite3_prepare_v2(p->rdb,
-			       "SELECT d.name, i.ino, i.mode, i.uid, i.gid, i.size, i.mtime, "
-			       "i.ctime FROM dentries d JOIN inodes i ON i.ino = d.ino WHERE "
-			       "d.parent = ?1 ORDER BY d.id",
-			       -1, &p->list, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(p->rdb,
-			       "SELECT e.off, e.len, e.chunk, c.key, c.pack, c.off, c.stored_len, "
-			       "c.flags, c.digest, c.rpack, c.roff, c.rstored_len, c.rflags, "
-			       "coalesce(p.condemned, 0) FROM extents e LEFT JOIN chunks c ON "
-			       "c.id = e.chunk LEFT JOIN rpacks p ON p.id = c.rpack WHERE e.ino = "
-			       "?1 ORDER BY e.off",
-			       -1, &p->ext, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(p->rdb, "SELECT target FROM symlinks WHERE ino = ?1", -1, &p->target,
-			       NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(p->rdb, "SELECT name, size FROM rpacks WHERE id = ?1", -1,
-			       &p->rpname, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(p->rdb, "SELECT parent, name FROM dentries WHERE ino = ?1 LIMIT 1",
-			       -1, &p->up, NULL) != SQLITE_OK)
-		return -EIO;
-	return 0;
+	return idx_open_reader(path, &p->snap);
 }

@@ -23,8 +23,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
 #include "catalog.h"
 #include "hash.h"
 #include "idx.h"
@@ -38,7 +36,6 @@
 #define PARALLEL_DEFAULT 4
 /* Traces read at mount for prefetch. */
 #define TRACES_MAX 4
-#define PATH_MAX_LEN 4095
 
 /* ---- a string-keyed hash map (open addressing, keys owned by the map) ---- */
 
@@ -78,11 +75,9 @@ struct nx {
 struct merge {
 	struct store *st;
 	struct idx *x;
-	sqlite3 *db;
 	struct smap dirs; /* path -> (void *)ino of directories resolved */
 	int64_t last_sync;
 	struct sync_report *rep;
-	sqlite3_stmt *base_get, *base_put;
 	bool local_only; /* importing a bundle: every chunk is here already, nothing is remote */
 	bool cold;       /* the store was empty: nothing local to compare with (a new runner) */
 };
@@ -90,7 +85,7 @@ struct merge {
 struct cand {
 	const struct cat *c;
 	const struct cat_entry *e;
-	uint8_t sig[16];
+	struct cat_lww lww; /* e's stamp, type and signature: its place in the order of catalog.h */
 };
 
 /* The remote's entry for a path at the last sync, and whether the walk saw the path here. */
@@ -136,8 +131,7 @@ struct newpack {
 struct push {
 	struct store *st;
 	struct remote *r;
-	sqlite3 *rdb; /* read-only snapshot of the index */
-	sqlite3_stmt *list, *ext, *target, *rpname, *up;
+	struct idx *snap; /* a reader holding one snapshot of the index (idx_open_reader) */
 	struct smap base; /* path -> struct bentry * */
 	struct pentry *pe;
 	size_t npe, cappe;
@@ -158,17 +152,11 @@ void smap_free(struct smap *m, void (*free_val)(void *));
 int idset_add(struct idset *s, uint64_t id);
 
 /* common.c */
-int64_t meta_i64(struct idx *x, const char *key);
-uint8_t type_of_mode(uint32_t mode);
-int db_exec(sqlite3 *db, const char *sql);
-int meta_set_i64(struct idx *x, const char *key, int64_t v);
 int host_id(struct idx *x, uint8_t ret[16]);
 bool name_matches(const char *name, const void *data, size_t len);
 void object_name(const char *dir, const char *ext, int64_t created, const uint8_t sha[32],
 		 char *buf, size_t len);
 void pack_object(const uint8_t name[32], char *buf, size_t len);
-int lww_cmp(int64_t sa, uint8_t ta, const uint8_t ga[16], int64_t sb, uint8_t tb,
-	    const uint8_t gb[16]);
 void chunk_id_hex(const chunk_key *k, const chunk_digest *d, char buf[97]);
 int nx_normalize(const struct idx_extent *e, size_t n, uint64_t size, struct nx **ret,
 		 size_t *ret_n);
@@ -181,8 +169,6 @@ int collect_name(const char *name, uint64_t size, void *data);
 int list_sorted(struct remote *r, const char *dir, struct names *ret);
 int load_catalog(struct store *st, struct remote *r, const char *name, struct cat **ret,
 		 uint64_t *bytes);
-int seen(sqlite3 *db, const char *name, bool *ret_merged);
-int mark_seen(sqlite3 *db, const char *name, bool merged);
 int rpack_id(struct idx *x, struct rpack_ids *m, uint32_t pack, uint64_t *ret);
 struct pack_loc chunk_rloc(const struct cat_chunk *ch);
 int learn_chunks(struct idx *x, const struct cat *c);
@@ -193,7 +179,6 @@ int merge_apply(struct merge *m, const struct cat *c, struct rpack_ids *ids,
 		const struct cat_entry *e);
 int local_entry(struct merge *m, const char *path, uint8_t *ret_type, int64_t *ret_stamp,
 		uint8_t ret_sig[16]);
-int base_put(sqlite3_stmt *s, const char *path, uint8_t type, int64_t stamp, const uint8_t sig[16]);
 int merge_entry(struct merge *m, struct cand *cd, struct rpack_ids *ids);
 int pick_winners(struct cat **cats, size_t n, struct smap *map);
 int sorted_winners(struct smap *map, struct cand ***ret, size_t *ret_n);
