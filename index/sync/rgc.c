@@ -65,111 +65,149 @@ static int put_pack_list(struct store *st, struct remote *r, const char *prefix,
 	return rr;
 }
 
-int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
-	    const struct sync_options *o, struct sync_gc_report *ret)
+/* A remote gc under way. */
+struct gc {
+	struct store *st;
+	struct remote *rem;
+	const struct sync_options *o;
+	struct sync_gc_report *rep;
+	int64_t now;
+	struct names ns, traces, gc;
+	struct cat **cats, **marks; /* the catalogs of ns/; the condemnations of gc/ */
+	char **names, **mnames;
+	size_t n, nm;
+	struct smap map; /* path -> struct cand *: the winners */
+	struct cand **win;
+	size_t nwin;
+	struct smap lastread; /* path -> int64_t *: the last read of it in a trace */
+	struct smap live;     /* pack object -> 1: used by a live entry */
+	struct smap listed; /* pack object -> uint64_t *: its size, for every pack on the remote */
+	struct smap condemned; /* pack object -> 1: condemned already */
+};
+
+/* The namespace: the winners over every catalog of ns/. */
+static int gc_read_namespace(struct gc *g)
 {
-	const struct chunker_params *cp = store_chunker_params(st);
-	int64_t now = now_ns(), grace_ns = grace_s * 1000000000;
-	struct names ns = {0}, traces = {0}, gc = {0};
-	struct smap map = {0}, lastread = {0}, live = {0}, listed = {0}, condemned = {0};
-	struct cat **cats = NULL, **marks = NULL;
-	char **names = NULL, **mnames = NULL;
-	struct cand **win = NULL;
-	size_t n = 0, nm = 0, nwin = 0;
-	const char **doomed = NULL, **fresh = NULL;
-	bool *settled = NULL;
-	size_t ndoomed = 0, nfresh = 0, bad = 0;
+	size_t bad = 0;
 	int rr;
 
-	memset(ret, 0, sizeof(*ret));
-	rr = list_sorted(r, "ns/", &ns);
+	rr = list_sorted(g->rem, "ns/", &g->ns);
 	if (rr == 0)
-		rr = fetch_catalogs(st, r, &ns, NULL, NULL, o, &cats, &names, &n, NULL, &bad);
+		rr = fetch_catalogs(g->st, g->rem, &g->ns, NULL, NULL, g->o, &g->cats, &g->names,
+				    &g->n, NULL, &bad);
 	/* What an unreadable catalog uses would look unused: collect nothing until it is fixed. */
 	if (rr == 0 && bad)
 		rr = -EBADMSG;
 	if (rr == 0)
-		rr = pick_winners(cats, n, &map);
+		rr = pick_winners(g->cats, g->n, &g->map);
 	if (rr == 0)
-		rr = sorted_winners(&map, &win, &nwin);
-	if (rr < 0)
-		goto out;
-	ret->catalogs = n;
+		rr = sorted_winners(&g->map, &g->win, &g->nwin);
+	return rr;
+}
 
-	/* Retention: files nobody read or wrote for keep_s go, by a tombstone that any newer
-	 * write beats. */
-	if (keep_s > 0) {
-		int64_t cutoff = now - keep_s * 1000000000;
-		struct cat_writer *w = NULL;
-		uint8_t host[16] = {0};
-		size_t expired = 0;
+/* When each path was last read, from every trace; traces older than cutoff are deleted. */
+static int gc_read_traces(struct gc *g, int64_t cutoff)
+{
+	int rr = list_sorted(g->rem, "trace/", &g->traces);
 
-		rr = list_sorted(r, "trace/", &traces);
-		for (size_t i = 0; i < traces.n && rr == 0; i++) {
-			struct cat *t;
+	for (size_t i = 0; i < g->traces.n && rr == 0; i++) {
+		struct cat *t;
 
-			if (load_catalog(st, r, traces.v[i], &t, NULL) < 0)
+		if (load_catalog(g->st, g->rem, g->traces.v[i], &t, NULL) < 0)
+			continue;
+		for (size_t j = 0; j < t->n_entries && rr == 0; j++) {
+			int64_t *v = smap_get(&g->lastread, t->entries[j].path);
+
+			if (v) {
+				*v = MAX(*v, t->entries[j].stamp);
 				continue;
-			for (size_t j = 0; j < t->n_entries && rr == 0; j++) {
-				int64_t *v = smap_get(&lastread, t->entries[j].path);
-
-				if (v) {
-					*v = MAX(*v, t->entries[j].stamp);
-					continue;
-				}
-				v = malloc(sizeof(*v));
-				if (!v || smap_put(&lastread, t->entries[j].path, v) < 0) {
-					free(v);
-					rr = -ENOMEM;
-					break;
-				}
-				*v = t->entries[j].stamp;
 			}
-			cat_free(t);
-			/* A trace older than the retention tells nothing any more. */
-			if ((int64_t)strtoull(traces.v[i] + strlen("trace/"), NULL, 16) < cutoff &&
-			    remote_delete(r, traces.v[i]) == 0)
-				ret->traces_deleted++;
-		}
-		if (rr == 0)
-			rr = cat_writer_new(CAT_DELTA, host, now, cp->min, cp->avg, cp->max, &w);
-		for (size_t i = 0; i < nwin && rr == 0; i++) {
-			const struct cat_entry *e = win[i]->e;
-			int64_t *lr = smap_get(&lastread, e->path);
-			struct cat_entry ce = {.path = e->path, .type = CAT_E_GONE};
-
-			if (e->type != CAT_E_FILE && e->type != CAT_E_SYMLINK)
-				continue;
-			if (MAX(e->stamp, lr ? *lr : 0) >= cutoff)
-				continue;
-			ce.stamp = e->stamp + 1;
-			rr = cat_writer_add_entry(w, &ce);
-			win[i]->e = NULL; /* gone: uses no pack any more */
-			expired++;
-		}
-		if (rr == 0 && expired) {
-			void *data = NULL;
-			size_t len = 0;
-			uint8_t sha[32];
-			char obj[160];
-
-			rr = cat_writer_finish(w, &data, &len, sha);
-			w = NULL;
-			if (rr == 0) {
-				object_name("ns/", ".cat", now, sha, obj, sizeof(obj));
-				rr = remote_put(r, obj, data, len);
+			v = malloc(sizeof(*v));
+			if (!v || smap_put(&g->lastread, t->entries[j].path, v) < 0) {
+				free(v);
+				rr = -ENOMEM;
+				break;
 			}
-			free(data);
-			ret->files_expired = expired;
+			*v = t->entries[j].stamp;
 		}
-		cat_writer_free(w);
-		if (rr < 0)
-			goto out;
+		cat_free(t);
+		/* A trace older than the retention tells nothing any more. */
+		if ((int64_t)strtoull(g->traces.v[i] + strlen("trace/"), NULL, 16) < cutoff &&
+		    remote_delete(g->rem, g->traces.v[i]) == 0)
+			g->rep->traces_deleted++;
 	}
+	return rr;
+}
 
-	/* Packs some live entry uses. */
-	for (size_t i = 0; i < nwin && rr == 0; i++) {
-		const struct cat_entry *e = win[i]->e;
+/* Tombstones for the files neither written nor read since cutoff, into w; they leave the
+ * winners (win[i]->e NULL: gone, uses no pack any more). The number of them, or -errno. */
+static int64_t gc_expire_into(struct gc *g, struct cat_writer *w, int64_t cutoff)
+{
+	int64_t expired = 0;
+	int rr = 0;
+
+	for (size_t i = 0; i < g->nwin && rr == 0; i++) {
+		const struct cat_entry *e = g->win[i]->e;
+		int64_t *lr = smap_get(&g->lastread, e->path);
+		struct cat_entry ce = {.path = e->path, .type = CAT_E_GONE};
+
+		if (e->type != CAT_E_FILE && e->type != CAT_E_SYMLINK)
+			continue;
+		if (MAX(e->stamp, lr ? *lr : 0) >= cutoff)
+			continue;
+		ce.stamp = e->stamp + 1;
+		rr = cat_writer_add_entry(w, &ce);
+		g->win[i]->e = NULL;
+		expired++;
+	}
+	return rr < 0 ? rr : expired;
+}
+
+/* Retention: files nobody read or wrote for keep_s go, by a tombstone that any newer write
+ * beats. */
+static int gc_expire(struct gc *g, int64_t keep_s)
+{
+	const struct chunker_params *cp = store_chunker_params(g->st);
+	int64_t cutoff = g->now - keep_s * 1000000000, expired = 0;
+	struct cat_writer *w = NULL;
+	uint8_t host[16] = {0};
+	int rr;
+
+	rr = gc_read_traces(g, cutoff);
+	if (rr == 0)
+		rr = cat_writer_new(CAT_DELTA, host, g->now, cp->min, cp->avg, cp->max, &w);
+	if (rr == 0) {
+		expired = gc_expire_into(g, w, cutoff);
+		if (expired < 0)
+			rr = (int)expired;
+	}
+	if (rr == 0 && expired) {
+		void *data = NULL;
+		size_t len = 0;
+		uint8_t sha[32];
+		char obj[160];
+
+		rr = cat_writer_finish(w, &data, &len, sha);
+		w = NULL;
+		if (rr == 0) {
+			object_name("ns/", ".cat", g->now, sha, obj, sizeof(obj));
+			rr = remote_put(g->rem, obj, data, len);
+		}
+		free(data);
+		g->rep->files_expired = (uint64_t)expired;
+	}
+	cat_writer_free(w);
+	return rr;
+}
+
+/* Packs some live entry uses. */
+static int gc_live_packs(struct gc *g)
+{
+	int rr = 0;
+
+	for (size_t i = 0; i < g->nwin && rr == 0; i++) {
+		const struct cat_entry *e = g->win[i]->e;
+		const struct cat *c = g->win[i]->c;
 
 		if (!e || e->type != CAT_E_FILE)
 			continue;
@@ -178,94 +216,140 @@ int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
 
 			if (e->ext[j].chunk == CAT_HOLE)
 				continue;
-			pack_object(win[i]->c->packs[win[i]->c->chunks[e->ext[j].chunk].pack].name,
-				    obj, sizeof(obj));
-			if (!smap_get(&live, obj))
-				rr = smap_put(&live, obj, (void *)1);
+			pack_object(c->packs[c->chunks[e->ext[j].chunk].pack].name, obj,
+				    sizeof(obj));
+			if (!smap_get(&g->live, obj))
+				rr = smap_put(&g->live, obj, (void *)1);
 		}
 	}
-	if (rr == 0)
-		rr = remote_list(r, "packs/", collect_pack_name, &listed);
-	if (rr == 0)
-		rr = list_sorted(r, "gc/", &gc);
-	if (rr == 0)
-		rr = fetch_catalogs(st, r, &gc, NULL, NULL, NULL, &marks, &mnames, &nm, NULL, NULL);
-	if (rr < 0)
-		goto out;
-	doomed = calloc(listed.n + 1, sizeof(*doomed));
-	fresh = calloc(listed.n + 1, sizeof(*fresh));
-	settled = calloc(nm + 1, sizeof(*settled));
-	if (!doomed || !fresh || !settled) {
-		rr = -ENOMEM;
-		goto out;
-	}
+	return rr;
+}
 
-	/* Condemned long enough ago and still unused: delete, and record that forever. */
-	for (size_t i = 0; i < nm && rr == 0; i++) {
-		bool old = marks[i]->created < now - grace_ns;
-		bool is_mark = strncmp(mnames[i], "gc/c", 4) == 0;
+/*
+ * Condemned long enough ago and still unused: delete, and record that forever. Condemnations
+ * whose packs are all deleted or used again are settled: deleted.
+ */
+static int gc_delete_condemned(struct gc *g, int64_t grace_s)
+{
+	int64_t grace_ns = grace_s * 1000000000;
+	const char **doomed = calloc(g->listed.n + 1, sizeof(*doomed));
+	bool *settled = calloc(g->nm + 1, sizeof(*settled));
+	size_t ndoomed = 0;
+	int rr = 0;
+
+	if (!doomed || !settled) {
+		free(doomed);
+		free(settled);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < g->nm; i++) {
+		bool old = g->marks[i]->created < g->now - grace_ns;
+		bool is_mark = strncmp(g->mnames[i], "gc/c", 4) == 0;
 		bool all_done = true;
 
-		for (size_t j = 0; j < marks[i]->n_packs; j++) {
+		for (size_t j = 0; j < g->marks[i]->n_packs; j++) {
 			char obj[128];
+			uint64_t *size;
 
-			pack_object(marks[i]->packs[j].name, obj, sizeof(obj));
+			pack_object(g->marks[i]->packs[j].name, obj, sizeof(obj));
 			if (!is_mark)
 				continue;
-			smap_put(&condemned, obj, (void *)1);
-			if (!old || smap_get(&live, obj))
+			smap_put(&g->condemned, obj, (void *)1);
+			if (!old || smap_get(&g->live, obj))
 				continue;
-			if (smap_get(&listed, obj)) {
-				uint64_t *size = smap_get(&listed, obj);
-
-				if (remote_delete(r, obj) < 0) {
-					all_done = false;
-					continue;
-				}
-				ret->packs_deleted++;
-				ret->bytes_deleted += *size;
-				doomed[ndoomed++] = smap_slot(&listed, obj)->key;
+			size = smap_get(&g->listed, obj);
+			if (!size)
+				continue;
+			if (remote_delete(g->rem, obj) < 0) {
+				all_done = false;
+				continue;
 			}
+			g->rep->packs_deleted++;
+			g->rep->bytes_deleted += *size;
+			doomed[ndoomed++] = smap_slot(&g->listed, obj)->key;
 		}
 		settled[i] = is_mark && old && all_done;
 	}
 	if (ndoomed)
-		rr = put_pack_list(st, r, "gc/d", doomed, ndoomed);
-	/* A condemnation is settled once its packs are deleted or used again. */
-	for (size_t i = 0; i < nm && rr == 0; i++)
+		rr = put_pack_list(g->st, g->rem, "gc/d", doomed, ndoomed);
+	for (size_t i = 0; i < g->nm && rr == 0; i++)
 		if (settled[i])
-			remote_delete(r, mnames[i]);
+			remote_delete(g->rem, g->mnames[i]);
+	free(doomed);
+	free(settled);
+	return rr;
+}
 
-	/* Newly unused packs are condemned now, deleted by a gc after the grace period. */
-	for (size_t i = 0; i < listed.cap && rr == 0; i++) {
-		const char *obj = listed.slots[i].key;
+/* Newly unused packs are condemned now, deleted by a gc after the grace period. */
+static int gc_condemn_unused(struct gc *g)
+{
+	const char **fresh = calloc(g->listed.n + 1, sizeof(*fresh));
+	size_t nfresh = 0;
+	int rr = 0;
 
-		if (!obj || smap_get(&live, obj) || smap_get(&condemned, obj))
+	if (!fresh)
+		return -ENOMEM;
+	for (size_t i = 0; i < g->listed.cap; i++) {
+		const char *obj = g->listed.slots[i].key;
+
+		if (!obj || smap_get(&g->live, obj) || smap_get(&g->condemned, obj))
 			continue;
 		fresh[nfresh++] = obj;
 	}
-	if (rr == 0 && nfresh) {
-		rr = put_pack_list(st, r, "gc/c", fresh, nfresh);
-		ret->packs_condemned = nfresh;
+	if (nfresh) {
+		rr = put_pack_list(g->st, g->rem, "gc/c", fresh, nfresh);
+		g->rep->packs_condemned = nfresh;
 	}
+	free(fresh);
+	return rr;
+}
+
+static void gc_free(struct gc *g)
+{
+	smap_free(&g->map, free);
+	smap_free(&g->lastread, free);
+	smap_free(&g->live, NULL);
+	smap_free(&g->listed, free);
+	smap_free(&g->condemned, NULL);
+	free(g->win);
+	cats_free(g->cats, g->n);
+	free(g->names);
+	cats_free(g->marks, g->nm);
+	free(g->mnames);
+	names_free(&g->ns);
+	names_free(&g->traces);
+	names_free(&g->gc);
+}
+
+int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
+	    const struct sync_options *o, struct sync_gc_report *ret)
+{
+	struct gc g = {.st = st, .rem = r, .o = o, .rep = ret, .now = now_ns()};
+	int rr;
+
+	memset(ret, 0, sizeof(*ret));
+	rr = gc_read_namespace(&g);
+	if (rr < 0)
+		goto out;
+	ret->catalogs = g.n;
+	if (keep_s > 0)
+		rr = gc_expire(&g, keep_s);
+	if (rr == 0)
+		rr = gc_live_packs(&g);
+	if (rr == 0)
+		rr = remote_list(r, "packs/", collect_pack_name, &g.listed);
+	if (rr == 0)
+		rr = list_sorted(r, "gc/", &g.gc);
+	if (rr == 0)
+		rr = fetch_catalogs(st, r, &g.gc, NULL, NULL, NULL, &g.marks, &g.mnames, &g.nm,
+				    NULL, NULL);
+	if (rr == 0)
+		rr = gc_delete_condemned(&g, grace_s);
+	if (rr == 0)
+		rr = gc_condemn_unused(&g);
 	if (rr == 0)
 		rr = sync_compact(st, r, o);
 out:
-	free(doomed);
-	free(fresh);
-	free(settled);
-	smap_free(&map, free);
-	smap_free(&lastread, free);
-	smap_free(&live, NULL);
-	smap_free(&listed, free);
-	smap_free(&condemned, NULL);
-	free(win);
-	cats_free(cats, n);
-	free(names);
-	cats_free(marks, nm);
-	free(mnames);
-	names_free(&ns);
-	names_free(&traces);
-	names_free(&gc);
+	gc_free(&g);
 	return rr;
 }
