@@ -315,30 +315,30 @@ int sync_export(struct store *st, const char *base, const char *out,
 			   .rep = ret,
 			   .progress = progress,
 			   .data = data};
-	int rr = 0;
+	int r = 0;
 
 	memset(ret, 0, sizeof(*ret));
 	if (base) {
-		rr = export_read_base(&x, base);
-		if (rr < 0) {
+		r = export_read_base(&x, base);
+		if (r < 0) {
 			smap_free(&x.inbase, NULL);
-			return rr;
+			return r;
 		}
 	}
 	/* Every entry, from a snapshot of the index: an empty base makes all of them changes. */
-	rr = snap_open(&x.p);
-	if (rr == 0)
-		rr = snap_walk(&x.p, IDX_ROOT_INO, "");
-	if (rr == 0)
-		rr = export_pack(&x);
-	if (rr == 0)
-		rr = export_name_pack(&x);
-	if (rr == 0)
-		rr = export_toc(&x);
-	if (rr == 0)
-		rr = export_write(&x, out);
+	r = snap_open(&x.p);
+	if (r == 0)
+		r = snap_walk(&x.p, IDX_ROOT_INO, "");
+	if (r == 0)
+		r = export_pack(&x);
+	if (r == 0)
+		r = export_name_pack(&x);
+	if (r == 0)
+		r = export_toc(&x);
+	if (r == 0)
+		r = export_write(&x, out);
 	export_free(&x);
-	return rr;
+	return r;
 }
 
 /* An import under way. */
@@ -472,27 +472,27 @@ int sync_import(struct store *st, const char *file,
 			    .rep = ret,
 			    .progress = progress,
 			    .data = data};
-	int rr;
+	int r;
 
 	memset(ret, 0, sizeof(*ret));
 	im.fd = open(file, O_RDONLY | O_CLOEXEC);
 	if (im.fd < 0)
 		return -errno;
-	rr = import_open(&im);
-	if (rr < 0)
+	r = import_open(&im);
+	if (r < 0)
 		goto out;
-	rr = idx_begin(x);
-	if (rr == 0)
-		rr = idx_init_root(x, getuid(), getgid(), now_ns());
-	if (rr == 0)
-		rr = import_chunks(&im);
-	if (rr == 0)
-		rr = import_entries(&im, &m);
-	if (rr == 0)
-		rr = store_sync_packs(st);
-	if (rr == 0)
-		rr = idx_commit(x);
-	if (rr < 0)
+	r = idx_begin(x);
+	if (r == 0)
+		r = idx_init_root(x, getuid(), getgid(), now_ns());
+	if (r == 0)
+		r = import_chunks(&im);
+	if (r == 0)
+		r = import_entries(&im, &m);
+	if (r == 0)
+		r = store_sync_packs(st);
+	if (r == 0)
+		r = idx_commit(x);
+	if (r < 0)
 		idx_rollback(x);
 	ret->bytes_uploaded = im.done;
 	if (progress)
@@ -503,5 +503,5 @@ out:
 	free(im.raw);
 	free(im.ent);
 	close(im.fd);
-	return rr;
+	return r;
 }

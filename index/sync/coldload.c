@@ -19,7 +19,7 @@ struct cnode {
 struct cload {
 	struct cnode *v;
 	size_t n, cap;
-	struct smap where;            /* path -> node index + 1 */
+	struct smap where;            /* path -> the node's position in v, + 1 */
 	uint64_t first_ino, next_ino; /* node i has ino first_ino + i */
 };
 
@@ -48,7 +48,7 @@ static int64_t cload_add(struct cload *l, const char *path, const char *name, ui
 
 /*
  * The node of directory path, made (with the owner and times of what needs it) when missing;
- * a file in the way becomes a directory: directories win. Returns its index or -errno.
+ * a file in the way becomes a directory: directories win. Returns its position in l->v, or -errno.
  */
 static int64_t cload_dir(struct cload *l, const char *path, const struct cat_entry *child)
 {
@@ -101,7 +101,7 @@ struct cchunks {
 	struct idx *x;
 	struct idx_bulk *bulk;
 	struct smap map; /* key and digest in hex -> id */
-	uint64_t **ids;  /* per catalog, per chunk index: the id, 0 until used */
+	uint64_t **ids;  /* per catalog, per chunk of its table: the id, 0 until used */
 };
 
 /* The id of chunk ch of catalog ci, its row added to the bulk load at first use. */

@@ -8,7 +8,7 @@
 /* Tombstones older than this are dropped by compaction: no push takes that long. */
 #define TOMBSTONE_KEEP_NS (30ll * 24 * 3600 * 1000000000)
 
-int sync_compact(struct store *st, struct remote *r, const struct sync_options *o)
+int sync_compact(struct store *st, struct remote *rem, const struct sync_options *o)
 {
 	const struct chunker_params *cp = store_chunker_params(st);
 	struct names ns = {0};
@@ -22,21 +22,21 @@ int sync_compact(struct store *st, struct remote *r, const struct sync_options *
 	uint8_t host[16] = {0}, sha[32];
 	void *data = NULL;
 	char obj[160];
-	int rr;
+	int r;
 
-	rr = list_sorted(r, "ns/", &ns);
-	if (rr == 0)
-		rr = fetch_catalogs(st, r, &ns, NULL, NULL, o, &cats, &names, &n, NULL, NULL);
-	if (rr < 0)
+	r = list_sorted(rem, "ns/", &ns);
+	if (r == 0)
+		r = fetch_catalogs(st, rem, &ns, NULL, NULL, o, &cats, &names, &n, NULL, NULL);
+	if (r < 0)
 		goto out;
 	if (n < 2)
 		goto out;
-	rr = pick_winners(cats, n, &map);
-	if (rr == 0)
-		rr = sorted_winners(&map, &win, &nwin);
-	if (rr == 0)
-		rr = cat_writer_new(CAT_SNAPSHOT, host, created, cp->min, cp->avg, cp->max, &w);
-	for (size_t i = 0; i < nwin && rr == 0; i++) {
+	r = pick_winners(cats, n, &map);
+	if (r == 0)
+		r = sorted_winners(&map, &win, &nwin);
+	if (r == 0)
+		r = cat_writer_new(CAT_SNAPSHOT, host, created, cp->min, cp->avg, cp->max, &w);
+	for (size_t i = 0; i < nwin && r == 0; i++) {
 		const struct cat_entry *e = win[i]->e;
 		const struct cat *c = win[i]->c;
 		struct cat_entry ce = *e;
@@ -47,39 +47,39 @@ int sync_compact(struct store *st, struct remote *r, const struct sync_options *
 		if (e->n_ext) {
 			cx = calloc(e->n_ext, sizeof(*cx));
 			if (!cx) {
-				rr = -ENOMEM;
+				r = -ENOMEM;
 				break;
 			}
 		}
-		for (uint32_t j = 0; j < e->n_ext && rr == 0; j++) {
+		for (uint32_t j = 0; j < e->n_ext && r == 0; j++) {
 			struct cat_chunk ch;
 
 			cx[j] = e->ext[j];
 			if (e->ext[j].chunk == CAT_HOLE)
 				continue;
 			ch = c->chunks[e->ext[j].chunk];
-			rr = cat_writer_add_pack(w, c->packs[ch.pack].name, c->packs[ch.pack].size,
-						 &ch.pack);
-			if (rr == 0)
-				rr = cat_writer_add_chunk(w, &ch, &cx[j].chunk);
+			r = cat_writer_add_pack(w, c->packs[ch.pack].name, c->packs[ch.pack].size,
+						&ch.pack);
+			if (r == 0)
+				r = cat_writer_add_chunk(w, &ch, &cx[j].chunk);
 		}
 		ce.ext = cx;
-		if (rr == 0)
-			rr = cat_writer_add_entry(w, &ce);
+		if (r == 0)
+			r = cat_writer_add_entry(w, &ce);
 		free(cx);
 	}
-	if (rr < 0)
+	if (r < 0)
 		goto out;
-	rr = cat_writer_finish(w, &data, &len, sha);
+	r = cat_writer_finish(w, &data, &len, sha);
 	w = NULL;
-	if (rr < 0)
+	if (r < 0)
 		goto out;
 	object_name("ns/", ".cat", created, sha, obj, sizeof(obj));
-	rr = remote_put(r, obj, data, len);
+	r = remote_put(rem, obj, data, len);
 	/* The snapshot holds everything its inputs did: they can go. */
-	for (size_t i = 0; i < n && rr == 0; i++)
+	for (size_t i = 0; i < n && r == 0; i++)
 		if (strcmp(names[i], obj) != 0)
-			remote_delete(r, names[i]);
+			remote_delete(rem, names[i]);
 out:
 	cat_writer_free(w);
 	free(data);
@@ -88,5 +88,5 @@ out:
 	cats_free(cats, n);
 	free(names);
 	names_free(&ns);
-	return rr;
+	return r;
 }

@@ -16,17 +16,17 @@ static int bind_remote(struct store *st, const char *id, char *err, size_t errle
 	struct idx *x = store_idx(st);
 	char old[128] = "";
 	struct idx_stats s;
-	int rr;
+	int r;
 
-	rr = idx_meta_get(x, "remote_id", old, sizeof(old));
-	if (rr < 0)
-		return rr;
-	if (rr == 1 && strcmp(old, id) == 0)
+	r = idx_meta_get(x, "remote_id", old, sizeof(old));
+	if (r < 0)
+		return r;
+	if (r == 1 && strcmp(old, id) == 0)
 		return 0;
-	if (rr == 1) {
-		rr = idx_get_stats(x, &s);
-		if (rr < 0)
-			return rr;
+	if (r == 1) {
+		r = idx_get_stats(x, &s);
+		if (r < 0)
+			return r;
 		if (s.remote_only_bytes) {
 			snprintf(err, errlen,
 				 "this store caches another remote and holds %" PRIu64
@@ -36,29 +36,30 @@ static int bind_remote(struct store *st, const char *id, char *err, size_t errle
 			return -EXDEV;
 		}
 	}
-	rr = idx_begin(x);
-	if (rr == 0 && *old)
-		rr = idx_sync_forget(x);
-	if (rr == 0)
-		rr = idx_meta_set(x, "remote_id", id);
-	if (rr == 0)
-		rr = idx_commit(x);
+	r = idx_begin(x);
+	if (r == 0 && *old)
+		r = idx_sync_forget(x);
+	if (r == 0)
+		r = idx_meta_set(x, "remote_id", id);
+	if (r == 0)
+		r = idx_commit(x);
 	else
 		idx_rollback(x);
-	return rr;
+	return r;
 }
 
-int sync_check_remote(struct store *st, struct remote *r, unsigned flags, char *err, size_t errlen)
+int sync_check_remote(struct store *st, struct remote *rem, unsigned flags, char *err,
+		      size_t errlen)
 {
 	const struct chunker_params *cp = store_chunker_params(st);
 	unsigned format = 0, mn = 0, avg = 0, mx = 0;
 	char text[512], id[128] = "";
 	void *data = NULL;
 	size_t len = 0;
-	int rr;
+	int r;
 
-	rr = remote_get(r, "config", 0, 0, &data, &len);
-	if (rr == -ENOENT) {
+	r = remote_get(rem, "config", 0, 0, &data, &len);
+	if (r == -ENOENT) {
 		uint8_t rnd[16];
 		int n;
 
@@ -71,17 +72,17 @@ int sync_check_remote(struct store *st, struct remote *r, unsigned flags, char *
 			     "# pkgcachefs remote\nformat = %d\nchunk_min = %u\n"
 			     "chunk_avg = %u\nchunk_max = %u\nid = %s\n",
 			     FORMAT_VERSION, cp->min, cp->avg, cp->max, id);
-		rr = remote_put(r, "config", text, (size_t)n);
-		if (rr < 0) {
+		r = remote_put(rem, "config", text, (size_t)n);
+		if (r < 0) {
 			snprintf(err, errlen, "cannot write the remote's config: %s",
 				 remote_last_error());
-			return rr;
+			return r;
 		}
 		return flags & SYNC_REMOTE_BIND ? bind_remote(st, id, err, errlen) : 0;
 	}
-	if (rr < 0) {
+	if (r < 0) {
 		snprintf(err, errlen, "cannot read the remote's config: %s", remote_last_error());
-		return rr;
+		return r;
 	}
 	if (len >= sizeof(text)) {
 		free(data);
@@ -112,6 +113,6 @@ int sync_check_remote(struct store *st, struct remote *r, unsigned flags, char *
 		return -EPROTO;
 	}
 	if (!*id)
-		snprintf(id, sizeof(id), "url:%.120s", remote_url(r));
+		snprintf(id, sizeof(id), "url:%.120s", remote_url(rem));
 	return flags & SYNC_REMOTE_BIND ? bind_remote(st, id, err, errlen) : 0;
 }

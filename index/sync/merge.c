@@ -51,30 +51,30 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int list_sorted(struct remote *r, const char *dir, struct names *ret)
+int list_sorted(struct remote *rem, const char *dir, struct names *ret)
 {
-	int rr = remote_list(r, dir, collect_name, ret);
+	int r = remote_list(rem, dir, collect_name, ret);
 
-	if (rr < 0)
-		return rr;
+	if (r < 0)
+		return r;
 	if (ret->n)
 		qsort(ret->v, ret->n, sizeof(*ret->v), name_cmp);
 	return 0;
 }
 
 /* Fetch, verify and decode one catalog. */
-int load_catalog(struct store *st, struct remote *r, const char *name, struct cat **ret,
+int load_catalog(struct store *st, struct remote *rem, const char *name, struct cat **ret,
 		 uint64_t *bytes)
 {
 	const struct chunker_params *cp = store_chunker_params(st);
 	void *data = NULL;
 	size_t len = 0;
 	struct cat *c;
-	int rr;
+	int r;
 
-	rr = remote_get(r, name, 0, 0, &data, &len);
-	if (rr < 0)
-		return rr;
+	r = remote_get(rem, name, 0, 0, &data, &len);
+	if (r < 0)
+		return r;
 	if (bytes)
 		*bytes += len;
 	if (!name_matches(name, data, len)) {
@@ -82,10 +82,10 @@ int load_catalog(struct store *st, struct remote *r, const char *name, struct ca
 		free(data);
 		return -EBADMSG;
 	}
-	rr = cat_decode(data, len, &c);
+	r = cat_decode(data, len, &c);
 	free(data);
-	if (rr < 0)
-		return rr;
+	if (r < 0)
+		return r;
 	if (c->chunk_min != cp->min || c->chunk_avg != cp->avg || c->chunk_max != cp->max) {
 		cat_free(c);
 		return -EPROTO;
@@ -330,72 +330,116 @@ static int local_chunk(struct merge *m, struct rpack_ids *ids, const struct cat_
 	return idx_add_remote_chunk(m->x, &ch->key, &ch->digest, ch->raw_len, rp, &rloc, ret);
 }
 
-/* Make the local namespace hold entry e at its path. */
-int merge_apply(struct merge *m, const struct cat *c, struct rpack_ids *ids,
-		const struct cat_entry *e)
+/* Directory entry e: made as it says, or an existing one takes its mode and owner. */
+static int apply_dir(struct merge *m, const struct cat_entry *e)
 {
-	char dir[IDX_PATH_MAX + 1];
-	const char *name = strrchr(e->path, '/');
-	struct idx_inode in = {0};
+	struct idx_inode in;
+	uint64_t ino = 0;
+	int r;
+
+	r = make_dirs(m, e->path, e->mode, e->uid, e->gid, e->mtime, e->stamp, &ino);
+	if (r != 0)
+		return r < 0 ? r : 0; /* made as the entry says */
+	r = idx_get_inode(m->x, ino, &in);
+	if (r <= 0)
+		return r < 0 ? r : -EUCLEAN;
+	in.mode = S_IFDIR | (e->mode & 07777);
+	in.uid = e->uid;
+	in.gid = e->gid;
+	return idx_put_inode(m->x, &in);
+}
+
+/* Tombstone for name in directory dir. */
+static int apply_gone(struct merge *m, const char *dir, const char *name)
+{
+	struct idx_inode in;
 	uint64_t parent, ino = 0;
+	int r;
+
+	r = resolve_dir(m, dir, &parent);
+	if (r <= 0)
+		return r;
+	r = idx_lookup(m->x, parent, name, &ino);
+	if (r <= 0)
+		return r;
+	r = idx_get_inode(m->x, ino, &in);
+	if (r <= 0)
+		return r;
+	/* A directory goes only once empty: whatever survives in it keeps it. */
+	if (S_ISDIR(in.mode) && idx_dir_is_empty(m->x, ino) != 1)
+		return 0;
+	return remove_entry(m, parent, name, ino);
+}
+
+/* The extents of file e (inode ino, which had extents when found). */
+static int apply_extents(struct merge *m, const struct cat *c, struct rpack_ids *ids,
+			 const struct cat_entry *e, uint64_t ino, bool found)
+{
+	struct idx_extent *ext = calloc(e->n_ext ? e->n_ext : 1, sizeof(*ext));
+	uint64_t off = 0;
+	int r = 0;
+
+	if (!ext)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < e->n_ext && r == 0; i++) {
+		ext[i].off = off;
+		ext[i].len = e->ext[i].len;
+		if (e->ext[i].chunk != CAT_HOLE)
+			r = local_chunk(m, ids, &c->chunks[e->ext[i].chunk], &ext[i].chunk);
+		off += e->ext[i].len;
+	}
+	if (r == 0)
+		r = found ? idx_set_extents(m->x, ino, ext, e->n_ext)
+			  : idx_add_extents(m->x, ino, ext, e->n_ext);
+	free(ext);
+	return r;
+}
+
+/*
+ * What is at name in parent before file or symlink e goes there: 1 with its inode in *in when e
+ * can take that inode over (a regular file only it names, and e a file), 0 when the name is free
+ * now, 2 when a directory with entries is there (it wins over e), -errno.
+ */
+static int apply_make_room(struct merge *m, uint64_t parent, const char *name,
+			   const struct cat_entry *e, struct idx_inode *in)
+{
+	uint64_t ino;
+	int r;
+
+	r = idx_lookup(m->x, parent, name, &ino);
+	if (r <= 0)
+		return r;
+	r = idx_get_inode(m->x, ino, in);
+	if (r <= 0)
+		return r < 0 ? r : -EUCLEAN;
+	if (S_ISDIR(in->mode)) {
+		if (idx_dir_is_empty(m->x, ino) != 1)
+			return 2; /* a directory with entries wins over a file */
+		r = remove_entry(m, parent, name, ino);
+		return r < 0 ? r : 0;
+	}
+	if (in->nlink > 1 || !S_ISREG(in->mode) || e->type != CAT_E_FILE) {
+		/* Replace the name, not an inode other names share. */
+		r = remove_entry(m, parent, name, ino);
+		return r < 0 ? r : 0;
+	}
+	return 1;
+}
+
+/* File or symlink entry e at name in directory dir. */
+static int apply_file(struct merge *m, const struct cat *c, struct rpack_ids *ids,
+		      const struct cat_entry *e, const char *dir, const char *name)
+{
+	struct idx_inode in = {0};
+	uint64_t parent, ino;
 	int r, found;
 
-	snprintf(dir, sizeof(dir), "%.*s", name ? (int)(name - e->path) : 0, e->path);
-	name = name ? name + 1 : e->path;
-
-	if (e->type == CAT_E_DIR) {
-		r = make_dirs(m, e->path, e->mode, e->uid, e->gid, e->mtime, e->stamp, &ino);
-		if (r != 0)
-			return r < 0 ? r : 0; /* made as the entry says */
-		r = idx_get_inode(m->x, ino, &in);
-		if (r <= 0)
-			return r < 0 ? r : -EUCLEAN;
-		in.mode = S_IFDIR | (e->mode & 07777);
-		in.uid = e->uid;
-		in.gid = e->gid;
-		return idx_put_inode(m->x, &in);
-	}
-
-	if (e->type == CAT_E_GONE) {
-		r = resolve_dir(m, dir, &parent);
-		if (r <= 0)
-			return r;
-		found = idx_lookup(m->x, parent, name, &ino);
-		if (found <= 0)
-			return found;
-		r = idx_get_inode(m->x, ino, &in);
-		if (r <= 0)
-			return r;
-		/* A directory goes only once empty: whatever survives in it keeps it. */
-		if (S_ISDIR(in.mode) && idx_dir_is_empty(m->x, ino) != 1)
-			return 0;
-		return remove_entry(m, parent, name, ino);
-	}
-
-	/* A file or a symlink. */
 	r = make_dirs(m, dir, S_IFDIR | 0755, e->uid, e->gid, e->mtime, e->stamp, &parent);
 	if (r < 0)
 		return r;
-	found = idx_lookup(m->x, parent, name, &ino);
-	if (found < 0)
-		return found;
-	if (found == 1) {
-		r = idx_get_inode(m->x, ino, &in);
-		if (r <= 0)
-			return r < 0 ? r : -EUCLEAN;
-		if (S_ISDIR(in.mode)) {
-			if (idx_dir_is_empty(m->x, ino) != 1)
-				return 0; /* a directory with entries wins over a file */
-			r = remove_entry(m, parent, name, ino);
-			found = 0;
-		} else if (in.nlink > 1 || !S_ISREG(in.mode) || e->type != CAT_E_FILE) {
-			/* Replace the name, not an inode other names share. */
-			r = remove_entry(m, parent, name, ino);
-			found = 0;
-		}
-		if (r < 0)
-			return r;
-	}
+	found = apply_make_room(m, parent, name, e, &in);
+	if (found < 0 || found == 2)
+		return found < 0 ? found : 0;
 	if (!found) {
 		memset(&in, 0, sizeof(in));
 		in.nlink = 1;
@@ -407,6 +451,7 @@ int merge_apply(struct merge *m, const struct cat *c, struct rpack_ids *ids,
 	in.atime = in.mtime = e->mtime;
 	in.ctime = e->stamp;
 	if (found) {
+		ino = in.ino;
 		r = idx_put_inode(m->x, &in);
 	} else {
 		r = idx_new_inode(m->x, &in, &ino);
@@ -417,25 +462,23 @@ int merge_apply(struct merge *m, const struct cat *c, struct rpack_ids *ids,
 		return r;
 	if (e->type == CAT_E_SYMLINK)
 		return idx_set_target(m->x, ino, e->target);
-	{
-		struct idx_extent *ext = calloc(e->n_ext ? e->n_ext : 1, sizeof(*ext));
-		uint64_t off = 0;
+	return apply_extents(m, c, ids, e, ino, found);
+}
 
-		if (!ext)
-			return -ENOMEM;
-		for (uint32_t i = 0; i < e->n_ext && r == 0; i++) {
-			ext[i].off = off;
-			ext[i].len = e->ext[i].len;
-			if (e->ext[i].chunk != CAT_HOLE)
-				r = local_chunk(m, ids, &c->chunks[e->ext[i].chunk], &ext[i].chunk);
-			off += e->ext[i].len;
-		}
-		if (r == 0)
-			r = found ? idx_set_extents(m->x, ino, ext, e->n_ext)
-				  : idx_add_extents(m->x, ino, ext, e->n_ext);
-		free(ext);
-	}
-	return r;
+/* Make the local namespace hold entry e at its path. */
+int merge_apply(struct merge *m, const struct cat *c, struct rpack_ids *ids,
+		const struct cat_entry *e)
+{
+	char dir[IDX_PATH_MAX + 1];
+	const char *name = strrchr(e->path, '/');
+
+	snprintf(dir, sizeof(dir), "%.*s", name ? (int)(name - e->path) : 0, e->path);
+	name = name ? name + 1 : e->path;
+	if (e->type == CAT_E_DIR)
+		return apply_dir(m, e);
+	if (e->type == CAT_E_GONE)
+		return apply_gone(m, dir, name);
+	return apply_file(m, c, ids, e, dir, name);
 }
 
 /* The local entry at path: 1 with its type, stamp (ctime) and signature; 0 when absent. */
@@ -591,7 +634,7 @@ void cats_free(struct cat **cats, size_t n)
 }
 
 /* Fetch every catalog of ns/ for which want(name) says yes. */
-int fetch_catalogs(struct store *st, struct remote *r, const struct names *ns,
+int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 		   bool (*want)(void *data, const char *name), void *data,
 		   const struct sync_options *o, struct cat ***ret, char ***ret_names,
 		   size_t *ret_n, uint64_t *bytes, size_t *ret_bad)
@@ -599,7 +642,7 @@ int fetch_catalogs(struct store *st, struct remote *r, const struct names *ns,
 	struct cat **cats = calloc(ns->n ? ns->n : 1, sizeof(*cats));
 	char **names = calloc(ns->n ? ns->n : 1, sizeof(*names));
 	size_t n = 0;
-	int rr = 0;
+	int r = 0;
 
 	if (!cats || !names) {
 		free(cats);
@@ -609,37 +652,37 @@ int fetch_catalogs(struct store *st, struct remote *r, const struct names *ns,
 	for (size_t i = 0; i < ns->n; i++) {
 		if (want && !want(data, ns->v[i]))
 			continue;
-		rr = load_catalog(st, r, ns->v[i], &cats[n], bytes);
-		if (rr == -ENOENT) {
+		r = load_catalog(st, rem, ns->v[i], &cats[n], bytes);
+		if (r == -ENOENT) {
 			/* Compacted away since the listing: its content is in a newer snapshot. */
-			rr = 0;
+			r = 0;
 			continue;
 		}
-		if (rr == -EBADMSG || rr == -EPROTO || rr == -EPROTONOSUPPORT) {
+		if (r == -EBADMSG || r == -EPROTO || r == -EPROTONOSUPPORT) {
 			/*
 			 * Damaged, forged, or written by another version: left out, so that one
 			 * bad object cannot stop every runner. What it held is missing until it
 			 * is fixed or compacted over; the caller says which it was.
 			 */
 			if (o && o->bad_catalog)
-				o->bad_catalog(o->progress_data, ns->v[i], rr);
+				o->bad_catalog(o->progress_data, ns->v[i], r);
 			if (ret_bad)
 				(*ret_bad)++;
-			rr = 0;
+			r = 0;
 			continue;
 		}
-		if (rr < 0) {
-			log_debug("catalog %s: %s", ns->v[i], strerror(-rr));
+		if (r < 0) {
+			log_debug("catalog %s: %s", ns->v[i], strerror(-r));
 			break;
 		}
 		names[n++] = ns->v[i];
 		if (o && o->progress)
 			o->progress(o->progress_data, "catalogs", i + 1, ns->n);
 	}
-	if (rr < 0) {
+	if (r < 0) {
 		cats_free(cats, n);
 		free(names);
-		return rr;
+		return r;
 	}
 	*ret = cats;
 	*ret_names = names;

@@ -6,7 +6,7 @@
  */
 #include "sync_priv.h"
 
-int sync_recent_reads(struct store *st, struct remote *r, int64_t max_age_s, uint64_t **ret_inos,
+int sync_recent_reads(struct store *st, struct remote *rem, int64_t max_age_s, uint64_t **ret_inos,
 		      size_t *ret_n)
 {
 	struct idx *x = store_idx(st);
@@ -15,19 +15,19 @@ int sync_recent_reads(struct store *st, struct remote *r, int64_t max_age_s, uin
 	uint64_t *inos = NULL;
 	size_t n = 0, cap = 0, used = 0;
 	int64_t oldest = now_ns() - max_age_s * 1000000000;
-	int rr;
+	int r;
 
-	rr = list_sorted(r, "trace/", &ns);
-	for (size_t i = ns.n; i-- > 0 && rr == 0 && used < TRACES_MAX;) {
+	r = list_sorted(rem, "trace/", &ns);
+	for (size_t i = ns.n; i-- > 0 && r == 0 && used < TRACES_MAX;) {
 		const char *base = ns.v[i] + strlen("trace/");
 		struct cat *c;
 
 		if ((int64_t)strtoull(base, NULL, 16) < oldest)
 			break;
-		if (load_catalog(st, r, ns.v[i], &c, NULL) < 0)
+		if (load_catalog(st, rem, ns.v[i], &c, NULL) < 0)
 			continue;
 		used++;
-		for (size_t j = 0; j < c->n_entries && rr == 0; j++) {
+		for (size_t j = 0; j < c->n_entries && r == 0; j++) {
 			const struct cat_entry *e = &c->entries[j];
 			const char *name = strrchr(e->path, '/');
 			char dir[IDX_PATH_MAX + 1];
@@ -45,7 +45,7 @@ int sync_recent_reads(struct store *st, struct remote *r, int64_t max_age_s, uin
 				uint64_t *nv = realloc(inos, ncap * sizeof(*nv));
 
 				if (!nv) {
-					rr = -ENOMEM;
+					r = -ENOMEM;
 					break;
 				}
 				inos = nv;
@@ -57,9 +57,9 @@ int sync_recent_reads(struct store *st, struct remote *r, int64_t max_age_s, uin
 	}
 	smap_free(&m.dirs, NULL);
 	names_free(&ns);
-	if (rr < 0) {
+	if (r < 0) {
 		free(inos);
-		return rr;
+		return r;
 	}
 	*ret_inos = inos;
 	*ret_n = n;
@@ -68,7 +68,7 @@ int sync_recent_reads(struct store *st, struct remote *r, int64_t max_age_s, uin
 
 /* ---- fetching everything ---- */
 
-int sync_fetch_all(struct store *st, struct remote *r,
+int sync_fetch_all(struct store *st, struct remote *rem,
 		   void (*progress)(void *data, uint64_t done, uint64_t total), void *data,
 		   struct fetcher_stats *ret)
 {
@@ -78,16 +78,16 @@ int sync_fetch_all(struct store *st, struct remote *r,
 	struct fetcher_stats fs;
 	uint64_t *inos = NULL, total = 0;
 	size_t n = 0;
-	int rr;
+	int r;
 
 	memset(ret, 0, sizeof(*ret));
-	rr = idx_remote_only_files(x, &inos, &n, &total);
-	if (rr < 0)
-		return rr;
-	rr = fetcher_new(st, r, &lock, NULL, &f);
-	if (rr < 0) {
+	r = idx_remote_only_files(x, &inos, &n, &total);
+	if (r < 0)
+		return r;
+	r = fetcher_new(st, rem, &lock, NULL, &f);
+	if (r < 0) {
 		free(inos);
-		return rr;
+		return r;
 	}
 	for (size_t i = 0; i <= n; i++) {
 		/* Keep the queue short: memory stays bounded and progress honest. */
@@ -102,9 +102,9 @@ int sync_fetch_all(struct store *st, struct remote *r,
 			size_t ne = 0;
 
 			pthread_mutex_lock(&lock);
-			rr = idx_get_extents(x, inos[i], &ext, &ne);
+			r = idx_get_extents(x, inos[i], &ext, &ne);
 			pthread_mutex_unlock(&lock);
-			if (rr < 0)
+			if (r < 0)
 				break;
 			fetcher_prefetch(f, ext, ne);
 			free(ext);
@@ -116,9 +116,9 @@ int sync_fetch_all(struct store *st, struct remote *r,
 		progress(data, ret->bytes, total);
 	fetcher_free(f);
 	free(inos);
-	if (rr == 0)
-		rr = store_sync_packs(st);
-	if (rr == 0)
-		rr = idx_commit(x);
-	return rr;
+	if (r == 0)
+		r = store_sync_packs(st);
+	if (r == 0)
+		r = idx_commit(x);
+	return r;
 }

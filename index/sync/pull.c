@@ -66,7 +66,7 @@ static int pull_fetch(struct store *st, struct remote *rem, struct pull *pl,
 	}
 }
 
-/* The catalog of winner cd: its index in pl->cats. */
+/* The catalog of winner cd: its position in pl->cats. */
 static size_t pull_cat_of(const struct pull *pl, const struct cand *cd)
 {
 	size_t k = 0;

@@ -190,10 +190,10 @@ static int upload_one(struct push *p, struct newpack *np)
 	pack_object(np->name, obj, sizeof(obj));
 	/* A rerun of an interrupted push finds its packs already there (push packs are the same
 	 * bytes for the same chunks). */
-	if (remote_head(p->r, obj, &have) == 1 && have == np->size)
+	if (remote_head(p->rem, obj, &have) == 1 && have == np->size)
 		r = 1;
 	else
-		r = remote_put(p->r, obj, data, np->size);
+		r = remote_put(p->rem, obj, data, np->size);
 	free(data);
 	return r;
 }
@@ -402,7 +402,7 @@ static bool want_unseen(void *data, const char *name)
  * Learn which chunks the remote has now (catalogs pushed since we last looked) and which packs
  * gc condemned, so that push uploads exactly what is missing.
  */
-static int refresh(struct store *st, struct remote *r, pthread_mutex_t *lock,
+static int refresh(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 		   const struct sync_options *o, size_t *ret_ncat)
 {
 	struct idx *x = store_idx(st);
@@ -410,12 +410,12 @@ static int refresh(struct store *st, struct remote *r, pthread_mutex_t *lock,
 	struct cat **cats = NULL, **cond = NULL;
 	char **names = NULL, **cnames = NULL;
 	size_t n = 0, nc = 0;
-	int rr;
+	int r;
 
-	rr = list_sorted(r, "ns/", &ns);
-	if (rr == 0)
-		rr = list_sorted(r, "gc/", &gc);
-	if (rr < 0)
+	r = list_sorted(rem, "ns/", &ns);
+	if (r == 0)
+		r = list_sorted(rem, "gc/", &gc);
+	if (r < 0)
 		goto out;
 	*ret_ncat = ns.n;
 	/* Which are new is a question for the index (under lock); the downloads are not. */
@@ -424,42 +424,42 @@ static int refresh(struct store *st, struct remote *r, pthread_mutex_t *lock,
 
 		if (lock)
 			pthread_mutex_lock(lock);
-		for (size_t i = 0; i < ns.n && rr == 0; i++)
+		for (size_t i = 0; i < ns.n && r == 0; i++)
 			if (want_unseen(x, ns.v[i]))
-				rr = collect_name(ns.v[i], 0, &unseen);
+				r = collect_name(ns.v[i], 0, &unseen);
 		if (lock)
 			pthread_mutex_unlock(lock);
-		if (rr == 0)
-			rr = fetch_catalogs(st, r, &unseen, NULL, NULL, o, &cats, &names, &n, NULL,
-					    NULL);
+		if (r == 0)
+			r = fetch_catalogs(st, rem, &unseen, NULL, NULL, o, &cats, &names, &n, NULL,
+					   NULL);
 		/* names point into unseen: keep their strings until the end. */
 		names_free(&ns);
 		ns = unseen;
 	}
-	if (rr == 0)
-		rr = fetch_catalogs(st, r, &gc, NULL, NULL, NULL, &cond, &cnames, &nc, NULL, NULL);
-	if (rr < 0)
+	if (r == 0)
+		r = fetch_catalogs(st, rem, &gc, NULL, NULL, NULL, &cond, &cnames, &nc, NULL, NULL);
+	if (r < 0)
 		goto out;
 	if (lock)
 		pthread_mutex_lock(lock);
-	rr = idx_begin(x);
-	for (size_t i = 0; i < nc && rr == 0; i++) {
-		for (size_t j = 0; j < cond[i]->n_packs && rr == 0; j++) {
+	r = idx_begin(x);
+	for (size_t i = 0; i < nc && r == 0; i++) {
+		for (size_t j = 0; j < cond[i]->n_packs && r == 0; j++) {
 			uint64_t id;
 
-			rr = idx_rpack_ensure(x, cond[i]->packs[j].name, cond[i]->packs[j].size,
-					      &id);
-			if (rr == 0)
-				rr = idx_rpack_condemn(x, id);
+			r = idx_rpack_ensure(x, cond[i]->packs[j].name, cond[i]->packs[j].size,
+					     &id);
+			if (r == 0)
+				r = idx_rpack_condemn(x, id);
 		}
 	}
-	for (size_t i = 0; i < n && rr == 0; i++) {
-		rr = learn_chunks(x, cats[i]);
-		if (rr == 0)
-			rr = idx_rseen_mark(x, names[i], false);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		r = learn_chunks(x, cats[i]);
+		if (r == 0)
+			r = idx_rseen_mark(x, names[i], false);
 	}
 	if (!lock)
-		rr = rr < 0 ? (idx_rollback(x), rr) : idx_commit(x);
+		r = r < 0 ? (idx_rollback(x), r) : idx_commit(x);
 	if (lock)
 		pthread_mutex_unlock(lock);
 out:
@@ -469,7 +469,7 @@ out:
 	free(cnames);
 	names_free(&ns);
 	names_free(&gc);
-	return rr;
+	return r;
 }
 
 struct trace_walk {
@@ -525,7 +525,7 @@ static int push_trace(struct push *p, pthread_mutex_t *lock, const uint8_t host[
 	if (r < 0)
 		return r;
 	object_name("trace/", ".trc", created, sha, obj, sizeof(obj));
-	r = remote_put(p->r, obj, data, len);
+	r = remote_put(p->rem, obj, data, len);
 	free(data);
 	if (r < 0)
 		return r;
@@ -541,15 +541,15 @@ static int push_trace(struct push *p, pthread_mutex_t *lock, const uint8_t host[
 	return r;
 }
 
-int sync_push(struct store *st, struct remote *r, pthread_mutex_t *lock,
+int sync_push(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 	      const struct sync_options *o, struct sync_report *ret)
 {
-	struct push p = {.st = st, .r = r, .rep = ret, .o = o};
+	struct push p = {.st = st, .rem = rem, .rep = ret, .o = o};
 	uint8_t host[16], sha[32];
 	int64_t walk_start;
 	size_t ncat = 0, len = 0;
 	void *data = NULL;
-	int rr;
+	int r;
 
 	memset(ret, 0, sizeof(*ret));
 	{
@@ -557,65 +557,65 @@ int sync_push(struct store *st, struct remote *r, pthread_mutex_t *lock,
 
 		if (lock)
 			pthread_mutex_lock(lock);
-		rr = idx_meta_get(store_idx(st), "untrusted", untrusted, sizeof(untrusted));
+		r = idx_meta_get(store_idx(st), "untrusted", untrusted, sizeof(untrusted));
 		if (lock)
 			pthread_mutex_unlock(lock);
-		if (rr < 0)
-			return rr;
+		if (r < 0)
+			return r;
 		if (!strcmp(untrusted, "1"))
 			return -EPERM;
 	}
-	rr = refresh(st, r, lock, o, &ncat);
-	if (rr < 0)
-		return rr;
+	r = refresh(st, rem, lock, o, &ncat);
+	if (r < 0)
+		return r;
 	if (lock)
 		pthread_mutex_lock(lock);
-	rr = idx_begin(store_idx(st));
-	if (rr == 0)
-		rr = host_id(store_idx(st), host);
+	r = idx_begin(store_idx(st));
+	if (r == 0)
+		r = host_id(store_idx(st), host);
 	p.last_sync = idx_meta_get_i64(store_idx(st), "rsync_time");
 	/* The snapshot must see what refresh learnt; packs first, as every commit does. */
-	if (rr == 0)
-		rr = store_sync_packs(st);
-	if (rr == 0)
-		rr = idx_commit(store_idx(st));
+	if (r == 0)
+		r = store_sync_packs(st);
+	if (r == 0)
+		r = idx_commit(store_idx(st));
 	if (lock)
 		pthread_mutex_unlock(lock);
-	if (rr < 0)
-		return rr;
+	if (r < 0)
+		return r;
 
 	walk_start = now_ns();
-	rr = snap_open(&p);
-	if (rr == 0)
-		rr = snap_load_base(&p);
-	if (rr == 0)
-		rr = snap_walk(&p, IDX_ROOT_INO, "");
-	if (rr == 0)
-		rr = add_tombstones(&p);
-	if (rr == 0)
-		rr = collect_uploads(&p);
-	if (rr == 0)
-		rr = build_packs(&p);
-	if (rr == 0)
-		rr = upload_packs(&p);
-	if (rr == 0)
-		rr = build_catalog(&p, host, walk_start, &data, &len, sha);
-	if (rr == 0 && data) {
+	r = snap_open(&p);
+	if (r == 0)
+		r = snap_load_base(&p);
+	if (r == 0)
+		r = snap_walk(&p, IDX_ROOT_INO, "");
+	if (r == 0)
+		r = add_tombstones(&p);
+	if (r == 0)
+		r = collect_uploads(&p);
+	if (r == 0)
+		r = build_packs(&p);
+	if (r == 0)
+		r = upload_packs(&p);
+	if (r == 0)
+		r = build_catalog(&p, host, walk_start, &data, &len, sha);
+	if (r == 0 && data) {
 		object_name("ns/", ".cat", walk_start, sha, ret->catalog, sizeof(ret->catalog));
-		rr = remote_put(r, ret->catalog, data, len);
-		if (rr == 0)
+		r = remote_put(rem, ret->catalog, data, len);
+		if (r == 0)
 			ret->catalog_uploaded_bytes = len;
 		else
 			ret->catalog[0] = '\0';
 	}
 	free(data);
 	/* Only a push that published everything moves the base. */
-	if (rr == 0)
-		rr = record_push(&p, lock, ret->catalog, walk_start);
-	if (rr == 0)
-		rr = push_trace(&p, lock, host);
+	if (r == 0)
+		r = record_push(&p, lock, ret->catalog, walk_start);
+	if (r == 0)
+		r = push_trace(&p, lock, host);
 	push_free(&p);
-	if (rr == 0 && ncat + 1 > SYNC_COMPACT_AT)
-		rr = sync_compact(st, r, o);
-	return rr;
+	if (r == 0 && ncat + 1 > SYNC_COMPACT_AT)
+		r = sync_compact(st, rem, o);
+	return r;
 }

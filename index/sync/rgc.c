@@ -27,7 +27,7 @@ static int collect_pack_name(const char *name, uint64_t size, void *data)
 }
 
 /* Upload a catalog of kind holding the given pack names (keys of m where keep(val) is true). */
-static int put_pack_list(struct store *st, struct remote *r, const char *prefix,
+static int put_pack_list(struct store *st, struct remote *rem, const char *prefix,
 			 const char *const *names, size_t n)
 {
 	const struct chunker_params *cp = store_chunker_params(st);
@@ -37,10 +37,10 @@ static int put_pack_list(struct store *st, struct remote *r, const char *prefix,
 	void *data = NULL;
 	size_t len = 0;
 	char obj[160];
-	int rr;
+	int r;
 
-	rr = cat_writer_new(CAT_CONDEMNED, host, created, cp->min, cp->avg, cp->max, &w);
-	for (size_t i = 0; i < n && rr == 0; i++) {
+	r = cat_writer_new(CAT_CONDEMNED, host, created, cp->min, cp->avg, cp->max, &w);
+	for (size_t i = 0; i < n && r == 0; i++) {
 		uint8_t name[32];
 		uint32_t idx;
 
@@ -50,19 +50,19 @@ static int put_pack_list(struct store *st, struct remote *r, const char *prefix,
 			sscanf(names[i] + strlen("packs/") + 2 * k, "%2x", &b);
 			name[k] = (uint8_t)b;
 		}
-		rr = cat_writer_add_pack(w, name, 0, &idx);
+		r = cat_writer_add_pack(w, name, 0, &idx);
 	}
-	if (rr < 0) {
+	if (r < 0) {
 		cat_writer_free(w);
-		return rr;
+		return r;
 	}
-	rr = cat_writer_finish(w, &data, &len, sha);
-	if (rr < 0)
-		return rr;
+	r = cat_writer_finish(w, &data, &len, sha);
+	if (r < 0)
+		return r;
 	object_name(prefix, ".cat", created, sha, obj, sizeof(obj));
-	rr = remote_put(r, obj, data, len);
+	r = remote_put(rem, obj, data, len);
 	free(data);
-	return rr;
+	return r;
 }
 
 /* A remote gc under way. */
@@ -89,33 +89,33 @@ struct gc {
 static int gc_read_namespace(struct gc *g)
 {
 	size_t bad = 0;
-	int rr;
+	int r;
 
-	rr = list_sorted(g->rem, "ns/", &g->ns);
-	if (rr == 0)
-		rr = fetch_catalogs(g->st, g->rem, &g->ns, NULL, NULL, g->o, &g->cats, &g->names,
-				    &g->n, NULL, &bad);
+	r = list_sorted(g->rem, "ns/", &g->ns);
+	if (r == 0)
+		r = fetch_catalogs(g->st, g->rem, &g->ns, NULL, NULL, g->o, &g->cats, &g->names,
+				   &g->n, NULL, &bad);
 	/* What an unreadable catalog uses would look unused: collect nothing until it is fixed. */
-	if (rr == 0 && bad)
-		rr = -EBADMSG;
-	if (rr == 0)
-		rr = pick_winners(g->cats, g->n, &g->map);
-	if (rr == 0)
-		rr = sorted_winners(&g->map, &g->win, &g->nwin);
-	return rr;
+	if (r == 0 && bad)
+		r = -EBADMSG;
+	if (r == 0)
+		r = pick_winners(g->cats, g->n, &g->map);
+	if (r == 0)
+		r = sorted_winners(&g->map, &g->win, &g->nwin);
+	return r;
 }
 
 /* When each path was last read, from every trace; traces older than cutoff are deleted. */
 static int gc_read_traces(struct gc *g, int64_t cutoff)
 {
-	int rr = list_sorted(g->rem, "trace/", &g->traces);
+	int r = list_sorted(g->rem, "trace/", &g->traces);
 
-	for (size_t i = 0; i < g->traces.n && rr == 0; i++) {
+	for (size_t i = 0; i < g->traces.n && r == 0; i++) {
 		struct cat *t;
 
 		if (load_catalog(g->st, g->rem, g->traces.v[i], &t, NULL) < 0)
 			continue;
-		for (size_t j = 0; j < t->n_entries && rr == 0; j++) {
+		for (size_t j = 0; j < t->n_entries && r == 0; j++) {
 			int64_t *v = smap_get(&g->lastread, t->entries[j].path);
 
 			if (v) {
@@ -125,7 +125,7 @@ static int gc_read_traces(struct gc *g, int64_t cutoff)
 			v = malloc(sizeof(*v));
 			if (!v || smap_put(&g->lastread, t->entries[j].path, v) < 0) {
 				free(v);
-				rr = -ENOMEM;
+				r = -ENOMEM;
 				break;
 			}
 			*v = t->entries[j].stamp;
@@ -136,7 +136,7 @@ static int gc_read_traces(struct gc *g, int64_t cutoff)
 		    remote_delete(g->rem, g->traces.v[i]) == 0)
 			g->rep->traces_deleted++;
 	}
-	return rr;
+	return r;
 }
 
 /* Tombstones for the files neither written nor read since cutoff, into w; they leave the
@@ -144,9 +144,9 @@ static int gc_read_traces(struct gc *g, int64_t cutoff)
 static int64_t gc_expire_into(struct gc *g, struct cat_writer *w, int64_t cutoff)
 {
 	int64_t expired = 0;
-	int rr = 0;
+	int r = 0;
 
-	for (size_t i = 0; i < g->nwin && rr == 0; i++) {
+	for (size_t i = 0; i < g->nwin && r == 0; i++) {
 		const struct cat_entry *e = g->win[i]->e;
 		int64_t *lr = smap_get(&g->lastread, e->path);
 		struct cat_entry ce = {.path = e->path, .type = CAT_E_GONE};
@@ -156,11 +156,11 @@ static int64_t gc_expire_into(struct gc *g, struct cat_writer *w, int64_t cutoff
 		if (MAX(e->stamp, lr ? *lr : 0) >= cutoff)
 			continue;
 		ce.stamp = e->stamp + 1;
-		rr = cat_writer_add_entry(w, &ce);
+		r = cat_writer_add_entry(w, &ce);
 		g->win[i]->e = NULL;
 		expired++;
 	}
-	return rr < 0 ? rr : expired;
+	return r < 0 ? r : expired;
 }
 
 /* Retention: files nobody read or wrote for keep_s go, by a tombstone that any newer write
@@ -171,47 +171,47 @@ static int gc_expire(struct gc *g, int64_t keep_s)
 	int64_t cutoff = g->now - keep_s * 1000000000, expired = 0;
 	struct cat_writer *w = NULL;
 	uint8_t host[16] = {0};
-	int rr;
+	int r;
 
-	rr = gc_read_traces(g, cutoff);
-	if (rr == 0)
-		rr = cat_writer_new(CAT_DELTA, host, g->now, cp->min, cp->avg, cp->max, &w);
-	if (rr == 0) {
+	r = gc_read_traces(g, cutoff);
+	if (r == 0)
+		r = cat_writer_new(CAT_DELTA, host, g->now, cp->min, cp->avg, cp->max, &w);
+	if (r == 0) {
 		expired = gc_expire_into(g, w, cutoff);
 		if (expired < 0)
-			rr = (int)expired;
+			r = (int)expired;
 	}
-	if (rr == 0 && expired) {
+	if (r == 0 && expired) {
 		void *data = NULL;
 		size_t len = 0;
 		uint8_t sha[32];
 		char obj[160];
 
-		rr = cat_writer_finish(w, &data, &len, sha);
+		r = cat_writer_finish(w, &data, &len, sha);
 		w = NULL;
-		if (rr == 0) {
+		if (r == 0) {
 			object_name("ns/", ".cat", g->now, sha, obj, sizeof(obj));
-			rr = remote_put(g->rem, obj, data, len);
+			r = remote_put(g->rem, obj, data, len);
 		}
 		free(data);
 		g->rep->files_expired = (uint64_t)expired;
 	}
 	cat_writer_free(w);
-	return rr;
+	return r;
 }
 
 /* Packs some live entry uses. */
 static int gc_live_packs(struct gc *g)
 {
-	int rr = 0;
+	int r = 0;
 
-	for (size_t i = 0; i < g->nwin && rr == 0; i++) {
+	for (size_t i = 0; i < g->nwin && r == 0; i++) {
 		const struct cat_entry *e = g->win[i]->e;
 		const struct cat *c = g->win[i]->c;
 
 		if (!e || e->type != CAT_E_FILE)
 			continue;
-		for (uint32_t j = 0; j < e->n_ext && rr == 0; j++) {
+		for (uint32_t j = 0; j < e->n_ext && r == 0; j++) {
 			char obj[128];
 
 			if (e->ext[j].chunk == CAT_HOLE)
@@ -219,10 +219,10 @@ static int gc_live_packs(struct gc *g)
 			pack_object(c->packs[c->chunks[e->ext[j].chunk].pack].name, obj,
 				    sizeof(obj));
 			if (!smap_get(&g->live, obj))
-				rr = smap_put(&g->live, obj, (void *)1);
+				r = smap_put(&g->live, obj, (void *)1);
 		}
 	}
-	return rr;
+	return r;
 }
 
 /*
@@ -235,7 +235,7 @@ static int gc_delete_condemned(struct gc *g, int64_t grace_s)
 	const char **doomed = calloc(g->listed.n + 1, sizeof(*doomed));
 	bool *settled = calloc(g->nm + 1, sizeof(*settled));
 	size_t ndoomed = 0;
-	int rr = 0;
+	int r = 0;
 
 	if (!doomed || !settled) {
 		free(doomed);
@@ -271,13 +271,13 @@ static int gc_delete_condemned(struct gc *g, int64_t grace_s)
 		settled[i] = is_mark && old && all_done;
 	}
 	if (ndoomed)
-		rr = put_pack_list(g->st, g->rem, "gc/d", doomed, ndoomed);
-	for (size_t i = 0; i < g->nm && rr == 0; i++)
+		r = put_pack_list(g->st, g->rem, "gc/d", doomed, ndoomed);
+	for (size_t i = 0; i < g->nm && r == 0; i++)
 		if (settled[i])
 			remote_delete(g->rem, g->mnames[i]);
 	free(doomed);
 	free(settled);
-	return rr;
+	return r;
 }
 
 /* Newly unused packs are condemned now, deleted by a gc after the grace period. */
@@ -285,7 +285,7 @@ static int gc_condemn_unused(struct gc *g)
 {
 	const char **fresh = calloc(g->listed.n + 1, sizeof(*fresh));
 	size_t nfresh = 0;
-	int rr = 0;
+	int r = 0;
 
 	if (!fresh)
 		return -ENOMEM;
@@ -297,11 +297,11 @@ static int gc_condemn_unused(struct gc *g)
 		fresh[nfresh++] = obj;
 	}
 	if (nfresh) {
-		rr = put_pack_list(g->st, g->rem, "gc/c", fresh, nfresh);
+		r = put_pack_list(g->st, g->rem, "gc/c", fresh, nfresh);
 		g->rep->packs_condemned = nfresh;
 	}
 	free(fresh);
-	return rr;
+	return r;
 }
 
 static void gc_free(struct gc *g)
@@ -321,35 +321,35 @@ static void gc_free(struct gc *g)
 	names_free(&g->gc);
 }
 
-int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
+int sync_gc(struct store *st, struct remote *rem, int64_t keep_s, int64_t grace_s,
 	    const struct sync_options *o, struct sync_gc_report *ret)
 {
-	struct gc g = {.st = st, .rem = r, .o = o, .rep = ret, .now = now_ns()};
-	int rr;
+	struct gc g = {.st = st, .rem = rem, .o = o, .rep = ret, .now = now_ns()};
+	int r;
 
 	memset(ret, 0, sizeof(*ret));
-	rr = gc_read_namespace(&g);
-	if (rr < 0)
+	r = gc_read_namespace(&g);
+	if (r < 0)
 		goto out;
 	ret->catalogs = g.n;
 	if (keep_s > 0)
-		rr = gc_expire(&g, keep_s);
-	if (rr == 0)
-		rr = gc_live_packs(&g);
-	if (rr == 0)
-		rr = remote_list(r, "packs/", collect_pack_name, &g.listed);
-	if (rr == 0)
-		rr = list_sorted(r, "gc/", &g.gc);
-	if (rr == 0)
-		rr = fetch_catalogs(st, r, &g.gc, NULL, NULL, NULL, &g.marks, &g.mnames, &g.nm,
-				    NULL, NULL);
-	if (rr == 0)
-		rr = gc_delete_condemned(&g, grace_s);
-	if (rr == 0)
-		rr = gc_condemn_unused(&g);
-	if (rr == 0)
-		rr = sync_compact(st, r, o);
+		r = gc_expire(&g, keep_s);
+	if (r == 0)
+		r = gc_live_packs(&g);
+	if (r == 0)
+		r = remote_list(rem, "packs/", collect_pack_name, &g.listed);
+	if (r == 0)
+		r = list_sorted(rem, "gc/", &g.gc);
+	if (r == 0)
+		r = fetch_catalogs(st, rem, &g.gc, NULL, NULL, NULL, &g.marks, &g.mnames, &g.nm,
+				   NULL, NULL);
+	if (r == 0)
+		r = gc_delete_condemned(&g, grace_s);
+	if (r == 0)
+		r = gc_condemn_unused(&g);
+	if (r == 0)
+		r = sync_compact(st, rem, o);
 out:
 	gc_free(&g);
-	return rr;
+	return r;
 }

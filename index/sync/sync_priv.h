@@ -117,7 +117,7 @@ struct upload {
 	uint64_t chunk;
 	const struct idx_extent *e;
 	int status;     /* <0: could not be read here */
-	uint32_t npack; /* index into the new packs */
+	uint32_t npack; /* which of the new packs holds it */
 	struct pack_loc loc;
 };
 
@@ -130,7 +130,7 @@ struct newpack {
 
 struct push {
 	struct store *st;
-	struct remote *r;
+	struct remote *rem;
 	struct idx *snap; /* a reader holding one snapshot of the index (idx_open_reader) */
 	struct smap base; /* path -> struct bentry * */
 	struct pentry *pe;
@@ -166,8 +166,8 @@ void local_sig(uint8_t type, const struct idx_inode *in, const char *target, con
 /* merge.c */
 void names_free(struct names *ns);
 int collect_name(const char *name, uint64_t size, void *data);
-int list_sorted(struct remote *r, const char *dir, struct names *ret);
-int load_catalog(struct store *st, struct remote *r, const char *name, struct cat **ret,
+int list_sorted(struct remote *rem, const char *dir, struct names *ret);
+int load_catalog(struct store *st, struct remote *rem, const char *name, struct cat **ret,
 		 uint64_t *bytes);
 int rpack_id(struct idx *x, struct rpack_ids *m, uint32_t pack, uint64_t *ret);
 struct pack_loc chunk_rloc(const struct cat_chunk *ch);
@@ -183,7 +183,7 @@ int merge_entry(struct merge *m, struct cand *cd, struct rpack_ids *ids);
 int pick_winners(struct cat **cats, size_t n, struct smap *map);
 int sorted_winners(struct smap *map, struct cand ***ret, size_t *ret_n);
 void cats_free(struct cat **cats, size_t n);
-int fetch_catalogs(struct store *st, struct remote *r, const struct names *ns,
+int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 		   bool (*want)(void *data, const char *name), void *data,
 		   const struct sync_options *o, struct cat ***ret, char ***ret_names,
 		   size_t *ret_n, uint64_t *bytes, size_t *ret_bad);
