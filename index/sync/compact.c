@@ -8,6 +8,42 @@
 /* Tombstones older than this are dropped by compaction: no push takes that long. */
 #define TOMBSTONE_KEEP_NS (30ll * 24 * 3600 * 1000000000)
 
+/* Winner cd into the snapshot w, with the chunks and packs it uses; a tombstone older than
+ * TOMBSTONE_KEEP_NS (at created) is dropped. */
+static int compact_entry(struct cat_writer *w, const struct cand *cd, int64_t created)
+{
+	const struct cat_entry *e = cd->e;
+	const struct cat *c = cd->c;
+	struct cat_entry ce = *e;
+	struct cat_extent *cx = NULL;
+	int r = 0;
+
+	if (e->type == CAT_E_GONE && created - e->stamp > TOMBSTONE_KEEP_NS)
+		return 0;
+	if (e->n_ext) {
+		cx = calloc(e->n_ext, sizeof(*cx));
+		if (!cx)
+			return -ENOMEM;
+	}
+	for (uint32_t j = 0; j < e->n_ext && r == 0; j++) {
+		struct cat_chunk ch;
+
+		cx[j] = e->ext[j];
+		if (e->ext[j].chunk == CAT_HOLE)
+			continue;
+		ch = c->chunks[e->ext[j].chunk];
+		r = cat_writer_add_pack(w, c->packs[ch.pack].name, c->packs[ch.pack].size,
+					&ch.pack);
+		if (r == 0)
+			r = cat_writer_add_chunk(w, &ch, &cx[j].chunk);
+	}
+	ce.ext = cx;
+	if (r == 0)
+		r = cat_writer_add_entry(w, &ce);
+	free(cx);
+	return r;
+}
+
 int sync_compact(struct store *st, struct remote *rem, const struct sync_options *o)
 {
 	const struct chunker_params *cp = store_chunker_params(st);
@@ -36,38 +72,8 @@ int sync_compact(struct store *st, struct remote *rem, const struct sync_options
 		r = sorted_winners(&map, &win, &nwin);
 	if (r == 0)
 		r = cat_writer_new(CAT_SNAPSHOT, host, created, cp->min, cp->avg, cp->max, &w);
-	for (size_t i = 0; i < nwin && r == 0; i++) {
-		const struct cat_entry *e = win[i]->e;
-		const struct cat *c = win[i]->c;
-		struct cat_entry ce = *e;
-		struct cat_extent *cx = NULL;
-
-		if (e->type == CAT_E_GONE && created - e->stamp > TOMBSTONE_KEEP_NS)
-			continue;
-		if (e->n_ext) {
-			cx = calloc(e->n_ext, sizeof(*cx));
-			if (!cx) {
-				r = -ENOMEM;
-				break;
-			}
-		}
-		for (uint32_t j = 0; j < e->n_ext && r == 0; j++) {
-			struct cat_chunk ch;
-
-			cx[j] = e->ext[j];
-			if (e->ext[j].chunk == CAT_HOLE)
-				continue;
-			ch = c->chunks[e->ext[j].chunk];
-			r = cat_writer_add_pack(w, c->packs[ch.pack].name, c->packs[ch.pack].size,
-						&ch.pack);
-			if (r == 0)
-				r = cat_writer_add_chunk(w, &ch, &cx[j].chunk);
-		}
-		ce.ext = cx;
-		if (r == 0)
-			r = cat_writer_add_entry(w, &ce);
-		free(cx);
-	}
+	for (size_t i = 0; i < nwin && r == 0; i++)
+		r = compact_entry(w, win[i], created);
 	if (r < 0)
 		goto out;
 	r = cat_writer_finish(w, &data, &len, sha);

@@ -263,6 +263,51 @@ static int upload_packs(struct push *p)
 	return r;
 }
 
+/*
+ * Extent j of pe into cx, its chunk (on the remote already, or in a pack this push uploaded) into
+ * the catalog's tables. 0; 1 when the chunk could not be read here (pe->skip set); -errno.
+ */
+static int catalog_chunk(struct push *p, struct cat_writer *w, struct pentry *pe, size_t j,
+			 struct cat_extent *cx)
+{
+	const struct idx_extent *e = pe->nx[j].e;
+	struct cat_chunk ch = {0};
+	uint8_t name[32];
+	uint64_t size = 0;
+	int r;
+
+	cx->len = pe->nx[j].len;
+	cx->chunk = CAT_HOLE;
+	if (!pe->nx[j].chunk)
+		return 0;
+	ch.key = e->key;
+	ch.digest = e->digest;
+	ch.raw_len = e->len;
+	if (e->rpack) {
+		if (idx_rpack_get(p->snap, e->rpack, name, &size) != 1)
+			return -EUCLEAN;
+		ch.off = e->rloc.offset;
+		ch.stored_len = e->rloc.stored_len;
+		ch.flags = e->rloc.flags;
+	} else {
+		struct upload *u = upload_find(p, e->chunk);
+
+		if (!u || u->status < 0) {
+			pe->skip = true;
+			return 1;
+		}
+		memcpy(name, p->np[u->npack].name, 32);
+		size = p->np[u->npack].size;
+		ch.off = u->loc.offset;
+		ch.stored_len = u->loc.stored_len;
+		ch.flags = u->loc.flags;
+	}
+	r = cat_writer_add_pack(w, name, size, &ch.pack);
+	if (r == 0)
+		r = cat_writer_add_chunk(w, &ch, &cx->chunk);
+	return r;
+}
+
 /* The catalog of this push. */
 static int build_catalog(struct push *p, const uint8_t host[16], int64_t created, void **ret_data,
 			 size_t *ret_len, uint8_t ret_sha[32])
@@ -289,44 +334,10 @@ static int build_catalog(struct push *p, const uint8_t host[16], int64_t created
 				break;
 			}
 		}
-		for (size_t j = 0; j < pe->nnx && r == 0; j++) {
-			const struct idx_extent *e = pe->nx[j].e;
-			struct cat_chunk ch = {0};
-			uint8_t name[32];
-			uint64_t size = 0;
-
-			cx[j].len = pe->nx[j].len;
-			cx[j].chunk = CAT_HOLE;
-			if (!pe->nx[j].chunk)
-				continue;
-			ch.key = e->key;
-			ch.digest = e->digest;
-			ch.raw_len = e->len;
-			if (e->rpack) {
-				if (idx_rpack_get(p->snap, e->rpack, name, &size) != 1) {
-					r = -EUCLEAN;
-					break;
-				}
-				ch.off = e->rloc.offset;
-				ch.stored_len = e->rloc.stored_len;
-				ch.flags = e->rloc.flags;
-			} else {
-				struct upload *u = upload_find(p, e->chunk);
-
-				if (!u || u->status < 0) {
-					pe->skip = true;
-					break;
-				}
-				memcpy(name, p->np[u->npack].name, 32);
-				size = p->np[u->npack].size;
-				ch.off = u->loc.offset;
-				ch.stored_len = u->loc.stored_len;
-				ch.flags = u->loc.flags;
-			}
-			r = cat_writer_add_pack(w, name, size, &ch.pack);
-			if (r == 0)
-				r = cat_writer_add_chunk(w, &ch, &cx[j].chunk);
-		}
+		for (size_t j = 0; j < pe->nnx && r == 0; j++)
+			r = catalog_chunk(p, w, pe, j, &cx[j]);
+		if (r == 1)
+			r = 0; /* pe->skip: a chunk it uses is not readable here */
 		if (r == 0 && !pe->skip) {
 			ce = cat_entry_of(pe, cx);
 			r = cat_writer_add_entry(w, &ce);
