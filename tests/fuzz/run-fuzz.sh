@@ -63,7 +63,7 @@ compile() {
 	mkdir -p "$dir"
 	objs=()
 	for src in "${srcs[@]}"; do
-		obj=$dir/$(basename "$src" .c).o
+		obj=$dir/$(echo "${src%.c}" | tr / _).o
 		# Any header change rebuilds everything: the core is small.
 		if [[ ! -e $obj || $src -nt $obj ]] || [[ -n $(find index -name '*.h' -newer "$obj") ]]
 		then
