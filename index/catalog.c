@@ -351,24 +351,22 @@ static bool target_bytes_valid(const uint8_t *p, size_t len)
 	return len >= 1 && len <= CAT_PATH_MAX && memchr(p, '\0', len) == NULL;
 }
 
+uint8_t cat_type_of_mode(uint32_t mode)
+{
+	if (S_ISREG(mode))
+		return CAT_E_FILE;
+	if (S_ISDIR(mode))
+		return CAT_E_DIR;
+	if (S_ISLNK(mode))
+		return CAT_E_SYMLINK;
+	return 0;
+}
+
 static bool mode_valid(uint8_t type, uint32_t mode)
 {
-	uint32_t fmt;
-
-	switch (type) {
-	case CAT_E_FILE:
-		fmt = S_IFREG;
-		break;
-	case CAT_E_DIR:
-		fmt = S_IFDIR;
-		break;
-	case CAT_E_SYMLINK:
-		fmt = S_IFLNK;
-		break;
-	default:
+	if (type != CAT_E_FILE && type != CAT_E_DIR && type != CAT_E_SYMLINK)
 		return mode == 0;
-	}
-	return (mode & ~(uint32_t)(S_IFMT | 07777)) == 0 && (mode & S_IFMT) == fmt;
+	return (mode & ~(uint32_t)(S_IFMT | 07777)) == 0 && cat_type_of_mode(mode) == type;
 }
 
 static bool chunk_valid(const struct cat_chunk *c, const struct cat_pack *packs, size_t n_packs)

@@ -135,6 +135,10 @@ void cat_free(struct cat *c);
  */
 bool cat_path_valid(const char *path);
 
+/* The entry type a file of this mode travels as (CAT_E_FILE, _DIR, _SYMLINK), or 0 for the types
+ * that stay local (fifos, sockets, devices). */
+uint8_t cat_type_of_mode(uint32_t mode);
+
 /*
  * The writer: collects tables and entries and serialises them. Not thread-safe. Entries may be
  * added in any order; they are sorted at finish.

@@ -251,6 +251,91 @@ int idx_errno(int rc);
  * and the reads of a push snapshot. ==
  */
 
+/* A meta value as a signed integer: the value, or 0 when unset or not a number. */
+int64_t idx_meta_get_i64(struct idx *x, const char *key);
+int idx_meta_set_i64(struct idx *x, const char *key, int64_t v);
+/*
+ * Forget all that was learnt from a remote (rseen, rbase, rtrace, rpacks, the remote locations of
+ * chunks, meta rsync_time), for a store that moves to another one: chunks that were only there
+ * lose their data, so the caller checks first that there are none. 0 or -errno.
+ */
+int idx_sync_forget(struct idx *x);
+/* 1 when the store has no sync state and no chunks (with an empty root: a cold store), 0, -errno.
+ */
+int idx_sync_blank(struct idx *x);
+/* A big page cache for a merge that touches every table (big), or back to the usual. */
+int idx_set_big_cache(struct idx *x, bool big);
+
+/* Catalog name in rseen: 1 with whether it was merged into the namespace, 0 when unseen. */
+int idx_rseen_get(struct idx *x, const char *name, bool *ret_merged);
+/* Note the catalog seen (merged: also merged); a merged catalog stays merged. */
+int idx_rseen_mark(struct idx *x, const char *name, bool merged);
+
+/*
+ * The base: per path, the remote's entry as of the last sync (its catalog type, stamp and
+ * signature). idx_rbase_get: 1, 0 when absent (or its row is damaged), -errno.
+ */
+int idx_rbase_get(struct idx *x, const char *path, uint8_t *ret_type, int64_t *ret_stamp,
+		  uint8_t ret_sig[16]);
+int idx_rbase_put(struct idx *x, const char *path, uint8_t type, int64_t stamp,
+		  const uint8_t sig[16]);
+/* cb for every row of the base (rows with an empty, overlong or damaged key are left out); the
+ * path lives during the call. A non-zero return stops and is returned. */
+int idx_rbase_each(struct idx *x,
+		   int (*cb)(const char *path, uint8_t type, int64_t stamp, const uint8_t sig[16],
+			     void *data),
+		   void *data);
+
+/* Mark remote pack id condemned by gc: its chunks count as not on the remote. */
+int idx_rpack_condemn(struct idx *x, uint64_t id);
+/* Name and size of remote pack id: 1, 0 when unknown, -EUCLEAN for a damaged row, -errno. */
+int idx_rpack_get(struct idx *x, uint64_t id, uint8_t ret_name[IDX_RPACK_NAME_SIZE],
+		  uint64_t *ret_size);
+
+/* cb for every entry of the access trace (ino opened at stamp); non-zero stops and is returned. */
+int idx_trace_each(struct idx *x, int (*cb)(uint64_t ino, int64_t stamp, void *data), void *data);
+/* Drop the trace entries stamped at or before upto (they were pushed). */
+int idx_trace_forget(struct idx *x, int64_t upto);
+
+/*
+ * Every extent of ino, as idx_get_extents, except that a chunk whose remote pack is condemned has
+ * no remote location (rpack 0): what push must upload anew. *ret is malloc'ed, freed by the
+ * caller.
+ */
+int idx_get_extents_pushable(struct idx *x, uint64_t ino, struct idx_extent **ret, size_t *ret_n);
+/*
+ * Inodes with data only on the remote (*ret_inos malloc'ed, freed by the caller) and the raw bytes
+ * of the remote-only chunks in use (0 when that sum cannot be read). 0 or -errno.
+ */
+int idx_remote_only_files(struct idx *x, uint64_t **ret_inos, size_t *ret_n, uint64_t *ret_bytes);
+
 /* == The cold load (idx_bulk.c): filling an empty store from merged catalogs in bulk. == */
+
+/*
+ * A bulk load writes rows in batches inside the caller's transaction (idx_begin), for a store whose
+ * namespace holds only the root. The caller assigns inode numbers from *ret_first_ino up (and
+ * gives consistent parents and link counts); dentry and chunk ids are assigned here. Strings and
+ * signatures passed in are kept by pointer: they must live until idx_bulk_end. chunks.refs is
+ * kept right here: each chunk row is written at the end with the number of extents naming it,
+ * and an extent may name only a chunk of this load (-EINVAL otherwise). Row functions return 0
+ * or the first failure so far; *ret is freed by idx_bulk_end.
+ */
+struct idx_bulk;
+int idx_bulk_begin(struct idx *x, struct idx_bulk **ret, uint64_t *ret_first_ino);
+/* Every field of in, in->ino included. */
+int idx_bulk_inode(struct idx_bulk *b, const struct idx_inode *in);
+int idx_bulk_dentry(struct idx_bulk *b, uint64_t parent, const char *name, uint64_t ino);
+int idx_bulk_symlink(struct idx_bulk *b, uint64_t ino, const char *target);
+/* A chunk only on the remote, at rpack/rloc; *ret_id is its id, for idx_bulk_extent. */
+int idx_bulk_chunk(struct idx_bulk *b, const chunk_key *key, const chunk_digest *digest,
+		   uint32_t raw_len, uint64_t rpack, const struct pack_loc *rloc, uint64_t *ret_id);
+/* An extent of ino; chunk 0 for a hole. */
+int idx_bulk_extent(struct idx_bulk *b, uint64_t ino, uint64_t off, uint32_t len, uint64_t chunk);
+/* A row of the base (idx_rbase_put), replacing one for the same path. */
+int idx_bulk_rbase(struct idx_bulk *b, const char *path, uint8_t type, int64_t stamp,
+		   const uint8_t sig[16]);
+/* Write what is pending (the chunk rows with their counts) and free b; the first failure of the
+ * load, or 0. Accepts NULL. After a failure the caller rolls the transaction back. */
+int idx_bulk_end(struct idx_bulk *b);
 
 /* == Checks and maintenance (idx_check.c): fsck's queries and repairs, gc's pack queries. == */

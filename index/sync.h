@@ -14,7 +14,14 @@
  * remote's entry as of the last sync (its type, stamp and content signature). A local entry that
  * differs from its base was changed here and is pushed; a base path missing here was deleted here
  * and is pushed as a tombstone. A pull applies a remote entry where the local one still equals
- * the base, and otherwise keeps whichever was written last.
+ * the base, and otherwise keeps whichever was written last (catalog.h's cat_lww_cmp).
+ *
+ * The code lives in index/sync/, one file per feature: config.c (the remote's config and the
+ * binding to it), merge.c (fetching catalogs, the winner per path, applying one to the
+ * namespace), pull.c, coldload.c (a pull into an empty store, in bulk), snapshot.c (the walk of a
+ * snapshot for what changed), push.c, compact.c, rgc.c (remote gc), prefetch.c (recent reads,
+ * fetch_all), bundle.c (export, import), with pathmap.c and common.c for what they share. Every
+ * query they make is an operation of the index (idx.h: idx_sync.c, idx_bulk.c).
  */
 #pragma once
 
@@ -63,26 +70,30 @@ struct sync_report {
  */
 #define SYNC_REMOTE_CREATE 1u
 #define SYNC_REMOTE_BIND 2u
-int sync_check_remote(struct store *st, struct remote *r, unsigned flags, char *err, size_t errlen);
+int sync_check_remote(struct store *st, struct remote *rem, unsigned flags, char *err,
+		      size_t errlen);
 
 /*
  * Merge every catalog not yet seen into the store's namespace. The store must not be serving
  * (before the vfs opens, or with the store locked by the CLI). 0 or -errno (then nothing is
  * merged: the next attempt starts over).
  */
-int sync_pull(struct store *st, struct remote *r, const struct sync_options *o,
+int sync_pull(struct store *st, struct remote *rem, const struct sync_options *o,
 	      struct sync_report *ret);
 
 /*
  * Publish local changes: upload the chunks the remote lacks, in packs, then one catalog with the
  * changed entries, then the access trace. lock, when not NULL, is the mutex that guards the
  * store's index and packs while the store is serving (the vfs lock); push reads a snapshot of the
- * index through its own connection and takes lock only to record what it uploaded. The caller
+ * index through its own connection (idx_open_reader) and takes lock only around its short uses
+ * of the store's index: the meta values it reads, the catalogs seen and condemned packs it
+ * learns before the walk, the commit that the snapshot must see, recording what it uploaded, and
+ * forgetting the pushed trace; never during the walk, the packing or a transfer. The caller
  * keeps chunks from being reclaimed meanwhile (vfs holds its gc lock). 0 or -errno; an
  * interrupted push leaves only unreferenced packs, and the next push completes. -EPERM for a
  * store that an untrusted job used (meta "untrusted", set by a no_push mount).
  */
-int sync_push(struct store *st, struct remote *r, pthread_mutex_t *lock,
+int sync_push(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 	      const struct sync_options *o, struct sync_report *ret);
 
 /*
@@ -90,7 +101,7 @@ int sync_push(struct store *st, struct remote *r, pthread_mutex_t *lock,
  * (the store must not be serving). progress, when given, is told bytes fetched of the total.
  * *ret gets the fetcher's counters. 0 or -errno (failures to fetch are counted, not fatal).
  */
-int sync_fetch_all(struct store *st, struct remote *r,
+int sync_fetch_all(struct store *st, struct remote *rem,
 		   void (*progress)(void *data, uint64_t done, uint64_t total), void *data,
 		   struct fetcher_stats *ret);
 
@@ -100,7 +111,7 @@ int sync_fetch_all(struct store *st, struct remote *r,
  * meanwhile is not deleted, and readers that miss a deleted one find its content in the
  * snapshot. 0 or -errno.
  */
-int sync_compact(struct store *st, struct remote *r, const struct sync_options *o);
+int sync_compact(struct store *st, struct remote *rem, const struct sync_options *o);
 
 struct sync_gc_report {
 	uint64_t catalogs;
@@ -118,7 +129,7 @@ struct sync_gc_report {
  * upload their chunks anew, so a push running at the same time is never broken as long as it
  * takes less than grace_s. Ends with a compaction. 0 or -errno.
  */
-int sync_gc(struct store *st, struct remote *r, int64_t keep_s, int64_t grace_s,
+int sync_gc(struct store *st, struct remote *rem, int64_t keep_s, int64_t grace_s,
 	    const struct sync_options *o, struct sync_gc_report *ret);
 
 /*
@@ -144,5 +155,5 @@ int sync_import(struct store *st, const char *file,
  * Inodes of the files the most recent jobs read (their traces, newest first, at most max_age_s
  * old), for prefetch at mount. *ret_inos is malloc'ed, freed by the caller.
  */
-int sync_recent_reads(struct store *st, struct remote *r, int64_t max_age_s, uint64_t **ret_inos,
+int sync_recent_reads(struct store *st, struct remote *rem, int64_t max_age_s, uint64_t **ret_inos,
 		      size_t *ret_n);

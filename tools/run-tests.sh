@@ -18,7 +18,7 @@ run_suite() {
 }
 
 echo "== format (clang-format, .clang-format)"
-clang-format --dry-run --Werror index/*.[ch] fs/*.[ch] tests/*.c tests/mount/*.c tools/*.c
+clang-format --dry-run --Werror index/*.[ch] index/sync/*.[ch] fs/*.[ch] tests/*.c tests/mount/*.c tools/*.c
 
 echo "== build (warnings are errors)"
 if [[ ! -f build-test/build.ninja ]]; then

@@ -36,7 +36,7 @@ remote=(index/remote.c index/remote_file.c index/remote_http.c index/remote_s3.c
 	index/util.c)
 # Every source of the core library, as meson.build lists them.
 mapfile -t all < <(sed -n "/static_library('pkgcache'/,/include_directories/p" meson.build |
-	grep -o "index/[a-z0-9_]*\.c")
+	grep -o "index/[a-z0-9_/]*\.c")
 case $target in
 catalog) srcs=(index/catalog.c index/hash.c index/chunker.c) ;;
 pack) srcs=(index/pack.c index/hash.c) ;;
@@ -63,7 +63,7 @@ compile() {
 	mkdir -p "$dir"
 	objs=()
 	for src in "${srcs[@]}"; do
-		obj=$dir/$(basename "$src" .c).o
+		obj=$dir/$(echo "${src%.c}" | tr / _).o
 		# Any header change rebuilds everything: the core is small.
 		if [[ ! -e $obj || $src -nt $obj ]] || [[ -n $(find index -name '*.h' -newer "$obj") ]]
 		then
