@@ -330,6 +330,49 @@ static int init_root(struct vfs *v)
 	return idx_init_root(v->x, getuid(), getgid(), now_ns());
 }
 
+/*
+ * Make the store consistent before serving it (no other thread runs yet): the root, inodes
+ * orphaned by a crash, reference counts left with a crashed writer's pins, packs the index does
+ * not know; then mark the session unclean and commit. 0 or -errno.
+ */
+static int recover(struct vfs *v)
+{
+	int r;
+
+	r = vfs_begin(v);
+	if (r == 0)
+		r = init_root(v);
+	if (r == 0) {
+		r = idx_delete_orphans(v->x);
+		if (r > 0)
+			log_debug("removed %d orphaned inodes", r);
+	}
+	if (r >= 0) {
+		/* After a crash, pins of files being written are left in the counts. */
+		char clean[8] = "";
+
+		r = idx_meta_get(v->x, "clean_shutdown", clean, sizeof(clean));
+		/* Absent: a new store (perhaps just filled by a pull), nothing to recount. */
+		if (r == 1 && strcmp(clean, "1") != 0) {
+			r = idx_recount_refs(v->x);
+			if (r > 0)
+				log_debug("fixed %d chunk reference counts after a crash", r);
+		}
+		if (r >= 0)
+			r = idx_meta_set(v->x, "clean_shutdown", "0");
+	}
+	if (r >= 0) {
+		/* Nothing appends yet: a pack the index does not know is a crash's leftover. */
+		int n = maint_remove_leaked_packs(v->st);
+
+		if (n > 0)
+			log_debug("removed %d packs left by a crash", n);
+	}
+	if (r >= 0)
+		r = vfs_commit_locked(v);
+	return r < 0 ? r : 0;
+}
+
 int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 {
 	struct vfs *v;
@@ -357,37 +400,7 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 	pthread_mutex_init(&v->sync_lock, NULL);
 	pthread_cond_init(&v->cond, NULL);
 
-	r = vfs_begin(v);
-	if (r == 0)
-		r = init_root(v);
-	if (r == 0) {
-		r = idx_delete_orphans(v->x);
-		if (r > 0)
-			log_debug("removed %d orphaned inodes", r);
-	}
-	if (r >= 0) {
-		/* After a crash, pins of files being written are left in the counts. */
-		char clean[8] = "";
-
-		r = idx_meta_get(v->x, "clean_shutdown", clean, sizeof(clean));
-		/* Absent: a new store (perhaps just filled by a pull), nothing to recount. */
-		if (r == 1 && strcmp(clean, "1") != 0) {
-			r = idx_recount_refs(v->x);
-			if (r > 0)
-				log_debug("fixed %d chunk reference counts after a crash", r);
-		}
-		if (r >= 0)
-			r = idx_meta_set(v->x, "clean_shutdown", "0");
-	}
-	if (r >= 0) {
-		/* Nothing appends yet: a pack the index does not know is a crash's leftover. */
-		int n = maint_remove_leaked_packs(st);
-
-		if (n > 0)
-			log_debug("removed %d packs left by a crash", n);
-	}
-	if (r >= 0)
-		r = vfs_commit_locked(v);
+	r = recover(v);
 	if (r < 0)
 		goto out_free;
 	r = vfs_hashers_start(v);

@@ -419,6 +419,89 @@ static int set_ctime(struct vfs *v, struct idx_inode *in, int64_t now)
 	return idx_put_inode(v->x, in);
 }
 
+/* RENAME_EXCHANGE of two existing names (checked by rename_locked); v->lock held. */
+static int rename_exchange(struct vfs *v, uint64_t parent, const char *name, uint64_t newparent,
+			   const char *newname, struct idx_inode *src, struct idx_inode *dst,
+			   int64_t now)
+{
+	uint64_t sino = src->ino, dino = dst->ino;
+	bool sdir = S_ISDIR(src->mode), ddir = S_ISDIR(dst->mode);
+	int r;
+
+	r = idx_set_dentry(v->x, parent, name, dino);
+	if (r == 0)
+		r = idx_set_dentry(v->x, newparent, newname, sino);
+	if (r < 0)
+		return r;
+	if (parent != newparent && sdir != ddir) {
+		/* The directory moved; link counts of the parents follow it. */
+		r = touch_dir(v, parent, now, sdir ? -1 : 1);
+		if (r == 0)
+			r = touch_dir(v, newparent, now, sdir ? 1 : -1);
+	} else {
+		r = touch_dir(v, parent, now, 0);
+		if (r == 0 && parent != newparent)
+			r = touch_dir(v, newparent, now, 0);
+	}
+	if (r < 0)
+		return r;
+	if (sdir)
+		src->parent = newparent;
+	if (ddir)
+		dst->parent = parent;
+	r = set_ctime(v, src, now);
+	if (r == 0)
+		r = set_ctime(v, dst, now);
+	return r;
+}
+
+/* Move name to newname, replacing what newname names (dino, or 0 for nothing; checked by
+ * rename_locked); v->lock held. */
+static int rename_move(struct vfs *v, uint64_t parent, const char *name, uint64_t newparent,
+		       const char *newname, struct idx_inode *src, uint64_t dino, bool ddir,
+		       int64_t now)
+{
+	uint64_t sino = src->ino;
+	bool sdir = S_ISDIR(src->mode);
+	int r;
+
+	if (dino) {
+		if (sdir && !ddir)
+			return -ENOTDIR;
+		if (!sdir && ddir)
+			return -EISDIR;
+		if (ddir) {
+			r = idx_dir_is_empty(v->x, dino);
+			if (r <= 0)
+				return r < 0 ? r : -ENOTEMPTY;
+		}
+		r = idx_set_dentry(v->x, newparent, newname, sino);
+		if (r == 0 && ddir)
+			r = touch_dir(v, newparent, now, -1); /* the replaced directory's link */
+		if (r == 0)
+			r = drop_name(v, dino, now);
+	} else {
+		r = idx_add_dentry(v->x, newparent, newname, sino);
+	}
+	if (r < 0)
+		return r;
+	r = idx_del_dentry(v->x, parent, name);
+	if (r < 0)
+		return r;
+	if (parent != newparent) {
+		r = touch_dir(v, parent, now, sdir ? -1 : 0);
+		if (r == 0)
+			r = touch_dir(v, newparent, now, sdir ? 1 : 0);
+	} else {
+		r = touch_dir(v, parent, now, 0);
+	}
+	if (r < 0)
+		return r;
+	if (sdir)
+		src->parent = newparent;
+	return set_ctime(v, src, now);
+}
+
 static int rename_locked(struct vfs *v, uint64_t parent, const char *name, uint64_t newparent,
 			 const char *newname, unsigned flags)
 {
@@ -471,69 +554,9 @@ static int rename_locked(struct vfs *v, uint64_t parent, const char *name, uint6
 			return r < 0 ? r : -EINVAL;
 	}
 
-	if (flags & RENAME_EXCHANGE) {
-		r = idx_set_dentry(v->x, parent, name, dino);
-		if (r == 0)
-			r = idx_set_dentry(v->x, newparent, newname, sino);
-		if (r < 0)
-			return r;
-		if (parent != newparent && sdir != ddir) {
-			/* The directory moved; link counts of the parents follow it. */
-			r = touch_dir(v, parent, now, sdir ? -1 : 1);
-			if (r == 0)
-				r = touch_dir(v, newparent, now, sdir ? 1 : -1);
-		} else {
-			r = touch_dir(v, parent, now, 0);
-			if (r == 0 && parent != newparent)
-				r = touch_dir(v, newparent, now, 0);
-		}
-		if (r < 0)
-			return r;
-		if (sdir)
-			src.parent = newparent;
-		if (ddir)
-			dst.parent = parent;
-		r = set_ctime(v, &src, now);
-		if (r == 0)
-			r = set_ctime(v, &dst, now);
-		return r;
-	}
-
-	if (dino) {
-		if (sdir && !ddir)
-			return -ENOTDIR;
-		if (!sdir && ddir)
-			return -EISDIR;
-		if (ddir) {
-			r = idx_dir_is_empty(v->x, dino);
-			if (r <= 0)
-				return r < 0 ? r : -ENOTEMPTY;
-		}
-		r = idx_set_dentry(v->x, newparent, newname, sino);
-		if (r == 0 && ddir)
-			r = touch_dir(v, newparent, now, -1); /* the replaced directory's link */
-		if (r == 0)
-			r = drop_name(v, dino, now);
-	} else {
-		r = idx_add_dentry(v->x, newparent, newname, sino);
-	}
-	if (r < 0)
-		return r;
-	r = idx_del_dentry(v->x, parent, name);
-	if (r < 0)
-		return r;
-	if (parent != newparent) {
-		r = touch_dir(v, parent, now, sdir ? -1 : 0);
-		if (r == 0)
-			r = touch_dir(v, newparent, now, sdir ? 1 : 0);
-	} else {
-		r = touch_dir(v, parent, now, 0);
-	}
-	if (r < 0)
-		return r;
-	if (sdir)
-		src.parent = newparent;
-	return set_ctime(v, &src, now);
+	if (flags & RENAME_EXCHANGE)
+		return rename_exchange(v, parent, name, newparent, newname, &src, &dst, now);
+	return rename_move(v, parent, name, newparent, newname, &src, dino, ddir, now);
 }
 
 int vfs_rename(struct vfs *v, uint64_t parent, const char *name, uint64_t newparent,
@@ -553,37 +576,86 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name, uint64_t newpar
 	return r;
 }
 
+/* The truncation of a setattr, before its other changes; v->lock not held. */
+static int setattr_size(struct vfs *v, uint64_t ino, uint64_t size, struct vfs_file *f)
+{
+	struct idx_inode in;
+	struct vnode *n;
+	bool keep_staged;
+	int r;
+
+	pthread_mutex_lock(&v->lock);
+	r = idx_get_inode(v->x, ino, &in);
+	if (r == 1 && S_ISDIR(in.mode))
+		r = -EISDIR;
+	else if (r == 1 && !S_ISREG(in.mode))
+		r = -EINVAL;
+	n = vfs_node_get(v, ino);
+	if (n)
+		n->busy++; /* keep the node while truncating */
+	/* An open file stays staged until its last close commits it. */
+	keep_staged = f || (n && n->opens > 0);
+	pthread_mutex_unlock(&v->lock);
+	if (!n)
+		return -ENOMEM;
+	if (r == 1)
+		r = vfs_truncate_node(v, n, size, keep_staged);
+	else if (r == 0)
+		r = -ENOENT;
+	pthread_mutex_lock(&v->lock);
+	n->busy--;
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+/* Apply attr's fields named by to_set to in; a staged node's times and size win over the
+ * index's, and follow the change. v->lock held. */
+static void apply_attrs(struct idx_inode *in, struct vnode *n, const struct stat *attr, int to_set,
+			int64_t now)
+{
+	if (to_set & VFS_SET_MODE)
+		in->mode = (in->mode & S_IFMT) | (attr->st_mode & 07777);
+	if (to_set & VFS_SET_UID)
+		in->uid = attr->st_uid;
+	if (to_set & VFS_SET_GID)
+		in->gid = attr->st_gid;
+	if (to_set & VFS_SET_ATIME_NOW)
+		in->atime = now;
+	else if (to_set & VFS_SET_ATIME)
+		in->atime = ts_ns(&attr->st_atim);
+	if (to_set & VFS_SET_MTIME_NOW)
+		in->mtime = now;
+	else if (to_set & VFS_SET_MTIME)
+		in->mtime = ts_ns(&attr->st_mtim);
+	/* Any change but a pure truncation (its ctime comes with the data), and a chown to
+	 * -1:-1 (no bits at all), moves ctime, as on ext4. */
+	if (to_set & VFS_SET_CTIME)
+		in->ctime = ts_ns(&attr->st_ctim);
+	else if ((to_set & ~(VFS_SET_SIZE)) || to_set == 0)
+		in->ctime = now;
+	if (n && n->staged) {
+		if (to_set & (VFS_SET_MTIME | VFS_SET_MTIME_NOW))
+			n->mtime = in->mtime;
+		else
+			in->mtime = n->mtime;
+		if ((to_set & ~(VFS_SET_SIZE)) || to_set == 0)
+			n->ctime = in->ctime;
+		else
+			in->ctime = n->ctime;
+		in->size = n->size;
+	}
+}
+
 int vfs_setattr(struct vfs *v, uint64_t ino, const struct stat *attr, int to_set,
 		struct vfs_file *f, struct stat *ret)
 {
 	struct idx_inode in;
 	struct vnode *n;
 	int64_t now = now_ns();
-	bool keep_staged;
 	int r;
 
 	if (to_set & VFS_SET_SIZE) {
-		pthread_mutex_lock(&v->lock);
-		r = idx_get_inode(v->x, ino, &in);
-		if (r == 1 && S_ISDIR(in.mode))
-			r = -EISDIR;
-		else if (r == 1 && !S_ISREG(in.mode))
-			r = -EINVAL;
-		n = vfs_node_get(v, ino);
-		if (n)
-			n->busy++; /* keep the node while truncating */
-		/* An open file stays staged until its last close commits it. */
-		keep_staged = f || (n && n->opens > 0);
-		pthread_mutex_unlock(&v->lock);
-		if (!n)
-			return -ENOMEM;
-		if (r == 1)
-			r = vfs_truncate_node(v, n, (uint64_t)attr->st_size, keep_staged);
-		else if (r == 0)
-			r = -ENOENT;
-		pthread_mutex_lock(&v->lock);
-		n->busy--;
-		pthread_mutex_unlock(&v->lock);
+		r = setattr_size(v, ino, (uint64_t)attr->st_size, f);
 		if (r < 0)
 			return r;
 	}
@@ -598,37 +670,7 @@ int vfs_setattr(struct vfs *v, uint64_t ino, const struct stat *attr, int to_set
 	if (r < 0)
 		goto out_unlock;
 	n = vfs_node_find(v, ino);
-	if (to_set & VFS_SET_MODE)
-		in.mode = (in.mode & S_IFMT) | (attr->st_mode & 07777);
-	if (to_set & VFS_SET_UID)
-		in.uid = attr->st_uid;
-	if (to_set & VFS_SET_GID)
-		in.gid = attr->st_gid;
-	if (to_set & VFS_SET_ATIME_NOW)
-		in.atime = now;
-	else if (to_set & VFS_SET_ATIME)
-		in.atime = ts_ns(&attr->st_atim);
-	if (to_set & VFS_SET_MTIME_NOW)
-		in.mtime = now;
-	else if (to_set & VFS_SET_MTIME)
-		in.mtime = ts_ns(&attr->st_mtim);
-	/* Any change but a pure truncation (its ctime comes with the data), and a chown to
-	 * -1:-1 (no bits at all), moves ctime, as on ext4. */
-	if (to_set & VFS_SET_CTIME)
-		in.ctime = ts_ns(&attr->st_ctim);
-	else if ((to_set & ~(VFS_SET_SIZE)) || to_set == 0)
-		in.ctime = now;
-	if (n && n->staged) {
-		if (to_set & (VFS_SET_MTIME | VFS_SET_MTIME_NOW))
-			n->mtime = in.mtime;
-		else
-			in.mtime = n->mtime;
-		if ((to_set & ~(VFS_SET_SIZE)) || to_set == 0)
-			n->ctime = in.ctime;
-		else
-			in.ctime = n->ctime;
-		in.size = n->size;
-	}
+	apply_attrs(&in, n, attr, to_set, now);
 	r = idx_put_inode(v->x, &in);
 	if (r < 0)
 		goto out_unlock;
