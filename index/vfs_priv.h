@@ -17,9 +17,10 @@
  *
  * Locks. Every field shared between threads names the lock that protects it; the locks, their
  * order and the threads that take them are in one table, docs/architecture.md, "Locks". In
- * short, always in this order: v->gc_lock (rwlock), node->rw (rwlock), v->lock (mutex; "the
- * writer lock": the index, the pack writer, the node table), then v->hq_lock, or the fetcher's
- * own mutex, or v->sync_lock, never two of those three at once. Nobody takes node->rw while
+ * short, always in this order: v->gc_lock (rwlock), node->rw (rwlock), f->cache_lock, v->lock
+ * (mutex; "the writer lock": the index, the pack writer, the node table), then one of v->hq_lock,
+ * the fetcher's own mutex or v->sync_lock, never two of those at once (hq_lock and sync_lock are
+ * in practice taken with neither f->cache_lock nor v->lock held). Nobody takes node->rw while
  * holding v->lock. Each function here says which of them its caller holds.
  */
 #pragma once
