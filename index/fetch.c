@@ -4,8 +4,9 @@
  *
  * Data structures: a list of flights, one per chunk being fetched (single-flight), and a FIFO of
  * prefetch jobs, each one coalesced range of one remote pack. Both are protected by f->mu; the
- * index and the store are touched only under the caller's lock (f->lock), never while holding
- * f->mu, and no lock is held across a network request.
+ * index and the store are touched only under the caller's writer lock (f->lock), never while
+ * holding f->mu, and no lock is held across a network request. The order of these locks among
+ * the daemon's others: docs/architecture.md, "Locks".
  */
 #include "fetch.h"
 
@@ -50,7 +51,7 @@ struct flight {
 struct fetcher {
 	struct store *st;
 	struct remote *r;
-	pthread_mutex_t *lock; /* the caller's: the index and the store */
+	pthread_mutex_t *lock; /* the caller's writer lock: the index and the pack writer */
 	struct fetcher_options o;
 
 	pthread_mutex_t mu;

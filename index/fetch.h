@@ -51,9 +51,10 @@ struct fetcher_stats {
 };
 
 /*
- * Start a fetcher for store st and remote r (both outlive it). lock is the mutex the caller holds
- * around every use of the store's index and pack writer (the vfs lock): the fetcher takes it to
- * look up and record locations. *ret is freed by fetcher_free.
+ * Start a fetcher for store st and remote r (both outlive it). lock is the writer lock, the mutex
+ * the caller holds around every use of the store's index and pack writer (the vfs's v->lock; see
+ * docs/architecture.md, "Locks"): the fetcher takes it only to look up and record locations, and
+ * never while holding its own. *ret is freed by fetcher_free.
  */
 int fetcher_new(struct store *st, struct remote *r, pthread_mutex_t *lock,
 		const struct fetcher_options *o, struct fetcher **ret);
@@ -63,12 +64,13 @@ void fetcher_free(struct fetcher *f);
 /*
  * Read the chunk of extent e (e->chunk != 0, the caller saw e->pack == 0) into buf (e->len
  * bytes): locally if another fetch has brought it meanwhile, else from the remote. Must be called
- * without lock held. 0 or -EIO (with the reason reported).
+ * without the writer lock held. 0 (fetched now, or found brought meanwhile: stats tell which)
+ * or -EIO (with the reason reported).
  */
 int fetcher_read(struct fetcher *f, const struct idx_extent *e, void *buf);
 
 /* Queue a background fetch of every chunk of e[0..n) that is only on the remote. Never blocks
- * on the network; may be called with lock held. */
+ * on the network; may be called with the writer lock held. */
 void fetcher_prefetch(struct fetcher *f, const struct idx_extent *e, size_t n);
 
 /* True when fewer than n prefetch jobs are queued or running. */

@@ -4,18 +4,27 @@
  * The FUSE layer (fs/ops.c) decodes a request, calls one of these, and replies; nothing here
  * knows about FUSE, so all of it is tested without a mount.
  *
- * Data path. A file's committed content is its extents: chunks in packs. A write goes to a
- * per-inode staging file (a sparse scratch file in STORE/staging) holding the file's whole
- * current content; on flush (close), fsync, or the last release, the staging file is cut into
- * chunks, new chunks are appended to the active pack, and the file's extents are replaced in
- * one index transaction. Readers of a staged file read the staging file; readers of a clean
- * file read chunks (verified against their keys).
+ * Data path. A file's committed content is its extents: chunks in packs, named in the index.
+ * A file written front to back from empty (the common case) is streamed: cut into chunks as the
+ * bytes arrive, hashed and stored by background hashing threads while the writer goes on, the
+ * chunks pinned until flush (close), fsync or the last release makes them the file's extents
+ * in one index transaction. Any other change (a write elsewhere than at the end, a read of a
+ * file being streamed, a truncation to a non-zero size) moves the file to a staging file, a
+ * sparse scratch file in STORE/staging holding its whole current content, which the same
+ * events cut into chunks, holes skipped. Readers of a staged file read the staging file;
+ * readers of a clean file read chunks (verified against their keys), fetching the ones only on
+ * the remote. A full disk fails the write itself; what fails after a write was accepted is
+ * reported by flush and fsync.
  *
  * Durability. Index changes join one open transaction, committed by a background thread every
  * commit interval and by every fsync (group commit). Packs are synced before each commit, so a
  * committed extent never names bytes that are not on disk; fsync also syncs the WAL. A crash
  * loses at most the last interval's uncommitted changes, never a file's consistency: a file
  * reads as its last committed content.
+ *
+ * Threads and locks: the FUSE workers call in concurrently; the vfs runs a commit thread and two
+ * hashing threads, and a fetcher with a remote. The locks and their order are in
+ * docs/architecture.md, "Locks"; the code is index/vfs*.c, listed in index/vfs_priv.h.
  *
  * Functions return 0 (or a byte count) on success and a negative errno on failure.
  */
@@ -178,5 +187,8 @@ void vfs_prefetch_ino(struct vfs *v, uint64_t ino);
 /* Wait for queued prefetches (tests and pull). */
 void vfs_fetch_drain(struct vfs *v);
 
-/* Flush dirty files and return the index for read-only use by stats (no lock taken). */
+/*
+ * The store the vfs serves (the vfs owns it: freed by vfs_close). Takes no lock and flushes
+ * nothing: for callers that use the store while no vfs operation runs (tests, tools).
+ */
 struct store *vfs_store(struct vfs *v);
