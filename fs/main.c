@@ -631,9 +631,12 @@ static void write_remote_stats(const char *store, struct vfs *v, struct remote *
 	fprintf(f,
 		"remote=%s\nfetched_chunks=%" PRIu64 "\nfetched_bytes=%" PRIu64
 		"\nfetch_wire_bytes=%" PRIu64 "\nfetch_failures=%" PRIu64 "\nbytes_in=%" PRIu64
-		"\nbytes_out=%" PRIu64 "\nrequests=%" PRIu64 "\nrequest_failures=%" PRIu64 "\n",
+		"\nbytes_out=%" PRIu64 "\nrequests=%" PRIu64 "\nrequest_failures=%" PRIu64
+		"\nconnects=%" PRIu64 "\nconnect_us=%" PRIu64 "\ntls_us=%" PRIu64
+		"\nfirst_byte_us=%" PRIu64 "\nrequest_us=%" PRIu64 "\n",
 		remote_url(rem), fs.chunks, fs.bytes, fs.wire_bytes, fs.failures, rc.bytes_in,
-		rc.bytes_out, rc.requests, rc.failures);
+		rc.bytes_out, rc.requests, rc.failures, rc.connects, rc.connect_us, rc.tls_us,
+		rc.first_byte_us, rc.total_us);
 	fclose(f);
 }
 

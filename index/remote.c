@@ -385,6 +385,11 @@ void remote_get_counters(const struct remote *r, struct remote_counters *ret)
 	ret->bytes_out = atomic_load(&m->bytes_out);
 	ret->requests = atomic_load(&m->requests);
 	ret->failures = atomic_load(&m->failures);
+	ret->connects = atomic_load(&m->connects);
+	ret->connect_us = atomic_load(&m->connect_us);
+	ret->tls_us = atomic_load(&m->tls_us);
+	ret->first_byte_us = atomic_load(&m->first_byte_us);
+	ret->total_us = atomic_load(&m->total_us);
 }
 
 int remote_entries_add(struct remote_entries *e, const char *name, size_t len, uint64_t size)
@@ -498,6 +503,28 @@ static CURL *pool_get(struct remote *r)
 	else
 		c = curl_easy_init();
 	return c;
+}
+
+/*
+ * Add one attempt's timings to the counters. curl's times are cumulative from the start of the
+ * attempt: connect includes name lookup, appconnect (TLS) includes connect; each phase is counted
+ * as its own share, and a reused connection counts 0 for both.
+ */
+static void count_timings(struct remote *r, CURL *c)
+{
+	curl_off_t conn = 0, tls = 0, first = 0, total = 0;
+	long nconn = 0;
+
+	curl_easy_getinfo(c, CURLINFO_CONNECT_TIME_T, &conn);
+	curl_easy_getinfo(c, CURLINFO_APPCONNECT_TIME_T, &tls);
+	curl_easy_getinfo(c, CURLINFO_STARTTRANSFER_TIME_T, &first);
+	curl_easy_getinfo(c, CURLINFO_TOTAL_TIME_T, &total);
+	curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &nconn);
+	atomic_fetch_add(&r->connects, (uint64_t)MAX(nconn, 0L));
+	atomic_fetch_add(&r->connect_us, (uint64_t)MAX(conn, (curl_off_t)0));
+	atomic_fetch_add(&r->tls_us, (uint64_t)(tls > conn ? tls - conn : 0));
+	atomic_fetch_add(&r->first_byte_us, (uint64_t)MAX(first, (curl_off_t)0));
+	atomic_fetch_add(&r->total_us, (uint64_t)MAX(total, (curl_off_t)0));
 }
 
 static void pool_put(struct remote *r, CURL *c)
@@ -869,6 +896,7 @@ int remote_http_exec(struct remote *r, struct remote_xfer *x)
 
 		rc = curl_easy_perform(a.c);
 		atomic_fetch_add(&r->requests, 1);
+		count_timings(r, a.c);
 		x->attempts++;
 		if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && a.enough)) {
 			curl_off_t cl = -1;

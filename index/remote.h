@@ -127,5 +127,11 @@ const char *remote_last_error(void);
  */
 struct remote_counters {
 	uint64_t bytes_in, bytes_out, requests, failures;
+	/*
+	 * Where the time of HTTP attempts went (microseconds, summed over attempts; file:// leaves
+	 * them 0): new connections opened, time to connect (name lookup and TCP), to finish the TLS
+	 * handshake, to the first byte of the answer, and in all.
+	 */
+	uint64_t connects, connect_us, tls_us, first_byte_us, total_us;
 };
 void remote_get_counters(const struct remote *r, struct remote_counters *ret);

@@ -88,6 +88,7 @@ struct remote {
 	size_t n_pool;               /* pool_lock */
 
 	_Atomic uint64_t bytes_in, bytes_out, requests, failures;
+	_Atomic uint64_t connects, connect_us, tls_us, first_byte_us, total_us; /* HTTP timings */
 };
 
 /* Set the calling thread's last error (printf format). */
