@@ -43,15 +43,30 @@ static int file_get(struct remote *r, const char *name, uint64_t off, uint64_t l
 	if (!path)
 		return -ENOMEM;
 	atomic_fetch_add(&r->requests, 1);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/*
+	 * Whoever can write the remote's directory can plant a FIFO (an open for reading would
+	 * wait for a writer forever), a device or a symlink: O_NONBLOCK makes the open return,
+	 * O_NOFOLLOW refuses the symlink, and only a regular file is read.
+	 */
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		if (ret == -ELOOP) {
+			remote_set_error("GET %s/%s: a symbolic link, not an object", r->url, name);
+			ret = -EIO;
+		}
+		free(path);
+		return ret;
+	}
 	free(path);
-	if (fd < 0)
-		return -errno;
 	if (fstat(fd, &st) < 0) {
 		ret = -errno;
 		goto out_close;
 	}
 	if (!S_ISREG(st.st_mode)) {
+		if (!S_ISDIR(st.st_mode))
+			remote_set_error("GET %s/%s: not a regular file (mode %06o)", r->url, name,
+					 (unsigned)st.st_mode);
 		ret = S_ISDIR(st.st_mode) ? -ENOENT : -EIO;
 		goto out_close;
 	}
@@ -213,7 +228,7 @@ static int file_head(struct remote *r, const char *name, uint64_t *ret_size)
 	if (!path)
 		return -ENOMEM;
 	atomic_fetch_add(&r->requests, 1);
-	ret = stat(path, &st) < 0 ? -errno : 0;
+	ret = lstat(path, &st) < 0 ? -errno : 0; /* a symlink is not an object (file_get) */
 	free(path);
 	if (ret == -ENOTDIR)
 		return -ENOENT;

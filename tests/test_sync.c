@@ -787,3 +787,35 @@ Test(sync, a_directory_wins_over_a_file_at_the_same_path)
 	host_close(&b);
 	fsck_ok(&b);
 }
+
+/*
+ * Whoever can write a file:// remote can plant a FIFO, a device or a symlink where an object
+ * should be. A FIFO used to hang the reader in open(2) for ever; each is now -EIO with a message
+ * naming the object, at once. (A timeout of 10 s makes a hang a failure, not a stuck suite.)
+ */
+Test(sync, file_remote_refuses_what_is_not_a_regular_file, .timeout = 10)
+{
+	char path[256], err[256] = "";
+	struct remote *r;
+	uint64_t size;
+	size_t len;
+	void *data;
+
+	cr_assert_eq(remote_open(url, NULL, &r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(remote_put(r, "packs/real", "abc", 3), 0);
+	snprintf(path, sizeof(path), "%s/remote/packs/fifo", dir);
+	cr_assert_eq(mkfifo(path, 0600), 0);
+	snprintf(path, sizeof(path), "%s/remote/packs/link", dir);
+	cr_assert_eq(symlink("real", path), 0);
+
+	cr_assert_eq(remote_get(r, "packs/fifo", 0, 0, &data, &len), -EIO);
+	cr_assert(strstr(remote_last_error(), "not a regular file"), "%s", remote_last_error());
+	cr_assert_eq(remote_head(r, "packs/fifo", &size), -EIO);
+	cr_assert_eq(remote_get(r, "packs/link", 0, 0, &data, &len), -EIO);
+	cr_assert(strstr(remote_last_error(), "symbolic link"), "%s", remote_last_error());
+	cr_assert_eq(remote_head(r, "packs/link", &size), -EIO);
+	cr_assert_eq(remote_get(r, "packs/real", 0, 0, &data, &len), 0);
+	cr_assert_eq(len, 3);
+	free(data);
+	remote_free(r);
+}
