@@ -548,6 +548,15 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 	int r;
 
 	*ret = NULL;
+	/* An untrusted job's store must never push nor export, whoever mounts it next, with a
+	 * remote or without (sync.h, trust tiers). */
+	if (a->no_push) {
+		r = sync_mark_untrusted(st);
+		if (r < 0) {
+			report(1, "cannot mark store %s untrusted: %s", a->store, strerror(-r));
+			return r;
+		}
+	}
 	if (!*url || !strcmp(url, "none"))
 		return 0;
 	/* S3 keys live in this process's memory from now on: no core dumps, no ptrace by
@@ -562,20 +571,6 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 	/* The first remote a store is mounted with becomes its default, for push and pull. */
 	if (!*store_remote(st) && store_set_remote(st, url) < 0)
 		log_warn("cannot record remote %s in the config of %s", url, a->store);
-	/* An untrusted job's store must never push, whoever mounts it next. */
-	if (a->no_push) {
-		r = idx_begin(store_idx(st));
-		if (r == 0)
-			r = idx_meta_set(store_idx(st), "untrusted", "1");
-		if (r == 0)
-			r = idx_commit(store_idx(st));
-		if (r < 0) {
-			report(1, "cannot mark store %s untrusted: %s", a->store, strerror(-r));
-			remote_free(*ret);
-			*ret = NULL;
-			return r;
-		}
-	}
 	r = sync_check_remote(st, *ret, SYNC_REMOTE_BIND | (a->no_push ? 0 : SYNC_REMOTE_CREATE),
 			      err, sizeof(err));
 	t0 = mono_ns();

@@ -752,6 +752,14 @@ int cli_export(int argc, char **argv)
 	}
 	rr = sync_export(st, base, argv[optind], isatty(2) ? export_progress : NULL, NULL, &rep);
 	store_close(st);
+	if (rr == -EPERM) {
+		fprintf(stderr,
+			"pkgcachefs: store %s was mounted with no_push (an untrusted job): its "
+			"content must not leave this host, by push or by bundle; export from a "
+			"store only trusted jobs used\n",
+			store);
+		return 1;
+	}
 	if (rr < 0) {
 		fprintf(stderr, "pkgcachefs: export to %s failed: %s%s\n", argv[optind],
 			strerror(-rr),

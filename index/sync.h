@@ -61,6 +61,20 @@ struct sync_report {
 };
 
 /*
+ * Trust tiers, the one place they are decided (docs/security.md, "Trust tiers"):
+ *  - a trusted store (the default) may push to its remote and be exported as a bundle;
+ *  - an untrusted store is one a no_push mount used, with or without a remote: an untrusted job
+ *    may have written anything into it, so nothing of it leaves the host again: push
+ *    (sync_push) and export (sync_export) refuse it with -EPERM, whoever runs them later;
+ *  - a read-only consumer is a trusted or untrusted store on a remote whose credentials cannot
+ *    write (the server enforces it; pkgcachefs never needs write access to read).
+ * sync_store_untrusted: 1 untrusted, 0 trusted, -errno; lock as for sync_push (NULL when the
+ * store is not serving). sync_mark_untrusted: make it so, for good, and commit. 0 or -errno.
+ */
+int sync_store_untrusted(struct store *st, pthread_mutex_t *lock);
+int sync_mark_untrusted(struct store *st);
+
+/*
  * Check the remote's config against the store's chunker parameters. With SYNC_REMOTE_CREATE, a
  * new remote gets its config (format, chunk sizes and a random id); without, a new remote is
  * left alone (a read-only consumer). With SYNC_REMOTE_BIND (the store locked), the store's sync

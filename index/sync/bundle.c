@@ -318,6 +318,9 @@ int sync_export(struct store *st, const char *base, const char *out,
 	int r = 0;
 
 	memset(ret, 0, sizeof(*ret));
+	r = sync_store_untrusted(st, NULL);
+	if (r != 0)
+		return r < 0 ? r : -EPERM; /* an untrusted job's files do not leave by a bundle */
 	if (base) {
 		r = export_read_base(&x, base);
 		if (r < 0) {

@@ -6,6 +6,33 @@
  */
 #include "sync_priv.h"
 
+int sync_store_untrusted(struct store *st, pthread_mutex_t *lock)
+{
+	char untrusted[8] = "";
+	int r;
+
+	if (lock)
+		pthread_mutex_lock(lock);
+	r = idx_meta_get(store_idx(st), "untrusted", untrusted, sizeof(untrusted));
+	if (lock)
+		pthread_mutex_unlock(lock);
+	if (r < 0)
+		return r;
+	return !strcmp(untrusted, "1");
+}
+
+int sync_mark_untrusted(struct store *st)
+{
+	struct idx *x = store_idx(st);
+	int r = idx_begin(x);
+
+	if (r == 0)
+		r = idx_meta_set(x, "untrusted", "1");
+	if (r == 0)
+		r = idx_commit(x);
+	return r;
+}
+
 /* This store's host id, made once. */
 int host_id(struct idx *x, uint8_t ret[16])
 {

@@ -563,19 +563,9 @@ int sync_push(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 	int r;
 
 	memset(ret, 0, sizeof(*ret));
-	{
-		char untrusted[8] = "";
-
-		if (lock)
-			pthread_mutex_lock(lock);
-		r = idx_meta_get(store_idx(st), "untrusted", untrusted, sizeof(untrusted));
-		if (lock)
-			pthread_mutex_unlock(lock);
-		if (r < 0)
-			return r;
-		if (!strcmp(untrusted, "1"))
-			return -EPERM;
-	}
+	r = sync_store_untrusted(st, lock);
+	if (r != 0)
+		return r < 0 ? r : -EPERM;
 	r = refresh(st, rem, lock, o, &ncat);
 	if (r < 0)
 		return r;

@@ -279,5 +279,24 @@ for code in 401 403; do
 	fi
 done
 
+# ---- trust tiers: a store an untrusted job (no_push) used never lets its content out ----
+
+if [ $fuse_ok = 1 ] && [ $root = 1 ]; then
+	if mount_ok "$tmp/s-untrusted" "$tmp/m-untrusted" -o no_push; then
+		echo job >"$tmp/m-untrusted/f"
+		timeout 60 "$prog" umount "$tmp/m-untrusted" >/dev/null 2>&1
+		expect 'no_push without a remote: export refused' 1 'mounted with no_push' \
+			'by push or by bundle' -- "$prog" export --store "$tmp/s-untrusted" "$tmp/u.bundle"
+		if [ -e "$tmp/u.bundle" ]; then notok 'no bundle left behind'; else ok 'no bundle left behind'; fi
+		mkdir -p "$tmp/r-untrusted"
+		expect 'no_push without a remote: a later push refused' 1 'mounted with no_push' -- \
+			"$prog" push --store "$tmp/s-untrusted" --remote "file://$tmp/r-untrusted"
+	else
+		notok 'mount -o no_push without a remote'
+	fi
+else
+	skip 'trust tiers' 'needs root and a usable /dev/fuse'
+fi
+
 echo "1..$n"
 [ $failed = 0 ]
