@@ -99,6 +99,16 @@ void cli_format_push(const struct sync_report *rep, char *buf, size_t len)
 		 rep->packs_present ? ", packs of an interrupted push found there" : "",
 		 rep->skipped ? ", some files left for the next push" : "",
 		 rep->upserts + rep->tombstones ? "" : " (nothing new)");
+	if (rep->too_long) {
+		size_t n = strlen(buf);
+
+		snprintf(buf + n, len - n,
+			 "; %" PRIu64
+			 " entries deeper than the %d-byte path limit stay local%s%s%s",
+			 rep->too_long, IDX_PATH_MAX, *rep->too_long_path ? " (the first: " : "",
+			 rep->too_long_path,
+			 *rep->too_long_path ? ")" : " (the daemon's log names one)");
+	}
 }
 
 void cli_bad_catalog(void *data, const char *name, int err)
@@ -180,10 +190,10 @@ static void write_push_result(const char *store, int r, const struct sync_report
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	n = snprintf(buf, sizeof(buf),
 		     "%lld %d %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
-		     " %" PRIu64 "\n",
+		     " %" PRIu64 " %" PRIu64 "\n",
 		     (long long)mono_ns(), r, rep->upserts, rep->tombstones, rep->chunks_uploaded,
 		     rep->packs_uploaded, rep->bytes_uploaded, rep->catalog_uploaded_bytes,
-		     rep->skipped);
+		     rep->skipped, rep->too_long);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return;
@@ -200,7 +210,7 @@ static int daemon_push(struct rdaemon *rd, bool requested, const char *when)
 {
 	struct sync_report rep;
 	int64_t t0 = mono_ns();
-	char line[256];
+	char line[512];
 	int r;
 
 	r = vfs_push(rd->v, &(struct sync_options){.bad_catalog = cli_bad_catalog}, &rep);
@@ -474,21 +484,21 @@ static int push_mounted(const char *store, pid_t pid)
 		if (f) {
 			got = fscanf(f,
 				     "%lld %d %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
-				     " %" SCNu64 " %" SCNu64 " %" SCNu64,
+				     " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64,
 				     &stamp, &r, &rep.upserts, &rep.tombstones,
 				     &rep.chunks_uploaded, &rep.packs_uploaded, &rep.bytes_uploaded,
-				     &rep.catalog_uploaded_bytes, &rep.skipped);
+				     &rep.catalog_uploaded_bytes, &rep.skipped, &rep.too_long);
 			fclose(f);
 		}
 		if (round == 0) {
-			before = got == 9 ? stamp : 0;
+			before = got >= 9 ? stamp : 0;
 			if (kill(pid, SIGUSR2) < 0) {
 				fprintf(stderr,
 					"pkgcachefs: cannot signal the daemon (pid %d): %s\n",
 					(int)pid, strerror(errno));
 				return 1;
 			}
-		} else if (got == 9 && stamp != before) {
+		} else if (got >= 9 && stamp != before) {
 			break;
 		}
 		if (kill(pid, 0) < 0) {
@@ -514,7 +524,7 @@ static int push_mounted(const char *store, pid_t pid)
 		return 1;
 	}
 	{
-		char line[256];
+		char line[512];
 
 		cli_format_push(&rep, line, sizeof(line));
 		printf("%s\n", line);
@@ -531,7 +541,7 @@ int cli_push(int argc, char **argv)
 	struct store *st;
 	struct remote *r;
 	pid_t owner = 0, pid = 0;
-	char line[256];
+	char line[512];
 	int rr;
 
 	rr = parse_rargs(argc, argv, push_usage, false, OPT_REMOTE, &a);

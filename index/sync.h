@@ -56,7 +56,11 @@ struct sync_report {
 	uint64_t chunks_uploaded, packs_uploaded, bytes_uploaded;
 	uint64_t packs_present; /* built, and found on the remote already (a rerun) */
 	uint64_t catalog_uploaded_bytes;
-	uint64_t skipped;  /* entries whose data could not be read here: left for the next push */
+	uint64_t skipped; /* entries whose data could not be read here: left for the next push */
+	/* Entries whose path is longer than IDX_PATH_MAX (the format's bound): never pushed; the
+	 * first one's path, cut to fit, names them. */
+	uint64_t too_long;
+	char too_long_path[160];
 	char catalog[160]; /* name of the catalog pushed, "" when nothing changed */
 };
 

@@ -169,8 +169,14 @@ static int snap_visit(struct push *p, const struct snap_child *k, const char *pr
 	if (!se->type)
 		return 0; /* fifos, sockets and devices stay local */
 	if (snprintf(se->path, sizeof(se->path), "%s%s%s", prefix, *prefix ? "/" : "", k->name) >
-		    IDX_PATH_MAX ||
-	    !cat_path_valid(se->path))
+	    IDX_PATH_MAX) {
+		/* Deeper than the format allows: stays local, and the report names it. */
+		if (p->rep && !p->rep->too_long++)
+			snprintf(p->rep->too_long_path, sizeof(p->rep->too_long_path), "%.60s...%s",
+				 prefix, strlen(k->name) > 90 ? "(a long name)" : k->name);
+		return 0;
+	}
+	if (!cat_path_valid(se->path))
 		return 0;
 	r = snap_read_entry(p, k, se);
 	if (r <= 0)

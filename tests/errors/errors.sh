@@ -298,5 +298,28 @@ else
 	skip 'trust tiers' 'needs root and a usable /dev/fuse'
 fi
 
+# ---- a tree deeper than the format's path limit: named by push, the daemon keeps serving ----
+
+if [ $fuse_ok = 1 ] && [ $root = 1 ]; then
+	mkdir -p "$tmp/r-deep"
+	if mount_ok "$tmp/s-deep" "$tmp/m-deep" --remote "file://$tmp/r-deep" -o push_interval=0; then
+		"$PY" -c 'import os, sys
+os.chdir(sys.argv[1])
+for _ in range(3000):
+    os.mkdir("d"); os.chdir("d")
+open("f", "w").write("deep")' "$tmp/m-deep"
+		expect 'push of a 3,000-level tree names what stays local' 0 \
+			'deeper than the 4095-byte path limit stay local' -- \
+			"$prog" push --store "$tmp/s-deep"
+		if stat "$tmp/m-deep/d" >/dev/null 2>&1; then ok 'the daemon still serves after it'
+		else notok 'the daemon still serves after it'; fi
+		timeout 60 "$prog" umount "$tmp/m-deep" >/dev/null 2>&1
+	else
+		notok 'mount for the deep tree'
+	fi
+else
+	skip 'deep tree' 'needs root and a usable /dev/fuse'
+fi
+
 echo "1..$n"
 [ $failed = 0 ]
