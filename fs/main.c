@@ -32,6 +32,7 @@
 #include "remote.h"
 #include "sync.h"
 #include "ops.h"
+#include "report.h"
 #include "stats.h"
 #include "store.h"
 #include "util.h"
@@ -997,6 +998,7 @@ static void usage(FILE *f)
 	      "                                                  mount a store (created if new)\n"
 	      "  umount MOUNTPOINT                               make everything durable, unmount\n"
 	      "  stats [--store DIR] [--json]                    files, bytes, dedup ratio\n"
+	      "  report [--store DIR] [--json | --markdown]      a job's reads, fetches, pushes\n"
 	      "  fsck [--store DIR] [--repair]                   check the index against the "
 	      "packs\n"
 	      "  gc [--store DIR] [--max-size SIZE]              reclaim space, evict LRU files\n"
@@ -1035,6 +1037,8 @@ int main(int argc, char **argv)
 		return cli_umount(argc - 1, argv + 1);
 	if (!strcmp(cmd, "stats"))
 		return cli_stats(argc - 1, argv + 1);
+	if (!strcmp(cmd, "report"))
+		return cli_report(argc - 1, argv + 1);
 	if (!strcmp(cmd, "fsck"))
 		return cli_fsck(argc - 1, argv + 1);
 	if (!strcmp(cmd, "gc"))

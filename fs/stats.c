@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "pack.h"
+#include "report.h"
 #include "util.h"
 #include "vfs.h"
 
@@ -575,10 +576,19 @@ int stats_daemon_start(struct vfs *v, const char *store, const char *remote,
 			 r == -EBADMSG ? "damaged" : strerror(-r));
 		counters_release(&sd->base);
 	}
+	/* Where this session starts, for `pkgcachefs report` (the thread's index connection). */
+	snprintf(path, sizeof(path), "%s/index.db", store);
+	r = idx_open(path, false, &sd->x);
+	if (r == 0)
+		r = report_session_begin(store, sd->x, &sd->base);
+	if (r < 0)
+		log_warn("%s: cannot record the session's start (%s): no pkgcachefs report for it",
+			 store, strerror(-r));
 	pthread_mutex_init(&sd->lock, NULL);
 	pthread_cond_init(&sd->cond, NULL);
 	r = -pthread_create(&sd->th, NULL, stats_thread, sd);
 	if (r < 0) {
+		idx_close(sd->x);
 		counters_release(&sd->base);
 		free(sd);
 		return r;
@@ -607,6 +617,7 @@ void stats_daemon_stop(void)
 			write_metrics(sd, &c, false);
 	}
 	counters_release(&c);
+	report_session_end(sd->store, sd->v);
 	idx_close(sd->x);
 	counters_release(&sd->base);
 	pthread_mutex_destroy(&sd->lock);

@@ -16,7 +16,7 @@
 #include "util.h"
 
 #define COUNTERS_MAGIC "pkgcachefs-counters 1"
-#define NAME_BYTES_MAX 255
+#define NAME_BYTES_MAX CTR_NAME_MAX
 
 void counters_release(struct counters *c)
 {
@@ -72,8 +72,7 @@ static int hexval(char ch)
 	return -1;
 }
 
-/* Decode a percent-encoded name into out (NAME_BYTES_MAX + 1 bytes). 0 or -EBADMSG. */
-static int decode_name(const char *in, char *out)
+int counters_decode_name(const char *in, char *out)
 {
 	size_t n = 0;
 
@@ -102,7 +101,7 @@ static int decode_name(const char *in, char *out)
 	return 0;
 }
 
-static void encode_name(FILE *f, const char *name)
+void counters_encode_name(FILE *f, const char *name)
 {
 	if (!*name) {
 		fputc('.', f);
@@ -154,7 +153,7 @@ int counters_load(const char *path, struct counters *c)
 			p = end + 1;
 		}
 		if (r == 0)
-			r = decode_name(p, name);
+			r = counters_decode_name(p, name);
 		if (r == 0)
 			r = counters_add(c, name, v);
 	}
@@ -179,7 +178,7 @@ int counters_save(const char *path, const struct counters *c)
 	for (size_t i = 0; i < c->n; i++) {
 		for (int k = 0; k < CTR_COUNT; k++)
 			fprintf(f, "%" PRIu64 " ", c->rows[i].v[k]);
-		encode_name(f, c->rows[i].name);
+		counters_encode_name(f, c->rows[i].name);
 		fputc('\n', f);
 	}
 	if (fflush(f) != 0 || ferror(f))

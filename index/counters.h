@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 enum {
 	CTR_READS_LOCAL,   /* reads served from local packs or a file being written */
@@ -58,5 +59,11 @@ const struct counters_row *counters_find(const struct counters *c, const char *n
 /* Add what the file at path holds to c. 0 (also when the file does not exist), -EBADMSG when it
  * is malformed (c then holds what came before the bad line), or -errno. */
 int counters_load(const char *path, struct counters *c);
+/* The name encoding of the file, for other files of the store that name top-level directories
+ * (fs/report.c's STORE/session): encode writes name to f ("." for CTR_OTHER); decode reads in
+ * into out (CTR_NAME_MAX + 1 bytes), 0 or -EBADMSG for a malformed or too long name. */
+#define CTR_NAME_MAX 255
+void counters_encode_name(FILE *f, const char *name);
+int counters_decode_name(const char *in, char *out);
 /* Write c to path atomically (path.tmp, then rename). 0 or -errno. */
 int counters_save(const char *path, const struct counters *c);

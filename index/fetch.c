@@ -271,7 +271,7 @@ static bool remote_down(struct fetcher *f)
 	return mono_ns() < __atomic_load_n(&f->down_until, __ATOMIC_RELAXED);
 }
 
-int fetcher_read(struct fetcher *f, const struct idx_extent *e, void *buf)
+static int read_chunk(struct fetcher *f, const struct idx_extent *e, void *buf)
 {
 	struct item it = {
 		.chunk = e->chunk,
@@ -328,6 +328,16 @@ int fetcher_read(struct fetcher *f, const struct idx_extent *e, void *buf)
 	r = fetch_range(f, &it, 1, buf);
 	flight_land(f, e->chunk, r);
 	return r < 0 ? -EIO : 0;
+}
+
+/* The time a reader waits here is what a job loses to the remote: `pkgcachefs report` shows it. */
+int fetcher_read(struct fetcher *f, const struct idx_extent *e, void *buf)
+{
+	int64_t t0 = mono_ns();
+	int r = read_chunk(f, e, buf);
+
+	__atomic_add_fetch(&f->stats.wait_ns, (uint64_t)(mono_ns() - t0), __ATOMIC_RELAXED);
+	return r;
 }
 
 static int item_cmp(const void *a, const void *b)
@@ -572,6 +582,7 @@ void fetcher_get_stats(struct fetcher *f, struct fetcher_stats *ret)
 	ret->wire_bytes = __atomic_load_n(&f->stats.wire_bytes, __ATOMIC_RELAXED);
 	ret->failures = __atomic_load_n(&f->stats.failures, __ATOMIC_RELAXED);
 	ret->local_hits = __atomic_load_n(&f->stats.local_hits, __ATOMIC_RELAXED);
+	ret->wait_ns = __atomic_load_n(&f->stats.wait_ns, __ATOMIC_RELAXED);
 }
 
 bool fetcher_idle_below(struct fetcher *f, size_t n)

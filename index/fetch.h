@@ -48,6 +48,7 @@ struct fetcher_stats {
 	uint64_t wire_bytes; /* bytes received for them */
 	uint64_t failures;   /* reads that failed: unreachable, missing, damaged or forged */
 	uint64_t local_hits; /* reads of chunks another fetch had just brought */
+	uint64_t wait_ns;    /* time readers spent in fetcher_read (waiting on the remote) */
 };
 
 /*

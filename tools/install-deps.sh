@@ -26,6 +26,10 @@ test_pkgs=(
 	strace                          # remote-e2e: which cache files pip opened on a cold host
 	bubblewrap python3-yaml         # ecosystem: the docker -v stand-in, recipe YAML checks
 	clang libclang-rt-14-dev        # fuzzing: libFuzzer with ASan and UBSan
+	docker.io podman buildah        # engines: real docker run -v, BuildKit (classic), podman
+	debootstrap                     # engines: the base image, built offline from the apt mirror
+	uidmap slirp4netns fuse-overlayfs  # engines: podman's helpers (rootless needs subuids)
+	python3-poetry pipenv           # engines: Poetry and Pipenv on a cold second host
 )
 
 pkgs=("${build_pkgs[@]}")

@@ -68,7 +68,7 @@ has()
 }
 
 nl=$'\n'
-commands="mount${nl}umount${nl}stats${nl}fsck${nl}gc${nl}push${nl}pull${nl}remote${nl}export${nl}import"
+commands="mount${nl}umount${nl}stats${nl}report${nl}fsck${nl}gc${nl}push${nl}pull${nl}remote${nl}export${nl}import"
 
 expect 'subcommands' "$commands" pkgcachefs ''
 expect 'subcommands by prefix' "push${nl}pull" pkgcachefs pu
@@ -77,6 +77,7 @@ expect 'mount options' "--store${nl}--remote${nl}-o${nl}-f${nl}-d${nl}--no-adopt
 	pkgcachefs mount -
 expect 'umount options' "--help" pkgcachefs umount -
 expect 'stats options' "--store${nl}--json${nl}--prometheus${nl}--help" pkgcachefs stats -
+expect 'report options' "--store${nl}--json${nl}--markdown${nl}--output${nl}--help" pkgcachefs report -
 expect 'fsck options' "--store${nl}--repair${nl}--help" pkgcachefs fsck -
 expect 'gc options' "--store${nl}--max-size${nl}--remote${nl}--keep-days${nl}--grace-hours${nl}--help" \
 	pkgcachefs gc -

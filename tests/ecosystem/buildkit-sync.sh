@@ -12,8 +12,10 @@
 #    already there (a job that wrote it meanwhile wins); a fresh venv with the merged cache
 #    downloads nothing. Paths both sides have are left alone even when the build rewrote them
 #    (pip rewrites the index pages it revalidates);
-#  - build.sh with a stand-in `docker` on PATH: the two builds it asks for (the image, then
-#    --target pkgcache-new --output type=local with a fresh PKGCACHE_RUN) and the merge.
+#  - build.sh with a stand-in `docker` on PATH that has buildx: the two builds it asks for (the
+#    image with the user's options, then the same options less -t, --target pkgcache-new
+#    --output type=local with a fresh PKGCACHE_RUN) and the merge. The classic path (no
+#    buildx) runs on a real dockerd in tests/engines/docker.sh.
 # The Dockerfile's RUN lines are checked to call the script with these arguments.
 #
 # usage: buildkit-sync.sh PKGCACHEFS_BINARY
@@ -116,16 +118,18 @@ done
 EOS
 chmod +x "$TMP/fakebin/docker"
 FAKE_DOCKER_LOG=$TMP/docker.log FAKE_DOCKER_NEW=$TMP/newfiles PATH="$TMP/fakebin:$PATH" \
-	sh "$BK/build.sh" "$SEED" "$TMP/ctx" -- -t app:test >"$TMP/build.log" 2>&1 || {
+	sh "$BK/build.sh" "$SEED" "$TMP/ctx" -- -t app:test --network host --build-arg "X=a b" >"$TMP/build.log" 2>&1 || {
 	cat "$TMP/build.log" >&2
 	fail "build.sh failed"
 }
 sed 's/^/    docker /' "$TMP/docker.log"
-[ "$(wc -l <"$TMP/docker.log")" = 2 ] || fail "build.sh ran docker $(wc -l <"$TMP/docker.log") times, 2 expected"
-head -n 1 "$TMP/docker.log" | grep -q "^buildx build --build-context pkgcache=$SEED -t app:test $TMP/ctx\$" ||
+# The stand-in answers `docker buildx version`, so build.sh takes the buildx path.
+[ "$(wc -l <"$TMP/docker.log")" = 3 ] || fail "build.sh ran docker $(wc -l <"$TMP/docker.log") times, 3 expected"
+sed -n 1p "$TMP/docker.log" | grep -qx "buildx version" || fail "build.sh did not look for buildx first"
+sed -n 2p "$TMP/docker.log" | grep -q "^buildx build --build-context pkgcache=$SEED -t app:test --network host --build-arg X=a b $TMP/ctx\$" ||
 	fail "build.sh's image build is not as documented"
-tail -n 1 "$TMP/docker.log" | grep -q "^buildx build --build-context pkgcache=$SEED --target pkgcache-new --build-arg PKGCACHE_RUN=[0-9]*-[0-9]* --output type=local,dest=.* $TMP/ctx\$" ||
-	fail "build.sh's export build is not as documented"
+sed -n 3p "$TMP/docker.log" | grep -q "^buildx build --build-context pkgcache=$SEED --network host --build-arg X=a b --target pkgcache-new --build-arg PKGCACHE_RUN=[0-9]*-[0-9]* --output type=local,dest=.* $TMP/ctx\$" ||
+	fail "build.sh's harvest build is not as documented (the user's options but -t, then the export)"
 [ "$(cat "$SEED/http/z/entry" 2>/dev/null)" = new ] || fail "build.sh did not merge the exported files"
 
 pcf_umount "$PKG"
