@@ -142,6 +142,12 @@ void remote_entries_release(struct remote_entries *e);
 int remote_parse_propfind(const char *xml, size_t len, const char *dir_path,
 			  struct remote_entries *e);
 int remote_parse_autoindex_json(const char *json, size_t len, struct remote_entries *e);
+/* An HTML directory listing (nginx autoindex, Apache mod_autoindex, python http.server;
+ * remote_html.c) of dir_path (absolute, percent-encoded, ending '/'): the files its <a href>
+ * links name directly in that directory, relative or absolute, sizes UINT64_MAX. -EIO when it
+ * is not HTML or a tag is left open, -EINVAL for a bad dir_path, -ENOMEM. */
+int remote_parse_html_listing(const char *html, size_t len, const char *dir_path,
+			      struct remote_entries *e);
 /* Keys under key_prefix (the full prefix listed, e.g. "pre/ns/"): the part after it. *ret_token
  * gets a malloc'ed NextContinuationToken when the listing is truncated, else NULL. */
 int remote_parse_s3_list(const char *xml, size_t len, const char *key_prefix,
