@@ -103,6 +103,7 @@ struct remote_xfer {
 	const struct remote_src *body;
 	struct remote_sink *sink;   /* 2xx body; NULL: discarded */
 	uint64_t range_off;         /* with ranged: the first byte asked */
+	uint64_t range_len;         /* with ranged: how many, 0 for up to the end */
 	bool ranged;                /* a Range header is among headers */
 	bool zero_retry;            /* this call only: no retries (probes) */
 	const char *payload_sha256; /* s3: of body, NULL for the empty payload */
