@@ -46,6 +46,11 @@ const char *remote_last_error(void)
 	return last_error;
 }
 
+void remote_carry_error(const char *msg)
+{
+	remote_set_error("%s", msg);
+}
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc;
 
@@ -735,7 +740,9 @@ static void sleep_ms(int64_t ms)
 
 static bool status_retriable(long status)
 {
-	return status == 408 || status == 429 || (status >= 500 && status <= 599);
+	/* 501 and 505 are what the server is, not how it is doing: asking again changes nothing. */
+	return status == 408 || status == 429 ||
+	       (status >= 500 && status <= 599 && status != 501 && status != 505);
 }
 
 static int status_errno(long status)

@@ -121,19 +121,27 @@ done
 log "wrong password: refused by name on nginx, Apache and rclone"
 
 # A writable mount against a read-only server: the mount comes up (what was pushed is
-# readable), the push at unmount is refused by the server, umount says why, the data stays for
-# the next push.
-mkdir -p "$TMP/ro-m"
-mount_fg "$TMP/ro" "$TMP/ro-m" "$TMP/ro.log" --remote "${STATIC_URL}davext/team/cache/" ||
-	fail "writable mount against the static server did not come up: $(tail -3 "$TMP/ro.log")"
-echo "new" >"$TMP/ro-m/new-file"
-out=$("$BIN" umount "$TMP/ro-m" 2>&1)
-rc=$?
-wait "$FG_PID" 2>/dev/null
-log "umount against a read-only server: exit $rc: $out"
-case "$out$(cat "$TMP/ro.log")" in
-*405*) ;;
-*) fail "the refused push does not say the server answered 405: $out / $(tail -5 "$TMP/ro.log")" ;;
-esac
+# readable), the push at unmount is refused by the server, umount says why (the status and what
+# to change), the data stays for the next push; with --require-push umount exits 3.
+for strict in "" --require-push; do
+	rm -rf "$TMP/ro"
+	mount_fg "$TMP/ro" "$TMP/ro-m" "$TMP/ro.log" --remote "${STATIC_URL}davext/team/cache/" ||
+		fail "writable mount against the static server did not come up: $(tail -3 "$TMP/ro.log")"
+	echo "new" >"$TMP/ro-m/new-file"
+	out=$("$BIN" umount $strict "$TMP/ro-m" 2>&1)
+	rc=$?
+	wait "$FG_PID" 2>/dev/null
+	log "umount $strict against a read-only server: exit $rc: $out"
+	case $out in
+	*"HTTP 405"*"enable WebDAV"*no_push*"pkgcachefs push --store"*) ;;
+	*) fail "the refused push does not say the server answered 405 and what to change: $out" ;;
+	esac
+	if [ -n "$strict" ]; then
+		[ $rc = 3 ] || fail "umount --require-push after a refused push exited $rc, not 3"
+	else
+		[ $rc = 0 ] || fail "umount after a refused push exited $rc: the data is safe, 0 expected"
+	fi
+	[ -f "$TMP/ro/push-failed" ] || fail "no push-failed left in the store"
+done
 printf '%s\n' "${summary[@]}"
 log "real servers: all pass"
