@@ -921,6 +921,7 @@ int remote_http_exec(struct remote *r, struct remote_xfer *x)
 		atomic_fetch_add(&r->requests, 1);
 		count_timings(r, a.c);
 		x->attempts++;
+		x->skipped = a.skipped;
 		if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && a.enough)) {
 			curl_off_t cl = -1;
 

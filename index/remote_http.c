@@ -69,7 +69,7 @@ int remote_http_get_path(struct remote *r, const char *path, uint64_t off, uint6
 	if (x.status == 200 && (!x.ranged || off == 0))
 		return 0;
 	/* Range ignored (python's http.server): on_write dropped what came before it. */
-	if (x.status == 200 && s->len == s->limit)
+	if (x.status == 200 && x.ranged && x.skipped == off && (len == 0 || s->len == s->limit))
 		return 0;
 	remote_set_error("GET %s%s: unexpected HTTP %ld to a%s request", r->origin, path, x.status,
 			 x.ranged ? " range" : "");

@@ -115,6 +115,7 @@ struct remote_xfer {
 	uint64_t length; /* Content-Length (HEAD) */
 	bool have_range;
 	uint64_t range_start; /* from Content-Range */
+	uint64_t skipped;     /* of a 200 to a range (Range ignored): bytes before it, dropped */
 	char s3_code[64];     /* <Code> of an S3 error body, or "" */
 };
 

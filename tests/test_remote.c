@@ -787,6 +787,35 @@ Test(remote_webdav, mkcol_on_409)
 	remote_free(r);
 }
 
+/* A server that ignores Range (200 with the whole object): the range asked, and nothing else. */
+Test(remote_webdav, range_ignored_by_the_server)
+{
+	struct remote *r = open_url(need_env("NORANGE_URL"), NULL);
+	uint8_t buf[5000];
+	void *got;
+	size_t len;
+
+	cr_assert_eq(remote_get_into(r, "300000", 123457, sizeof(buf), buf), 0, "%s",
+		     remote_last_error());
+	for (size_t i = 0; i < sizeof(buf); i++)
+		cr_assert_eq(buf[i], (123457 + i) % 251, "byte %zu", i);
+	cr_assert_eq(remote_get(r, "300000", 299990, 10, &got, &len), 0, "%s", remote_last_error());
+	cr_assert_eq(len, 10);
+	for (size_t i = 0; i < len; i++)
+		cr_assert_eq(((uint8_t *)got)[i], (299990 + i) % 251);
+	free(got);
+	/* From an offset to the end, and the first bytes. */
+	cr_assert_eq(remote_get(r, "1000", 990, 0, &got, &len), 0, "%s", remote_last_error());
+	cr_assert_eq(len, 10);
+	cr_assert_eq(((uint8_t *)got)[0], 990 % 251);
+	free(got);
+	cr_assert_eq(remote_get_into(r, "1000", 0, 100, buf), 0, "%s", remote_last_error());
+	cr_assert_eq(buf[99], 99);
+	/* Past the end: short, which remote_get_into calls a truncated object. */
+	cr_assert_eq(remote_get_into(r, "1000", 950, 100, buf), -EIO);
+	remote_free(r);
+}
+
 Test(remote_webdav, retry_after_503)
 {
 	struct remote_options o = {.timeout_ms = 10000, .retries = 2};
