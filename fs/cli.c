@@ -531,10 +531,13 @@ int cli_gc(int argc, char **argv)
 /* ---- umount ---- */
 
 static const char umount_usage[] =
-	"usage: pkgcachefs umount MOUNTPOINT\n"
+	"usage: pkgcachefs umount [--require-push] MOUNTPOINT\n"
 	"\n"
 	"Make everything written to the mount durable, then unmount it. Exits 0 only when all\n"
-	"data is on disk.\n";
+	"data is on disk. A mount with a remote pushes at unmount; when that push fails, umount\n"
+	"says why and what to change, the data stays in the store for the next push, and the\n"
+	"exit status is still 0 (the data is safe here), or 3 with --require-push (for a job\n"
+	"whose purpose is to fill the remote).\n";
 
 /* Find the store behind a pkgcachefs mount in /proc/self/mountinfo. */
 static int find_mount(const char *mnt, char *store, size_t len)
@@ -630,12 +633,18 @@ int cli_umount(int argc, char **argv)
 {
 	char store[4096], path[PATH_MAX + 32], buf[16];
 	char *mnt;
-	int fd, r, waited = 0;
+	int fd, r, waited = 0, status = 0;
+	bool require_push = false;
 	ssize_t n;
 
 	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		fputs(umount_usage, stdout);
 		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[1], "--require-push")) {
+		require_push = true;
+		argv++;
+		argc--;
 	}
 	if (argc != 2) {
 		fputs(umount_usage, stderr);
@@ -705,21 +714,27 @@ int cli_umount(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/push-failed", store);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd >= 0) {
-		char why[512];
+		char why[2048], *hint;
 
 		n = read(fd, why, sizeof(why) - 1);
 		close(fd);
 		if (n > 0) {
 			why[n] = '\0';
-			why[strcspn(why, "\n")] = '\0';
+			hint = why + strcspn(why, "\n");
+			if (*hint)
+				*hint++ = '\0';
+			hint[strcspn(hint, "\n")] = '\0';
 			fprintf(stderr,
-				"pkgcachefs: warning: the push at unmount failed (%s); the data "
+				"pkgcachefs: %s: the push at unmount failed: %s%s%s; the data "
 				"stays in %s: `pkgcachefs push --store %s` sends it\n",
-				why, store, store);
+				require_push ? "error" : "warning", why, *hint ? "; " : "", hint,
+				store, store);
+			if (require_push)
+				status = 3;
 		}
 	}
 	free(mnt);
-	return 0;
+	return status;
 }
 
 /* ---- adopting a non-empty mountpoint ---- */

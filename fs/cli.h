@@ -35,11 +35,13 @@ void cli_format_push(const struct sync_report *rep, char *buf, size_t len);
 /*
  * The daemon's remote thread: prefetch the files of prefetch[0..n) (taking ownership of the
  * array), push every interval_s seconds (0: never) and when `pkgcachefs push` asks (SIGUSR2).
- * With push false the mount is a read-only consumer of the remote (or has none: remote false),
- * and push requests are answered so. Stop it before the vfs closes; final_push pushes once more.
+ * With push false the mount is a read-only consumer of the remote (or has none: remote_url
+ * NULL), and push requests are answered so. Stop it before the vfs closes; final_push pushes
+ * once more, and when that fails, writes STORE/push-failed: the reason and what to change, for
+ * `pkgcachefs umount`.
  */
-int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, bool push, bool remote,
-		      uint64_t *prefetch, size_t nprefetch);
+int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, bool push,
+		      const char *remote_url, uint64_t *prefetch, size_t nprefetch);
 int cli_rdaemon_stop(bool final_push);
 
 /* A progress line on stderr (data: the label), at most five times a second. */

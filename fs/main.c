@@ -768,7 +768,7 @@ static int run_daemon(struct mount_args *a)
 	signal(SIGUSR1, on_usr1);
 	/* Started without a remote too: it answers `pkgcachefs push` with "no remote". */
 	if (cli_rdaemon_start(v, a->store, rem ? a->push_interval_s : 0, rem && !a->no_push,
-			      rem != NULL, prefetch, nprefetch) < 0) {
+			      rem ? remote_url(rem) : NULL, prefetch, nprefetch) < 0) {
 		report(1, "cannot start the remote thread");
 		fuse_session_unmount(the_session);
 		goto out_session;

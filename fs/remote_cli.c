@@ -43,6 +43,24 @@ const char *cli_remote_hint(int r, const char *url)
 				 "HOST login USER password PASSWORD), and check that the user may "
 				 "read "
 				 "and write that path";
+	if (r == -EOPNOTSUPP)
+		return "the server does not allow that method: enable WebDAV for this path (nginx: "
+		       "\"dav_methods PUT DELETE MKCOL;\" and dav-ext \"dav_ext_methods PROPFIND "
+		       "OPTIONS;\" or \"autoindex on;\"; Apache: \"Dav On\" in the <Directory>; "
+		       "rclone: serve webdav without --read-only), or mount with -o no_push for a "
+		       "read-only mirror";
+	if (r == -ENOTDIR)
+		return "the server refused to create the path (HTTP 409): create the remote's "
+		       "directory on the server and check that the WebDAV user may write it "
+		       "(nginx: \"create_full_put_path on;\", Apache: the directory must be "
+		       "writable by the server's user)";
+	if (r == -EREMOTEIO)
+		return "the server refused the request: check the URL (it must name the remote's "
+		       "directory) and the server's configuration";
+	if (r == -EBADMSG)
+		return "the server's directory listing cannot be read: enable WebDAV PROPFIND or "
+		       "an autoindex for that path, or check that the URL names a pkgcachefs "
+		       "remote";
 	if (r == -ECONNREFUSED || r == -EHOSTUNREACH || r == -ENETUNREACH || r == -ETIMEDOUT ||
 	    r == -EIO)
 		return "the remote cannot be reached: check the URL, the network and that the "
@@ -172,6 +190,7 @@ struct rdaemon {
 	unsigned interval_s; /* 0: no periodic push */
 	bool push;           /* pushes at all (false: a read-only consumer, or no remote) */
 	bool remote;         /* the mount has a remote */
+	const char *url;     /* its URL, or NULL */
 	int efd;             /* eventfd: a push was requested, or stop */
 	bool stop;           /* atomic */
 	uint64_t *prefetch;
@@ -280,8 +299,8 @@ static void on_usr2(int sig)
 	}
 }
 
-int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, bool push, bool remote,
-		      uint64_t *prefetch, size_t nprefetch)
+int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, bool push,
+		      const char *remote_url, uint64_t *prefetch, size_t nprefetch)
 {
 	struct rdaemon *rd = calloc(1, sizeof(*rd));
 
@@ -291,7 +310,8 @@ int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, boo
 	rd->store = store;
 	rd->interval_s = interval_s;
 	rd->push = push;
-	rd->remote = remote;
+	rd->remote = remote_url != NULL;
+	rd->url = remote_url;
 	rd->prefetch = prefetch;
 	rd->nprefetch = nprefetch;
 	rd->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -330,7 +350,16 @@ int cli_rdaemon_stop(bool final_push)
 			FILE *f = fopen(path, "we");
 
 			if (f) {
-				fprintf(f, "%s: %s\n", strerror(-r), remote_last_error());
+				const char *hint = cli_remote_hint(r, rd->url ? rd->url : "");
+
+				/* The request and the server's answer; on a line of its own, what
+				 * to change. */
+				if (*remote_last_error())
+					fprintf(f, "%s (%s)\n", remote_last_error(), strerror(-r));
+				else
+					fprintf(f, "%s\n", strerror(-r));
+				if (hint)
+					fprintf(f, "%s\n", hint);
 				fclose(f);
 			}
 		} else {

@@ -46,6 +46,11 @@ const char *remote_last_error(void)
 	return last_error;
 }
 
+void remote_carry_error(const char *msg)
+{
+	remote_set_error("%s", msg);
+}
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc;
 
@@ -546,7 +551,8 @@ struct attempt {
 	uint64_t body_pos;
 	int read_errno;
 	long retry_after; /* seconds, -1 when absent */
-	bool enough;      /* a whole-object 200 to a range from 0: got what was asked, stopped */
+	bool enough;      /* a whole-object 200 to a range: got what was asked, stopped */
+	uint64_t skipped; /* of such a 200: bytes before the range, dropped */
 	char errbody[2048];
 	size_t errbody_len;
 };
@@ -595,7 +601,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 {
 	struct attempt *a = ud;
 	struct remote_sink *s = a->x->sink;
-	size_t len = size * n;
+	size_t len = size * n, consumed = len;
 	long status = 0;
 
 	curl_easy_getinfo(a->c, CURLINFO_RESPONSE_CODE, &status);
@@ -611,14 +617,23 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 	}
 	if (!s)
 		return len;
-	if (len > s->limit - s->len) {
-		/* A server that ignored Range and sent the whole object: keep what was asked. */
-		if (status == 200 && a->x->ranged && a->x->range_off == 0 && s->fixed) {
-			memcpy(s->buf + s->len, p, s->limit - s->len);
-			s->len = s->limit;
+	/* A server that ignores Range and sends the whole object (python's http.server): drop
+	 * what comes before the range, keep what was asked, stop there. */
+	if (status == 200 && a->x->ranged) {
+		size_t skip = (size_t)MIN((uint64_t)len, a->x->range_off - a->skipped);
+
+		a->skipped += skip;
+		p += skip;
+		len -= skip;
+		if (!len)
+			return size * n;
+		if (a->x->range_len && len >= s->limit - s->len) {
+			consumed = len == s->limit - s->len ? size * n : 0;
+			len = s->limit - s->len;
 			a->enough = true;
-			return 0;
 		}
+	}
+	if (len > s->limit - s->len) {
 		s->overflow = true;
 		return 0;
 	}
@@ -638,7 +653,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 	}
 	memcpy(s->buf + s->len, p, len);
 	s->len += len;
-	return len;
+	return consumed;
 }
 
 static bool header_is(const char *line, size_t n, const char *name, const char **ret_value)
@@ -725,7 +740,9 @@ static void sleep_ms(int64_t ms)
 
 static bool status_retriable(long status)
 {
-	return status == 408 || status == 429 || (status >= 500 && status <= 599);
+	/* 501 and 505 are what the server is, not how it is doing: asking again changes nothing. */
+	return status == 408 || status == 429 ||
+	       (status >= 500 && status <= 599 && status != 501 && status != 505);
 }
 
 static int status_errno(long status)
@@ -737,8 +754,14 @@ static int status_errno(long status)
 	case 401:
 	case 403:
 		return -EACCES;
+	case 405:
+	case 501:
+		return -EOPNOTSUPP; /* the method is not enabled: a server setting */
+	case 409:
+		return -ENOTDIR; /* a parent collection is missing */
 	default:
-		return -EIO;
+		/* Outages (5xx, 408, 429) stay -EIO; other answers are configuration. */
+		return status >= 400 && status < 500 ? -EREMOTEIO : -EIO;
 	}
 }
 
@@ -898,6 +921,7 @@ int remote_http_exec(struct remote *r, struct remote_xfer *x)
 		atomic_fetch_add(&r->requests, 1);
 		count_timings(r, a.c);
 		x->attempts++;
+		x->skipped = a.skipped;
 		if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && a.enough)) {
 			curl_off_t cl = -1;
 

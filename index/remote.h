@@ -119,6 +119,9 @@ int remote_list(struct remote *r, const char *dir,
  * next remote_* call. "" when there was none.
  */
 const char *remote_last_error(void);
+/* Make msg this thread's last error: for a caller whose remote requests ran in threads of its
+ * own (push's uploaders), so that its caller can say why. */
+void remote_carry_error(const char *msg);
 
 /*
  * Counters since remote_open, updated atomically: body bytes received and sent, requests made

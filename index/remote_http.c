@@ -28,7 +28,8 @@
 int remote_http_get_path(struct remote *r, const char *path, uint64_t off, uint64_t len,
 			 struct remote_sink *s)
 {
-	struct remote_xfer x = {.method = "GET", .path = path, .sink = s, .range_off = off};
+	struct remote_xfer x = {
+		.method = "GET", .path = path, .sink = s, .range_off = off, .range_len = len};
 	char range[64];
 	int ret;
 
@@ -67,29 +68,43 @@ int remote_http_get_path(struct remote *r, const char *path, uint64_t off, uint6
 	}
 	if (x.status == 200 && (!x.ranged || off == 0))
 		return 0;
+	/* Range ignored (python's http.server): on_write dropped what came before it. */
+	if (x.status == 200 && x.ranged && x.skipped == off && (len == 0 || s->len == s->limit))
+		return 0;
 	remote_set_error("GET %s%s: unexpected HTTP %ld to a%s request", r->origin, path, x.status,
 			 x.ranged ? " range" : "");
 	return -EIO;
 }
 
-static int mkcol_parents(struct remote *r, const char *path)
+/*
+ * MKCOL each collection of path, outermost first. An existing one answers 405
+ * (RFC 4918); one that another client creates at the same moment may answer 403 (Apache) or
+ * 409: so a refusal is not final here, the PUT retried after it is. *ret_status gets the first
+ * answer other than 2xx and 405, for the message when that PUT fails too. Only an outage or an
+ * error of ours (-ENOMEM, no answer at all) stops it.
+ */
+static int mkcol_parents(struct remote *r, const char *path, long *ret_status)
 {
-	size_t root = strlen(r->root);
 	char *p = strdup(path);
 	int ret = 0;
 
+	*ret_status = 0;
 	if (!p)
 		return -ENOMEM;
-	for (char *s = p + root; (s = strchr(s, '/')); s++) {
+	/* From the top: the remote's own directory may be missing too (a first push to
+	 * .../team/cache/ on Apache). Those above it that exist answer 405, or 403 where the
+	 * user may not write, which the PUT then tells apart. */
+	for (char *s = p + 1; (s = strchr(s, '/')); s++) {
 		struct remote_xfer x = {.method = "MKCOL", .path = p};
 		char save = s[1];
 
 		s[1] = '\0';
 		ret = remote_http_exec(r, &x);
 		s[1] = save;
-		/* 405: the collection exists already. */
-		if (ret < 0 && x.status != 405)
+		if (ret < 0 && x.status == 0)
 			break;
+		if (ret < 0 && x.status != 405 && !*ret_status)
+			*ret_status = x.status;
 		ret = 0;
 	}
 	free(p);
@@ -102,9 +117,12 @@ int remote_http_put_path(struct remote *r, const char *path, const struct remote
 	struct remote_xfer x = {
 		.method = "PUT", .path = path, .body = src, .payload_sha256 = payload_sha256};
 	int ret = remote_http_exec(r, &x);
+	long first = x.status, mkcol_status;
 
-	if (ret < 0 && mkcol && x.status == 409) {
-		ret = mkcol_parents(r, path);
+	/* A PUT into a missing collection: 409 as RFC 4918 says (Apache mod_dav, and nginx
+	 * without create_full_put_path), 404 from rclone. Create the collections and retry. */
+	if (ret < 0 && mkcol && (x.status == 409 || x.status == 404)) {
+		ret = mkcol_parents(r, path, &mkcol_status);
 		if (ret == 0) {
 			memset(&x, 0, sizeof(x));
 			x.method = "PUT";
@@ -113,23 +131,58 @@ int remote_http_put_path(struct remote *r, const char *path, const struct remote
 			x.payload_sha256 = payload_sha256;
 			ret = remote_http_exec(r, &x);
 		}
+		if (ret < 0 && x.status && mkcol_status)
+			remote_set_error(
+				"PUT %s%s: HTTP %ld, and MKCOL of its collections HTTP %ld: "
+				"the WebDAV user may not create collections there",
+				r->origin, path, first, mkcol_status);
 	}
 	return ret;
 }
 
-int remote_http_head_path(struct remote *r, const char *path, uint64_t *ret_size)
+/* HEAD; *ret_no_length tells a 2xx answer without Content-Length (-EIO). */
+static int head_path(struct remote *r, const char *path, uint64_t *ret_size, bool *ret_no_length)
 {
 	struct remote_xfer x = {.method = "HEAD", .path = path};
 	int ret = remote_http_exec(r, &x);
 
+	*ret_no_length = false;
 	if (ret < 0)
 		return ret;
 	if (!x.have_length) {
 		remote_set_error("HEAD %s%s: no Content-Length in the answer", r->origin, path);
+		*ret_no_length = true;
 		return -EIO;
 	}
 	*ret_size = x.length;
 	return 0;
+}
+
+int remote_http_head_path(struct remote *r, const char *path, uint64_t *ret_size)
+{
+	bool no_length;
+
+	return head_path(r, path, ret_size, &no_length);
+}
+
+/* The size of path over WebDAV: HEAD, and when the answer has no Content-Length (Apache's to a
+ * HEAD of an empty file), a GET whose body must fit a small sink, so that this never downloads
+ * an object. */
+static int dav_size(struct remote *r, const char *path, uint64_t *ret_size)
+{
+	struct remote_sink s = {.limit = 4096};
+	bool no_length;
+	int ret = head_path(r, path, ret_size, &no_length);
+
+	if (!no_length)
+		return ret;
+	ret = remote_http_get_path(r, path, 0, 0, &s);
+	free(s.buf);
+	if (ret == 0)
+		*ret_size = s.len;
+	else if (ret == -EFBIG)
+		remote_set_error("HEAD %s%s: no Content-Length in the answer", r->origin, path);
+	return ret == -EFBIG ? -EIO : ret;
 }
 
 int remote_http_del_path(struct remote *r, const char *path)
@@ -544,7 +597,7 @@ static int http_head(struct remote *r, const char *name, uint64_t *ret_size)
 
 	if (!path)
 		return -ENOMEM;
-	ret = remote_http_head_path(r, path, ret_size);
+	ret = dav_size(r, path, ret_size);
 	free(path);
 	return ret;
 }
@@ -576,13 +629,20 @@ static int http_list(struct remote *r, const char *dir, struct remote_entries *e
 		x.headers[0] = "Depth: 1";
 		x.headers[1] = "Content-Type: application/xml";
 		ret = remote_http_exec(r, &x);
-		if (ret == 0) {
+		if (ret == 0 && x.status == 207) {
 			ret = remote_parse_propfind(s.buf, s.len, path, e);
-			if (ret == -EIO)
-				remote_set_error("PROPFIND %s%s: malformed answer", r->origin,
-						 path);
+			if (ret == -EIO) {
+				remote_set_error(
+					"PROPFIND %s%s: the 207 Multi-Status answer cannot "
+					"be read",
+					r->origin, path);
+				ret = -EBADMSG;
+			}
 			goto out_free;
 		}
+		/* A 2xx other than 207: a static server that answered as to GET. */
+		if (ret == 0)
+			x.status = 405;
 		if (x.status != 405 && x.status != 501 && x.status != 400)
 			goto out_free;
 		atomic_store(&r->no_propfind, true);
@@ -594,12 +654,26 @@ static int http_list(struct remote *r, const char *dir, struct remote_entries *e
 	x.headers[0] = "Accept: application/json";
 	ret = remote_http_exec(r, &x);
 	if (ret == 0) {
+		/* JSON autoindex, else an HTML listing (nginx, Apache, python http.server). */
+		size_t n0 = e->n;
+
 		ret = remote_parse_autoindex_json(s.buf, s.len, e);
-		if (ret == -EIO)
+		if (ret == -EIO) {
+			while (e->n > n0)
+				free(e->v[--e->n].name);
+			ret = remote_parse_html_listing(s.buf, s.len, path, e);
+		}
+		if (ret == -EIO || ret == -EINVAL) {
 			remote_set_error(
-				"GET %s%s: not an nginx JSON autoindex (the server refuses "
-				"PROPFIND: enable WebDAV listing, or autoindex_format json)",
+				"GET %s%s: the directory listing is neither a WebDAV PROPFIND "
+				"answer, "
+				"nor an nginx JSON autoindex, nor an HTML index: enable WebDAV "
+				"listing (nginx dav-ext \"dav_ext_methods PROPFIND\", Apache \"Dav "
+				"On\"), or \"autoindex on\" (nginx) / \"Options +Indexes\" "
+				"(Apache)",
 				r->origin, path);
+			ret = -EBADMSG;
+		}
 	}
 out_free:
 	/* Sizes the listing left out: ask for each. */
@@ -612,7 +686,7 @@ out_free:
 			ret = -ENOMEM;
 			break;
 		}
-		ret = remote_http_head_path(r, p, &e->v[i].size);
+		ret = dav_size(r, p, &e->v[i].size);
 		free(p);
 		if (ret == -ENOENT)
 			ret = 0; /* deleted meanwhile: remote_list skips UINT64_MAX */

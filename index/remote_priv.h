@@ -103,6 +103,7 @@ struct remote_xfer {
 	const struct remote_src *body;
 	struct remote_sink *sink;   /* 2xx body; NULL: discarded */
 	uint64_t range_off;         /* with ranged: the first byte asked */
+	uint64_t range_len;         /* with ranged: how many, 0 for up to the end */
 	bool ranged;                /* a Range header is among headers */
 	bool zero_retry;            /* this call only: no retries (probes) */
 	const char *payload_sha256; /* s3: of body, NULL for the empty payload */
@@ -114,6 +115,7 @@ struct remote_xfer {
 	uint64_t length; /* Content-Length (HEAD) */
 	bool have_range;
 	uint64_t range_start; /* from Content-Range */
+	uint64_t skipped;     /* of a 200 to a range (Range ignored): bytes before it, dropped */
 	char s3_code[64];     /* <Code> of an S3 error body, or "" */
 };
 
@@ -142,6 +144,12 @@ void remote_entries_release(struct remote_entries *e);
 int remote_parse_propfind(const char *xml, size_t len, const char *dir_path,
 			  struct remote_entries *e);
 int remote_parse_autoindex_json(const char *json, size_t len, struct remote_entries *e);
+/* An HTML directory listing (nginx autoindex, Apache mod_autoindex, python http.server;
+ * remote_html.c) of dir_path (absolute, percent-encoded, ending '/'): the files its <a href>
+ * links name directly in that directory, relative or absolute, sizes UINT64_MAX. -EIO when it
+ * is not HTML or a tag is left open, -EINVAL for a bad dir_path, -ENOMEM. */
+int remote_parse_html_listing(const char *html, size_t len, const char *dir_path,
+			      struct remote_entries *e);
 /* Keys under key_prefix (the full prefix listed, e.g. "pre/ns/"): the part after it. *ret_token
  * gets a malloc'ed NextContinuationToken when the listing is truncated, else NULL. */
 int remote_parse_s3_list(const char *xml, size_t len, const char *key_prefix,

@@ -546,6 +546,77 @@ Test(remote_parse, nginx_autoindex_json)
 	}
 }
 
+/* What nginx autoindex, Apache mod_autoindex and python http.server send (as captured from them
+ * by tests/remote/real-servers.sh, shortened), and the href forms they and others use. */
+Test(remote_parse, html_listing)
+{
+	static const char nginx[] =
+		"<html>\n<head><title>Index of /pkgcache/ns/</title></head>\n<body>\n"
+		"<h1>Index of /pkgcache/ns/</h1><hr><pre><a href=\"../\">../</a>\n"
+		"<a href=\"w0-0.cat\">w0-0.cat</a>      06-Dec-2026 03:05    8192\n"
+		"<a "
+		"href=\"0000000000000001-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		"aaaaaaaa.cat\">0000000000000001-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa..&gt;</"
+		"a> x\n"
+		"</pre><hr></body>\n</html>\n";
+	static const char apache[] =
+		"<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\" "
+		"\"http://www.w3.org/TR/html4/strict.dtd\">\n<html>\n <head>\n"
+		"  <title>Index of /pkgcache/ns</title>\n </head>\n <body>\n"
+		"<h1>Index of /pkgcache/ns</h1>\n<ul><li><a href=\"/pkgcache/\"> Parent "
+		"Directory</a></li>\n<li><a href=\"w0-0.cat\"> w0-0.cat</a></li>\n"
+		"<li><a href=\"sub/\"> sub/</a></li>\n</ul>\n</body></html>\n";
+	static const char python[] =
+		"<!DOCTYPE HTML>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+		"<title>Directory listing for /ns/</title>\n</head>\n<body>\n<ul>\n"
+		"<li><a href=\"w0-0.cat\">w0-0.cat</a></li>\n</ul>\n<hr>\n</body>\n</html>\n";
+	static const char forms[] =
+		"<a href=\"/pkgcache/a%20b/x%2Dy.cat\"><img src=i></a><a href=\"x-y.cat\">x</a>"
+		"<a href=\"http://h:1/pkgcache/a%20b/z.pack\">z</a><a "
+		"href=//h/pkgcache/a%20b/w>w</a>"
+		"<A HREF='./v'>v</A><a title=\"t\" href=\"?C=N;O=D\">sort</a>"
+		"<a href=\"mailto:x@y\">m</a><a href=\"/elsewhere/e\">e</a><a href=\"..\">up</a>"
+		"<a href=\"%zz\">bad</a><a href=\"a%00b\">nul</a><abbr href=\"no\">"
+		"<!-- <a href=\"hidden\"> --><a href=\"a&amp;b\">amp</a>";
+	static const char *const bad[] = {"", "no tags at all", "<a href=\"x", "<a href=x",
+					  "<!-- <a href=\"x\">"};
+	struct remote_entries e = {0};
+
+	cr_assert_eq(remote_parse_html_listing(nginx, strlen(nginx), "/pkgcache/ns/", &e), 0);
+	cr_assert_eq(e.n, 2);
+	cr_assert_str_eq(e.v[0].name, "w0-0.cat");
+	cr_assert_eq(e.v[0].size, UINT64_MAX); /* sizes come from HEAD */
+	cr_assert_eq(strlen(e.v[1].name), 16 + 1 + 64 + 4);
+	remote_entries_release(&e);
+
+	cr_assert_eq(remote_parse_html_listing(apache, strlen(apache), "/pkgcache/ns/", &e), 0);
+	cr_assert_eq(e.n, 1);
+	cr_assert_str_eq(e.v[0].name, "w0-0.cat");
+	remote_entries_release(&e);
+
+	cr_assert_eq(remote_parse_html_listing(python, strlen(python), "/ns/", &e), 0);
+	cr_assert_eq(e.n, 1);
+	cr_assert_str_eq(e.v[0].name, "w0-0.cat");
+	remote_entries_release(&e);
+
+	/* The listed collection percent-encoded; absolute links decoded before comparing. */
+	cr_assert_eq(remote_parse_html_listing(forms, strlen(forms), "/pkgcache/a%20b/", &e), 0);
+	cr_assert_eq(e.n, 5, "%zu", e.n);
+	cr_assert_str_eq(e.v[0].name, "x-y.cat"); /* and not twice: adjacent duplicate */
+	cr_assert_str_eq(e.v[1].name, "z.pack");
+	cr_assert_str_eq(e.v[2].name, "w");
+	cr_assert_str_eq(e.v[3].name, "v");
+	cr_assert_str_eq(e.v[4].name, "a&b"); /* dropped later by remote_list: not a name */
+	remote_entries_release(&e);
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		cr_assert_eq(remote_parse_html_listing(bad[i], strlen(bad[i]), "/", &e), -EIO, "%s",
+			     bad[i]);
+		remote_entries_release(&e);
+	}
+	cr_assert_eq(remote_parse_html_listing(python, strlen(python), "/ns", &e), -EINVAL);
+}
+
 Test(remote_parse, s3_list)
 {
 	static const char xml[] =
@@ -713,6 +784,35 @@ Test(remote_webdav, mkcol_on_409)
 	cr_assert_eq(len, 5);
 	cr_assert_eq(memcmp(got, "trace", 5), 0);
 	free(got);
+	remote_free(r);
+}
+
+/* A server that ignores Range (200 with the whole object): the range asked, and nothing else. */
+Test(remote_webdav, range_ignored_by_the_server)
+{
+	struct remote *r = open_url(need_env("NORANGE_URL"), NULL);
+	uint8_t buf[5000];
+	void *got;
+	size_t len;
+
+	cr_assert_eq(remote_get_into(r, "300000", 123457, sizeof(buf), buf), 0, "%s",
+		     remote_last_error());
+	for (size_t i = 0; i < sizeof(buf); i++)
+		cr_assert_eq(buf[i], (123457 + i) % 251, "byte %zu", i);
+	cr_assert_eq(remote_get(r, "300000", 299990, 10, &got, &len), 0, "%s", remote_last_error());
+	cr_assert_eq(len, 10);
+	for (size_t i = 0; i < len; i++)
+		cr_assert_eq(((uint8_t *)got)[i], (299990 + i) % 251);
+	free(got);
+	/* From an offset to the end, and the first bytes. */
+	cr_assert_eq(remote_get(r, "1000", 990, 0, &got, &len), 0, "%s", remote_last_error());
+	cr_assert_eq(len, 10);
+	cr_assert_eq(((uint8_t *)got)[0], 990 % 251);
+	free(got);
+	cr_assert_eq(remote_get_into(r, "1000", 0, 100, buf), 0, "%s", remote_last_error());
+	cr_assert_eq(buf[99], 99);
+	/* Past the end: short, which remote_get_into calls a truncated object. */
+	cr_assert_eq(remote_get_into(r, "1000", 950, 100, buf), -EIO);
 	remote_free(r);
 }
 

@@ -23,6 +23,9 @@ test_pkgs=(
 	clang-format                    # the style check
 	groff-base man-db systemd       # man page lint, systemd-analyze verify of the unit
 	nginx-light                     # remote tests: WebDAV (nginx's dav module)
+	apache2                         # servers: Apache httpd with mod_dav/mod_dav_fs, as users run it
+	rclone                          # servers: `rclone serve webdav`
+	libnginx-mod-http-dav-ext       # servers: nginx PROPFIND (dav-ext)
 	strace                          # remote-e2e: which cache files pip opened on a cold host
 	bubblewrap python3-yaml         # ecosystem: the docker -v stand-in, recipe YAML checks
 	clang libclang-rt-14-dev        # fuzzing: libFuzzer with ASan and UBSan

@@ -165,6 +165,7 @@ struct uploader {
 	uint64_t bytes;       /* uploaded */
 	uint64_t present;     /* packs found there already */
 	uint64_t sent, total; /* packs dealt with, in bytes, for progress */
+	char err[512];        /* the first failure's remote_last_error, for the caller */
 };
 
 static int upload_one(struct push *p, struct newpack *np)
@@ -216,6 +217,8 @@ static void *uploader_thread(void *arg)
 		if (np->status < 0)
 			log_debug("upload of %s failed: %s", np->file, remote_last_error());
 		pthread_mutex_lock(&u->mu);
+		if (np->status < 0 && !u->err[0])
+			snprintf(u->err, sizeof(u->err), "%s", remote_last_error());
 		u->done++;
 		if (np->status == 0)
 			u->bytes += np->size;
@@ -250,6 +253,8 @@ static int upload_packs(struct push *p)
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
 	pthread_mutex_destroy(&u.mu);
+	if (u.err[0])
+		remote_carry_error(u.err);
 	for (size_t i = 0; i < p->nnp; i++) {
 		unlinkat(store_staging_fd(p->st), p->np[i].file, 0);
 		if (p->np[i].status < 0 && r == 0)

@@ -75,7 +75,7 @@ expect 'subcommands by prefix' "push${nl}pull" pkgcachefs pu
 expect 'global options' "--help${nl}--version" pkgcachefs -
 expect 'mount options' "--store${nl}--remote${nl}-o${nl}-f${nl}-d${nl}--no-adopt${nl}--help" \
 	pkgcachefs mount -
-expect 'umount options' "--help" pkgcachefs umount -
+expect 'umount options' "--require-push${nl}--help" pkgcachefs umount -
 expect 'stats options' "--store${nl}--json${nl}--prometheus${nl}--help" pkgcachefs stats -
 expect 'report options' "--store${nl}--json${nl}--markdown${nl}--output${nl}--help" pkgcachefs report -
 expect 'fsck options' "--store${nl}--repair${nl}--help" pkgcachefs fsck -
@@ -113,7 +113,7 @@ expect '--remote schemes' "file:///${nl}s3://${nl}https://${nl}http://${nl}none"
 expect '--remote none only for mount' "file:///${nl}s3://${nl}https://${nl}http://" pkgcachefs push --remote ''
 expect 'remote URL' "s3://" pkgcachefs remote s
 expect 'gc --max-size takes no completion' "" pkgcachefs gc --max-size ''
-expect 'unmount is umount' "--help" pkgcachefs unmount -
+expect 'unmount is umount' "--require-push${nl}--help" pkgcachefs unmount -
 
 echo "1..$n"
 [[ $failed -eq 0 ]]

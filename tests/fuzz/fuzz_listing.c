@@ -2,7 +2,7 @@
 /*
  * libFuzzer target for what the http and s3 remotes parse out of a server's answers (built and
  * run by tests/fuzz/run-fuzz.sh, not by meson). The first byte of an input chooses the parser
- * (its value modulo 5), the second is a parameter of some; the rest is the answer:
+ * (its value modulo 6), the second is a parameter of some; the rest is the answer:
  *
  *   0  PROPFIND multistatus (remote_parse_propfind); the second byte chooses the collection asked
  *   1  nginx JSON autoindex (remote_parse_autoindex_json)
@@ -10,15 +10,19 @@
  *   3  response header lines, split at '\n' as curl hands them over (remote_parse_header:
  *      Retry-After, Content-Range, status lines)
  *   4  XML character data (remote_xml_text)
+ *   5  an HTML directory listing (remote_parse_html_listing: nginx autoindex, Apache
+ *      mod_autoindex, python http.server); the second byte chooses the collection asked
  *
  * Invariants: a parser returns 0, -EIO or -ENOMEM; every name it found is a string, not empty
- * for PROPFIND (nor holding '/') and S3 (the part after the prefix listed); a continuation token
- * is at most 4096 bytes; Retry-After stays within 0..3600 seconds (-1 after a status line); XML
- * text decodes to no more bytes than it had.
+ * for PROPFIND and HTML (nor holding '/', nor "." or "..") and S3 (the part after the prefix
+ * listed); a continuation token is at most 4096 bytes; Retry-After stays within 0..3600 seconds (-1
+ * after a status line); XML text decodes to no more bytes than it had.
  *
  * Seeds: answers captured from the servers of tests/remote/servers.sh (nginx JSON autoindex,
  * s3rver ListObjectsV2, nginx and python Retry-After and Content-Range headers) and from lighttpd
- * mod_webdav (PROPFIND), plus a few broken ones; they are files in the repo, with no generator.
+ * mod_webdav (PROPFIND), the HTML listings of nginx autoindex, Apache mod_autoindex and python's
+ * http.server (tests/remote/real-servers.sh), plus a few broken ones; they are files in the repo,
+ * with no generator.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -74,7 +78,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 		return 0;
 	body = (const char *)data + 2;
 	len = size - 2;
-	switch (data[0] % 5) {
+	switch (data[0] % 6) {
 	case 0:
 		r = remote_parse_propfind(body, len, dirs[data[1] % 4], &e);
 		check_entries(&e, r, true, true);
@@ -100,6 +104,12 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 			CHECK(strlen(s) <= len);
 			free(s);
 		}
+		break;
+	case 5:
+		r = remote_parse_html_listing(body, len, dirs[data[1] % 4], &e);
+		for (size_t i = 0; r == 0 && i < e.n; i++)
+			CHECK(strcmp(e.v[i].name, ".") && strcmp(e.v[i].name, ".."));
+		check_entries(&e, r, true, true);
 		break;
 	}
 	return 0;

@@ -19,7 +19,8 @@
 #   - a python3 stdlib server at $FLAKY_URL that answers each path's first request 503 with
 #     Retry-After: 1 and the next ones 200, and at $STRICT_DAV_URL a WebDAV store in memory that
 #     answers PUT 409 until MKCOL created the parent collection (as Apache mod_dav; nginx answers
-#     500 there).
+#     500 there), and at $NORANGE_URL objects served whole with 200 whatever the Range header
+#     asks (as python's http.server).
 # Both nginx write access logs as "$request_method $uri $status $bytes_sent $request_length", so
 # tests can count at the server the bytes a client moved ($WEBDAV_ACCESS_LOG, $S3_ACCESS_LOG).
 #
@@ -200,6 +201,7 @@ EOF
 # /flaky/...: each path's first request 503 with Retry-After: 1, then 200 with a fixed body.
 # /strict/...: a WebDAV server in memory that, like Apache mod_dav, answers a PUT whose parent
 # collection was never created with 409 until MKCOL creates it.
+# /norange/<n>: 200 with bytes i % 251 for i in 0..n-1, Range ignored (python's http.server).
 import http.server, sys, threading
 seen, lock, body = set(), threading.Lock(), b"flaky but there\n"
 cols, objs = {"/strict/"}, {}
@@ -233,6 +235,9 @@ class H(http.server.BaseHTTPRequestHandler):
         self.reply(200, data, self.command == "GET")
     def answer(self, with_body):
         if self.path.startswith("/strict/"): return self.strict()
+        if self.path.startswith("/norange/"):
+            n = int(self.path.rsplit("/", 1)[1] or "0")
+            return self.reply(200, bytes(i % 251 for i in range(n)), with_body)
         with lock:
             first = self.path not in seen
             seen.add(self.path)
@@ -259,6 +264,7 @@ STRICT_DAV_URL=http://127.0.0.1:$FLAKY_PORT/strict/
 WEBDAV_SLOW_URL=http://127.0.0.1:$WEBDAV_PORT/slow/
 FAULT503_URL=http://127.0.0.1:$WEBDAV_PORT/fault503/
 FLAKY_URL=http://127.0.0.1:$FLAKY_PORT/flaky/
+NORANGE_URL=http://127.0.0.1:$FLAKY_PORT/norange/
 S3_URL='s3://pkgcache/prefix?endpoint=http://127.0.0.1:$S3_PORT&region=us-east-1'
 S3_DIRECT_URL='s3://pkgcache/prefix?endpoint=http://127.0.0.1:$S3RVER_PORT&region=us-east-1'
 AWS_ACCESS_KEY_ID=S3RVER
