@@ -22,6 +22,7 @@ struct live {
 	uint64_t *inos; /* with fetch_data: inodes whose data to fetch */
 	size_t ninos, capinos;
 	bool fetch_data;
+	unsigned batches;
 	int err;
 };
 
@@ -84,6 +85,14 @@ static void live_batch_done(void *data)
 			if (idx_lookup(l->v->x, l->q[i].parent, l->q[i].name, &ino) == 1)
 				live_note_ino(l, ino);
 		}
+		pthread_mutex_unlock(&l->v->lock);
+	}
+	/* Commit what the merge did every few batches: one commit of a whole merge would hold
+	 * v->lock for as long as it takes to write it. */
+	if (++l->batches % 4 == 0) {
+		pthread_mutex_lock(&l->v->lock);
+		if (vfs_commit_locked(l->v) < 0)
+			log_debug("commit during a merge failed; the commit thread retries");
 		pthread_mutex_unlock(&l->v->lock);
 	}
 	if (l->n && l->inval)

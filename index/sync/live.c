@@ -57,6 +57,35 @@ static int live_apply(struct merge *m, pthread_mutex_t *lock, struct cand **win,
 	return r;
 }
 
+/* learn_chunks, a slice of the catalog's chunks at a time under lock. */
+static int live_learn(struct idx *x, pthread_mutex_t *lock, const struct cat *c,
+		      const struct sync_live *live)
+{
+	struct rpack_ids m = {.c = c};
+	size_t i = 0;
+	int r = 0;
+
+	while (i < c->n_chunks && r == 0) {
+		pthread_mutex_lock(lock);
+		r = idx_begin(x);
+		for (size_t end = i + 8 * SYNC_LIVE_BATCH; i < c->n_chunks && i < end && r == 0;
+		     i++) {
+			const struct cat_chunk *ch = &c->chunks[i];
+			struct pack_loc loc = chunk_rloc(ch);
+			uint64_t rp;
+
+			r = rpack_id(x, &m, ch->pack, &rp);
+			if (r == 0)
+				r = idx_set_chunk_remote(x, &ch->key, &ch->digest, rp, &loc);
+		}
+		pthread_mutex_unlock(lock);
+		if (live->batch_done)
+			live->batch_done(live->data);
+	}
+	free(m.id);
+	return r;
+}
+
 int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 		   const struct sync_live *live, const struct sync_options *o,
 		   struct sync_report *ret)
@@ -104,10 +133,10 @@ int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 	if (r == 0)
 		r = live_apply(&m, lock, win, nwin, true, cats, n, ids);
 	for (size_t i = 0; i < n && r == 0; i++) {
+		r = live_learn(x, lock, cats[i], live);
 		pthread_mutex_lock(lock);
-		r = idx_begin(x);
 		if (r == 0)
-			r = learn_chunks(x, cats[i]);
+			r = idx_begin(x);
 		if (r == 0)
 			r = idx_rseen_mark(x, names[i], true);
 		pthread_mutex_unlock(lock);

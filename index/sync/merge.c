@@ -375,6 +375,9 @@ static int apply_gone(struct merge *m, const char *dir, const char *name)
 	/* A directory goes only once empty: whatever survives in it keeps it. */
 	if (S_ISDIR(in.mode) && idx_dir_is_empty(m->x, ino) != 1)
 		return 0;
+	/* A file being written here is newer than the deletion: it stays (its flush pushes it). */
+	if (m->live && m->live->in_use(m->live->data, ino) == 2)
+		return 0;
 	return remove_entry(m, parent, name, ino);
 }
 
