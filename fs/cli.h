@@ -44,6 +44,22 @@ int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, boo
 		      const char *remote_url, uint64_t *prefetch, size_t nprefetch);
 int cli_rdaemon_stop(bool final_push);
 
+/* The pull_interval of the next cli_rdaemon_start (default 60 s; 0: only on request). */
+void cli_rdaemon_pull_interval(unsigned secs);
+
+/* ---- live.c: the live merge and the kernel ---- */
+
+struct fuse_session;
+struct sync_options;
+/* The session the kernel is told of changed names through; NULL once it goes. */
+void live_set_session(struct fuse_session *se);
+/* vfs_pull, telling the kernel what changed; *ret_invals: names told. */
+int live_pull(struct vfs *v, bool fetch_data, const struct sync_options *o, struct sync_report *rep,
+	      uint64_t *ret_invals);
+/* Count a merge (r < 0: a failed one) and rewrite STORE/merge-stats. */
+void live_record(const char *store, int r, int64_t wall_ns, int64_t took_ns,
+		 const struct sync_report *rep);
+
 /* A progress line on stderr (data: the label), at most five times a second. */
 void cli_show_progress(void *data, uint64_t done, uint64_t total);
 

@@ -122,7 +122,9 @@ static void usage_mount(FILE *f)
 	      "                  every metrics_interval=SECS, default 15), allow_other, ro,\n"
 	      "                  and other FUSE mount options; with a remote:\n"
 	      "                  push_interval=SECS (background push period, default 300, 0:\n"
-	      "                  only at unmount), no_push (never push: for untrusted jobs),\n"
+	      "                  only at unmount), pull_interval=SECS (merge what others pushed,\n"
+	      "                  default 60, 0: only at mount, before a push and on `pull`),\n"
+	      "                  no_push (never push: for untrusted jobs),\n"
 	      "                  remote_timeout=SECS (per operation, default 30)\n"
 	      "  --remote URL    the remote this store caches (default: the store's config; see\n"
 	      "                  `pkgcachefs remote --help`); `--remote none` for none\n"
@@ -177,6 +179,7 @@ static int parse_opts(const char *in, struct mount_args *a)
 			}
 			a->vo.commit_interval_ms = (unsigned)ms;
 		} else if (strncmp(tok, "push_interval=", 14) == 0 ||
+			   strncmp(tok, "pull_interval=", 14) == 0 ||
 			   strncmp(tok, "remote_timeout=", 15) == 0) {
 			bool push = tok[0] == 'p';
 			char *end;
@@ -190,7 +193,9 @@ static int parse_opts(const char *in, struct mount_args *a)
 				r = -EINVAL;
 				break;
 			}
-			if (push)
+			if (tok[2] == 'l')
+				cli_rdaemon_pull_interval((unsigned)v);
+			else if (push)
 				a->push_interval_s = (unsigned)v;
 			else
 				a->remote_timeout_s = (unsigned)v;
@@ -797,7 +802,9 @@ static int run_daemon(struct mount_args *a)
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, 0);
 	fuse_loop_cfg_set_max_threads(lc, 16);
+	live_set_session(the_session);
 	r = fuse_session_loop_mt(the_session, lc);
+	live_set_session(NULL);
 	fuse_loop_cfg_destroy(lc);
 	fuse_remove_signal_handlers(the_session);
 	fuse_session_unmount(the_session);

@@ -187,12 +187,14 @@ static void sync_progress(void *data, const char *what, uint64_t done, uint64_t 
 struct rdaemon {
 	struct vfs *v;
 	const char *store;
-	unsigned interval_s; /* 0: no periodic push */
-	bool push;           /* pushes at all (false: a read-only consumer, or no remote) */
-	bool remote;         /* the mount has a remote */
-	const char *url;     /* its URL, or NULL */
-	int efd;             /* eventfd: a push was requested, or stop */
-	bool stop;           /* atomic */
+	unsigned interval_s;      /* 0: no periodic push */
+	bool push;                /* pushes at all (false: a read-only consumer, or no remote) */
+	bool remote;              /* the mount has a remote */
+	const char *url;          /* its URL, or NULL */
+	int efd;                  /* eventfd: a push or a pull was requested, or stop */
+	bool stop;                /* atomic */
+	unsigned pull_interval_s; /* 0: pull only on request (and before each push) */
+	unsigned pull_fails;      /* pulls failed in a row: the next waits longer */
 	uint64_t *prefetch;
 	size_t nprefetch;
 	pthread_t th;
@@ -221,6 +223,29 @@ static void write_push_result(const char *store, int r, const struct sync_report
 	close(fd);
 }
 
+static void write_pull_result(const char *store, int r, const struct sync_report *rep,
+			      const struct fetcher_stats *fs, int64_t ns)
+{
+	char path[4096], tmp[4200], buf[512];
+	int fd, n;
+
+	snprintf(path, sizeof(path), "%s/pull-result", store);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	n = snprintf(buf, sizeof(buf),
+		     "%lld %d %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+		     " %" PRIu64 " %lld\n",
+		     (long long)mono_ns(), r, rep->catalogs_read, rep->catalog_bytes, rep->applied,
+		     rep->kept_local, fs->chunks, fs->bytes, fs->failures, (long long)ns);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	if (pwrite_all(fd, buf, (size_t)n, 0) == 0)
+		rename(tmp, path);
+	close(fd);
+}
+
+static int daemon_pull(struct rdaemon *rd, bool requested, bool fetch_data, const char *when);
+
 /*
  * One push of the daemon, and its one log line: at info when it moved something, was asked
  * for, or is the last one (at unmount); a periodic push with nothing new logs at debug.
@@ -232,6 +257,8 @@ static int daemon_push(struct rdaemon *rd, bool requested, const char *when)
 	char line[512];
 	int r;
 
+	/* Merge first: a push never undoes a newer remote write it had not seen. */
+	daemon_pull(rd, false, false, "before push");
 	r = vfs_push(rd->v, &(struct sync_options){.bad_catalog = cli_bad_catalog}, &rep);
 	if (r == -EPERM) {
 		log_warn(
@@ -253,10 +280,88 @@ static int daemon_push(struct rdaemon *rd, bool requested, const char *when)
 	return r;
 }
 
+/*
+ * One merge of the daemon (live_pull) and its summary: in the log (info when it applied
+ * something or was asked for, debug otherwise; a failure once, when the remote goes away, and
+ * once when it is back), in the stats file (the last merge) and, when asked for, in pull-result.
+ */
+static int daemon_pull(struct rdaemon *rd, bool requested, bool fetch_data, const char *when)
+{
+	struct fetcher_stats f0, f1;
+	struct sync_report rep;
+	int64_t t0 = mono_ns(), wall = now_ns();
+	uint64_t invals = 0;
+	char b1[32];
+	int r;
+
+	if (!rd->remote) {
+		if (requested)
+			write_pull_result(rd->store, -ENOTCONN, &rep, &(struct fetcher_stats){0},
+					  0);
+		return -ENOTCONN;
+	}
+	vfs_fetch_stats(rd->v, &f0);
+	r = live_pull(rd->v, fetch_data, &(struct sync_options){.bad_catalog = cli_bad_catalog},
+		      &rep, &invals);
+	vfs_fetch_stats(rd->v, &f1);
+	f1.chunks -= f0.chunks;
+	f1.bytes -= f0.bytes;
+	f1.failures -= f0.failures;
+	live_record(rd->store, r, wall, mono_ns() - t0, &rep);
+	if (r < 0) {
+		if (rd->pull_fails++ == 0 || requested)
+			log_warn("pull %s failed: %s (%s); retried at the next pull_interval, less "
+				 "often while it fails",
+				 when, strerror(-r), remote_last_error());
+	} else {
+		if (rd->pull_fails)
+			log_info("pull %s: the remote answers again after %u failed pulls", when,
+				 rd->pull_fails);
+		rd->pull_fails = 0;
+		log_msg(rep.applied || requested ? LOG_LVL_INFO : LOG_LVL_DEBUG,
+			"pull %s: %" PRIu64 " catalogs (%s), %" PRIu64 " entries applied, %" PRIu64
+			" local changes kept, %" PRIu64 " names told to the kernel (%.3f s)",
+			when, rep.catalogs_read, format_size(rep.catalog_bytes, b1, sizeof(b1)),
+			rep.applied, rep.kept_local, invals, (double)(mono_ns() - t0) / 1e9);
+	}
+	if (requested)
+		write_pull_result(rd->store, r, &rep, &f1, mono_ns() - t0);
+	return r;
+}
+
+/* A pull was asked for (pull-request, written by `pkgcachefs pull`): 1 and whether to fetch the
+ * data too, 0 when none. */
+static int pull_requested(const char *store, bool *fetch_data)
+{
+	char path[4096], buf[8] = "";
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/pull-request", store);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	unlink(path);
+	*fetch_data = n > 0 && buf[0] == 'd';
+	return 1;
+}
+
+/* The wait before the next periodic pull: the interval, doubled for each failure in a row (at
+ * most 64 times, and at most a day). */
+static int64_t pull_wait_ns(const struct rdaemon *rd)
+{
+	int64_t s = (int64_t)rd->pull_interval_s << MIN(rd->pull_fails, 6u);
+
+	return MIN(s, 86400) * 1000000000;
+}
+
 static void *rdaemon_thread(void *arg)
 {
 	struct rdaemon *rd = arg;
 	int64_t next = rd->interval_s ? mono_ns() + (int64_t)rd->interval_s * 1000000000 : 0;
+	int64_t next_pull = rd->pull_interval_s && rd->remote ? mono_ns() + pull_wait_ns(rd) : 0;
 
 	/* What the last jobs read is likely what this one reads: fetch it ahead. */
 	for (size_t i = 0; i < rd->nprefetch && !__atomic_load_n(&rd->stop, __ATOMIC_RELAXED); i++)
@@ -266,14 +371,23 @@ static void *rdaemon_thread(void *arg)
 		int timeout = 1000;
 		uint64_t ev;
 
-		if (next) {
-			int64_t left = (next - mono_ns()) / 1000000;
+		int64_t first = next && (!next_pull || next < next_pull) ? next : next_pull;
+		bool fetch_data = false;
+
+		if (first) {
+			int64_t left = (first - mono_ns()) / 1000000;
 
 			timeout = (int)MAX(0, MIN(left, 60000));
 		}
-		if (poll(&p, 1, next ? timeout : -1) > 0 && read(rd->efd, &ev, sizeof(ev)) > 0) {
+		if (poll(&p, 1, first ? timeout : -1) > 0 && read(rd->efd, &ev, sizeof(ev)) > 0) {
 			if (__atomic_load_n(&rd->stop, __ATOMIC_RELAXED))
 				break;
+			if (pull_requested(rd->store, &fetch_data)) {
+				daemon_pull(rd, true, fetch_data, "requested");
+				if (next_pull)
+					next_pull = mono_ns() + pull_wait_ns(rd);
+				continue;
+			}
 			if (rd->push)
 				daemon_push(rd, true, "requested");
 			else
@@ -285,6 +399,10 @@ static void *rdaemon_thread(void *arg)
 			if (rd->push)
 				daemon_push(rd, false, "periodic");
 			next = mono_ns() + (int64_t)rd->interval_s * 1000000000;
+		}
+		if (next_pull && mono_ns() >= next_pull) {
+			daemon_pull(rd, false, false, "periodic");
+			next_pull = mono_ns() + pull_wait_ns(rd);
 		}
 	}
 	return NULL;
@@ -299,6 +417,13 @@ static void on_usr2(int sig)
 	}
 }
 
+static unsigned pull_interval_s = 60;
+
+void cli_rdaemon_pull_interval(unsigned secs)
+{
+	pull_interval_s = secs;
+}
+
 int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, bool push,
 		      const char *remote_url, uint64_t *prefetch, size_t nprefetch)
 {
@@ -306,6 +431,7 @@ int cli_rdaemon_start(struct vfs *v, const char *store, unsigned interval_s, boo
 
 	if (!rd)
 		return -ENOMEM;
+	rd->pull_interval_s = pull_interval_s;
 	rd->v = v;
 	rd->store = store;
 	rd->interval_s = interval_s;
@@ -387,8 +513,8 @@ static const char pull_usage[] =
 	"\n"
 	"Merge what others pushed into this store's namespace, then fetch the data of every\n"
 	"file that is only on the remote (not with --metadata-only), so the store works\n"
-	"offline. The store must not be mounted: a mount merges the namespace when it starts\n"
-	"and fetches data when it is read.\n";
+	"offline. On a mounted store the daemon merges, and this command waits for it (a\n"
+	"mounted store also merges when it starts, before each push and every pull_interval).\n";
 
 static const char remote_usage[] =
 	"usage: pkgcachefs remote [--store DIR] [URL | --clear]\n"
@@ -617,6 +743,84 @@ int cli_push(int argc, char **argv)
 
 /* ---- pull ---- */
 
+/* Ask the daemon of a mounted store to pull (pull-request, then SIGUSR2) and wait for its
+ * answer in pull-result. */
+static int pull_mounted(const char *store, pid_t pid, bool fetch_data)
+{
+	char path[4096], req[4200];
+	long long before = 0, stamp = 0, ns = 0;
+	struct sync_report rep = {0};
+	struct fetcher_stats fs = {0};
+	char b1[32], b2[32];
+	int r = 0, fd;
+
+	snprintf(path, sizeof(path), "%s/pull-result", store);
+	snprintf(req, sizeof(req), "%s/pull-request", store);
+	for (int round = 0;; round++) {
+		FILE *f = fopen(path, "re");
+		int got = 0;
+
+		if (f) {
+			got = fscanf(f,
+				     "%lld %d %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
+				     " %" SCNu64 " %" SCNu64 " %" SCNu64 " %lld",
+				     &stamp, &r, &rep.catalogs_read, &rep.catalog_bytes,
+				     &rep.applied, &rep.kept_local, &fs.chunks, &fs.bytes,
+				     &fs.failures, &ns);
+			fclose(f);
+		}
+		if (round == 0) {
+			before = got >= 10 ? stamp : 0;
+			fd = open(req, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+			if (fd < 0 || write(fd, fetch_data ? "d" : "m", 1) != 1) {
+				fprintf(stderr, "pkgcachefs: cannot write %s: %s\n", req,
+					strerror(errno));
+				if (fd >= 0)
+					close(fd);
+				return 1;
+			}
+			close(fd);
+			if (kill(pid, SIGUSR2) < 0) {
+				fprintf(stderr,
+					"pkgcachefs: cannot signal the daemon (pid %d): %s\n",
+					(int)pid, strerror(errno));
+				unlink(req);
+				return 1;
+			}
+		} else if (got >= 10 && stamp != before) {
+			break;
+		}
+		if (kill(pid, 0) < 0) {
+			fprintf(stderr, "pkgcachefs: the daemon (pid %d) went away\n", (int)pid);
+			return 1;
+		}
+		usleep(100000);
+	}
+	if (r == -ENOTCONN) {
+		fprintf(stderr, "pkgcachefs: the mount has no remote (mount it with --remote URL, "
+				"or set one with `pkgcachefs remote`)\n");
+		return 1;
+	}
+	if (r < 0) {
+		fprintf(stderr,
+			"pkgcachefs: pull failed: %s (details in the daemon's log); what was "
+			"merged stays, rerun to complete it\n",
+			strerror(-r));
+		return 1;
+	}
+	printf("pull: %" PRIu64 " catalogs (%s), %" PRIu64 " entries applied, %" PRIu64
+	       " local changes kept (%.3f s)\n",
+	       rep.catalogs_read, format_size(rep.catalog_bytes, b1, sizeof(b1)), rep.applied,
+	       rep.kept_local, (double)ns / 1e9);
+	if (fetch_data)
+		printf("pull: fetched %" PRIu64 " chunks, %s%s\n", fs.chunks,
+		       format_size(fs.bytes, b2, sizeof(b2)),
+		       fs.failures
+			       ? "; some could not be fetched (the log says why), rerun to retry"
+			       : "");
+	return fs.failures ? 1 : 0;
+}
+
 int cli_pull(int argc, char **argv)
 {
 	struct sync_options so = {.progress = isatty(2) ? sync_progress : NULL,
@@ -633,11 +837,11 @@ int cli_pull(int argc, char **argv)
 	if (rr)
 		return rr;
 	if (store_daemon(a.store, &pid) == 1) {
-		fprintf(stderr,
-			"pkgcachefs: store %s is mounted (daemon pid %d): a mount merges the "
-			"namespace when it starts and fetches data when read; unmount to pull\n",
-			a.store, (int)pid);
-		return 1;
+		if (a.remote)
+			fprintf(stderr,
+				"pkgcachefs: the store is mounted: its daemon pulls from the "
+				"remote it was mounted with; --remote is ignored\n");
+		return pull_mounted(a.store, pid, !a.metadata_only);
 	}
 	rr = store_open(a.store, STORE_CREATE | STORE_LOCK, &st, &owner);
 	if (rr < 0) {

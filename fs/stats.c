@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pack.h"
@@ -135,6 +136,24 @@ static void text_row(const struct row *r, void *data)
 		r->c[CTR_READS_FETCHED], r->c[CTR_READS_FAILED]);
 }
 
+/* A value of STORE/merge-stats (the daemon's live merges): 1, or 0 when absent. */
+static int merge_stat(const char *store, const char *key, int64_t *ret)
+{
+	char path[PATH_MAX], line[256];
+	size_t len = strlen(key);
+	FILE *f;
+	int found = 0;
+
+	snprintf(path, sizeof(path), "%s/merge-stats", store);
+	f = fopen(path, "re");
+	while (f && !found && fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, len) && line[len] == '=')
+			found = sscanf(line + len + 1, "%" SCNd64, ret) == 1;
+	if (f)
+		fclose(f);
+	return found;
+}
+
 void stats_print_text(FILE *f, const struct stats_report *rep)
 {
 	const struct idx_stats *s = &rep->s;
@@ -181,6 +200,27 @@ void stats_print_text(FILE *f, const struct stats_report *rep)
 		}
 		if (rf)
 			fclose(rf);
+		{
+			int64_t when = 0, cats = 0, applied = 0, bytes = 0, ns = 0, fails = 0;
+
+			if (merge_stat(rep->store, "last_time", &when) && when > 0) {
+				time_t t = (time_t)(when / 1000000000);
+				char ts[64];
+
+				merge_stat(rep->store, "last_catalogs", &cats);
+				merge_stat(rep->store, "last_applied", &applied);
+				merge_stat(rep->store, "last_bytes", &bytes);
+				merge_stat(rep->store, "last_ns", &ns);
+				strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", localtime(&t));
+				fprintf(f,
+					"last merge:      %s, %" PRId64 " catalogs (%s), %" PRId64
+					" names applied, %.3f s\n",
+					ts, cats, format_size((uint64_t)bytes, b3, sizeof(b3)),
+					applied, (double)ns / 1e9);
+			}
+			if (merge_stat(rep->store, "merge_failures", &fails) && fails > 0)
+				fprintf(f, "merge failures:  %" PRId64 " since the mount\n", fails);
+		}
 	}
 	if (rep->ntop || rep->reads.n) {
 		fprintf(f, "\nper top-level directory:         %11s %11s %9s %9s %7s\n", "stored",
@@ -420,6 +460,25 @@ void stats_print_prometheus(FILE *f, const struct stats_report *rep)
 		prom_store(f, rep, "remote_only_bytes", s->remote_only_bytes);
 		prom_head(f, "unpushed_bytes", "gauge", "Unique bytes not on the remote yet.");
 		prom_store(f, rep, "unpushed_bytes", s->unpushed_bytes);
+	}
+	{
+		static const struct {
+			const char *key, *name, *help;
+		} m[] = {
+			{"merges", "merges_total", "Live merges of what other hosts pushed."},
+			{"names_applied", "merge_names_applied_total",
+			 "Remote entries those merges applied."},
+			{"merge_failures", "merge_failures_total",
+			 "Live merges that failed (the remote down, a bad catalog)."},
+		};
+
+		for (size_t i = 0; i < ARRAY_SIZE(m); i++) {
+			int64_t val = 0;
+
+			merge_stat(rep->store, m[i].key, &val);
+			prom_head(f, m[i].name, "counter", m[i].help);
+			prom_store(f, rep, m[i].name, (uint64_t)val);
+		}
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(per_dir); i++) {
 		struct prom_ctx p = {f, rep, per_dir[i].name, per_dir[i].a};

@@ -100,6 +100,32 @@ int sync_pull(struct store *st, struct remote *rem, const struct sync_options *o
 	      struct sync_report *ret);
 
 /*
+ * A merge into a serving store (the daemon's pull): the caller's hooks, called with the lock
+ * held. changed: name in directory parent was made, replaced or removed (ino: the inode whose
+ * content and attributes were replaced in place, 0 when none); in_use: 2 when ino is being
+ * written here (the local write wins), 1 when it is open (its name gets a new inode, the open
+ * one keeps what it opened), 0 otherwise. batch_done: after each batch, with the lock released
+ * (the place to tell the kernel). May be NULL.
+ */
+struct sync_live {
+	void *data;
+	void (*changed)(void *data, uint64_t parent, const char *name, uint64_t ino);
+	int (*in_use)(void *data, uint64_t ino);
+	void (*batch_done)(void *data);
+};
+
+/*
+ * sync_pull for a serving store: lists and downloads the catalogs with lock released, then applies
+ * the winners in short batches under lock inside the vfs's transaction (the vfs commits it), so
+ * that no request waits for more than a batch. A merge interrupted half-way is completed by the
+ * next one (applied entries are recorded in the base as they go). 0 or -errno.
+ */
+#define SYNC_LIVE_BATCH 128
+int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
+		   const struct sync_live *live, const struct sync_options *o,
+		   struct sync_report *ret);
+
+/*
  * Publish local changes: upload the chunks the remote lacks, in packs, then one catalog with the
  * changed entries, then the access trace. lock, when not NULL, is the mutex that guards the
  * store's index and packs while the store is serving (the vfs lock); push reads a snapshot of the

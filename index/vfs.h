@@ -184,6 +184,21 @@ void vfs_fetch_stats(struct vfs *v, struct fetcher_stats *ret);
 int vfs_push(struct vfs *v, const struct sync_options *o, struct sync_report *ret);
 /* Queue a background fetch of whatever of ino is only on the remote. */
 void vfs_prefetch_ino(struct vfs *v, uint64_t ino);
+/* A name a live merge changed: made, replaced or removed in parent; ino: the inode replaced in
+ * place (its attributes and content), 0 when none. */
+struct vfs_inval {
+	uint64_t parent, ino;
+	char name[256];
+};
+typedef void (*vfs_inval_fn)(void *data, const struct vfs_inval *iv, size_t n);
+/*
+ * Merge what others pushed into the serving store (sync_live_pull), telling inval, after each
+ * short batch and with no lock held, which names changed; with fetch_data, then fetch the data of
+ * the files it brought. 0, -ENOTCONN without a remote, -errno.
+ */
+int vfs_pull(struct vfs *v, bool fetch_data, vfs_inval_fn inval, void *data,
+	     const struct sync_options *o, struct sync_report *ret);
+
 /* Wait for queued prefetches (tests and pull). */
 void vfs_fetch_drain(struct vfs *v);
 

@@ -245,12 +245,17 @@ int remove_entry(struct merge *m, uint64_t parent, const char *name, uint64_t in
 		r = idx_del_dentry(m->x, parent, name);
 		if (r == 0)
 			r = adjust_nlink(m->x, parent, -1);
+		if (r == 0 && m->live)
+			m->live->changed(m->live->data, parent, name, 0);
 		return r == 0 ? idx_delete_inode(m->x, ino) : r;
 	}
 	r = idx_del_dentry(m->x, parent, name);
 	if (r < 0)
 		return r;
-	if (in.nlink <= 1)
+	if (m->live)
+		m->live->changed(m->live->data, parent, name, 0);
+	/* An inode open here lives on without names until its last release reaps it. */
+	if (in.nlink <= 1 && !(m->live && m->live->in_use(m->live->data, ino)))
 		return idx_delete_inode(m->x, ino);
 	in.nlink--;
 	return idx_put_inode(m->x, &in);
@@ -300,6 +305,8 @@ static int make_dirs(struct merge *m, const char *path, uint32_t mode, uint32_t 
 		r = idx_add_dentry(m->x, parent, slash ? slash + 1 : path, ino);
 	if (r == 0)
 		r = adjust_nlink(m->x, parent, 1);
+	if (r == 0 && m->live)
+		m->live->changed(m->live->data, parent, slash ? slash + 1 : path, 0);
 	if (r == 0)
 		r = smap_put(&m->dirs, path, (void *)(uintptr_t)ino);
 	if (r == 0)
@@ -368,6 +375,9 @@ static int apply_gone(struct merge *m, const char *dir, const char *name)
 	/* A directory goes only once empty: whatever survives in it keeps it. */
 	if (S_ISDIR(in.mode) && idx_dir_is_empty(m->x, ino) != 1)
 		return 0;
+	/* A file being written here is newer than the deletion: it stays (its flush pushes it). */
+	if (m->live && m->live->in_use(m->live->data, ino) == 2)
+		return 0;
 	return remove_entry(m, parent, name, ino);
 }
 
@@ -418,7 +428,12 @@ static int apply_make_room(struct merge *m, uint64_t parent, const char *name,
 		r = remove_entry(m, parent, name, ino);
 		return r < 0 ? r : 0;
 	}
-	if (in->nlink > 1 || !S_ISREG(in->mode) || e->type != CAT_E_FILE) {
+	/* A file being written here is newer than any remote version: it wins (its flush pushes
+	 * it). One open here keeps reading what it opened: the name gets a new inode. */
+	if (m->live && m->live->in_use(m->live->data, ino) == 2)
+		return 2;
+	if (in->nlink > 1 || !S_ISREG(in->mode) || e->type != CAT_E_FILE ||
+	    (m->live && m->live->in_use(m->live->data, ino))) {
 		/* Replace the name, not an inode other names share. */
 		r = remove_entry(m, parent, name, ino);
 		return r < 0 ? r : 0;
@@ -460,6 +475,8 @@ static int apply_file(struct merge *m, const struct cat *c, struct rpack_ids *id
 	}
 	if (r < 0)
 		return r;
+	if (m->live)
+		m->live->changed(m->live->data, parent, name, found ? ino : 0);
 	if (e->type == CAT_E_SYMLINK)
 		return idx_set_target(m->x, ino, e->target);
 	return apply_extents(m, c, ids, e, ino, found);

@@ -84,6 +84,7 @@ struct merge {
 	struct sync_report *rep;
 	bool local_only; /* importing a bundle: every chunk is here already, nothing is remote */
 	bool cold;       /* the store was empty: nothing local to compare with (a new runner) */
+	const struct sync_live *live; /* a merge into a serving store (sync_live_pull); else NULL */
 };
 
 /* A candidate for one path (the winner, once every catalog is read): its entry and catalog. */

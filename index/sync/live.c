@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The live merge: what `pkgcachefs pull` and the daemon's pull_interval do to a store that is
+ * serving. Like sync_pull, but the listing, the downloads, the decoding and the choice of winners
+ * happen with lock (the vfs mutex) released, and the winners are applied in batches of
+ * SYNC_LIVE_BATCH under lock, inside the vfs's own transaction (its commit thread commits it).
+ * After each batch, with lock released, the caller's batch_done tells the kernel what changed.
+ *
+ * Lock: lock is taken around each use of the store's index: the check of which catalogs are new,
+ * each batch, learning the chunks of each catalog and marking it merged. Never during a transfer.
+ * An interrupted merge leaves the applied entries in the base; the next merge skips them.
+ */
+#include "sync_priv.h"
+
+static bool want_unmerged(void *data, const char *name)
+{
+	bool merged = false;
+
+	return idx_rseen_get(data, name, &merged) != 1 || !merged;
+}
+
+static size_t cat_index(struct cat **cats, size_t n, const struct cat *c)
+{
+	size_t k = 0;
+
+	while (k + 1 < n && cats[k] != c)
+		k++;
+	return k;
+}
+
+/* Apply win[from..to) (creations, or with gone removals in reverse), one batch at a time. */
+static int live_apply(struct merge *m, pthread_mutex_t *lock, struct cand **win, size_t nwin,
+		      bool gone, struct cat **cats, size_t ncats, struct rpack_ids *ids)
+{
+	size_t done = 0;
+	int r = 0;
+
+	while (done < nwin && r == 0) {
+		size_t batch = 0;
+
+		pthread_mutex_lock(lock);
+		r = idx_begin(m->x);
+		for (; done < nwin && batch < SYNC_LIVE_BATCH && r == 0; done++) {
+			struct cand *cd = win[gone ? nwin - 1 - done : done];
+
+			if ((cd->e->type == CAT_E_GONE) != gone)
+				continue;
+			r = merge_entry(m, cd, &ids[cat_index(cats, ncats, cd->c)]);
+			batch++;
+		}
+		/* Directory inos cached by path may go stale once others run. */
+		smap_free(&m->dirs, NULL);
+		pthread_mutex_unlock(lock);
+		if (m->live->batch_done)
+			m->live->batch_done(m->live->data);
+	}
+	return r;
+}
+
+/* learn_chunks, a slice of the catalog's chunks at a time under lock. */
+static int live_learn(struct idx *x, pthread_mutex_t *lock, const struct cat *c,
+		      const struct sync_live *live)
+{
+	struct rpack_ids m = {.c = c};
+	size_t i = 0;
+	int r = 0;
+
+	while (i < c->n_chunks && r == 0) {
+		pthread_mutex_lock(lock);
+		r = idx_begin(x);
+		for (size_t end = i + 8 * SYNC_LIVE_BATCH; i < c->n_chunks && i < end && r == 0;
+		     i++) {
+			const struct cat_chunk *ch = &c->chunks[i];
+			struct pack_loc loc = chunk_rloc(ch);
+			uint64_t rp;
+
+			r = rpack_id(x, &m, ch->pack, &rp);
+			if (r == 0)
+				r = idx_set_chunk_remote(x, &ch->key, &ch->digest, rp, &loc);
+		}
+		pthread_mutex_unlock(lock);
+		if (live->batch_done)
+			live->batch_done(live->data);
+	}
+	free(m.id);
+	return r;
+}
+
+int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
+		   const struct sync_live *live, const struct sync_options *o,
+		   struct sync_report *ret)
+{
+	struct idx *x = store_idx(st);
+	struct names ns = {0}, todo = {0};
+	struct cat **cats = NULL;
+	char **names = NULL;
+	struct smap map = {0};
+	struct cand **win = NULL;
+	struct rpack_ids *ids = NULL;
+	struct merge m = {.st = st, .x = x, .rep = ret, .live = live};
+	size_t n = 0, nwin = 0;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	r = list_sorted(rem, "ns/", &ns);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(lock);
+	for (size_t i = 0; i < ns.n && r == 0; i++)
+		if (want_unmerged(x, ns.v[i]))
+			r = collect_name(ns.v[i], 0, &todo);
+	pthread_mutex_unlock(lock);
+	if (r == 0)
+		r = fetch_catalogs(st, rem, &todo, NULL, NULL, o, &cats, &names, &n,
+				   &ret->catalog_bytes, NULL);
+	if (r < 0 || n == 0)
+		goto out;
+	ret->catalogs_read = n;
+	r = pick_winners(cats, n, &map);
+	if (r == 0)
+		r = sorted_winners(&map, &win, &nwin);
+	ids = r == 0 ? calloc(n, sizeof(*ids)) : NULL;
+	if (r == 0 && !ids)
+		r = -ENOMEM;
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		ids[i].c = cats[i];
+	pthread_mutex_lock(lock);
+	m.last_sync = idx_meta_get_i64(x, "rsync_time");
+	pthread_mutex_unlock(lock);
+	r = live_apply(&m, lock, win, nwin, false, cats, n, ids);
+	if (r == 0)
+		r = live_apply(&m, lock, win, nwin, true, cats, n, ids);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		r = live_learn(x, lock, cats[i], live);
+		pthread_mutex_lock(lock);
+		if (r == 0)
+			r = idx_begin(x);
+		if (r == 0)
+			r = idx_rseen_mark(x, names[i], true);
+		pthread_mutex_unlock(lock);
+	}
+	if (r == 0) {
+		pthread_mutex_lock(lock);
+		r = idx_begin(x);
+		if (r == 0)
+			r = idx_meta_set_i64(x, "rsync_time", now_ns());
+		pthread_mutex_unlock(lock);
+	}
+out:
+	if (ids)
+		for (size_t i = 0; i < n; i++)
+			free(ids[i].id);
+	free(ids);
+	smap_free(&m.dirs, NULL);
+	smap_free(&map, free);
+	free(win);
+	cats_free(cats, n);
+	free(names);
+	names_free(&todo);
+	names_free(&ns);
+	return r;
+}
