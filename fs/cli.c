@@ -114,7 +114,7 @@ static int parse_store_args(int argc, char **argv, struct store_args *a, const c
 
 void cli_store_error(const char *dir, int r, pid_t owner)
 {
-	char mnt[4096];
+	char mnt[4096], why[PATH_MAX + 128];
 
 	if (r == -EBUSY && cli_store_mountpoint(dir, mnt, sizeof(mnt)))
 		fprintf(stderr,
@@ -143,7 +143,18 @@ void cli_store_error(const char *dir, int r, pid_t owner)
 			"pkgcachefs: store %s: config or index is damaged; pkgcachefs fsck --store "
 			"%s tells more\n",
 			dir, dir);
-	else if (r == -EACCES || r == -EPERM)
+	else if (r == -EPERM && store_check_dir(dir, why, sizeof(why)) < 0)
+		fprintf(stderr,
+			"pkgcachefs: refusing store %s: %s (another user could swap its files: "
+			"chown it to the user running pkgcachefs, chmod go-w)\n",
+			dir, why);
+	else if (r == -EPERM)
+		fprintf(stderr,
+			"pkgcachefs: refusing store %s: a file or directory in it is a symbolic "
+			"link, "
+			"not ours, or writable by others\n",
+			dir);
+	else if (r == -EACCES)
 		fprintf(stderr,
 			"pkgcachefs: cannot open store %s: %s (a store belongs to the user that "
 			"created it: run as that user, or pass --store with your own)\n",
@@ -338,26 +349,19 @@ static const char gc_usage[] =
 	"condemned more than H hours ago (--grace-hours, default 48: longer than any job) and\n"
 	"still unused are deleted; then the catalogs are compacted into one.\n";
 
-static int gc_path(const char *store, const char *name, char *buf, size_t len)
-{
-	return snprintf(buf, len, "%s/%s", store, name) < (int)len ? 0 : -ENAMETOOLONG;
-}
-
 int cli_read_gc_request(const char *store, uint64_t *ret_max)
 {
-	char path[PATH_MAX], buf[32];
+	char buf[32];
 	ssize_t n;
 	int fd;
 
 	*ret_max = 0;
-	if (gc_path(store, "gc-request", path, sizeof(path)) < 0)
-		return -ENAMETOOLONG;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = store_openat(store, "gc-request", O_RDONLY | O_NONBLOCK, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
-	unlink(path);
+	store_unlinkat(store, "gc-request");
 	if (n <= 0)
 		return -EIO;
 	buf[n] = '\0';
@@ -367,36 +371,30 @@ int cli_read_gc_request(const char *store, uint64_t *ret_max)
 
 void cli_write_gc_result(const char *store, int r, const struct gc_report *rep)
 {
-	char path[PATH_MAX], tmp[PATH_MAX + 8], buf[256];
-	int fd, n;
+	char buf[256];
+	int n;
 
-	if (gc_path(store, "gc-result", path, sizeof(path)) < 0)
-		return;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	n = snprintf(buf, sizeof(buf),
 		     "%lld %d %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
 		     "\n",
 		     (long long)mono_ns(), r, rep->evicted_files, rep->chunks_dropped,
 		     rep->packs_deleted, rep->packs_rewritten, rep->bytes_before, rep->bytes_after);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return;
-	if (pwrite_all(fd, buf, (size_t)n, 0) == 0)
-		rename(tmp, path);
-	close(fd);
+	store_replace_file(store, "gc-result", buf, (size_t)n, false);
 }
 
 static int read_gc_result(const char *store, long long *stamp, int *r, struct gc_report *rep)
 {
-	char path[PATH_MAX];
 	FILE *f;
-	int got;
+	int got, fd;
 
-	if (gc_path(store, "gc-result", path, sizeof(path)) < 0)
-		return -ENAMETOOLONG;
-	f = fopen(path, "re");
-	if (!f)
+	fd = store_openat(store, "gc-result", O_RDONLY | O_NONBLOCK, 0);
+	if (fd < 0)
+		return fd;
+	f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
 		return -errno;
+	}
 	got = fscanf(f,
 		     "%lld %d %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64,
 		     stamp, r, &rep->evicted_files, &rep->chunks_dropped, &rep->packs_deleted,
@@ -408,33 +406,24 @@ static int read_gc_result(const char *store, long long *stamp, int *r, struct gc
 /* gc of a mounted store: ask its daemon and wait for the outcome. */
 static int gc_mounted(const char *store, uint64_t max_size, struct gc_report *rep)
 {
-	char path[PATH_MAX], buf[32];
+	char buf[32];
 	long long before = 0, stamp = 0;
-	int fd, n, r = 0;
+	int n, r = 0;
 	pid_t pid;
-	FILE *f;
 
-	if (gc_path(store, "daemon.pid", path, sizeof(path)) < 0)
-		return -ENAMETOOLONG;
-	f = fopen(path, "re");
-	if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 1) {
-		if (f)
-			fclose(f);
-		fprintf(stderr, "pkgcachefs: store %s is locked but has no daemon pid\n", store);
+	if (store_daemon_pid(store, &pid) < 0) {
+		fprintf(stderr,
+			"pkgcachefs: store %s is locked but no pkgcachefs daemon of it holds the "
+			"lock (the pid file names none): nothing signalled\n",
+			store);
 		return -ESRCH;
 	}
-	fclose(f);
 	read_gc_result(store, &before, &r, rep);
 	if (max_size) {
-		gc_path(store, "gc-request", path, sizeof(path));
 		n = snprintf(buf, sizeof(buf), "%llu\n", (unsigned long long)max_size);
-		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		if (fd < 0 || pwrite_all(fd, buf, (size_t)n, 0) < 0) {
-			if (fd >= 0)
-				close(fd);
-			return -errno;
-		}
-		close(fd);
+		r = store_replace_file(store, "gc-request", buf, (size_t)n, false);
+		if (r < 0)
+			return r;
 	}
 	if (kill(pid, SIGUSR1) < 0)
 		return -errno;
@@ -616,17 +605,11 @@ static int run(const char *prog, const char *a1, const char *a2)
 
 void cli_write_exit_status(const char *store, int status)
 {
-	char path[PATH_MAX], buf[16];
-	int fd, n;
+	char buf[16];
+	int n;
 
-	snprintf(path, sizeof(path), "%s/exit-status", store);
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return;
 	n = snprintf(buf, sizeof(buf), "%d\n", status);
-	if (pwrite_all(fd, buf, (size_t)n, 0) == 0)
-		fsync(fd);
-	close(fd);
+	store_replace_file(store, "exit-status", buf, (size_t)n, true);
 }
 
 int cli_umount(int argc, char **argv)
@@ -661,8 +644,7 @@ int cli_umount(int argc, char **argv)
 		free(mnt);
 		return 1;
 	}
-	snprintf(path, sizeof(path), "%s/exit-status", store);
-	unlink(path);
+	store_unlinkat(store, "exit-status");
 	r = run("fusermount3", "-u", mnt);
 	if (r != 0) {
 		fprintf(stderr, "pkgcachefs: cannot unmount %s: %s\n", mnt,
@@ -688,8 +670,7 @@ int cli_umount(int argc, char **argv)
 		waited++;
 	}
 	close(fd);
-	snprintf(path, sizeof(path), "%s/exit-status", store);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = store_openat(store, "exit-status", O_RDONLY | O_NONBLOCK, 0);
 	n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
 	if (fd >= 0)
 		close(fd);

@@ -620,13 +620,13 @@ static void write_remote_stats(const char *store, struct vfs *v, struct remote *
 {
 	struct remote_counters rc;
 	struct fetcher_stats fs;
-	char path[4096];
+	char *text = NULL;
+	size_t len = 0;
 	FILE *f;
 
 	vfs_fetch_stats(v, &fs);
 	remote_get_counters(rem, &rc);
-	snprintf(path, sizeof(path), "%s/remote-stats", store);
-	f = fopen(path, "we");
+	f = open_memstream(&text, &len);
 	if (!f)
 		return;
 	fprintf(f,
@@ -638,7 +638,9 @@ static void write_remote_stats(const char *store, struct vfs *v, struct remote *
 		remote_url(rem), fs.chunks, fs.bytes, fs.wire_bytes, fs.failures, rc.bytes_in,
 		rc.bytes_out, rc.requests, rc.failures, rc.connects, rc.connect_us, rc.tls_us,
 		rc.first_byte_us, rc.total_us);
-	fclose(f);
+	if (fclose(f) == 0)
+		store_replace_file(store, "remote-stats", text, len, false);
+	free(text);
 }
 
 /* The daemon proper: runs in the child (or in the foreground). Returns the exit status. */
@@ -698,6 +700,18 @@ static int run_daemon(struct mount_args *a)
 	if (r == -EUCLEAN) {
 		report(1, "store %s: config or index is damaged; run pkgcachefs fsck --store %s",
 		       a->store, a->store);
+		return 1;
+	}
+	if (r == -EPERM) {
+		char why[PATH_MAX + 128] =
+			"a file or directory in it is a symbolic link, not ours, "
+			"or writable by others";
+
+		store_check_dir(a->store, why, sizeof(why));
+		report(1,
+		       "refusing store %s: %s (another user could swap its files: chown it to the "
+		       "user running pkgcachefs, chmod go-w)",
+		       a->store, why);
 		return 1;
 	}
 	if (r < 0) {

@@ -204,23 +204,16 @@ static struct rdaemon *the_rd;
 
 static void write_push_result(const char *store, int r, const struct sync_report *rep)
 {
-	char path[4096], tmp[4200], buf[512];
-	int fd, n;
+	char buf[512];
+	int n;
 
-	snprintf(path, sizeof(path), "%s/push-result", store);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	n = snprintf(buf, sizeof(buf),
 		     "%lld %d %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
 		     " %" PRIu64 " %" PRIu64 "\n",
 		     (long long)mono_ns(), r, rep->upserts, rep->tombstones, rep->chunks_uploaded,
 		     rep->packs_uploaded, rep->bytes_uploaded, rep->catalog_uploaded_bytes,
 		     rep->skipped, rep->too_long);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return;
-	if (pwrite_all(fd, buf, (size_t)n, 0) == 0)
-		rename(tmp, path);
-	close(fd);
+	store_replace_file(store, "push-result", buf, (size_t)n, false);
 }
 
 static void write_pull_result(const char *store, int r, const struct sync_report *rep,
@@ -600,8 +593,8 @@ static int parse_rargs(int argc, char **argv, const char *usage, bool positional
 static int store_daemon(const char *store, pid_t *ret_pid)
 {
 	char path[4096];
-	FILE *f;
-	int fd, pid = 0;
+	pid_t pid = 0;
+	int fd;
 
 	snprintf(path, sizeof(path), "%s/lock", store);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -612,14 +605,9 @@ static int store_daemon(const char *store, pid_t *ret_pid)
 		return 0;
 	}
 	close(fd);
-	snprintf(path, sizeof(path), "%s/daemon.pid", store);
-	f = fopen(path, "re");
-	if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 1) {
-		if (f)
-			fclose(f);
+	/* Only a process holding this store's lock gets signalled, whatever the pid file says. */
+	if (store_daemon_pid(store, &pid) < 0)
 		return -ESRCH;
-	}
-	fclose(f);
 	*ret_pid = pid;
 	return 1;
 }

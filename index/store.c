@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+#include <limits.h>
 
 #include "util.h"
 
@@ -97,6 +98,210 @@ out:
 	return r;
 }
 
+/*
+ * Like ssh's StrictModes: a directory of the store, and every directory above the store, must
+ * belong to us or to root and be writable by nobody else (a world-writable directory with the
+ * sticky bit, like /tmp, is fine: others cannot rename or remove what we made in it). Otherwise
+ * another user could swap files under a daemon running as root. 0, or -EPERM with the reason.
+ */
+static int check_dir_stat(const struct stat *sb, char *why, size_t len, const char *what)
+{
+	uid_t me = geteuid();
+
+	if (!S_ISDIR(sb->st_mode)) {
+		snprintf(why, len, "%s is not a directory (a symbolic link?)", what);
+		return -EPERM;
+	}
+	if (sb->st_uid != me && sb->st_uid != 0) {
+		snprintf(why, len, "%s belongs to uid %u, not to uid %u or root", what,
+			 (unsigned)sb->st_uid, (unsigned)me);
+		return -EPERM;
+	}
+	if ((sb->st_mode & (S_IWGRP | S_IWOTH)) && !(sb->st_mode & S_ISVTX)) {
+		snprintf(why, len, "%s is writable by its group or others (mode %04o)", what,
+			 (unsigned)(sb->st_mode & 07777));
+		return -EPERM;
+	}
+	return 0;
+}
+
+int store_check_dir(const char *dir, char *why, size_t len)
+{
+	char path[PATH_MAX], *slash;
+	struct stat sb;
+	int r;
+
+	if (!realpath(dir, path))
+		return -errno;
+	if (stat(path, &sb) < 0)
+		return -errno;
+	sb.st_mode &= ~(mode_t)S_ISVTX; /* the store itself gets no sticky-bit excuse */
+	r = check_dir_stat(&sb, why, len, path);
+	if (r < 0)
+		return r;
+	while ((slash = strrchr(path, '/'))) {
+		if (slash == path)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+		if (stat(path, &sb) < 0)
+			return -errno;
+		r = check_dir_stat(&sb, why, len, path);
+		if (r < 0)
+			return r;
+		if (slash == path)
+			break;
+	}
+	return 0;
+}
+
+/* The same check on a directory of the store open as fd (named name in messages). */
+static int check_dirfd(int fd, const char *name)
+{
+	char why[256];
+	struct stat sb;
+	int r;
+
+	if (fstat(fd, &sb) < 0)
+		return -errno;
+	sb.st_mode &= ~(mode_t)S_ISVTX;
+	r = check_dir_stat(&sb, why, sizeof(why), name);
+	if (r < 0)
+		log_msg(LOG_LVL_DEBUG, "store: %s", why);
+	return r;
+}
+
+int store_openat(const char *dir, const char *name, int flags, mode_t mode)
+{
+	int dfd, fd, r;
+
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	r = check_dirfd(dfd, dir);
+	if (r < 0) {
+		close(dfd);
+		return r;
+	}
+	fd = openat(dfd, name, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+	r = fd < 0 ? -errno : fd;
+	if (fd >= 0 && (flags & O_ACCMODE) != O_RDONLY) {
+		struct stat sb;
+
+		/* A hard link planted before the directory was ours: never write through it. */
+		if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_nlink > 1) {
+			close(fd);
+			r = -EPERM;
+		}
+	}
+	close(dfd);
+	return r;
+}
+
+int store_unlinkat(const char *dir, const char *name)
+{
+	int dfd, r = 0;
+
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	if (unlinkat(dfd, name, 0) < 0)
+		r = -errno;
+	close(dfd);
+	return r;
+}
+
+int store_replace_file(const char *dir, const char *name, const void *buf, size_t len, bool durable)
+{
+	char tmp[NAME_MAX + 1];
+	int dfd, fd, r;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", name) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	r = check_dirfd(dfd, dir);
+	if (r < 0)
+		goto out_close_dir;
+	/* A leftover (or planted) tmp goes first: O_EXCL never follows or reuses it. */
+	unlinkat(dfd, tmp, 0);
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		goto out_close_dir;
+	}
+	r = pwrite_all(fd, buf, len, 0);
+	if (r == 0 && durable && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (r == 0 && renameat(dfd, tmp, dfd, name) < 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(dfd, tmp, 0);
+out_close_dir:
+	close(dfd);
+	return r;
+}
+
+/* Does pid hold the lock file with this device and inode open? Only the daemon does. */
+static bool pid_holds(pid_t pid, dev_t dev, ino_t ino)
+{
+	char path[64];
+	struct dirent *de;
+	struct stat sb;
+	bool found = false;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return false;
+	while (!found && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &sb, 0) == 0 && sb.st_dev == dev &&
+		    sb.st_ino == ino)
+			found = true;
+	}
+	closedir(d);
+	return found;
+}
+
+int store_daemon_pid(const char *dir, pid_t *ret_pid)
+{
+	char buf[32], *end;
+	struct stat lk;
+	ssize_t n;
+	long pid;
+	int fd;
+
+	fd = store_openat(dir, "lock", O_RDONLY, 0);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &lk) < 0 || !S_ISREG(lk.st_mode)) {
+		close(fd);
+		return -ESRCH;
+	}
+	close(fd);
+	fd = store_openat(dir, "daemon.pid", O_RDONLY, 0);
+	if (fd < 0)
+		return -ESRCH;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -ESRCH;
+	buf[n] = '\0';
+	errno = 0;
+	pid = strtol(buf, &end, 10);
+	if (errno || end == buf || (*end && *end != '\n') || pid <= 1 || pid > INT_MAX)
+		return -ESRCH;
+	if (!pid_holds((pid_t)pid, lk.st_dev, lk.st_ino))
+		return -ESRCH;
+	*ret_pid = (pid_t)pid;
+	return 0;
+}
+
 static int write_config(int dirfd, const struct chunker_params *p, const char *remote)
 {
 	char buf[512 + STORE_REMOTE_MAX];
@@ -109,7 +314,9 @@ static int write_config(int dirfd, const struct chunker_params *p, const char *r
 		"format = %d\nchunk_min = %u\nchunk_avg = %u\nchunk_max = %u\n%s%s%s",
 		STORE_FORMAT_VERSION, p->min, p->avg, p->max, *remote ? "remote = " : "", remote,
 		*remote ? "\n" : "");
-	fd = openat(dirfd, "config.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	unlinkat(dirfd, "config.tmp", 0);
+	fd = openat(dirfd, "config.tmp", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
 	if (fd < 0)
 		return -errno;
 	r = pwrite_all(fd, buf, (size_t)n, 0);
@@ -176,9 +383,9 @@ static int read_config(int dirfd, struct chunker_params *p, char *remote)
 
 	memset(p, 0, sizeof(*p));
 	remote[0] = '\0';
-	fd = openat(dirfd, "config", O_RDONLY | O_CLOEXEC);
+	fd = openat(dirfd, "config", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
-		return -errno;
+		return errno == ELOOP ? -EPERM : -errno;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n < 0)
@@ -186,14 +393,22 @@ static int read_config(int dirfd, struct chunker_params *p, char *remote)
 	return store_parse_config(buf, (size_t)n, p, remote);
 }
 
+/* A subdirectory of the store: never a symbolic link, and as safe as the store itself. */
 static int open_subdir(int dirfd, const char *name, bool create)
 {
-	int fd;
+	int fd, r;
 
 	if (create && mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ELOOP || errno == ENOTDIR ? -EPERM : -errno;
+	r = check_dirfd(fd, name);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
 }
 
 static int take_lock(struct store *st, pid_t *ret_owner)
@@ -202,9 +417,9 @@ static int take_lock(struct store *st, pid_t *ret_owner)
 	ssize_t n;
 	int fd;
 
-	st->lockfd = openat(st->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	st->lockfd = openat(st->dirfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (st->lockfd < 0)
-		return -errno;
+		return errno == ELOOP ? -EPERM : -errno;
 	if (flock(st->lockfd, LOCK_EX | LOCK_NB) == 0) {
 		st->locked = true;
 		return 0;
@@ -213,7 +428,8 @@ static int take_lock(struct store *st, pid_t *ret_owner)
 		return -errno;
 	if (ret_owner) {
 		*ret_owner = 0;
-		fd = openat(st->dirfd, "daemon.pid", O_RDONLY | O_CLOEXEC);
+		fd = openat(st->dirfd, "daemon.pid",
+			    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (fd >= 0) {
 			n = read(fd, buf, sizeof(buf) - 1);
 			if (n > 0) {
@@ -240,6 +456,7 @@ static void clear_staging(int fd)
 		close(dfd);
 		return;
 	}
+	/* fd was opened O_NOFOLLOW and checked: these are our own scratch files. */
 	while ((de = readdir(d)))
 		if (de->d_name[0] != '.')
 			unlinkat(fd, de->d_name, 0);
@@ -268,11 +485,21 @@ int store_open(const char *dir, int flags, struct store **ret, pid_t *ret_owner)
 		if (r < 0)
 			goto out_free;
 	}
+	{
+		char why[PATH_MAX + 128];
+
+		r = store_check_dir(dir, why, sizeof(why));
+		if (r < 0)
+			goto out_free;
+	}
 	st->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (st->dirfd < 0) {
 		r = -errno;
 		goto out_free;
 	}
+	r = check_dirfd(st->dirfd, dir);
+	if (r < 0)
+		goto out_free;
 	if (flags & STORE_LOCK) {
 		r = take_lock(st, ret_owner);
 		if (r < 0)
@@ -402,7 +629,9 @@ int store_write_pid(struct store *st)
 	int fd, n, r;
 
 	n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
-	fd = openat(st->dirfd, "daemon.pid", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	unlinkat(st->dirfd, "daemon.pid", 0);
+	fd = openat(st->dirfd, "daemon.pid", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
 	if (fd < 0)
 		return -errno;
 	r = pwrite_all(fd, buf, (size_t)n, 0);

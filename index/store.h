@@ -73,6 +73,35 @@ int store_staging_fd(const struct store *st);
  * store_close, until the dup is closed too. */
 int store_lock_fd(const struct store *st);
 
+/*
+ * The store directory as an attack surface (docs/security.md "The store directory"). Like ssh's
+ * StrictModes, the store and every directory above it must belong to the caller's euid or to
+ * root and be writable by nobody else (directories above it may be world-writable with the
+ * sticky bit, like /tmp); packs/ and staging/ must be real directories, not symbolic links.
+ * store_open fails with -EPERM otherwise; store_check_dir says why in why (len bytes).
+ */
+int store_check_dir(const char *dir, char *why, size_t len);
+/*
+ * Open the file name of the store dir without following a symbolic link (O_NOFOLLOW relative to
+ * a descriptor of dir, after the checks above). Opened for writing, it must be a regular file
+ * with one link. Returns the fd (O_CLOEXEC; the caller closes it) or -errno.
+ */
+int store_openat(const char *dir, const char *name, int flags, mode_t mode);
+/* Unlink dir/name relative to a descriptor of dir. 0 or -errno. */
+int store_unlinkat(const char *dir, const char *name);
+/*
+ * Replace dir/name with len bytes of buf: written to a fresh name.tmp (O_EXCL, never through
+ * a planted file or link), fsync'ed when durable, renamed over name. 0 or -errno.
+ */
+int store_replace_file(const char *dir, const char *name, const void *buf, size_t len,
+		       bool durable);
+/*
+ * The pid of the daemon serving the store dir: what STORE/daemon.pid says, if that process holds
+ * STORE/lock open (so a stale or forged pid file never gets another process signalled). 0 with
+ * *ret_pid; -ESRCH when no such daemon; -errno.
+ */
+int store_daemon_pid(const char *dir, pid_t *ret_pid);
+
 /* Write the pid file (daemon only). */
 int store_write_pid(struct store *st);
 

@@ -9,9 +9,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -459,4 +462,104 @@ Test(vfs, read_counters_per_top_level)
 	counters_release(&back);
 	counters_release(&c);
 	free(data);
+}
+
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert_not_null(f, "%s", path);
+	fputs(text, f);
+	cr_assert_eq(fclose(f), 0);
+}
+
+static void assert_text(const char *path, const char *text)
+{
+	char buf[256] = "";
+	FILE *f = fopen(path, "r");
+
+	cr_assert_not_null(f, "%s", path);
+	cr_assert_not_null(fgets(buf, sizeof(buf), f) ? buf : (char *)(*text ? NULL : buf));
+	fclose(f);
+	cr_assert_str_eq(buf, text, "%s was changed through a link", path);
+}
+
+/*
+ * The store directory is an attack surface when root mounts a store another user can write
+ * (docs/security.md "The store directory"): a store writable by others, or not ours, is refused;
+ * a symbolic link in place of staging/, daemon.pid or a state file never makes us unlink or
+ * truncate what it points to; and only a process holding the store's lock is named as its daemon.
+ */
+Test(store_dir, hostile_store_directories_are_refused)
+{
+	char sdir[] = "/tmp/pkgcachefs-test-sdir-XXXXXX",
+	     vdir[] = "/tmp/pkgcachefs-test-victim-XXXXXX";
+	char path[600], victim[600], why[600], cmd[700];
+	struct store *st;
+	pid_t pid, child;
+
+	cr_assert_not_null(mkdtemp(sdir));
+	cr_assert_not_null(mkdtemp(vdir));
+	snprintf(victim, sizeof(victim), "%s/precious", vdir);
+	write_text(victim, "precious\n");
+
+	/* Writable by others, or owned by another user: refused, with a reason. */
+	cr_assert_eq(chmod(sdir, 0777), 0);
+	cr_assert_eq(store_open(sdir, STORE_CREATE, &st, NULL), -EPERM);
+	cr_assert_eq(store_check_dir(sdir, why, sizeof(why)), -EPERM);
+	cr_assert(strstr(why, "writable"), "%s", why);
+	cr_assert_eq(chmod(sdir, 0700), 0);
+	if (geteuid() == 0) {
+		cr_assert_eq(chown(sdir, 65534, 65534), 0);
+		cr_assert_eq(store_open(sdir, STORE_CREATE, &st, NULL), -EPERM);
+		cr_assert_eq(chown(sdir, 0, 0), 0);
+	}
+	cr_assert_eq(store_open(sdir, STORE_CREATE, &st, NULL), 0);
+	store_close(st);
+
+	/* staging/ replaced by a link to the victim's directory: refused, nothing unlinked. */
+	snprintf(path, sizeof(path), "%s/staging", sdir);
+	cr_assert_eq(rmdir(path), 0);
+	cr_assert_eq(symlink(vdir, path), 0);
+	cr_assert_eq(store_open(sdir, STORE_LOCK, &st, NULL), -EPERM);
+	assert_text(victim, "precious\n");
+	cr_assert_eq(unlink(path), 0);
+	cr_assert_eq(mkdir(path, 0700), 0);
+
+	/* daemon.pid and the state files as links: replaced, never written through. */
+	snprintf(path, sizeof(path), "%s/daemon.pid", sdir);
+	cr_assert_eq(symlink(victim, path), 0);
+	snprintf(path, sizeof(path), "%s/exit-status", sdir);
+	cr_assert_eq(symlink(victim, path), 0);
+	snprintf(path, sizeof(path), "%s/config.tmp", sdir);
+	cr_assert_eq(symlink(victim, path), 0);
+	cr_assert_eq(store_open(sdir, STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(store_write_pid(st), 0);
+	cr_assert_eq(store_replace_file(sdir, "exit-status", "0\n", 2, true), 0);
+	cr_assert_eq(store_set_remote(st, "file:///nowhere"), 0);
+	assert_text(victim, "precious\n");
+	cr_assert_lt(store_openat(sdir, "precious-link", O_RDONLY, 0), 0);
+
+	/* We hold the lock: the pid file names us, and we are its daemon. */
+	cr_assert_eq(store_daemon_pid(sdir, &pid), 0);
+	cr_assert_eq(pid, getpid());
+	/* A pid file naming another process (one not holding the lock) names no daemon. */
+	child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		/* exec closes the inherited lock descriptor (O_CLOEXEC), as a stranger has none */
+		execlp("sleep", "sleep", "60", (char *)NULL);
+		_exit(127);
+	}
+	usleep(200000);
+	snprintf(path, sizeof(path), "%s/daemon.pid", sdir);
+	snprintf(cmd, sizeof(cmd), "%d\n", (int)child);
+	write_text(path, cmd);
+	cr_assert_eq(store_daemon_pid(sdir, &pid), -ESRCH);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	store_close(st);
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", sdir, vdir);
+	cr_assert_eq(system(cmd), 0);
 }
