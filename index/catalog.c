@@ -529,6 +529,9 @@ static bool entry_read(struct rd *r, const struct cat *c, struct scan *s, struct
 		return false;
 	if (!type_valid(c->kind, type) || !path_bytes_valid(path, plen) || !mode_valid(type, mode))
 		return false;
+	/* Stamps are ns since the epoch: one past INT64_MAX is no time a clock wrote. */
+	if (stamp > INT64_MAX)
+		return false;
 	if (s->prev && path_cmp(s->prev, s->prev_len, path, plen) >= 0)
 		return false;
 	s->prev = path;
@@ -931,7 +934,8 @@ static uint64_t entry_check(const struct cat_writer *w, const struct cat_entry *
 	size_t plen, tlen;
 	uint64_t sum = 0;
 
-	if (!e || !e->path || !type_valid(w->h.kind, e->type) || !mode_valid(e->type, e->mode))
+	if (!e || !e->path || !type_valid(w->h.kind, e->type) || !mode_valid(e->type, e->mode) ||
+	    e->stamp < 0)
 		return 0;
 	plen = strnlen(e->path, CAT_PATH_MAX + 1);
 	if (!path_bytes_valid((const uint8_t *)e->path, plen))

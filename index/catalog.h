@@ -53,6 +53,18 @@ enum cat_kind_entry {
 #define CAT_MAX_EXTENTS (UINT64_C(1) << 31) /* extents of all entries together */
 #define CAT_PATH_MAX 4095u                  /* bytes of a path or a symlink target */
 #define CAT_NAME_MAX 255u                   /* bytes of one path component */
+/*
+ * How far ahead of this host's clock a remote entry's stamp may be (the clock skew allowed between
+ * hosts). A later one would win every conflict for good (INT64_MAX: forever) and overflow the
+ * "stamp + 1" of a tombstone: the merge refuses such entries by name (pick_winners).
+ */
+#define CAT_STAMP_SKEW_NS (24ll * 3600 * 1000000000)
+
+/* The stamp that wins over s by the least, with no overflow (a stamp an older version took in). */
+static inline int64_t cat_stamp_after(int64_t s)
+{
+	return s < INT64_MAX ? s + 1 : s;
+}
 
 /* A remote pack object: "packs/<64 lower-case hex digits of name>.pack". */
 struct cat_pack {
@@ -87,8 +99,8 @@ struct cat_extent {
  * - target: SYMLINK only (1..CAT_PATH_MAX bytes, no NUL), NULL otherwise;
  * - extents: FILE only, n_ext 0 for the others;
  * - READ entries only in CAT_TRACE catalogs, and CAT_TRACE catalogs hold nothing else.
- * uid, gid, mtime and stamp are free; GONE and READ entries carry them but nothing reads them
- * except stamp.
+ * - stamp: 0 .. INT64_MAX (how far ahead of the clock is the merge's rule, CAT_STAMP_SKEW_NS);
+ * uid, gid and mtime are free; GONE and READ entries carry them but nothing reads them.
  */
 struct cat_entry {
 	const char *path; /* relative, '/'-separated: see cat_path_valid */

@@ -148,6 +148,9 @@ static void t_chunk(struct buf *b, const struct tchunk *c)
 	b_le(b, c->flags, 4);
 }
 
+/* The stamp every entry of build() gets. */
+static uint64_t t_stamp = 7;
+
 static void t_entry(struct buf *b, uint8_t type, const char *path, size_t plen, uint32_t mode,
 		    uint64_t size)
 {
@@ -158,7 +161,7 @@ static void t_entry(struct buf *b, uint8_t type, const char *path, size_t plen, 
 	b_le(b, 1000, 4);
 	b_le(b, 1001, 4);
 	b_le(b, 5, 8);
-	b_le(b, 7, 8);
+	b_le(b, t_stamp, 8);
 	b_le(b, size, 8);
 }
 
@@ -494,6 +497,29 @@ Test(catalog, decoder_rejects_every_rule)
 	}
 }
 
+/*
+ * A stamp is ns since the epoch, read as int64: one past INT64_MAX (negative) is no time a clock
+ * wrote and fails the decode. How far ahead of the clock a stamp may be is the merge's rule.
+ */
+Test(catalog, decoder_refuses_negative_stamps)
+{
+	const uint64_t stamps[] = {0, (uint64_t)INT64_MAX, (uint64_t)INT64_MAX + 1, UINT64_MAX};
+	struct cat *c;
+
+	for (size_t i = 0; i < sizeof(stamps) / sizeof(stamps[0]); i++) {
+		struct buf o;
+
+		t_stamp = stamps[i];
+		o = build(D_NONE);
+		cr_expect_eq(cat_decode(o.p, o.len, &c), stamps[i] <= INT64_MAX ? 0 : -EBADMSG,
+			     "stamp %llx", (unsigned long long)stamps[i]);
+		if (stamps[i] <= INT64_MAX)
+			cat_free(c);
+		free(o.p);
+	}
+	t_stamp = 7;
+}
+
 Test(catalog, decoder_version_and_trailer)
 {
 	struct buf o = build(D_NONE);
@@ -594,7 +620,7 @@ Test(catalog, roundtrip_entry_types)
 		 .type = CAT_E_SYMLINK,
 		 .mode = S_IFLNK | 0777,
 		 .mtime = 7,
-		 .stamp = INT64_MIN,
+		 .stamp = 0,
 		 .size = 8,
 		 .target = "x.so/../"},
 		{.path = "old", .type = CAT_E_GONE, .uid = 5, .stamp = 11},

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "catalog.h"
+#include "chunker.h"
+#include "hash.h"
 #include "maint.h"
 #include "remote.h"
 #include "sync.h"
@@ -818,4 +820,54 @@ Test(sync, file_remote_refuses_what_is_not_a_regular_file, .timeout = 10)
 	cr_assert_eq(len, 3);
 	free(data);
 	remote_free(r);
+}
+
+/*
+ * Stamps order last-writer-wins, and come from whoever can write the remote. A forged catalog
+ * stamped INT64_MAX would delete a path on every host and win every later write to it for good;
+ * stamps later than this host's clock plus CAT_STAMP_SKEW_NS are now refused, and what lies
+ * within the skew is still taken.
+ */
+Test(sync, entries_stamped_beyond_the_clock_skew_are_refused)
+{
+	static const uint8_t writer[16] = {7};
+	const struct chunker_params *cp = &chunker_default_params;
+	const int64_t hour = 3600ll * 1000000000, now = now_ns();
+	const struct cat_entry forged[] = {
+		{.path = "poison", .type = CAT_E_DIR, .mode = S_IFDIR | 0755, .stamp = INT64_MAX},
+		{.path = "skewed", .type = CAT_E_DIR, .mode = S_IFDIR | 0755, .stamp = now + hour},
+		{.path = "tomorrow",
+		 .type = CAT_E_DIR,
+		 .mode = S_IFDIR | 0755,
+		 .stamp = now + CAT_STAMP_SKEW_NS + hour},
+		{.path = "victim", .type = CAT_E_GONE, .stamp = INT64_MAX},
+	};
+	struct host a = {0};
+	struct cat_writer *w;
+	uint8_t d[4000], sha[32];
+	char name[160], hex[65];
+	void *cat;
+	size_t len;
+
+	fill_random(d, sizeof(d), 21);
+	host_open(&a, "a", 0);
+	put(&a, 1, "victim", d, sizeof(d));
+	host_push(&a, NULL);
+	cr_assert_eq(cat_writer_new(CAT_DELTA, writer, now, cp->min, cp->avg, cp->max, &w), 0);
+	for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++)
+		cr_assert_eq(cat_writer_add_entry(w, &forged[i]), 0, "%s", forged[i].path);
+	cr_assert_eq(cat_writer_finish(w, &cat, &len, sha), 0);
+	snprintf(name, sizeof(name), "ns/%016llx-%s.cat", (unsigned long long)now,
+		 hash_hex(sha, 32, hex));
+	cr_assert_eq(remote_put(a.r, name, cat, len), 0);
+	free(cat);
+	host_close(&a);
+
+	host_open(&a, "fresh", 0);
+	check(&a, "victim", d, sizeof(d));
+	cr_assert_eq(lookup(&a, "poison"), 0, "a stamp of INT64_MAX is refused");
+	cr_assert_eq(lookup(&a, "tomorrow"), 0, "a stamp beyond the skew is refused");
+	cr_assert_neq(lookup(&a, "skewed"), 0, "a stamp within the skew is taken");
+	host_close(&a);
+	fsck_ok(&a);
 }

@@ -591,10 +591,30 @@ static int cand_cmp(const void *a, const void *b)
 	return strcmp(x->e->path, y->e->path);
 }
 
+/*
+ * Entries stamped later than this host's clock plus the skew allowed are refused: such a stamp
+ * would win every conflict for its path until the clocks caught up (for good with INT64_MAX).
+ * One warning per merge names the first and says how many.
+ */
+static bool stamp_refused(const struct cat_entry *e, int64_t limit, uint64_t *n, char *first,
+			  size_t first_size)
+{
+	if (e->stamp <= limit)
+		return false;
+	if ((*n)++ == 0)
+		snprintf(first, first_size, "%s", e->path);
+	return true;
+}
+
 /* Collect the winner per path over catalogs cats[0..n) into map (values: struct cand *). */
 int pick_winners(struct cat **cats, size_t n, struct smap *map)
 {
-	for (size_t i = 0; i < n; i++) {
+	int64_t limit = now_ns() + CAT_STAMP_SKEW_NS;
+	uint64_t refused = 0;
+	char first[256] = "";
+	int r = 0;
+
+	for (size_t i = 0; i < n && r == 0; i++) {
 		const struct cat *c = cats[i];
 
 		if (c->kind != CAT_DELTA && c->kind != CAT_SNAPSHOT)
@@ -607,23 +627,34 @@ int pick_winners(struct cat **cats, size_t n, struct smap *map)
 			if (e->type != CAT_E_FILE && e->type != CAT_E_DIR &&
 			    e->type != CAT_E_SYMLINK && e->type != CAT_E_GONE)
 				continue;
+			if (stamp_refused(e, limit, &refused, first, sizeof(first)))
+				continue;
 			cat_entry_sig(e, c->chunks, lww.sig);
 			old = smap_get(map, e->path);
 			if (old && cat_lww_cmp(&old->lww, &lww) >= 0)
 				continue;
 			cd = old ? old : malloc(sizeof(*cd));
-			if (!cd)
-				return -ENOMEM;
+			if (!cd) {
+				r = -ENOMEM;
+				break;
+			}
 			cd->c = c;
 			cd->e = e;
 			cd->lww = lww;
 			if (!old && smap_put(map, e->path, cd) < 0) {
 				free(cd);
-				return -ENOMEM;
+				r = -ENOMEM;
+				break;
 			}
 		}
 	}
-	return 0;
+	if (refused)
+		log_warn("refused %" PRIu64 " remote entr%s stamped more than %lld h ahead of this "
+			 "host's clock (a writer's clock is wrong, or the catalog is forged), the "
+			 "first: %s",
+			 refused, refused == 1 ? "y" : "ies", CAT_STAMP_SKEW_NS / 3600000000000ll,
+			 first);
+	return r;
 }
 
 /* Winners sorted by path, as an array of pointers into map. */

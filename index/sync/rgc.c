@@ -155,7 +155,7 @@ static int64_t gc_expire_into(struct gc *g, struct cat_writer *w, int64_t cutoff
 			continue;
 		if (MAX(e->stamp, lr ? *lr : 0) >= cutoff)
 			continue;
-		ce.stamp = e->stamp + 1;
+		ce.stamp = cat_stamp_after(e->stamp);
 		r = cat_writer_add_entry(w, &ce);
 		g->win[i]->e = NULL;
 		expired++;

@@ -141,7 +141,7 @@ static int snap_add_change(struct push *p, const struct snap_child *k, struct sn
 	pe->mtime = k->in.mtime;
 	pe->size = se->type == CAT_E_SYMLINK ? strlen(se->target) : k->in.size;
 	/* A change must beat the version it replaces everywhere. */
-	pe->stamp = b ? MAX(k->in.ctime, b->stamp + 1) : k->in.ctime;
+	pe->stamp = b ? MAX(k->in.ctime, cat_stamp_after(b->stamp)) : k->in.ctime;
 	pe->ext = se->ext;
 	pe->next = se->next;
 	pe->nx = se->nx;
@@ -253,7 +253,7 @@ int add_tombstones(struct push *p)
 			return -ENOMEM;
 		pe->type = CAT_E_GONE;
 		/* No later than the deletion: a write made elsewhere since our last sync wins. */
-		pe->stamp = MAX(p->last_sync, b->stamp + 1);
+		pe->stamp = MAX(p->last_sync, cat_stamp_after(b->stamp));
 	}
 	return 0;
 }
