@@ -28,7 +28,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -174,23 +173,12 @@ struct iset {
 	uint64_t seed;
 };
 
-static uint64_t random_seed(void)
-{
-	uint64_t seed;
-	struct timespec ts;
-
-	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) == (ssize_t)sizeof(seed))
-		return seed;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)&seed;
-}
-
 static void iset_init(struct iset *s)
 {
 	s->slots = NULL;
 	s->cap = 0;
 	s->n = 0;
-	s->seed = random_seed();
+	s->seed = util_random_seed();
 }
 
 static void iset_release(struct iset *s)

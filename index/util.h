@@ -30,6 +30,12 @@ int64_t now_ns(void);
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t mono_ns(void);
 
+/*
+ * A seed for a hash table keyed by what a remote sends (getrandom, else the clock): a fixed hash
+ * would let a forged catalog make every insert collide.
+ */
+uint64_t util_random_seed(void);
+
 /* pread/pwrite the whole buffer; 0, -EIO on a short read at end of file, or -errno. */
 int pread_all(int fd, void *buf, size_t len, off_t off);
 int pwrite_all(int fd, const void *buf, size_t len, off_t off);

@@ -25,6 +25,8 @@
 #include "util.h"
 #include "vfs.h"
 
+#include "sync/sync_priv.h" /* the path map */
+
 static char dir[] = "/tmp/pkgcachefs-test-sync-XXXXXX";
 static char url[128];
 static const struct vfs_ctx ctx = {.uid = 0, .gid = 0};
@@ -870,4 +872,52 @@ Test(sync, entries_stamped_beyond_the_clock_skew_are_refused)
 	cr_assert_neq(lookup(&a, "skewed"), 0, "a stamp within the skew is taken");
 	host_close(&a);
 	fsck_ok(&a);
+}
+
+/* FNV-1a 64, the path map's old unseeded hash: what an attacker could aim names at. */
+static uint64_t fnv1a(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	while (*s)
+		h = (h ^ (uint8_t)*s++) * 1099511628211ull;
+	return h;
+}
+
+/* n names whose FNV-1a hashes agree in the low 12 bits (every table up to 4096 slots). */
+static char **colliding_names(size_t n)
+{
+	char **v = calloc(n, sizeof(*v));
+	char name[32];
+
+	cr_assert_not_null(v);
+	for (uint64_t k = 0, i = 0; i < n; k++) {
+		snprintf(name, sizeof(name), "site/%010llx", (unsigned long long)k);
+		if ((fnv1a(name) & 0xfff) == 0)
+			cr_assert_not_null(v[i++] = strdup(name));
+	}
+	return v;
+}
+
+/*
+ * The path map is keyed by paths from remote catalogs. Unseeded, 1,000 crafted names landed in
+ * one probe chain: half a million slot visits for one merge, quadratic in the names. Seeded, the
+ * same names cost a few visits each.
+ */
+Test(sync, crafted_colliding_paths_do_not_make_the_path_map_quadratic)
+{
+	const size_t n = 1000;
+	char **names = colliding_names(n);
+	struct smap m = {0};
+
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(smap_put(&m, names[i], names[i]), 0);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(smap_get(&m, names[i]), names[i]);
+	cr_assert_lt(m.probes, 20 * 2 * n, "%llu slot visits for %zu names",
+		     (unsigned long long)m.probes, 2 * n);
+	smap_free(&m, NULL);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
 }

@@ -1,26 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The path map (smap): a string-keyed hash map with open addressing whose keys it owns, used for
- * paths (directories resolved by a merge, the base of a push, the winners per path); and idset, a
- * set of non-zero 64-bit ids. Plain data structures: no lock, no index.
+ * paths (directories resolved by a merge, the base of a push, the winners per path), seeded per
+ * map because those paths come from remote catalogs; and idset, a set of non-zero 64-bit ids.
+ * Plain data structures: no lock, no index.
  */
 #include "sync_priv.h"
 
-static uint64_t str_hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	while (*s)
-		h = (h ^ (uint8_t)*s++) * 1099511628211ull;
-	return h;
-}
+#include <xxhash.h>
 
 struct smap_slot *smap_slot(struct smap *m, const char *key)
 {
-	size_t i = (size_t)str_hash(key) & (m->cap - 1);
+	size_t i = (size_t)XXH3_64bits_withSeed(key, strlen(key), m->seed) & (m->cap - 1);
 
-	while (m->slots[i].key && strcmp(m->slots[i].key, key) != 0)
+	m->probes++;
+	while (m->slots[i].key && strcmp(m->slots[i].key, key) != 0) {
 		i = (i + 1) & (m->cap - 1);
+		m->probes++;
+	}
 	return &m->slots[i];
 }
 
@@ -34,6 +31,8 @@ static int smap_grow(struct smap *m)
 	struct smap old = *m;
 
 	m->cap = old.cap ? old.cap * 2 : 1024;
+	if (!old.cap)
+		m->seed = util_random_seed();
 	m->slots = calloc(m->cap, sizeof(*m->slots));
 	if (!m->slots) {
 		*m = old;

@@ -39,7 +39,11 @@
 
 /* ---- the shared types ---- */
 
-/* A string-keyed hash map (open addressing, keys owned by the map). */
+/*
+ * A string-keyed hash map (open addressing, keys owned by the map), hashed with XXH3-64 under a
+ * seed drawn when the map first grows: its keys are paths from remote catalogs. probes counts the
+ * slots looked at, for the test that crafted names cannot make it quadratic.
+ */
 struct smap_slot {
 	char *key;
 	void *val;
@@ -48,6 +52,8 @@ struct smap_slot {
 struct smap {
 	struct smap_slot *slots;
 	size_t cap, n;
+	uint64_t seed;
+	uint64_t probes;
 };
 
 /* A set of non-zero 64-bit ids (open addressing). */
