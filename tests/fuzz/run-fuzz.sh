@@ -38,7 +38,7 @@ remote=(index/remote.c index/remote_file.c index/remote_http.c index/remote_html
 mapfile -t all < <(sed -n "/static_library('pkgcache'/,/include_directories/p" meson.build |
 	grep -o "index/[a-z0-9_/]*\.c")
 case $target in
-catalog) srcs=(index/catalog.c index/hash.c index/chunker.c) ;;
+catalog) srcs=(index/catalog.c index/hash.c index/chunker.c index/util.c) ;;
 pack) srcs=(index/pack.c index/hash.c) ;;
 listing | credentials) srcs=("${remote[@]}" index/hash.c) ;;
 config | bundle) srcs=("${all[@]}") ;;
