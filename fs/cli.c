@@ -453,7 +453,7 @@ static int gc_remote(const struct store_args *a)
 		cli_store_error(a->store, rr, owner);
 		return 1;
 	}
-	if (cli_open_remote(st, a->remote, 0, &r) < 0) { /* gc keeps no local sync state */
+	if (cli_open_remote(st, a->remote, NULL, 0, &r) < 0) { /* gc keeps no local sync state */
 		store_close(st);
 		return 1;
 	}

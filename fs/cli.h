@@ -20,9 +20,29 @@ struct store;
 struct remote;
 struct vfs;
 struct sync_report;
-/* Open the remote at url, or the store's configured one when url is NULL or "", and check its
- * config against the store (flags: SYNC_REMOTE_*). Prints why on failure; -errno. */
-int cli_open_remote(struct store *st, const char *url, unsigned flags, struct remote **ret);
+struct remote_options;
+/* TLS files named on a command line (--ca-file or -o ca_file=, ...); NULL: not given. */
+struct cli_tls {
+	const char *ca_file, *client_cert, *client_key;
+};
+/*
+ * Fill o's TLS files for url (NULL or "": the store's remote): those of tls when any is given,
+ * else the store's recorded ones when url is the store's remote, else none. The strings stay
+ * owned by tls and st.
+ */
+void cli_tls_options(const struct store *st, const char *url, const struct cli_tls *tls,
+		     struct remote_options *o);
+/* path made absolute into out (PATH_MAX bytes) for the TLS option called what: 0, or prints why
+ * and returns -errno (it does not exist, ...). */
+int cli_tls_path(const char *what, const char *path, char *out);
+/* Record url with o's TLS files as the store's remote: 0; -EINVAL when a value is 1024 bytes or
+ * more or holds whitespace (nothing printed); -errno from writing the config. */
+int cli_record_remote(struct store *st, const char *url, const struct remote_options *o);
+/* Open the remote at url, or the store's configured one when url is NULL or "", with the TLS
+ * files of cli_tls_options (tls may be NULL), and check its config against the store (flags:
+ * SYNC_REMOTE_*). Prints why on failure; -errno. */
+int cli_open_remote(struct store *st, const char *url, const struct cli_tls *tls, unsigned flags,
+		    struct remote **ret);
 #include <sys/types.h>
 /* Print why store_open(dir) failed with r (owner: the lock holder's pid), and what to do. */
 void cli_store_error(const char *dir, int r, pid_t owner);

@@ -50,9 +50,11 @@ struct mount_args {
 	unsigned push_interval_s;
 	unsigned remote_timeout_s;
 	bool no_push;
-	char *metrics_file; /* -o metrics_file=PATH (absolute), or NULL */
-	unsigned metrics_s; /* -o metrics_interval=SECS */
-	int log_level;      /* -o log_level=..., -1: the default (info; debug with -d) */
+	struct cli_tls tls;         /* -o ca_file=, client_cert=, client_key=: into tls_path */
+	char tls_path[3][PATH_MAX]; /* made absolute */
+	char *metrics_file;         /* -o metrics_file=PATH (absolute), or NULL */
+	unsigned metrics_s;         /* -o metrics_interval=SECS */
+	int log_level;              /* -o log_level=..., -1: the default (info; debug with -d) */
 };
 
 /* Said to the user with a successful mount (the remote was down, say). */
@@ -125,7 +127,11 @@ static void usage_mount(FILE *f)
 	      "                  only at unmount), pull_interval=SECS (merge what others pushed,\n"
 	      "                  default 60, 0: only at mount, before a push and on `pull`),\n"
 	      "                  no_push (never push: for untrusted jobs),\n"
-	      "                  remote_timeout=SECS (per operation, default 30)\n"
+	      "                  remote_timeout=SECS (per operation, default 30),\n"
+	      "                  ca_file=PATH (https: trust this CA, PEM, instead of the\n"
+	      "                  system's), client_cert=PATH,client_key=PATH (https: a\n"
+	      "                  client certificate and its key, PEM); without them the\n"
+	      "                  store's remote uses the files `pkgcachefs remote` recorded\n"
 	      "  --remote URL    the remote this store caches (default: the store's config; see\n"
 	      "                  `pkgcachefs remote --help`); `--remote none` for none\n"
 	      "  -f              stay in the foreground, logging to stderr (else to syslog)\n"
@@ -135,6 +141,26 @@ static void usage_mount(FILE *f)
 }
 
 /* Split -o: our own options into vo, the rest into a FUSE option string. */
+/* "ca_file=PATH" and the like into a->tls, the path made absolute: 0, or -errno (printed). */
+static int set_tls_opt(struct mount_args *a, const char *tok)
+{
+	size_t name_len = (size_t)(strchr(tok, '=') - tok);
+	int i = !strncmp(tok, "ca_file=", 8) ? 0 : !strncmp(tok, "client_cert=", 12) ? 1 : 2;
+	const char **fields[] = {&a->tls.ca_file, &a->tls.client_cert, &a->tls.client_key};
+	char what[16];
+	int r;
+
+	snprintf(what, sizeof(what), "%.*s", (int)name_len, tok);
+	if (!tok[name_len + 1]) {
+		fprintf(stderr, "pkgcachefs: %s needs a path\n", what);
+		return -EINVAL;
+	}
+	r = cli_tls_path(what, tok + name_len + 1, a->tls_path[i]);
+	if (r == 0)
+		*fields[i] = a->tls_path[i];
+	return r;
+}
+
 static int parse_opts(const char *in, struct mount_args *a)
 {
 	char *s = strdup(in), *tok, *save;
@@ -201,6 +227,11 @@ static int parse_opts(const char *in, struct mount_args *a)
 				a->remote_timeout_s = (unsigned)v;
 		} else if (!strcmp(tok, "no_push")) {
 			a->no_push = true;
+		} else if (!strncmp(tok, "ca_file=", 8) || !strncmp(tok, "client_cert=", 12) ||
+			   !strncmp(tok, "client_key=", 11)) {
+			r = set_tls_opt(a, tok);
+			if (r < 0)
+				break;
 		} else if (strncmp(tok, "log_level=", 10) == 0) {
 			static const char *const names[] = {"error", "warn", "info", "debug"};
 			int lvl = -1;
@@ -548,6 +579,7 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 	struct remote_options ro = {.timeout_ms = a->remote_timeout_s * 1000};
 	/* --remote "" is the store's own, as for push and pull; "none" is none. */
 	const char *url = a->remote && *a->remote ? a->remote : store_remote(st);
+	bool first = !*store_remote(st);
 	struct sync_report rep;
 	char err[512] = "";
 	int64_t t0;
@@ -569,16 +601,18 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 	 * others of the same uid. */
 	if (!strncmp(url, "s3://", 5))
 		prctl(PR_SET_DUMPABLE, 0);
+	cli_tls_options(st, url, &a->tls, &ro);
 	r = remote_open(url, &ro, ret, err, sizeof(err));
 	if (r < 0) {
 		report(1, "remote: %s", *err ? err : strerror(-r));
 		return r;
 	}
-	/* The first remote a store is mounted with becomes its default, for push and pull. */
-	if (!*store_remote(st) && store_set_remote(st, url) < 0)
-		log_warn("cannot record remote %s in the config of %s", url, a->store);
 	r = sync_check_remote(st, *ret, SYNC_REMOTE_BIND | (a->no_push ? 0 : SYNC_REMOTE_CREATE),
 			      err, sizeof(err));
+	/* The first remote a store is mounted with becomes its default, for push and pull, with
+	 * the TLS files it was mounted with; not one that was refused. */
+	if (first && (r == 0 || unreachable(r)) && cli_record_remote(st, url, &ro) < 0)
+		log_warn("cannot record remote %s in the config of %s", url, a->store);
 	t0 = mono_ns();
 	if (r == 0)
 		r = sync_pull(st, *ret, &(struct sync_options){.bad_catalog = cli_bad_catalog},

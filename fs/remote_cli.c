@@ -54,6 +54,23 @@ const char *cli_remote_hint(int r, const char *url)
 		       "directory on the server and check that the WebDAV user may write it "
 		       "(nginx: \"create_full_put_path on;\", Apache: the directory must be "
 		       "writable by the server's user)";
+	if (r == -EKEYREJECTED)
+		return "TLS failed: the server's certificate is not trusted, does not name that "
+		       "host, or the server refused this client's certificate. For a private CA "
+		       "give its certificate: mount -o ca_file=PATH, or `pkgcachefs remote "
+		       "--ca-file PATH URL` for mount, push and pull; for a server that asks for a "
+		       "client certificate, -o client_cert=PATH,client_key=PATH (--client-cert, "
+		       "--client-key)";
+	if (r == -ENOKEY)
+		return "TLS failed: a CA, client certificate or key file cannot be used: check "
+		       "that "
+		       "ca_file, client_cert and client_key are PEM files, readable, and that the "
+		       "key belongs to the certificate";
+	if (r == -EREMOTEIO && !strncmp(url, "https://", 8))
+		return "the server refused the request: check the URL (it must name the remote's "
+		       "directory) and the server's configuration; a server that requires a client "
+		       "certificate answers 400 without one (nginx: ssl_verify_client): give "
+		       "client_cert and client_key";
 	if (r == -EREMOTEIO)
 		return "the server refused the request: check the URL (it must name the remote's "
 		       "directory) and the server's configuration";
@@ -69,14 +86,42 @@ const char *cli_remote_hint(int r, const char *url)
 	return NULL;
 }
 
-/* Open the remote at url (or the store's configured one when url is NULL or empty). On failure
- * prints why and returns -errno. */
-int cli_open_remote(struct store *st, const char *url, unsigned flags, struct remote **ret)
+void cli_tls_options(const struct store *st, const char *url, const struct cli_tls *tls,
+		     struct remote_options *o)
+{
+	const struct store_remote_cfg *rc = store_remote_config(st);
+
+	if (tls && (tls->ca_file || tls->client_cert || tls->client_key)) {
+		o->ca_file = tls->ca_file;
+		o->client_cert = tls->client_cert;
+		o->client_key = tls->client_key;
+	} else if (!url || !*url || !strcmp(url, rc->url)) {
+		/* The store's own remote: the files recorded with it. */
+		o->ca_file = rc->ca_file;
+		o->client_cert = rc->client_cert;
+		o->client_key = rc->client_key;
+	}
+}
+
+int cli_tls_path(const char *what, const char *path, char *out)
+{
+	if (!realpath(path, out)) {
+		int e = errno;
+
+		fprintf(stderr, "pkgcachefs: %s %s: %s\n", what, path, strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+int cli_open_remote(struct store *st, const char *url, const struct cli_tls *tls, unsigned flags,
+		    struct remote **ret)
 {
 	struct remote_options o = {0};
 	char err[512] = "";
 	int r;
 
+	cli_tls_options(st, url, tls, &o);
 	if (!url || !*url)
 		url = store_remote(st);
 	if (!*url) {
@@ -493,37 +538,56 @@ int cli_rdaemon_stop(bool final_push)
 
 /* ---- push ---- */
 
+#define TLS_USAGE                                                                                  \
+	"  --ca-file PATH  https: trust the CA certificates in PATH (PEM) instead of the\n"        \
+	"                  system's, for a server with a private CA\n"                             \
+	"  --client-cert PATH, --client-key PATH\n"                                                \
+	"                  https: the client certificate and its key (PEM) for a server that\n"    \
+	"                  asks for one (mTLS)\n"
+
 static const char push_usage[] =
-	"usage: pkgcachefs push [--store DIR] [--remote URL]\n"
+	"usage: pkgcachefs push [--store DIR] [--remote URL] [--ca-file PATH]\n"
+	"                       [--client-cert PATH --client-key PATH]\n"
 	"\n"
 	"Upload what the remote lacks: new chunks, grouped into packs, then one catalog of the\n"
 	"files changed since the last push. Rerunning an interrupted push completes it; pushing\n"
 	"twice uploads nothing new. On a mounted store the daemon pushes, and this command\n"
-	"waits for it (a mounted store also pushes at unmount and every push_interval).\n";
+	"waits for it (a mounted store also pushes at unmount and every push_interval).\n"
+	"\n"
+	"Without TLS options, the store's remote uses the files `pkgcachefs remote` "
+	"recorded.\n" TLS_USAGE;
 
 static const char pull_usage[] =
-	"usage: pkgcachefs pull [--store DIR] [--remote URL] [--metadata-only]\n"
+	"usage: pkgcachefs pull [--store DIR] [--remote URL] [--metadata-only] [--ca-file PATH]\n"
+	"                       [--client-cert PATH --client-key PATH]\n"
 	"\n"
 	"Merge what others pushed into this store's namespace, then fetch the data of every\n"
 	"file that is only on the remote (not with --metadata-only), so the store works\n"
 	"offline. On a mounted store the daemon merges, and this command waits for it (a\n"
-	"mounted store also merges when it starts, before each push and every pull_interval).\n";
+	"mounted store also merges when it starts, before each push and every pull_interval).\n"
+	"\n"
+	"Without TLS options, the store's remote uses the files `pkgcachefs remote` "
+	"recorded.\n" TLS_USAGE;
 
 static const char remote_usage[] =
-	"usage: pkgcachefs remote [--store DIR] [URL | --clear]\n"
+	"usage: pkgcachefs remote [--store DIR] [--clear | URL [--ca-file PATH]\n"
+	"                         [--client-cert PATH --client-key PATH]]\n"
 	"\n"
 	"Show or set the store's default remote, used by mount, push and pull when no --remote\n"
 	"is given (remote gc, which deletes, always takes --remote explicitly). URL: file:///path, "
 	"s3://bucket/prefix[?endpoint=URL&region=R],\n"
 	"http(s)://host/path (WebDAV). S3 credentials come from AWS_ACCESS_KEY_ID and\n"
 	"AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) or ~/.aws/credentials; HTTP ones from\n"
-	"~/.netrc; never from the command line.\n";
+	"~/.netrc; never from the command line. Setting a URL replaces the TLS files recorded\n"
+	"with the old one; mount, push and pull use these for the store's remote.\n" TLS_USAGE;
 
 struct rargs {
 	char *store;
 	const char *remote;
 	bool metadata_only, clear;
 	const char *positional;
+	struct cli_tls tls;         /* pointing into tls_path */
+	char tls_path[3][PATH_MAX]; /* --ca-file, --client-cert, --client-key, absolute */
 };
 
 /* Which of parse_rargs' options a command takes. */
@@ -531,15 +595,35 @@ enum {
 	OPT_REMOTE = 1 << 0,
 	OPT_METADATA_ONLY = 1 << 1,
 	OPT_CLEAR = 1 << 2,
+	OPT_TLS = 1 << 3,
 };
+
+/* --ca-file and the like into a->tls: 0, or -errno (printed). */
+static int set_tls(struct rargs *a, int c, const char *path)
+{
+	static const char *const names[] = {"--ca-file", "--client-cert", "--client-key"};
+	const char **fields[] = {&a->tls.ca_file, &a->tls.client_cert, &a->tls.client_key};
+	int i = c == 'A' ? 0 : c == 'c' ? 1 : 2;
+	int r = cli_tls_path(names[i], path, a->tls_path[i]);
+
+	if (r == 0)
+		*fields[i] = a->tls_path[i];
+	return r;
+}
 
 static int parse_rargs(int argc, char **argv, const char *usage, bool positional, unsigned allow,
 		       struct rargs *a)
 {
 	static const struct option longopts[] = {
-		{"store", required_argument, NULL, 's'},   {"remote", required_argument, NULL, 'R'},
-		{"metadata-only", no_argument, NULL, 'M'}, {"clear", no_argument, NULL, 'C'},
-		{"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+		{"store", required_argument, NULL, 's'},
+		{"remote", required_argument, NULL, 'R'},
+		{"metadata-only", no_argument, NULL, 'M'},
+		{"clear", no_argument, NULL, 'C'},
+		{"ca-file", required_argument, NULL, 'A'},
+		{"client-cert", required_argument, NULL, 'c'},
+		{"client-key", required_argument, NULL, 'k'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	int c;
 
@@ -558,6 +642,14 @@ static int parse_rargs(int argc, char **argv, const char *usage, bool positional
 		case 'C':
 			a->clear = true;
 			break;
+		case 'A':
+		case 'c':
+		case 'k':
+			if (!(allow & OPT_TLS))
+				break; /* refused below */
+			if (set_tls(a, c, optarg) < 0)
+				return 2;
+			break;
 		case 'h':
 			fputs(usage, stdout);
 			exit(0);
@@ -567,7 +659,8 @@ static int parse_rargs(int argc, char **argv, const char *usage, bool positional
 		}
 		if ((c == 'R' && !(allow & OPT_REMOTE)) ||
 		    (c == 'M' && !(allow & OPT_METADATA_ONLY)) ||
-		    (c == 'C' && !(allow & OPT_CLEAR))) {
+		    (c == 'C' && !(allow & OPT_CLEAR)) ||
+		    ((c == 'A' || c == 'c' || c == 'k') && !(allow & OPT_TLS))) {
 			fprintf(stderr, "pkgcachefs: %s does not take that option\n", argv[0]);
 			fputs(usage, stderr);
 			return 2;
@@ -687,7 +780,7 @@ int cli_push(int argc, char **argv)
 	char line[512];
 	int rr;
 
-	rr = parse_rargs(argc, argv, push_usage, false, OPT_REMOTE, &a);
+	rr = parse_rargs(argc, argv, push_usage, false, OPT_REMOTE | OPT_TLS, &a);
 	if (rr)
 		return rr;
 	rr = store_daemon(a.store, &pid);
@@ -703,7 +796,7 @@ int cli_push(int argc, char **argv)
 		cli_store_error(a.store, rr, owner);
 		return 1;
 	}
-	if (cli_open_remote(st, a.remote, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, &r) < 0) {
+	if (cli_open_remote(st, a.remote, &a.tls, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, &r) < 0) {
 		store_close(st);
 		return 1;
 	}
@@ -821,7 +914,8 @@ int cli_pull(int argc, char **argv)
 	char b1[32];
 	int rr;
 
-	rr = parse_rargs(argc, argv, pull_usage, false, OPT_REMOTE | OPT_METADATA_ONLY, &a);
+	rr = parse_rargs(argc, argv, pull_usage, false, OPT_REMOTE | OPT_METADATA_ONLY | OPT_TLS,
+			 &a);
 	if (rr)
 		return rr;
 	if (store_daemon(a.store, &pid) == 1) {
@@ -836,7 +930,7 @@ int cli_pull(int argc, char **argv)
 		cli_store_error(a.store, rr, owner);
 		return 1;
 	}
-	if (cli_open_remote(st, a.remote, SYNC_REMOTE_BIND, &r) < 0) {
+	if (cli_open_remote(st, a.remote, &a.tls, SYNC_REMOTE_BIND, &r) < 0) {
 		store_close(st);
 		return 1;
 	}
@@ -876,6 +970,23 @@ out:
 
 /* ---- remote ---- */
 
+int cli_record_remote(struct store *st, const char *url, const struct remote_options *o)
+{
+	const char *in[] = {url, o->ca_file, o->client_cert, o->client_key};
+	struct store_remote_cfg rc;
+	char *out[] = {rc.url, rc.ca_file, rc.client_cert, rc.client_key};
+
+	memset(&rc, 0, sizeof(rc));
+	for (size_t i = 0; i < ARRAY_SIZE(in); i++) {
+		if (!in[i])
+			continue;
+		if (strlen(in[i]) >= STORE_REMOTE_MAX || strpbrk(in[i], " \t\n"))
+			return -EINVAL;
+		strcpy(out[i], in[i]);
+	}
+	return store_set_remote_config(st, &rc);
+}
+
 int cli_remote(int argc, char **argv)
 {
 	struct rargs a = {0};
@@ -883,7 +994,7 @@ int cli_remote(int argc, char **argv)
 	pid_t owner = 0;
 	int rr;
 
-	rr = parse_rargs(argc, argv, remote_usage, true, OPT_CLEAR, &a);
+	rr = parse_rargs(argc, argv, remote_usage, true, OPT_CLEAR | OPT_TLS, &a);
 	if (rr)
 		return rr;
 	rr = store_open(a.store, STORE_CREATE, &st, &owner);
@@ -891,27 +1002,49 @@ int cli_remote(int argc, char **argv)
 		cli_store_error(a.store, rr, owner);
 		return 1;
 	}
-	if (a.clear || a.positional) {
+	if ((a.tls.ca_file || a.tls.client_cert || a.tls.client_key) && !a.positional) {
+		fprintf(stderr, "pkgcachefs: remote: TLS files go with a URL: pkgcachefs remote "
+				"--ca-file PATH URL\n");
+		store_close(st);
+		return 2;
+	}
+	if (a.clear) {
+		struct store_remote_cfg none;
+
+		memset(&none, 0, sizeof(none));
+		rr = store_set_remote_config(st, &none);
+	} else if (a.positional) {
+		struct remote_options o = {.ca_file = a.tls.ca_file,
+					   .client_cert = a.tls.client_cert,
+					   .client_key = a.tls.client_key};
 		struct remote *r = NULL;
 		char err[512] = "";
 
-		if (a.positional) {
-			rr = remote_open(a.positional, &(struct remote_options){0}, &r, err,
-					 sizeof(err));
-			if (rr < 0) {
-				fprintf(stderr, "pkgcachefs: remote: %s\n",
-					*err ? err : strerror(-rr));
-				store_close(st);
-				return 1;
-			}
-			remote_free(r);
+		rr = remote_open(a.positional, &o, &r, err, sizeof(err));
+		if (rr < 0) {
+			fprintf(stderr, "pkgcachefs: remote: %s\n", *err ? err : strerror(-rr));
+			store_close(st);
+			return 1;
 		}
-		rr = store_set_remote(st, a.clear ? "" : a.positional);
-		if (rr < 0)
-			fprintf(stderr, "pkgcachefs: cannot write the config of %s: %s\n", a.store,
-				strerror(-rr));
-	} else {
-		printf("%s\n", *store_remote(st) ? store_remote(st) : "(none)");
+		remote_free(r);
+		rr = cli_record_remote(st, a.positional, &o);
+	}
+	if (rr == -EINVAL)
+		fprintf(stderr,
+			"pkgcachefs: remote: the URL and the TLS file paths must be under %d "
+			"bytes, without spaces\n",
+			STORE_REMOTE_MAX);
+	else if (rr < 0)
+		fprintf(stderr, "pkgcachefs: cannot write the config of %s: %s\n", a.store,
+			strerror(-rr));
+	if (!a.clear && !a.positional) {
+		const struct store_remote_cfg *rc = store_remote_config(st);
+
+		printf("%s\n", *rc->url ? rc->url : "(none)");
+		if (*rc->ca_file)
+			printf("ca_file %s\n", rc->ca_file);
+		if (*rc->client_cert)
+			printf("client_cert %s\nclient_key %s\n", rc->client_cert, rc->client_key);
 	}
 	store_close(st);
 	return rr < 0 ? 1 : 0;

@@ -14,10 +14,12 @@
 #include "remote_priv.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,6 +74,53 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * Copy o's TLS files into r, each checked now (an absolute path to a readable regular file), so
+ * that a typo is a clear error at mount rather than a failed handshake later.
+ */
+static int tls_options(struct remote *r, const struct remote_options *o, char *err, size_t errlen)
+{
+	const char *const names[] = {"ca_file", "client_cert", "client_key"};
+	const char *in[] = {o ? o->ca_file : NULL, o ? o->client_cert : NULL,
+			    o ? o->client_key : NULL};
+	char **out[] = {&r->ca_file, &r->client_cert, &r->client_key};
+
+	for (size_t i = 0; i < ARRAY_SIZE(in); i++) {
+		struct stat st;
+		int fd;
+
+		if (!in[i] || !*in[i])
+			continue;
+		if (in[i][0] != '/') {
+			set_err(err, errlen, "%s %s: give an absolute path", names[i], in[i]);
+			return -EINVAL;
+		}
+		fd = open(in[i], O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+			int e = fd < 0 ? errno : EINVAL;
+
+			if (fd >= 0)
+				close(fd);
+			set_err(err, errlen, "%s %s: %s", names[i], in[i],
+				e == EINVAL ? "not a regular file" : strerror(e));
+			return -e;
+		}
+		close(fd);
+		*out[i] = strdup(in[i]);
+		if (!*out[i]) {
+			set_err(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	if (!r->client_cert != !r->client_key) {
+		set_err(err, errlen,
+			"a client certificate needs its key: give both client_cert "
+			"and client_key, or neither");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int remote_open(const char *url, const struct remote_options *o, struct remote **ret, char *err,
 		size_t errlen)
 {
@@ -103,6 +152,11 @@ int remote_open(const char *url, const struct remote_options *o, struct remote *
 	r->retries = !o || !o->retries               ? REMOTE_DEFAULT_RETRIES
 		     : o->retries == REMOTE_NO_RETRY ? 0
 						     : MIN(o->retries, 100u);
+	rc = tls_options(r, o, err, errlen);
+	if (rc < 0) {
+		remote_free(r);
+		return rc;
+	}
 
 	if (strncmp(url, "file://", 7) == 0) {
 		rc = remote_file_open(r, url, err, errlen);
@@ -148,6 +202,9 @@ void remote_free(struct remote *r)
 	free(r->host);
 	free(r->key_prefix);
 	free(r->region);
+	free(r->ca_file);
+	free(r->client_cert);
+	free(r->client_key);
 	wipe_free(r->access_key);
 	wipe_free(r->secret_key);
 	wipe_free(r->session_token);
@@ -765,7 +822,14 @@ static int status_errno(long status)
 	}
 }
 
-static int curl_errno(CURLcode rc, bool *ret_retriable)
+/*
+ * What a failed transfer means. Outages (refused, timed out, cut) are retried and let a mount come
+ * up on local data; TLS failures are configuration, never retried: -EKEYREJECTED when the
+ * server's certificate is not trusted or the server refused ours (its TLS alert is in errbuf:
+ * "alert certificate required", "alert handshake failure"), -ENOKEY when our own CA, certificate
+ * or key file cannot be used.
+ */
+static int curl_errno(CURLcode rc, const char *errbuf, bool *ret_retriable)
 {
 	*ret_retriable = true;
 	switch (rc) {
@@ -776,14 +840,30 @@ static int curl_errno(CURLcode rc, bool *ret_retriable)
 		return -EHOSTUNREACH;
 	case CURLE_OPERATION_TIMEDOUT:
 		return -ETIMEDOUT;
-	case CURLE_SEND_ERROR:
+	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_RECV_ERROR:
+		if (strstr(errbuf, " alert ")) {
+			*ret_retriable = false;
+			return -EKEYREJECTED;
+		}
+		return -EIO;
+	case CURLE_SEND_ERROR:
 	case CURLE_GOT_NOTHING:
 	case CURLE_PARTIAL_FILE:
 	case CURLE_HTTP2:
 	case CURLE_HTTP2_STREAM:
-	case CURLE_SSL_CONNECT_ERROR:
 		return -EIO;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+		*ret_retriable = false;
+		return -EKEYREJECTED;
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CRL_BADFILE:
+		*ret_retriable = false;
+		return -ENOKEY;
 	case CURLE_OUT_OF_MEMORY:
 		*ret_retriable = false;
 		return -ENOMEM;
@@ -890,8 +970,14 @@ int remote_http_exec(struct remote *r, struct remote_xfer *x)
 		curl_easy_setopt(a.c, CURLOPT_TCP_KEEPALIVE, 1L);
 		if (r->netrc)
 			curl_easy_setopt(a.c, CURLOPT_NETRC, (long)CURL_NETRC_OPTIONAL);
-		if (ca && *ca)
+		if (r->ca_file)
+			curl_easy_setopt(a.c, CURLOPT_CAINFO, r->ca_file);
+		else if (ca && *ca)
 			curl_easy_setopt(a.c, CURLOPT_CAINFO, ca);
+		if (r->client_cert) {
+			curl_easy_setopt(a.c, CURLOPT_SSLCERT, r->client_cert);
+			curl_easy_setopt(a.c, CURLOPT_SSLKEY, r->client_key);
+		}
 		curl_easy_setopt(a.c, CURLOPT_TIMEOUT_MS, (long)left);
 		curl_easy_setopt(a.c, CURLOPT_CONNECTTIMEOUT_MS,
 				 (long)MIN((int64_t)r->connect_timeout_ms, left));
@@ -960,7 +1046,7 @@ int remote_http_exec(struct remote *r, struct remote_xfer *x)
 			ret = a.read_errno ? -a.read_errno : -EIO;
 			remote_set_error("%s: reading the data to send: %s", what, strerror(-ret));
 		} else {
-			ret = curl_errno(rc, &retriable);
+			ret = curl_errno(rc, errbuf, &retriable);
 			remote_set_error("%s: %s after %d attempt%s", what,
 					 errbuf[0] ? errbuf : curl_easy_strerror(rc), x->attempts,
 					 x->attempts == 1 ? "" : "s");

@@ -46,6 +46,10 @@ struct remote_options {
 	unsigned timeout_ms; /* deadline for one whole operation including retries; 0: 30000 */
 	unsigned connect_timeout_ms; /* 0: 5000 */
 	unsigned retries; /* extra attempts on transient failures; 0: 4; REMOTE_NO_RETRY */
+	/* https: the CA certificates to trust (PEM) instead of the system's, and a client
+	 * certificate and its key (PEM, both or neither) for servers that ask for one. NULL or ""
+	 * for none; absolute paths, read at each new connection. */
+	const char *ca_file, *client_cert, *client_key;
 };
 
 /*

@@ -75,7 +75,8 @@ struct remote {
 	/* http: absolute path of the root collection, ending with '/'; s3: path of the bucket's
 	 * root ("/" virtual-hosted, "/bucket/" path-style) */
 	char *root;
-	bool netrc;               /* http: credentials from ~/.netrc */
+	bool netrc;                               /* http: credentials from ~/.netrc */
+	char *ca_file, *client_cert, *client_key; /* https: remote_options' files, or NULL */
 	_Atomic bool no_propfind; /* http: the server refused PROPFIND once: list by autoindex */
 
 	/* s3 */

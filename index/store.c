@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@ struct store {
 	int dirfd, packsfd, stagingfd, lockfd;
 	bool locked; /* we hold the lock, and own daemon.pid */
 	struct chunker_params params;
-	char remote[STORE_REMOTE_MAX]; /* the config's remote URL, "" when none */
+	struct store_remote_cfg remote; /* the config's remote */
 	struct idx *idx;
 
 	uint64_t pack_target;       /* seal packs past this size */
@@ -302,18 +303,41 @@ int store_daemon_pid(const char *dir, pid_t *ret_pid)
 	return 0;
 }
 
-static int write_config(int dirfd, const struct chunker_params *p, const char *remote)
+/* The config's "remote..." lines: each key of struct store_remote_cfg, in this order. */
+static const struct {
+	const char *key;
+	size_t off;
+} remote_keys[] = {
+	{"remote", offsetof(struct store_remote_cfg, url)},
+	{"remote_ca_file", offsetof(struct store_remote_cfg, ca_file)},
+	{"remote_client_cert", offsetof(struct store_remote_cfg, client_cert)},
+	{"remote_client_key", offsetof(struct store_remote_cfg, client_key)},
+};
+
+static char *remote_field(struct store_remote_cfg *rc, size_t i)
 {
-	char buf[512 + STORE_REMOTE_MAX];
+	return (char *)rc + remote_keys[i].off;
+}
+
+static int write_config(int dirfd, const struct chunker_params *p,
+			const struct store_remote_cfg *rc)
+{
+	char buf[STORE_CONFIG_MAX];
 	int fd, n, r = 0;
 
 	n = snprintf(
 		buf, sizeof(buf),
 		"# pkgcachefs store. The chunker parameters are fixed at creation; the remote\n"
 		"# (pkgcachefs remote --store DIR URL) is the default for mount, push and pull.\n"
-		"format = %d\nchunk_min = %u\nchunk_avg = %u\nchunk_max = %u\n%s%s%s",
-		STORE_FORMAT_VERSION, p->min, p->avg, p->max, *remote ? "remote = " : "", remote,
-		*remote ? "\n" : "");
+		"format = %d\nchunk_min = %u\nchunk_avg = %u\nchunk_max = %u\n",
+		STORE_FORMAT_VERSION, p->min, p->avg, p->max);
+	for (size_t i = 0; i < ARRAY_SIZE(remote_keys); i++) {
+		const char *v = remote_field((struct store_remote_cfg *)rc, i);
+
+		if (*v)
+			n += snprintf(buf + n, sizeof(buf) - (size_t)n, "%s = %s\n",
+				      remote_keys[i].key, v);
+	}
 	unlinkat(dirfd, "config.tmp", 0);
 	fd = openat(dirfd, "config.tmp", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 		    0600);
@@ -330,14 +354,39 @@ static int write_config(int dirfd, const struct chunker_params *p, const char *r
 	return r;
 }
 
-/* The config is untrusted: unknown keys and bad values are errors, not guesses. */
-int store_parse_config(const char *text, size_t len, struct chunker_params *p, char *remote)
+/* A value of struct store_remote_cfg: under STORE_REMOTE_MAX, no whitespace, TLS paths absolute. */
+static bool remote_value_ok(size_t i, const char *v)
 {
-	char buf[4096], *line, *save;
+	return strlen(v) < STORE_REMOTE_MAX && !strpbrk(v, " \t\n") &&
+	       (i == 0 || v[0] == '/' || v[0] == '\0');
+}
+
+/* "remote... = VALUE" into rc: 0, or -EUCLEAN for an unknown key, a repeat or a bad value. */
+static int parse_remote_line(const char *line, struct store_remote_cfg *rc)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(remote_keys); i++) {
+		size_t n = strlen(remote_keys[i].key);
+		char *f = remote_field(rc, i);
+
+		if (strncmp(line, remote_keys[i].key, n) != 0 || strncmp(line + n, " = ", 3) != 0)
+			continue;
+		if (*f || !line[n + 3] || !remote_value_ok(i, line + n + 3))
+			return -EUCLEAN;
+		strcpy(f, line + n + 3);
+		return 0;
+	}
+	return -EUCLEAN;
+}
+
+/* The config is untrusted: unknown keys and bad values are errors, not guesses. */
+int store_parse_config(const char *text, size_t len, struct chunker_params *p,
+		       struct store_remote_cfg *rc)
+{
+	char buf[STORE_CONFIG_MAX], *line, *save;
 	long format = -1;
 
 	memset(p, 0, sizeof(*p));
-	remote[0] = '\0';
+	memset(rc, 0, sizeof(*rc));
 	if (len >= sizeof(buf) - 1)
 		return -EUCLEAN;
 	memcpy(buf, text, len);
@@ -349,10 +398,9 @@ int store_parse_config(const char *text, size_t len, struct chunker_params *p, c
 
 		if (line[0] == '#' || line[0] == '\0')
 			continue;
-		if (strncmp(line, "remote = ", 9) == 0) {
-			if (strlen(line + 9) >= STORE_REMOTE_MAX || strpbrk(line + 9, " \t"))
+		if (strncmp(line, "remote", 6) == 0) {
+			if (parse_remote_line(line, rc) < 0)
 				return -EUCLEAN;
-			strcpy(remote, line + 9);
 			continue;
 		}
 		if (sscanf(line, "%31[a-z_] = %llu %c", key, &v, &extra) != 2 || v > UINT32_MAX)
@@ -375,14 +423,14 @@ int store_parse_config(const char *text, size_t len, struct chunker_params *p, c
 	return 0;
 }
 
-static int read_config(int dirfd, struct chunker_params *p, char *remote)
+static int read_config(int dirfd, struct chunker_params *p, struct store_remote_cfg *rc)
 {
-	char buf[4096];
+	char buf[STORE_CONFIG_MAX];
 	ssize_t n;
 	int fd;
 
 	memset(p, 0, sizeof(*p));
-	remote[0] = '\0';
+	memset(rc, 0, sizeof(*rc));
 	fd = openat(dirfd, "config", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ELOOP ? -EPERM : -errno;
@@ -390,7 +438,7 @@ static int read_config(int dirfd, struct chunker_params *p, char *remote)
 	close(fd);
 	if (n < 0)
 		return -errno;
-	return store_parse_config(buf, (size_t)n, p, remote);
+	return store_parse_config(buf, (size_t)n, p, rc);
 }
 
 /* A subdirectory of the store: never a symbolic link, and as safe as the store itself. */
@@ -505,11 +553,11 @@ int store_open(const char *dir, int flags, struct store **ret, pid_t *ret_owner)
 		if (r < 0)
 			goto out_free;
 	}
-	r = read_config(st->dirfd, &st->params, st->remote);
+	r = read_config(st->dirfd, &st->params, &st->remote);
 	if (r == -ENOENT && create) {
 		/* A new store, or one whose creation was interrupted before config was written. */
 		st->params = chunker_default_params;
-		r = write_config(st->dirfd, &st->params, st->remote);
+		r = write_config(st->dirfd, &st->params, &st->remote);
 	}
 	if (r < 0)
 		goto out_free;
@@ -587,15 +635,32 @@ const char *store_dir(const struct store *st)
 
 const char *store_remote(const struct store *st)
 {
-	return st->remote;
+	return st->remote.url;
 }
 
-int store_set_remote(struct store *st, const char *url)
+const struct store_remote_cfg *store_remote_config(const struct store *st)
 {
-	if (strlen(url) >= STORE_REMOTE_MAX || strpbrk(url, " \t\n"))
-		return -EINVAL;
-	snprintf(st->remote, sizeof(st->remote), "%s", url);
-	return write_config(st->dirfd, &st->params, st->remote);
+	return &st->remote;
+}
+
+int store_set_remote_config(struct store *st, const struct store_remote_cfg *rc)
+{
+	struct store_remote_cfg c;
+	int r;
+
+	memset(&c, 0, sizeof(c));
+	/* No TLS files without a URL: clearing the remote clears them. */
+	for (size_t i = 0; rc->url[0] && i < ARRAY_SIZE(remote_keys); i++) {
+		const char *v = remote_field((struct store_remote_cfg *)rc, i);
+
+		if (!memchr(v, '\0', STORE_REMOTE_MAX) || !remote_value_ok(i, v))
+			return -EINVAL;
+		strcpy(remote_field(&c, i), v);
+	}
+	r = write_config(st->dirfd, &st->params, &c);
+	if (r == 0)
+		st->remote = c;
+	return r;
 }
 
 const struct chunker_params *store_chunker_params(const struct store *st)

@@ -52,19 +52,31 @@ int store_close(struct store *st);
 char *store_default_dir(void);
 
 const char *store_dir(const struct store *st);
-/* The remote URL recorded in the config ("" when none), and a way to set it ("" clears it). */
+/*
+ * The remote recorded in the config: its URL and, for https, the TLS files that reach it (the CA
+ * to trust, a client certificate and its key: absolute paths). "" for each one not set; no value
+ * holds whitespace. The default for mount, push and pull (`pkgcachefs remote`).
+ */
 #define STORE_REMOTE_MAX 1024
-const char *store_remote(const struct store *st);
-int store_set_remote(struct store *st, const char *url);
+struct store_remote_cfg {
+	char url[STORE_REMOTE_MAX];
+	char ca_file[STORE_REMOTE_MAX], client_cert[STORE_REMOTE_MAX], client_key[STORE_REMOTE_MAX];
+};
+const char *store_remote(const struct store *st); /* the URL, "" when none */
+const struct store_remote_cfg *store_remote_config(const struct store *st);
+/* Replace the whole record (an empty url clears it). -EINVAL for a value too long, holding
+ * whitespace, or a TLS path that is not absolute. */
+int store_set_remote_config(struct store *st, const struct store_remote_cfg *rc);
 const struct chunker_params *store_chunker_params(const struct store *st);
 /*
  * Parse the text of a store's config (len bytes, not NUL-terminated; what store_open reads from
- * STORE/config) into *p and remote (STORE_REMOTE_MAX bytes, "" when none). 0; -EUCLEAN when it is
- * damaged (an unknown key, a bad value, invalid chunker parameters, 4095 bytes or more); -EPROTO
- * when a newer version wrote it. On failure *p and remote hold nothing usable. For store_open and
- * the fuzzer.
+ * STORE/config) into *p and *rc. 0; -EUCLEAN when it is damaged (an unknown key, a bad value,
+ * invalid chunker parameters, STORE_CONFIG_MAX bytes or more); -EPROTO when a newer version wrote
+ * it. On failure *p and *rc hold nothing usable. For store_open and the fuzzer.
  */
-int store_parse_config(const char *text, size_t len, struct chunker_params *p, char *remote);
+#define STORE_CONFIG_MAX 8192
+int store_parse_config(const char *text, size_t len, struct chunker_params *p,
+		       struct store_remote_cfg *rc);
 struct idx *store_idx(struct store *st);
 /* An fd open on STORE/staging, for the vfs's scratch files. */
 int store_staging_fd(const struct store *st);

@@ -536,7 +536,9 @@ Test(store_dir, hostile_store_directories_are_refused)
 	cr_assert_eq(store_open(sdir, STORE_LOCK, &st, NULL), 0);
 	cr_assert_eq(store_write_pid(st), 0);
 	cr_assert_eq(store_replace_file(sdir, "exit-status", "0\n", 2, true), 0);
-	cr_assert_eq(store_set_remote(st, "file:///nowhere"), 0);
+	cr_assert_eq(
+		store_set_remote_config(st, &(struct store_remote_cfg){.url = "file:///nowhere"}),
+		0);
 	assert_text(victim, "precious\n");
 	cr_assert_lt(store_openat(sdir, "precious-link", O_RDONLY, 0), 0);
 
@@ -561,5 +563,57 @@ Test(store_dir, hostile_store_directories_are_refused)
 	store_close(st);
 
 	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", sdir, vdir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+/* The remote's TLS files are part of the store's config: recorded, read back, validated. */
+Test(store_dir, remote_tls_files_are_recorded_with_the_url)
+{
+	char sdir[] = "/tmp/pkgcachefs-test-tls-XXXXXX";
+	char path[600], cmd[700];
+	struct store_remote_cfg rc = {.url = "https://cache.example.com/pkgcache/",
+				      .ca_file = "/etc/pkgcachefs/ca.pem",
+				      .client_cert = "/etc/pkgcachefs/runner.pem",
+				      .client_key = "/etc/pkgcachefs/runner.key"};
+	struct store_remote_cfg relative = {.url = "https://cache.example.com/pkgcache/",
+					    .ca_file = "ca.pem"};
+	struct store_remote_cfg none = {.url = ""};
+	const struct store_remote_cfg *got;
+	struct chunker_params p;
+	struct store *st;
+
+	cr_assert_not_null(mkdtemp(sdir));
+	cr_assert_eq(store_open(sdir, STORE_CREATE, &st, NULL), 0);
+	cr_assert_eq(store_set_remote_config(st, &rc), 0);
+	cr_assert_eq(store_set_remote_config(st, &relative), -EINVAL);
+	store_close(st);
+
+	cr_assert_eq(store_open(sdir, 0, &st, NULL), 0);
+	got = store_remote_config(st);
+	cr_assert_str_eq(store_remote(st), rc.url);
+	cr_assert_str_eq(got->ca_file, rc.ca_file);
+	cr_assert_str_eq(got->client_cert, rc.client_cert);
+	cr_assert_str_eq(got->client_key, rc.client_key);
+	/* Clearing the URL clears its files. */
+	cr_assert_eq(store_set_remote_config(st, &none), 0);
+	cr_assert_str_eq(store_remote_config(st)->ca_file, "");
+	store_close(st);
+
+	/* A relative path or a repeated key in the file is damage, not a guess. */
+	snprintf(path, sizeof(path),
+		 "format = 1\nchunk_min = 16384\nchunk_avg = 65536\n"
+		 "chunk_max = 262144\nremote = https://h/\nremote_ca_file = /ca.pem\n");
+	cr_assert_eq(store_parse_config(path, strlen(path), &p, &relative), 0);
+	cr_assert_str_eq(relative.ca_file, "/ca.pem");
+	snprintf(path, sizeof(path),
+		 "format = 1\nchunk_min = 16384\nchunk_avg = 65536\n"
+		 "chunk_max = 262144\nremote = https://h/\nremote_ca_file = ca.pem\n");
+	cr_assert_eq(store_parse_config(path, strlen(path), &p, &relative), -EUCLEAN);
+	snprintf(path, sizeof(path),
+		 "format = 1\nchunk_min = 16384\nchunk_avg = 65536\n"
+		 "chunk_max = 262144\nremote = https://h/\nremote = https://i/\n");
+	cr_assert_eq(store_parse_config(path, strlen(path), &p, &relative), -EUCLEAN);
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", sdir);
 	cr_assert_eq(system(cmd), 0);
 }

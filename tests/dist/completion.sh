@@ -81,9 +81,10 @@ expect 'report options' "--store${nl}--json${nl}--markdown${nl}--output${nl}--he
 expect 'fsck options' "--store${nl}--repair${nl}--help" pkgcachefs fsck -
 expect 'gc options' "--store${nl}--max-size${nl}--remote${nl}--keep-days${nl}--grace-hours${nl}--help" \
 	pkgcachefs gc -
-expect 'push options' "--store${nl}--remote${nl}--help" pkgcachefs push -
-expect 'pull options' "--store${nl}--remote${nl}--metadata-only${nl}--help" pkgcachefs pull -
-expect 'remote options' "--store${nl}--clear${nl}--help" pkgcachefs remote -
+tls="--ca-file${nl}--client-cert${nl}--client-key"
+expect 'push options' "--store${nl}--remote${nl}$tls${nl}--help" pkgcachefs push -
+expect 'pull options' "--store${nl}--remote${nl}--metadata-only${nl}$tls${nl}--help" pkgcachefs pull -
+expect 'remote options' "--store${nl}--clear${nl}$tls${nl}--help" pkgcachefs remote -
 expect 'export options' "--store${nl}--since${nl}--help" pkgcachefs export -
 expect 'import options' "--store${nl}--help" pkgcachefs import -
 expect 'options by prefix' "--grace-hours" pkgcachefs gc --g
@@ -101,7 +102,7 @@ expect 'export --since takes files (and directories)' "$tmp/delta.bundle${nl}$tm
 expect 'import FILE takes files' "$tmp/cache.bundle" pkgcachefs import --store "$tmp/store" "$tmp/c"
 expect 'no file for stats' "" pkgcachefs stats "$tmp/"
 
-o="max_size=${nl}commit_interval=${nl}push_interval=${nl}pull_interval=${nl}remote_timeout=${nl}no_push${nl}log_level=${nl}metrics_file=${nl}metrics_interval=${nl}allow_other${nl}ro"
+o="max_size=${nl}commit_interval=${nl}push_interval=${nl}pull_interval=${nl}remote_timeout=${nl}ca_file=${nl}client_cert=${nl}client_key=${nl}no_push${nl}log_level=${nl}metrics_file=${nl}metrics_interval=${nl}allow_other${nl}ro"
 expect '-o names' "$o" pkgcachefs mount -o ''
 expect '-o names by prefix' "push_interval=${nl}pull_interval=" pkgcachefs mount -o pu
 expect '-o after a comma' "allow_other,remote_timeout=${nl}allow_other,ro" pkgcachefs mount -o allow_other,r

@@ -66,22 +66,33 @@ static void setup(void)
 
 static void store_config(const uint8_t *data, size_t size)
 {
+	static struct store_remote_cfg rc, rc2;
+	static char text[STORE_CONFIG_MAX];
+	const char *keys[] = {"remote", "remote_ca_file", "remote_client_cert",
+			      "remote_client_key"};
+	const char *vals[] = {rc.url, rc.ca_file, rc.client_cert, rc.client_key};
 	struct chunker_params p, p2;
-	char remote[STORE_REMOTE_MAX], remote2[STORE_REMOTE_MAX], text[512 + STORE_REMOTE_MAX];
 	int r, n;
 
-	r = store_parse_config((const char *)data, size, &p, remote);
+	r = store_parse_config((const char *)data, size, &p, &rc);
 	CHECK(r == 0 || r == -EUCLEAN || r == -EPROTO);
 	if (r != 0)
 		return;
 	CHECK(chunker_params_validate(&p) == 0);
-	CHECK(strlen(remote) < STORE_REMOTE_MAX && !strpbrk(remote, " \t\n"));
-	n = snprintf(text, sizeof(text), "# comment\nformat = %d\nchunk_min = %u\nchunk_avg = %u\n"
-		     "chunk_max = %u\n%s%s%s", STORE_FORMAT_VERSION, p.min, p.avg, p.max,
-		     *remote ? "remote = " : "", remote, *remote ? "\n" : "");
-	CHECK(store_parse_config(text, (size_t)n, &p2, remote2) == 0);
+	n = snprintf(text, sizeof(text),
+		     "# comment\nformat = %d\nchunk_min = %u\nchunk_avg = %u\n"
+		     "chunk_max = %u\n",
+		     STORE_FORMAT_VERSION, p.min, p.avg, p.max);
+	for (size_t i = 0; i < 4; i++) {
+		CHECK(strlen(vals[i]) < STORE_REMOTE_MAX && !strpbrk(vals[i], " \t\n"));
+		CHECK(i == 0 || !*vals[i] || vals[i][0] == '/');
+		if (*vals[i])
+			n += snprintf(text + n, sizeof(text) - (size_t)n, "%s = %s\n", keys[i],
+				      vals[i]);
+	}
+	CHECK(store_parse_config(text, (size_t)n, &p2, &rc2) == 0);
 	CHECK(p.min == p2.min && p.avg == p2.avg && p.max == p2.max);
-	CHECK(strcmp(remote, remote2) == 0);
+	CHECK(memcmp(&rc, &rc2, sizeof(rc)) == 0);
 }
 
 static void remote_config(const uint8_t *data, size_t size)
@@ -132,9 +143,21 @@ int main(int argc, char **argv)
 	p = gen_slurp(path, &len);
 	gen_put("store-default", p, len);
 	free(p);
-	CHECK(store_set_remote(st, "s3://bucket/prefix?endpoint=http://127.0.0.1:9000") == 0);
+	CHECK(store_set_remote_config(
+		      st,
+		      &(struct store_remote_cfg){
+			      .url = "s3://bucket/prefix?endpoint=http://127.0.0.1:9000"}) == 0);
 	p = gen_slurp(path, &len);
 	gen_put("store-with-remote", p, len);
+	free(p);
+	CHECK(store_set_remote_config(
+		      st, &(struct store_remote_cfg){.url = "https://cache.example.com/pkgcache/",
+						     .ca_file = "/etc/pkgcachefs/ca.pem",
+						     .client_cert = "/etc/pkgcachefs/runner.pem",
+						     .client_key = "/etc/pkgcachefs/runner.key"}) ==
+	      0);
+	p = gen_slurp(path, &len);
+	gen_put("store-with-tls", p, len);
 	free(p);
 
 	/* The config a new remote gets from the first store that meets it. */
@@ -150,14 +173,17 @@ int main(int argc, char **argv)
 	free(p);
 
 	gen_puts("remote-no-id", "format = 1\nchunk_min = 16384\nchunk_avg = 65536\n"
-		"chunk_max = 262144\n");
+				 "chunk_max = 262144\n");
 	gen_puts("bad-newer-format", "format = 2\nchunk_min = 16384\nchunk_avg = 65536\n"
-		"chunk_max = 262144\n");
+				     "chunk_max = 262144\n");
 	gen_puts("bad-params", "format = 1\nchunk_min = 65536\nchunk_avg = 16384\n"
-		"chunk_max = 262144\n");
+			       "chunk_max = 262144\n");
 	gen_puts("bad-unknown-key", "format = 1\nchunk_min = 16384\nchunk_avg = 65536\n"
-		"chunk_max = 262144\ncolour = 3\n");
+				    "chunk_max = 262144\ncolour = 3\n");
 	gen_puts("bad-remote-space", "format = 1\nremote = file:///a b\n");
+	gen_puts("bad-relative-ca",
+		 "format = 1\nchunk_min = 16384\nchunk_avg = 65536\n"
+		 "chunk_max = 262144\nremote = https://h/\nremote_ca_file = ca.pem\n");
 	gen_puts("bad-empty", "");
 	return 0;
 }

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# HTTPS remotes with a private CA and client certificates, against nginx configured by
+# docs/recipes/servers/nginx-webdav-tls.conf as written (only its directory, port and file
+# paths change), with a CA, a server certificate and a client certificate made here by openssl:
+#   - without the CA, mount refuses (a configuration error, not an outage) and says to give
+#     ca_file; a CA that did not sign the server is refused the same way;
+#   - -o ca_file=PATH mounts, and the push at unmount goes through;
+#   - `pkgcachefs remote --ca-file PATH URL` records the CA: pull, then a mount without options
+#     read the files back byte for byte;
+#   - the mTLS server (ssl_verify_client on): no client certificate gets the 400 and the hint to
+#     give one, a certificate without its key is refused before any request, the wrong key is
+#     refused by name, cert + key mount, read and push.
+#
+# usage: tls.sh PKGCACHEFS_BINARY
+. "$(dirname "$0")/e2e-lib.sh"
+e2e_init "$1"
+recipe=$E2E_DIR/../../docs/recipes/servers/nginx-webdav-tls.conf
+davext_so=/usr/lib/nginx/modules/ngx_http_dav_ext_module.so
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$nginx_bin" ] || skip "nginx is missing: install nginx-light (tools/install-deps.sh --test)"
+[ -f "$davext_so" ] || skip "nginx's dav-ext module is missing: install libnginx-mod-http-dav-ext"
+command -v openssl >/dev/null || skip "openssl is missing"
+
+T=$TMP/tls
+mkdir -p "$T/data" "$T/tmp"
+chmod 755 "$TMP"
+
+log "a private CA, a server certificate for 127.0.0.1 and a runner's client certificate"
+cert() { # NAME CA SUBJECT [EXTFILE]
+	openssl req -newkey rsa:2048 -nodes -keyout "$T/$1.key" -out "$T/$1.csr" -subj "$3" \
+		2>>"$T/openssl.log" &&
+		openssl x509 -req -in "$T/$1.csr" -CA "$T/$2.pem" -CAkey "$T/$2.key" \
+			-CAcreateserial -out "$T/$1.pem" -days 2 ${4:+-extfile "$4"} 2>>"$T/openssl.log" ||
+		fail "openssl could not make $1 (see $T/openssl.log)"
+}
+for ca in ca otherca; do
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/$ca.key" -out "$T/$ca.pem" -days 2 \
+		-subj "/CN=pkgcachefs test $ca" 2>>"$T/openssl.log" || fail "openssl could not make $ca"
+done
+printf 'subjectAltName=IP:127.0.0.1\n' >"$T/san.ext"
+cert server ca "/CN=127.0.0.1" "$T/san.ext"
+cert runner ca "/CN=runner-1"
+cp "$T/ca.pem" "$T/clients-ca.pem"
+
+pass=$(openssl rand -hex 12)
+echo "pkg:$(openssl passwd -apr1 "$pass")" >"$T/htpasswd"
+printf 'machine 127.0.0.1 login pkg password %s\n' "$pass" >"$T/.netrc"
+chmod 600 "$T/.netrc"
+export HOME=$T
+
+port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+P_TLS=$(port)
+P_MTLS=$(port)
+# The recipe as written (mTLS) and without its two client-certificate lines (TLS + Basic auth).
+site() { sed -e "s|/srv/pkgcache|$T/data|g" -e "s|127\.0\.0\.1:8443|127.0.0.1:$1|g" \
+	-e "s|/etc/pkgcachefs/tls/|$T/|g" -e "s|/etc/pkgcachefs/htpasswd|$T/htpasswd|g" "$recipe"; }
+site "$P_MTLS" >"$T/mtls.site"
+site "$P_TLS" | sed -e '/ssl_client_certificate/d' -e '/ssl_verify_client/d' >"$T/tls.site"
+grep -q 'ssl_verify_client on' "$T/mtls.site" || fail "the recipe has no ssl_verify_client line"
+cat >"$T/nginx.conf" <<EOF
+load_module $davext_so;
+$([ "$(id -u)" = 0 ] && echo "user root;")
+worker_processes 1;
+daemon on;
+pid $T/nginx.pid;
+error_log $T/error.log warn;
+events { worker_connections 256; }
+http {
+	default_type application/octet-stream;
+	client_body_temp_path $T/tmp/body;
+	proxy_temp_path $T/tmp/proxy;
+	fastcgi_temp_path $T/tmp/fastcgi;
+	uwsgi_temp_path $T/tmp/uwsgi;
+	scgi_temp_path $T/tmp/scgi;
+	include $T/tls.site;
+	include $T/mtls.site;
+}
+EOF
+"$nginx_bin" -p "$T" -e "$T/error.log" -c "$T/nginx.conf" || fail "nginx did not start: $(cat "$T/error.log")"
+trap '[ -f "$T/nginx.pid" ] && kill -QUIT "$(cat "$T/nginx.pid")" 2>/dev/null; e2e_cleanup' EXIT
+for p in $P_TLS $P_MTLS; do
+	for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
+done
+URL=https://127.0.0.1:$P_TLS/pkgcache/team/
+MURL=https://127.0.0.1:$P_MTLS/pkgcache/team/
+
+mkdir -p "$TMP/expect"
+for i in $(seq 20); do write_random "$TMP/expect/pkg-$i.whl" $((20000 + i * 3000)) "$i"; done
+expect=$(sums_of "$TMP/expect")
+
+# refused WHAT MUST_MATCH STORE ARGS...: a mount -f that must exit non-zero before mounting,
+# saying MUST_MATCH.
+refused() {
+	local what=$1 want=$2 store=$3 mnt=$TMP/refused
+	shift 3
+	if mount_fg "$store" "$mnt" "$TMP/refused.log" "$@"; then
+		fail "$what: the mount came up"
+	fi
+	[ "$FG_RC" != 0 ] || fail "$what: mount exited 0"
+	grep -q -- "$want" "$TMP/refused.log" ||
+		fail "$what: the message does not say '$want': $(tail -2 "$TMP/refused.log")"
+	log "$what: refused, exit $FG_RC: $(grep -o -- "$want.\{0,60\}" "$TMP/refused.log" | head -1)"
+	: >"$TMP/refused.log"
+}
+
+refused "no CA given" "ca_file=PATH" "$TMP/a" --remote "$URL"
+out=$("$BIN" remote --store "$TMP/a")
+[ "$out" = "(none)" ] || fail "a refused remote was recorded as the store's: $out"
+refused "a CA that did not sign the server" "certificate is not trusted" "$TMP/a" \
+	--remote "$URL" -o "ca_file=$T/otherca.pem"
+refused "a CA file that is not there" "No such file" "$TMP/a" --remote "$URL" \
+	-o "ca_file=$T/nothere.pem"
+
+log "host A: -o ca_file, writes 20 files, unmount pushes"
+mount_fg "$TMP/a" "$TMP/ma" "$TMP/a.log" --remote "$URL" -o "ca_file=$T/ca.pem" ||
+	fail "mount with ca_file failed ($FG_RC): $(tail -3 "$TMP/a.log")"
+cp -r "$TMP/expect" "$TMP/ma/wheels"
+out=$("$BIN" umount --require-push "$TMP/ma" 2>&1) || fail "umount (push) failed: $out"
+wait "$FG_PID" 2>/dev/null
+[ -f "$T/data/team/config" ] || fail "no config object on the server after the push"
+out=$("$BIN" remote --store "$TMP/a")
+[ "$out" = "$URL
+ca_file $T/ca.pem" ] || fail "the store did not record the CA it was mounted with: $out"
+
+log "host B: pkgcachefs remote --ca-file, pull, then a mount with no option"
+"$BIN" remote --store "$TMP/b" --ca-file "$T/ca.pem" "$URL" || fail "remote --ca-file failed"
+"$BIN" pull --store "$TMP/b" >"$TMP/b-pull.log" 2>&1 || fail "pull failed: $(cat "$TMP/b-pull.log")"
+mount_fg "$TMP/b" "$TMP/mb" "$TMP/b.log" || fail "mount of B failed: $(tail -3 "$TMP/b.log")"
+[ "$(sums_of "$TMP/mb/wheels")" = "$expect" ] || fail "host B reads other bytes than A wrote"
+"$BIN" umount "$TMP/mb" >/dev/null 2>&1
+log "host B: 20 of 20 files identical through HTTPS with the recorded CA"
+
+log "mTLS server"
+refused "no client certificate" "client_cert and client_key" "$TMP/c" --remote "$MURL" \
+	-o "ca_file=$T/ca.pem"
+refused "a certificate without its key" "needs its key" "$TMP/c" --remote "$MURL" \
+	-o "ca_file=$T/ca.pem,client_cert=$T/runner.pem"
+refused "the wrong key" "key file cannot be used" "$TMP/c" --remote "$MURL" \
+	-o "ca_file=$T/ca.pem,client_cert=$T/runner.pem,client_key=$T/server.key"
+mount_fg "$TMP/c" "$TMP/mc" "$TMP/c.log" --remote "$MURL" \
+	-o "ca_file=$T/ca.pem,client_cert=$T/runner.pem,client_key=$T/runner.key" ||
+	fail "mount with a client certificate failed ($FG_RC): $(tail -3 "$TMP/c.log")"
+[ "$(sums_of "$TMP/mc/wheels")" = "$expect" ] || fail "the mTLS host reads other bytes"
+echo "from C" >"$TMP/mc/c.txt"
+out=$("$BIN" umount --require-push "$TMP/mc" 2>&1) || fail "umount (push through mTLS) failed: $out"
+wait "$FG_PID" 2>/dev/null
+"$BIN" pull --store "$TMP/b" >/dev/null 2>&1 || fail "B's second pull failed"
+mount_fg "$TMP/b" "$TMP/mb" "$TMP/b.log" || fail "mount of B failed again"
+[ "$(cat "$TMP/mb/c.txt" 2>/dev/null)" = "from C" ] || fail "what C pushed through mTLS is not on B"
+"$BIN" umount "$TMP/mb" >/dev/null 2>&1
+log "mTLS: read 20 of 20, pushed 1 file that B then read"
+log "PASS"
