@@ -13,12 +13,15 @@
  */
 #include "remote_priv.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,6 +124,91 @@ static int tls_options(struct remote *r, const struct remote_options *o, char *e
 	return 0;
 }
 
+/* The host of "scheme://[user@]host[:port]", without brackets, into out. */
+static void origin_host(const char *origin, char *out, size_t outlen)
+{
+	const char *h = strstr(origin, "://"), *at, *end;
+
+	h = h ? h + 3 : origin;
+	at = strchr(h, '@');
+	if (at)
+		h = at + 1;
+	if (*h == '[') {
+		h++;
+		end = strchr(h, ']');
+	} else {
+		end = strchr(h, ':');
+	}
+	if (!end)
+		end = h + strlen(h);
+	snprintf(out, outlen, "%.*s", (int)(end - h), h);
+}
+
+static bool loopback_host(const char *host)
+{
+	struct in_addr a4;
+
+	if (!strcasecmp(host, "localhost") || !strcmp(host, "::1"))
+		return true;
+	return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+/* Whether ~/.netrc (which libcurl reads) has an entry that would send a password to host. */
+static bool netrc_has(const char *host)
+{
+	const char *home = getenv("HOME");
+	char path[PATH_MAX], tok[256], prev[256] = "";
+	bool found = false;
+	FILE *f;
+
+	if (!home || snprintf(path, sizeof(path), "%s/.netrc", home) >= (int)sizeof(path))
+		return false;
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (!found && fscanf(f, "%255s", tok) == 1) {
+		found = !strcmp(tok, "default") || (!strcmp(prev, "machine") && !strcmp(tok, host));
+		snprintf(prev, sizeof(prev), "%s", tok);
+	}
+	fclose(f);
+	return found;
+}
+
+/*
+ * Secrets that would cross the network in clear: a ~/.netrc password, or an S3 session token
+ * (sent as a header), over http:// to a host that is not this one. Refused unless
+ * PKGCACHEFS_ALLOW_CLEARTEXT=1, and then logged as a warning on every open.
+ */
+static int check_cleartext(const struct remote *r, char *err, size_t errlen)
+{
+	const char *allow = getenv("PKGCACHEFS_ALLOW_CLEARTEXT");
+	const char *what;
+	char host[256];
+
+	if (!r->origin || strncmp(r->origin, "http://", 7) != 0)
+		return 0;
+	origin_host(r->origin, host, sizeof(host));
+	if (loopback_host(host))
+		return 0;
+	if (r->session_token)
+		what = "the S3 session token (AWS_SESSION_TOKEN)";
+	else if (r->netrc && netrc_has(host))
+		what = "the ~/.netrc password";
+	else
+		return 0;
+	if (allow && !strcmp(allow, "1")) {
+		log_warn("remote %s: %s goes to %s over plain http://, readable by anyone on the "
+			 "network (PKGCACHEFS_ALLOW_CLEARTEXT=1): use https://",
+			 r->url, what, host);
+		return 0;
+	}
+	set_err(err, errlen,
+		"%s would go to %s over plain http://, readable by anyone on the network: use "
+		"https:// (or, on a network you trust, set PKGCACHEFS_ALLOW_CLEARTEXT=1)",
+		what, host);
+	return -EPERM;
+}
+
 int remote_open(const char *url, const struct remote_options *o, struct remote **ret, char *err,
 		size_t errlen)
 {
@@ -170,6 +258,8 @@ int remote_open(const char *url, const struct remote_options *o, struct remote *
 			"or s3://bucket/prefix");
 		rc = -EINVAL;
 	}
+	if (rc == 0)
+		rc = check_cleartext(r, err, errlen);
 	if (rc < 0) {
 		remote_free(r);
 		return rc;

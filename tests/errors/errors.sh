@@ -246,6 +246,28 @@ if [ $fuse_ok = 1 ]; then
 		--remote "s3://bucket/ci?endpoint=http://127.0.0.1:$port" "$tmp/m-r3"
 fi
 
+# Secrets over plain http:// to another host: refused before anything is sent, unless asked.
+mkdir -p "$tmp/nethome"
+printf 'machine cache.example.com login ci password hunter2\n' >"$tmp/nethome/.netrc"
+chmod 600 "$tmp/nethome/.netrc"
+expect 'a .netrc password over http:// to another host' 1 'the ~/.netrc password' \
+	'over plain http://' 'use https://' 'PKGCACHEFS_ALLOW_CLEARTEXT=1' -- \
+	env HOME="$tmp/nethome" "$prog" remote --store "$tmp/s-clear" http://cache.example.com/pc/
+expect 'the same with PKGCACHEFS_ALLOW_CLEARTEXT=1' 0 -- \
+	env HOME="$tmp/nethome" PKGCACHEFS_ALLOW_CLEARTEXT=1 "$prog" remote --store "$tmp/s-clear" \
+	http://cache.example.com/pc/
+expect 'no .netrc entry for that host: anonymous, allowed' 0 -- \
+	env HOME="$tmp/nethome" "$prog" remote --store "$tmp/s-clear" http://mirror.example.com/pc/
+expect 'https:// to that host: allowed' 0 -- \
+	env HOME="$tmp/nethome" "$prog" remote --store "$tmp/s-clear" https://cache.example.com/pc/
+expect 'an S3 session token over http:// to another host' 1 'the S3 session token' \
+	'over plain http://' -- env AWS_ACCESS_KEY_ID=AKID AWS_SECRET_ACCESS_KEY=secret \
+	AWS_SESSION_TOKEN=token "$prog" remote --store "$tmp/s-clear" \
+	"s3://bucket/ci?endpoint=http://s3.example.com:9000"
+expect 'an S3 session token to a loopback endpoint: allowed' 0 -- \
+	env AWS_ACCESS_KEY_ID=AKID AWS_SECRET_ACCESS_KEY=secret AWS_SESSION_TOKEN=token \
+	"$prog" remote --store "$tmp/s-clear" "s3://bucket/ci?endpoint=http://127.0.0.1:9000"
+
 # An HTTP remote that refuses every request with 401 or 403.
 cat >"$tmp/refuse.py" <<'PYEOF'
 import http.server, sys
