@@ -364,6 +364,13 @@ static int check_schema(struct idx *x, bool create)
 	return 0;
 }
 
+/*
+ * Tables added within schema 2, which older binaries of the same schema neither need nor touch
+ * (docs/format.md): created when missing, so that stores move both ways between versions.
+ */
+static const char schema_v2_extra_sql[] = "CREATE TABLE IF NOT EXISTS rbad (name TEXT PRIMARY KEY, "
+					  "at INTEGER NOT NULL) WITHOUT ROWID;";
+
 static int prepare_all(struct idx *x)
 {
 	for (int i = 0; i < S_COUNT; i++) {
@@ -409,6 +416,8 @@ int idx_open(const char *path, bool create, struct idx **ret)
 	if (r < 0)
 		goto out_close;
 	r = check_schema(x, create);
+	if (r == 0)
+		r = exec(x, schema_v2_extra_sql);
 	if (r < 0)
 		goto out_close;
 	r = prepare_all(x);

@@ -255,9 +255,9 @@ int idx_errno(int rc);
 int64_t idx_meta_get_i64(struct idx *x, const char *key);
 int idx_meta_set_i64(struct idx *x, const char *key, int64_t v);
 /*
- * Forget all that was learnt from a remote (rseen, rbase, rtrace, rpacks, the remote locations of
- * chunks, meta rsync_time), for a store that moves to another one: chunks that were only there
- * lose their data, so the caller checks first that there are none. 0 or -errno.
+ * Forget all that was learnt from a remote (rseen, rbad, rbase, rtrace, rpacks, the remote
+ * locations of chunks, meta rsync_time), for a store that moves to another one: chunks that were
+ * only there lose their data, so the caller checks first that there are none. 0 or -errno.
  */
 int idx_sync_forget(struct idx *x);
 /* 1 when the store has no sync state and no chunks (with an empty root: a cold store), 0, -errno.
@@ -266,6 +266,13 @@ int idx_sync_blank(struct idx *x);
 /* A big page cache for a merge that touches every table (big), or back to the usual. */
 int idx_set_big_cache(struct idx *x, bool big);
 
+/*
+ * rbad: catalogs that failed to verify or decode, so that a pull does not download them again
+ * each time. 1 when name was marked bad at or after since (the clock of idx_rbad_mark's at),
+ * else 0; -errno.
+ */
+int idx_rbad_since(struct idx *x, const char *name, int64_t since);
+int idx_rbad_mark(struct idx *x, const char *name, int64_t at);
 /* Catalog name in rseen: 1 with whether it was merged into the namespace, 0 when unseen. */
 int idx_rseen_get(struct idx *x, const char *name, bool *ret_merged);
 /* Note the catalog seen (merged: also merged); a merged catalog stays merged. */

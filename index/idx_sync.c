@@ -37,7 +37,8 @@ int idx_meta_set_i64(struct idx *x, const char *key, int64_t v)
 
 int idx_sync_forget(struct idx *x)
 {
-	return idx_exec(x, "DELETE FROM rseen; DELETE FROM rbase; DELETE FROM rtrace; "
+	return idx_exec(x, "DELETE FROM rseen; DELETE FROM rbad; DELETE FROM rbase; "
+			   "DELETE FROM rtrace; "
 			   "UPDATE chunks SET rpack = 0, roff = 0, rstored_len = 0, "
 			   "rflags = 0 WHERE rpack != 0; DELETE FROM rpacks; "
 			   "DELETE FROM meta WHERE key = 'rsync_time'");
@@ -93,6 +94,36 @@ int idx_rseen_mark(struct idx *x, const char *name, bool merged)
 		return -EIO;
 	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 2, merged);
+	return idx_step_done(s);
+}
+
+/* ---- rbad ---- */
+
+int idx_rbad_since(struct idx *x, const char *name, int64_t since)
+{
+	sqlite3_stmt *s = idx_stmt(x, "SELECT 1 FROM rbad WHERE name = ?1 AND at >= ?2");
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, since);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
+}
+
+int idx_rbad_mark(struct idx *x, const char *name, int64_t at)
+{
+	sqlite3_stmt *s = idx_stmt(x, "INSERT INTO rbad (name, at) VALUES (?1, ?2) ON "
+				      "CONFLICT (name) DO UPDATE SET at = ?2");
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, at);
 	return idx_step_done(s);
 }
 

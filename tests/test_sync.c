@@ -921,3 +921,65 @@ Test(sync, crafted_colliding_paths_do_not_make_the_path_map_quadratic)
 		free(names[i]);
 	free(names);
 }
+
+/* Bytes a remote has received since it was opened. */
+static uint64_t bytes_in(const struct remote *r)
+{
+	struct remote_counters c;
+
+	remote_get_counters(r, &c);
+	return c.bytes_in;
+}
+
+/* Put size bytes of garbage under a catalog's name: it fails to verify. */
+static void put_bad_catalog(struct host *h, const char *tag, size_t size)
+{
+	uint8_t *junk = malloc(size);
+	char name[160];
+
+	cr_assert_not_null(junk);
+	fill_random(junk, size, 77);
+	snprintf(name, sizeof(name), "ns/%016llx-%s%s.cat", (unsigned long long)now_ns(), tag,
+		 "00000000000000000000000000000000000000000000000000000000");
+	cr_assert_eq(remote_put(h->r, name, junk, size), 0);
+	free(junk);
+}
+
+/*
+ * A catalog that fails to decode used to be downloaded again by every pull, on every host, for
+ * as long as it stayed there. It is now remembered in the index and left alone for a day, both by
+ * the pull at open and by the live merge of a serving store.
+ */
+Test(sync, bad_catalogs_are_downloaded_once)
+{
+	const size_t junk = 200000;
+	struct host a = {0};
+	struct sync_report rep;
+	uint8_t d[3000];
+	uint64_t before;
+
+	fill_random(d, sizeof(d), 5);
+	host_open(&a, "a", 0);
+	put(&a, 1, "good", d, sizeof(d));
+	host_push(&a, NULL);
+	put_bad_catalog(&a, "aaaaaaaa", junk);
+	host_close(&a);
+
+	host_open(&a, "b", 0);
+	cr_assert_geq(bytes_in(a.r), junk, "the first pull reads the bad catalog");
+	check(&a, "good", d, sizeof(d));
+	host_close(&a);
+	host_open(&a, "b", 0);
+	cr_assert_lt(bytes_in(a.r), junk, "the second pull read the bad catalog again");
+
+	/* The live merge: one more bad catalog, read by the first merge only. */
+	put_bad_catalog(&a, "bbbbbbbb", junk);
+	before = bytes_in(a.r);
+	cr_assert_eq(vfs_pull(a.v, false, NULL, NULL, NULL, &rep), 0);
+	cr_assert_geq(bytes_in(a.r) - before, junk);
+	before = bytes_in(a.r);
+	cr_assert_eq(vfs_pull(a.v, false, NULL, NULL, NULL, &rep), 0);
+	cr_assert_lt(bytes_in(a.r) - before, junk, "the live merge read the bad catalog again");
+	host_close(&a);
+	fsck_ok(&a);
+}

@@ -12,13 +12,6 @@
  */
 #include "sync_priv.h"
 
-static bool want_unmerged(void *data, const char *name)
-{
-	bool merged = false;
-
-	return idx_rseen_get(data, name, &merged) != 1 || !merged;
-}
-
 static size_t cat_index(struct cat **cats, size_t n, const struct cat *c)
 {
 	size_t k = 0;
@@ -91,7 +84,8 @@ int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 		   struct sync_report *ret)
 {
 	struct idx *x = store_idx(st);
-	struct names ns = {0}, todo = {0};
+	struct names ns = {0}, todo = {0}, bad = {0};
+	struct want_merge w = {.x = x, .since = (int64_t)time(NULL) - SYNC_BAD_CATALOG_RETRY_S};
 	struct cat **cats = NULL;
 	char **names = NULL;
 	struct smap map = {0};
@@ -107,12 +101,21 @@ int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 		return r;
 	pthread_mutex_lock(lock);
 	for (size_t i = 0; i < ns.n && r == 0; i++)
-		if (want_unmerged(x, ns.v[i]))
+		if (want_unmerged(&w, ns.v[i]))
 			r = collect_name(ns.v[i], 0, &todo);
 	pthread_mutex_unlock(lock);
 	if (r == 0)
 		r = fetch_catalogs(st, rem, &todo, NULL, NULL, o, &cats, &names, &n,
-				   &ret->catalog_bytes, NULL);
+				   &ret->catalog_bytes, &bad);
+	if (bad.n) {
+		int rb;
+
+		pthread_mutex_lock(lock);
+		rb = remember_bad_catalogs(x, &bad);
+		pthread_mutex_unlock(lock);
+		if (r == 0)
+			r = rb;
+	}
 	if (r < 0 || n == 0)
 		goto out;
 	ret->catalogs_read = n;
@@ -159,6 +162,7 @@ out:
 	cats_free(cats, n);
 	free(names);
 	names_free(&todo);
+	names_free(&bad);
 	names_free(&ns);
 	return r;
 }

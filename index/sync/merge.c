@@ -681,11 +681,40 @@ void cats_free(struct cat **cats, size_t n)
 	free(cats);
 }
 
+bool want_unmerged(void *data, const char *name)
+{
+	const struct want_merge *w = data;
+	bool merged = false;
+
+	if (idx_rseen_get(w->x, name, &merged) == 1 && merged)
+		return false;
+	if (idx_rbad_since(w->x, name, w->since) == 1) {
+		log_debug("catalog %s: left out, it failed to decode less than %d s ago", name,
+			  SYNC_BAD_CATALOG_RETRY_S);
+		return false;
+	}
+	return true;
+}
+
+int remember_bad_catalogs(struct idx *x, const struct names *bad)
+{
+	int64_t now = (int64_t)time(NULL);
+	int r = 0;
+
+	for (size_t i = 0; i < bad->n && r == 0; i++)
+		r = idx_rbad_mark(x, bad->v[i], now);
+	if (bad->n)
+		log_warn("%zu remote catalog%s left out (named above) will not be downloaded again "
+			 "for %d h",
+			 bad->n, bad->n == 1 ? "" : "s", SYNC_BAD_CATALOG_RETRY_S / 3600);
+	return r;
+}
+
 /* Fetch every catalog of ns/ for which want(name) says yes. */
 int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 		   bool (*want)(void *data, const char *name), void *data,
 		   const struct sync_options *o, struct cat ***ret, char ***ret_names,
-		   size_t *ret_n, uint64_t *bytes, size_t *ret_bad)
+		   size_t *ret_n, uint64_t *bytes, struct names *ret_bad)
 {
 	struct cat **cats = calloc(ns->n ? ns->n : 1, sizeof(*cats));
 	char **names = calloc(ns->n ? ns->n : 1, sizeof(*names));
@@ -714,9 +743,9 @@ int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 			 */
 			if (o && o->bad_catalog)
 				o->bad_catalog(o->progress_data, ns->v[i], r);
-			if (ret_bad)
-				(*ret_bad)++;
-			r = 0;
+			r = ret_bad ? collect_name(ns->v[i], 0, ret_bad) : 0;
+			if (r < 0)
+				break;
 			continue;
 		}
 		if (r < 0) {

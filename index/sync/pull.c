@@ -6,13 +6,6 @@
  */
 #include "sync_priv.h"
 
-static bool want_unmerged(void *data, const char *name)
-{
-	bool merged = false;
-
-	return idx_rseen_get(data, name, &merged) != 1 || !merged;
-}
-
 /* The catalogs a pull merges, and the winner per path over them. */
 struct pull {
 	struct names ns; /* ns/ as listed */
@@ -40,22 +33,29 @@ static void pull_free(struct pull *pl)
 static int pull_fetch(struct store *st, struct remote *rem, struct pull *pl,
 		      const struct sync_options *o, struct sync_report *rep)
 {
-	struct idx *x = store_idx(st);
+	struct want_merge w = {.x = store_idx(st),
+			       .since = (int64_t)time(NULL) - SYNC_BAD_CATALOG_RETRY_S};
 	int r;
 
 	for (int attempt = 0;; attempt++) {
-		size_t listed = 0, bad = 0;
+		struct names bad = {0};
+		size_t listed = 0;
 
 		r = list_sorted(rem, "ns/", &pl->ns);
 		if (r < 0)
 			return r;
-		r = fetch_catalogs(st, rem, &pl->ns, want_unmerged, x, o, &pl->cats, &pl->names,
+		r = fetch_catalogs(st, rem, &pl->ns, want_unmerged, &w, o, &pl->cats, &pl->names,
 				   &pl->n, &rep->catalog_bytes, &bad);
+		for (size_t i = 0; r == 0 && i < pl->ns.n; i++)
+			listed += want_unmerged(&w, pl->ns.v[i]);
+		/* Counted as wanted above; not wanted again, by this pull or the next ones. */
+		if (r == 0)
+			r = remember_bad_catalogs(w.x, &bad);
+		listed -= MIN(listed, bad.n);
+		names_free(&bad);
 		if (r < 0)
 			return r;
-		for (size_t i = 0; i < pl->ns.n; i++)
-			listed += want_unmerged(x, pl->ns.v[i]);
-		if (listed == pl->n + bad || attempt == 2)
+		if (listed == pl->n || attempt == 2)
 			return 0;
 		cats_free(pl->cats, pl->n);
 		free(pl->names);

@@ -88,7 +88,7 @@ struct gc {
 /* The namespace: the winners over every catalog of ns/. */
 static int gc_read_namespace(struct gc *g)
 {
-	size_t bad = 0;
+	struct names bad = {0};
 	int r;
 
 	r = list_sorted(g->rem, "ns/", &g->ns);
@@ -96,8 +96,9 @@ static int gc_read_namespace(struct gc *g)
 		r = fetch_catalogs(g->st, g->rem, &g->ns, NULL, NULL, g->o, &g->cats, &g->names,
 				   &g->n, NULL, &bad);
 	/* What an unreadable catalog uses would look unused: collect nothing until it is fixed. */
-	if (r == 0 && bad)
+	if (r == 0 && bad.n)
 		r = -EBADMSG;
+	names_free(&bad);
 	if (r == 0)
 		r = pick_winners(g->cats, g->n, &g->map);
 	if (r == 0)

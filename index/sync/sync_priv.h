@@ -204,13 +204,28 @@ int load_catalog(struct store *st, struct remote *rem, const char *name, struct 
 void cats_free(struct cat **cats, size_t n);
 /*
  * Fetch every catalog of ns for which want(data, name) says yes (want NULL: all). A catalog gone
- * since the listing is skipped; a bad one is reported to o->bad_catalog, counted in *ret_bad and
- * skipped. *ret and *ret_names (pointing into ns) are malloc'ed: cats_free and free.
+ * since the listing is skipped; a bad one is reported to o->bad_catalog, added to *ret_bad (may
+ * be NULL; names_free it) and skipped. *ret and *ret_names (pointing into ns) are malloc'ed:
+ * cats_free and free.
  */
 int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 		   bool (*want)(void *data, const char *name), void *data,
 		   const struct sync_options *o, struct cat ***ret, char ***ret_names,
-		   size_t *ret_n, uint64_t *bytes, size_t *ret_bad);
+		   size_t *ret_n, uint64_t *bytes, struct names *ret_bad);
+/*
+ * A catalog that failed to verify or decode is not downloaded again for this long (it is
+ * content-named: the same name stays bad; the wait covers a transfer cut short, and a catalog of
+ * a newer format read again after an upgrade).
+ */
+#define SYNC_BAD_CATALOG_RETRY_S 86400
+/* Whether a merge wants name: not merged yet, and not known bad (idx_rbad) since since. */
+struct want_merge {
+	struct idx *x;
+	int64_t since; /* wall seconds: now less SYNC_BAD_CATALOG_RETRY_S */
+};
+bool want_unmerged(void *data, const char *name);
+/* Remember bad (fetch_catalogs' ret_bad) in the index, now; one log line. 0 or -errno. */
+int remember_bad_catalogs(struct idx *x, const struct names *bad);
 /* The winner per path over cats[0..n) into map (values: struct cand *, freed with free). */
 int pick_winners(struct cat **cats, size_t n, struct smap *map);
 /* The winners sorted by path: *ret malloc'ed, pointing into map. */
