@@ -45,12 +45,17 @@ struct sync_options {
 	 * format or chunk size (-EPROTO, -EPROTONOSUPPORT); may be NULL. */
 	void (*bad_catalog)(void *data, const char *name, int err);
 	unsigned parallel; /* concurrent uploads; 0: 4 */
+	/* A pull decodes and merges catalogs in batches of about this many entries, so its memory
+	 * stays bounded whatever the remote holds; 0: SYNC_PULL_BATCH_ENTRIES. */
+	size_t batch_entries;
 };
+#define SYNC_PULL_BATCH_ENTRIES 500000
 
 struct sync_report {
 	/* pull */
 	uint64_t catalogs_read, catalog_bytes;
 	uint64_t applied, kept_local; /* remote entries applied; local changes that won */
+	uint64_t batches;             /* merges the pull was cut into (batch_entries) */
 	/* push */
 	uint64_t upserts, tombstones;
 	uint64_t chunks_uploaded, packs_uploaded, bytes_uploaded;

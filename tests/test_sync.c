@@ -983,3 +983,81 @@ Test(sync, bad_catalogs_are_downloaded_once)
 	host_close(&a);
 	fsck_ok(&a);
 }
+
+/* host_open, but its first pull merges in batches of batch_entries entries. */
+static void host_open_batched(struct host *h, const char *name, size_t batch_entries)
+{
+	struct sync_options so = {.batch_entries = batch_entries};
+	struct vfs_options o = {0};
+	char err[256] = "";
+	struct store *st;
+
+	snprintf(h->store, sizeof(h->store), "%s/%s", dir, name);
+	cr_assert_eq(store_open(h->store, STORE_CREATE | STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(remote_open(url, NULL, &h->r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sync_check_remote(st, h->r, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, err,
+				       sizeof(err)),
+		     0, "%s", err);
+	cr_assert_eq(sync_pull(st, h->r, &so, &h->pulled), 0);
+	o.remote = h->r;
+	cr_assert_eq(vfs_open(st, &o, &h->v), 0);
+}
+
+/*
+ * A pull holds at most about batch_entries entries of decoded catalogs at once, and merging in
+ * batches gives what one merge of everything gives: replacements, deletions, and an entry of a
+ * later catalog stamped older than the one already merged (it loses in its own batch too).
+ */
+Test(sync, a_pull_in_batches_merges_what_one_pull_merges)
+{
+	static const uint8_t writer[16] = {9};
+	const struct chunker_params *cp = &chunker_default_params;
+	struct host a = {0}, whole = {0}, batched = {0};
+	const struct cat_entry stale = {
+		.path = "f3", .type = CAT_E_DIR, .mode = S_IFDIR | 0755, .stamp = 1};
+	uint8_t d[5][3000], d1[2500];
+	struct cat_writer *w;
+	char name[160], hex[65], fname[8];
+	uint8_t sha[32];
+	void *cat;
+	size_t len;
+
+	host_open(&a, "a", 0);
+	for (int i = 0; i < 5; i++) {
+		fill_random(d[i], sizeof(d[i]), 40 + (unsigned)i);
+		snprintf(fname, sizeof(fname), "f%d", i);
+		put(&a, 1, fname, d[i], sizeof(d[i]));
+	}
+	host_push(&a, NULL);
+	fill_random(d1, sizeof(d1), 99);
+	put(&a, 1, "f1", d1, sizeof(d1));
+	cr_assert_eq(vfs_unlink(a.v, 1, "f2"), 0);
+	host_push(&a, NULL);
+	/* A later catalog whose entry for f3 is stamped 1 ns after the epoch. */
+	cr_assert_eq(cat_writer_new(CAT_DELTA, writer, now_ns(), cp->min, cp->avg, cp->max, &w), 0);
+	cr_assert_eq(cat_writer_add_entry(w, &stale), 0);
+	cr_assert_eq(cat_writer_finish(w, &cat, &len, sha), 0);
+	snprintf(name, sizeof(name), "ns/%016llx-%s.cat", (unsigned long long)now_ns(),
+		 hash_hex(sha, 32, hex));
+	cr_assert_eq(remote_put(a.r, name, cat, len), 0);
+	free(cat);
+	host_close(&a);
+
+	host_open(&whole, "whole", 0);
+	cr_assert_eq(whole.pulled.batches, 1);
+	host_open_batched(&batched, "batched", 1);
+	cr_assert_geq(batched.pulled.batches, 3, "%llu batches",
+		      (unsigned long long)batched.pulled.batches);
+	cr_assert_eq(batched.pulled.catalogs_read, whole.pulled.catalogs_read);
+	for (struct host *h = &whole; h; h = h == &whole ? &batched : NULL) {
+		check(h, "f0", d[0], sizeof(d[0]));
+		check(h, "f1", d1, sizeof(d1));
+		cr_assert_eq(lookup(h, "f2"), 0, "%s: f2 was deleted", h->store);
+		check(h, "f3", d[3], sizeof(d[3]));
+		check(h, "f4", d[4], sizeof(d[4]));
+	}
+	host_close(&whole);
+	host_close(&batched);
+	fsck_ok(&whole);
+	fsck_ok(&batched);
+}

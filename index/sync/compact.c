@@ -62,7 +62,7 @@ int sync_compact(struct store *st, struct remote *rem, const struct sync_options
 
 	r = list_sorted(rem, "ns/", &ns);
 	if (r == 0)
-		r = fetch_catalogs(st, rem, &ns, NULL, NULL, o, &cats, &names, &n, NULL, NULL);
+		r = fetch_catalogs(st, rem, &ns, NULL, NULL, o, 0, &cats, &names, &n, NULL, NULL);
 	if (r < 0)
 		goto out;
 	if (n < 2)

@@ -105,7 +105,7 @@ int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 			r = collect_name(ns.v[i], 0, &todo);
 	pthread_mutex_unlock(lock);
 	if (r == 0)
-		r = fetch_catalogs(st, rem, &todo, NULL, NULL, o, &cats, &names, &n,
+		r = fetch_catalogs(st, rem, &todo, NULL, NULL, o, 0, &cats, &names, &n,
 				   &ret->catalog_bytes, &bad);
 	if (bad.n) {
 		int rb;

@@ -713,12 +713,13 @@ int remember_bad_catalogs(struct idx *x, const struct names *bad)
 /* Fetch every catalog of ns/ for which want(name) says yes. */
 int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 		   bool (*want)(void *data, const char *name), void *data,
-		   const struct sync_options *o, struct cat ***ret, char ***ret_names,
-		   size_t *ret_n, uint64_t *bytes, struct names *ret_bad)
+		   const struct sync_options *o, size_t max_entries, struct cat ***ret,
+		   char ***ret_names, size_t *ret_n, uint64_t *bytes, struct names *ret_bad)
 {
 	struct cat **cats = calloc(ns->n ? ns->n : 1, sizeof(*cats));
 	char **names = calloc(ns->n ? ns->n : 1, sizeof(*names));
-	size_t n = 0;
+	size_t n = 0, entries = 0;
+	bool more = false;
 	int r = 0;
 
 	if (!cats || !names) {
@@ -729,6 +730,10 @@ int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 	for (size_t i = 0; i < ns->n; i++) {
 		if (want && !want(data, ns->v[i]))
 			continue;
+		if (max_entries && entries >= max_entries) {
+			more = true;
+			break;
+		}
 		r = load_catalog(st, rem, ns->v[i], &cats[n], bytes);
 		if (r == -ENOENT) {
 			/* Compacted away since the listing: its content is in a newer snapshot. */
@@ -752,6 +757,7 @@ int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 			log_debug("catalog %s: %s", ns->v[i], strerror(-r));
 			break;
 		}
+		entries += cats[n]->n_entries;
 		names[n++] = ns->v[i];
 		if (o && o->progress)
 			o->progress(o->progress_data, "catalogs", i + 1, ns->n);
@@ -764,5 +770,5 @@ int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 	*ret = cats;
 	*ret_names = names;
 	*ret_n = n;
-	return 0;
+	return more ? 1 : 0;
 }

@@ -27,11 +27,12 @@ static void pull_free(struct pull *pl)
 }
 
 /*
- * Fetch every catalog of ns/ not merged yet. One that vanished between the listing and its
- * download was compacted into a snapshot written after the listing: list again (three tries).
+ * Fetch the catalogs of ns/ not merged yet, up to about max_entries entries: 1 when more are left
+ * for another batch, 0 when that was all. One that vanished between the listing and its download
+ * was compacted into a snapshot written after the listing: list again (three tries).
  */
 static int pull_fetch(struct store *st, struct remote *rem, struct pull *pl,
-		      const struct sync_options *o, struct sync_report *rep)
+		      const struct sync_options *o, size_t max_entries, struct sync_report *rep)
 {
 	struct want_merge w = {.x = store_idx(st),
 			       .since = (int64_t)time(NULL) - SYNC_BAD_CATALOG_RETRY_S};
@@ -40,12 +41,14 @@ static int pull_fetch(struct store *st, struct remote *rem, struct pull *pl,
 	for (int attempt = 0;; attempt++) {
 		struct names bad = {0};
 		size_t listed = 0;
+		int more;
 
 		r = list_sorted(rem, "ns/", &pl->ns);
 		if (r < 0)
 			return r;
-		r = fetch_catalogs(st, rem, &pl->ns, want_unmerged, &w, o, &pl->cats, &pl->names,
-				   &pl->n, &rep->catalog_bytes, &bad);
+		more = fetch_catalogs(st, rem, &pl->ns, want_unmerged, &w, o, max_entries,
+				      &pl->cats, &pl->names, &pl->n, &rep->catalog_bytes, &bad);
+		r = MIN(more, 0);
 		for (size_t i = 0; r == 0 && i < pl->ns.n; i++)
 			listed += want_unmerged(&w, pl->ns.v[i]);
 		/* Counted as wanted above; not wanted again, by this pull or the next ones. */
@@ -55,8 +58,9 @@ static int pull_fetch(struct store *st, struct remote *rem, struct pull *pl,
 		names_free(&bad);
 		if (r < 0)
 			return r;
-		if (listed == pl->n || attempt == 2)
-			return 0;
+		/* A batch: the next one lists again, which sees any snapshot written meanwhile. */
+		if (more == 1 || listed == pl->n || attempt == 2)
+			return more;
 		cats_free(pl->cats, pl->n);
 		free(pl->names);
 		names_free(&pl->ns);
@@ -148,18 +152,20 @@ static int pull_apply(struct store *st, struct pull *pl, const struct sync_optio
 	return r;
 }
 
-int sync_pull(struct store *st, struct remote *rem, const struct sync_options *o,
-	      struct sync_report *ret)
+/* Fetch, pick the winners of and merge one batch of catalogs, in one transaction: 1 when more are
+ * left for another, 0 when that was the last, -errno (the batch rolled back). */
+static int pull_batch(struct store *st, struct remote *rem, const struct sync_options *o,
+		      size_t max_entries, struct sync_report *ret)
 {
 	struct idx *x = store_idx(st);
 	struct pull pl = {0};
-	int r;
+	int more, r;
 
-	memset(ret, 0, sizeof(*ret));
-	r = pull_fetch(st, rem, &pl, o, ret);
+	more = r = pull_fetch(st, rem, &pl, o, max_entries, ret);
 	if (r < 0 || pl.n == 0)
 		goto out;
-	ret->catalogs_read = pl.n;
+	ret->catalogs_read += pl.n;
+	ret->batches++;
 	r = pick_winners(pl.cats, pl.n, &pl.map);
 	if (r == 0)
 		r = sorted_winners(&pl.map, &pl.win, &pl.nwin);
@@ -176,5 +182,23 @@ int sync_pull(struct store *st, struct remote *rem, const struct sync_options *o
 		idx_rollback(x);
 out:
 	pull_free(&pl);
+	return r < 0 ? r : more;
+}
+
+/*
+ * Batches are equivalent to one merge of everything: merge_entry skips what the base (rbase)
+ * already holds at a later stamp, so a later batch's older entry for a path loses to the earlier
+ * batch's newer one, as it would have within one batch.
+ */
+int sync_pull(struct store *st, struct remote *rem, const struct sync_options *o,
+	      struct sync_report *ret)
+{
+	size_t max_entries = o && o->batch_entries ? o->batch_entries : SYNC_PULL_BATCH_ENTRIES;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	do
+		r = pull_batch(st, rem, o, max_entries, ret);
+	while (r == 1);
 	return r;
 }

@@ -446,14 +446,15 @@ static int refresh(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 		if (lock)
 			pthread_mutex_unlock(lock);
 		if (r == 0)
-			r = fetch_catalogs(st, rem, &unseen, NULL, NULL, o, &cats, &names, &n, NULL,
-					   NULL);
+			r = fetch_catalogs(st, rem, &unseen, NULL, NULL, o, 0, &cats, &names, &n,
+					   NULL, NULL);
 		/* names point into unseen: keep their strings until the end. */
 		names_free(&ns);
 		ns = unseen;
 	}
 	if (r == 0)
-		r = fetch_catalogs(st, rem, &gc, NULL, NULL, NULL, &cond, &cnames, &nc, NULL, NULL);
+		r = fetch_catalogs(st, rem, &gc, NULL, NULL, NULL, 0, &cond, &cnames, &nc, NULL,
+				   NULL);
 	if (r < 0)
 		goto out;
 	if (lock)

@@ -93,7 +93,7 @@ static int gc_read_namespace(struct gc *g)
 
 	r = list_sorted(g->rem, "ns/", &g->ns);
 	if (r == 0)
-		r = fetch_catalogs(g->st, g->rem, &g->ns, NULL, NULL, g->o, &g->cats, &g->names,
+		r = fetch_catalogs(g->st, g->rem, &g->ns, NULL, NULL, g->o, 0, &g->cats, &g->names,
 				   &g->n, NULL, &bad);
 	/* What an unreadable catalog uses would look unused: collect nothing until it is fixed. */
 	if (r == 0 && bad.n)
@@ -342,7 +342,7 @@ int sync_gc(struct store *st, struct remote *rem, int64_t keep_s, int64_t grace_
 	if (r == 0)
 		r = list_sorted(rem, "gc/", &g.gc);
 	if (r == 0)
-		r = fetch_catalogs(st, rem, &g.gc, NULL, NULL, NULL, &g.marks, &g.mnames, &g.nm,
+		r = fetch_catalogs(st, rem, &g.gc, NULL, NULL, NULL, 0, &g.marks, &g.mnames, &g.nm,
 				   NULL, NULL);
 	if (r == 0)
 		r = gc_delete_condemned(&g, grace_s);

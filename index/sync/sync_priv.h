@@ -203,15 +203,16 @@ int load_catalog(struct store *st, struct remote *rem, const char *name, struct 
 		 uint64_t *bytes);
 void cats_free(struct cat **cats, size_t n);
 /*
- * Fetch every catalog of ns for which want(data, name) says yes (want NULL: all). A catalog gone
- * since the listing is skipped; a bad one is reported to o->bad_catalog, added to *ret_bad (may
- * be NULL; names_free it) and skipped. *ret and *ret_names (pointing into ns) are malloc'ed:
- * cats_free and free.
+ * Fetch every catalog of ns for which want(data, name) says yes (want NULL: all), in order, until
+ * they hold max_entries entries or more (0: no limit). A catalog gone since the listing is
+ * skipped; a bad one is reported to o->bad_catalog, added to *ret_bad (may be NULL; names_free
+ * it) and skipped. *ret and *ret_names (pointing into ns) are malloc'ed: cats_free and free.
+ * 0 when every wanted catalog was fetched, 1 when the limit stopped it, -errno.
  */
 int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 		   bool (*want)(void *data, const char *name), void *data,
-		   const struct sync_options *o, struct cat ***ret, char ***ret_names,
-		   size_t *ret_n, uint64_t *bytes, struct names *ret_bad);
+		   const struct sync_options *o, size_t max_entries, struct cat ***ret,
+		   char ***ret_names, size_t *ret_n, uint64_t *bytes, struct names *ret_bad);
 /*
  * A catalog that failed to verify or decode is not downloaded again for this long (it is
  * content-named: the same name stays bad; the wait covers a transfer cut short, and a catalog of
