@@ -1061,3 +1061,54 @@ Test(sync, a_pull_in_batches_merges_what_one_pull_merges)
 	fsck_ok(&whole);
 	fsck_ok(&batched);
 }
+
+/*
+ * A path as deep as the format allows (2,000 levels in 4,000 bytes) from a remote catalog. The
+ * merge resolved and made its directories recursively, 8 KiB of stack per level: such a catalog
+ * killed every host that pulled it, at mount and in the live merge.
+ */
+Test(sync, a_path_2000_levels_deep_is_merged_without_recursion)
+{
+	static const uint8_t writer[16] = {11};
+	const struct chunker_params *cp = &chunker_default_params;
+	static char deep[2 * 2000 + 2];
+	struct cat_entry e = {.type = CAT_E_DIR, .mode = S_IFDIR | 0755};
+	struct host a = {0};
+	struct sync_report rep;
+	struct cat_writer *w;
+	char name[160], hex[65];
+	uint8_t sha[32];
+	uint64_t ino, parent = 1;
+	void *cat;
+	size_t len;
+
+	for (size_t i = 0; i < 2000; i++)
+		memcpy(deep + 2 * i, "d/", 2);
+	deep[2 * 2000 - 1] = '\0'; /* "d/d/.../d": 2,000 components */
+	host_open(&a, "a", 0);
+	e.path = deep;
+	e.stamp = now_ns();
+	cr_assert_eq(cat_writer_new(CAT_DELTA, writer, e.stamp, cp->min, cp->avg, cp->max, &w), 0);
+	cr_assert_eq(cat_writer_add_entry(w, &e), 0);
+	cr_assert_eq(cat_writer_finish(w, &cat, &len, sha), 0);
+	snprintf(name, sizeof(name), "ns/%016llx-%s.cat", (unsigned long long)e.stamp,
+		 hash_hex(sha, 32, hex));
+	cr_assert_eq(remote_put(a.r, name, cat, len), 0);
+	free(cat);
+
+	/* The live merge of a serving store, on a thread's stack... */
+	cr_assert_eq(vfs_pull(a.v, false, NULL, NULL, NULL, &rep), 0);
+	host_close(&a);
+	/* ...and the pull of a fresh store. */
+	host_open(&a, "fresh", 0);
+	for (int i = 0; i < 2000; i++) {
+		struct stat st;
+
+		cr_assert_eq(vfs_lookup(a.v, parent, "d", &st), 0, "level %d", i);
+		cr_assert(S_ISDIR(st.st_mode));
+		ino = st.st_ino;
+		parent = ino;
+	}
+	host_close(&a);
+	fsck_ok(&a);
+}

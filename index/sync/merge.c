@@ -140,43 +140,74 @@ int learn_chunks(struct idx *x, const struct cat *c)
 
 /* ---- applying remote entries to the local namespace ---- */
 
+/*
+ * The deepest directory along path: the first *ret_len bytes of path (ending before a '/' or at
+ * the end; 0: the root) name directory *ret_ino. Iterative: a path from a catalog may be 2,000
+ * levels deep. Directories met are cached in m->dirs, so the usual call finds the parent at
+ * once. 0 or -errno.
+ */
+static int deepest_dir(struct merge *m, const char *path, size_t *ret_len, uint64_t *ret_ino)
+{
+	char buf[IDX_PATH_MAX + 1];
+	size_t len = strlen(path), pos = len;
+	uint64_t ino = IDX_ROOT_INO;
+	int r;
+
+	if (len > IDX_PATH_MAX)
+		return -ENAMETOOLONG;
+	memcpy(buf, path, len + 1);
+	/* The longest prefix known already, from the end. */
+	while (pos > 0) {
+		void *hit = smap_get(&m->dirs, buf);
+		char *slash;
+
+		if (hit) {
+			ino = (uint64_t)(uintptr_t)hit;
+			break;
+		}
+		slash = memrchr(buf, '/', pos);
+		pos = slash ? (size_t)(slash - buf) : 0;
+		buf[pos] = '\0';
+	}
+	/* Down from there, one component at a time; buf holds path up to the current one. */
+	while (pos < len) {
+		size_t start = pos ? pos + 1 : 0, end;
+		const char *slash = strchr(path + start, '/');
+		struct idx_inode in;
+		uint64_t child;
+
+		end = slash ? (size_t)(slash - path) : len;
+		if (pos)
+			buf[pos] = '/';
+		memcpy(buf + start, path + start, end - start);
+		buf[end] = '\0';
+		r = idx_lookup(m->x, ino, buf + start, &child);
+		if (r == 1)
+			r = idx_get_inode(m->x, child, &in);
+		if (r < 0)
+			return r;
+		if (r == 0 || !S_ISDIR(in.mode))
+			break;
+		r = smap_put(&m->dirs, buf, (void *)(uintptr_t)child);
+		if (r < 0)
+			return r;
+		ino = child;
+		pos = end;
+	}
+	*ret_len = pos;
+	*ret_ino = ino;
+	return 0;
+}
+
 /* ino of the directory at path ("" is the root): 1, 0 when missing or not a directory. */
 int resolve_dir(struct merge *m, const char *path, uint64_t *ret)
 {
-	char buf[IDX_PATH_MAX + 1], *slash;
-	uint64_t parent, ino;
-	struct idx_inode in;
-	int r;
+	size_t len;
+	int r = deepest_dir(m, path, &len, ret);
 
-	if (!*path) {
-		*ret = IDX_ROOT_INO;
-		return 1;
-	}
-	ino = (uint64_t)(uintptr_t)smap_get(&m->dirs, path);
-	if (ino) {
-		*ret = ino;
-		return 1;
-	}
-	snprintf(buf, sizeof(buf), "%s", path);
-	slash = strrchr(buf, '/');
-	if (slash)
-		*slash = '\0';
-	r = resolve_dir(m, slash ? buf : "", &parent);
-	if (r <= 0)
-		return r;
-	r = idx_lookup(m->x, parent, slash ? slash + 1 : path, &ino);
-	if (r <= 0)
-		return r;
-	r = idx_get_inode(m->x, ino, &in);
-	if (r <= 0)
-		return r;
-	if (!S_ISDIR(in.mode))
-		return 0;
-	r = smap_put(&m->dirs, path, (void *)(uintptr_t)ino);
 	if (r < 0)
 		return r;
-	*ret = ino;
-	return 1;
+	return len == strlen(path) ? 1 : 0;
 }
 
 int adjust_nlink(struct idx *x, uint64_t ino, int delta)
@@ -262,56 +293,63 @@ int remove_entry(struct merge *m, uint64_t parent, const char *name, uint64_t in
 }
 
 /* Make directory path and its parents (parents take the entry's owner and 0755): 1 when made,
- * 0 when it was there. */
+ * 0 when it was there. Iterative, as deepest_dir. */
 static int make_dirs(struct merge *m, const char *path, uint32_t mode, uint32_t uid, uint32_t gid,
 		     int64_t mtime, int64_t stamp, uint64_t *ret)
 {
-	char buf[IDX_PATH_MAX + 1], *slash;
-	struct idx_inode in = {0};
-	uint64_t parent, ino;
+	char buf[IDX_PATH_MAX + 1];
+	size_t len = strlen(path), pos;
+	uint64_t parent;
 	int r;
 
-	r = resolve_dir(m, path, ret);
-	if (r != 0)
-		return r < 0 ? r : 0;
-	snprintf(buf, sizeof(buf), "%s", path);
-	slash = strrchr(buf, '/');
-	if (slash)
-		*slash = '\0';
-	if (slash)
-		r = make_dirs(m, buf, S_IFDIR | 0755, uid, gid, mtime, stamp, &parent);
-	else
-		parent = IDX_ROOT_INO;
+	r = deepest_dir(m, path, &pos, &parent);
 	if (r < 0)
 		return r;
-	/* Something that is not a directory is in the way: the directory wins. */
-	r = idx_lookup(m->x, parent, slash ? slash + 1 : path, &ino);
-	if (r < 0)
-		return r;
-	if (r == 1) {
-		r = remove_entry(m, parent, slash ? slash + 1 : path, ino);
+	if (pos == len) {
+		*ret = parent;
+		return 0;
+	}
+	memcpy(buf, path, len + 1);
+	while (pos < len) {
+		size_t start = pos ? pos + 1 : 0, end;
+		const char *slash = strchr(path + start, '/');
+		struct idx_inode in = {0};
+		const char *name = buf + start;
+		uint64_t ino;
+
+		end = slash ? (size_t)(slash - path) : len;
+		buf[end] = '\0';
+		/* Something that is not a directory is in the way: the directory wins. */
+		r = idx_lookup(m->x, parent, name, &ino);
+		if (r == 1)
+			r = remove_entry(m, parent, name, ino);
 		if (r < 0)
 			return r;
+		in.parent = parent;
+		in.mode = S_IFDIR | (end == len ? mode & 07777 : 0755);
+		in.uid = uid;
+		in.gid = gid;
+		in.nlink = 2;
+		in.atime = in.mtime = mtime;
+		in.ctime = stamp;
+		r = idx_new_inode(m->x, &in, &ino);
+		if (r == 0)
+			r = idx_add_dentry(m->x, parent, name, ino);
+		if (r == 0)
+			r = adjust_nlink(m->x, parent, 1);
+		if (r == 0 && m->live)
+			m->live->changed(m->live->data, parent, name, 0);
+		if (r == 0)
+			r = smap_put(&m->dirs, buf, (void *)(uintptr_t)ino);
+		if (r < 0)
+			return r;
+		if (end < len)
+			buf[end] = '/';
+		parent = ino;
+		pos = end;
 	}
-	in.parent = parent;
-	in.mode = S_IFDIR | (mode & 07777);
-	in.uid = uid;
-	in.gid = gid;
-	in.nlink = 2;
-	in.atime = in.mtime = mtime;
-	in.ctime = stamp;
-	r = idx_new_inode(m->x, &in, &ino);
-	if (r == 0)
-		r = idx_add_dentry(m->x, parent, slash ? slash + 1 : path, ino);
-	if (r == 0)
-		r = adjust_nlink(m->x, parent, 1);
-	if (r == 0 && m->live)
-		m->live->changed(m->live->data, parent, slash ? slash + 1 : path, 0);
-	if (r == 0)
-		r = smap_put(&m->dirs, path, (void *)(uintptr_t)ino);
-	if (r == 0)
-		*ret = ino;
-	return r < 0 ? r : 1;
+	*ret = parent;
+	return 1;
 }
 
 /* The local chunk for a catalog chunk: found by key and digest, or recorded as remote-only. */
