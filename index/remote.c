@@ -298,6 +298,9 @@ void remote_free(struct remote *r)
 	wipe_free(r->access_key);
 	wipe_free(r->secret_key);
 	wipe_free(r->session_token);
+	free(r->creds_file);
+	if (r->creds_lock_made)
+		pthread_mutex_destroy(&r->creds_lock);
 	free(r);
 }
 
@@ -1122,6 +1125,12 @@ int remote_http_exec(struct remote *r, struct remote_xfer *x)
 				break;
 			}
 			s3_error_code(a.errbody, x->s3_code, sizeof(x->s3_code));
+			/* Temporary credentials ran out: the next request reloads them. */
+			if (!strcmp(x->s3_code, "ExpiredToken") ||
+			    !strcmp(x->s3_code, "TokenRefreshRequired") ||
+			    !strcmp(x->s3_code, "InvalidToken") ||
+			    !strcmp(x->s3_code, "InvalidAccessKeyId"))
+				atomic_store(&r->creds_stale, true);
 			ret = x->status == 416 ? -EIO : status_errno(x->status);
 			retriable = status_retriable(x->status);
 			remote_set_error("%s: HTTP %ld%s%s%s after %d attempt%s", what, x->status,

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
@@ -82,7 +84,18 @@ struct remote {
 	/* s3 */
 	char *host;       /* the Host header, signed */
 	char *key_prefix; /* "" or "prefix/" */
-	char *region, *access_key, *secret_key, *session_token;
+	char *region;
+	/* s3 credentials (remote_creds.c): creds_lock guards them and the source's state */
+	pthread_mutex_t creds_lock;
+	bool creds_lock_made;
+	char *access_key, *secret_key, *session_token;
+	enum { CREDS_ENV, CREDS_FILE, CREDS_CONTAINER, CREDS_IMDS } creds_source;
+	char *creds_file;                 /* CREDS_FILE: its path */
+	struct timespec creds_file_mtime; /* CREDS_FILE: as last read */
+	off_t creds_file_size;            /* CREDS_FILE: as last read */
+	int64_t creds_checked;            /* CREDS_FILE: wall s of the last stat */
+	int64_t creds_expires;            /* endpoint credentials: wall s, 0: none said */
+	_Atomic bool creds_stale;         /* the server said they expired: reload */
 
 	pthread_mutex_t pool_lock;
 	CURL *pool[REMOTE_POOL_MAX]; /* idle easy handles: pool_lock */
@@ -164,6 +177,11 @@ void remote_parse_header(const char *p, size_t len, long *retry_after, struct re
  * aws_access_key_id, aws_secret_access_key and aws_session_token found replaces r's (malloc'ed,
  * wiped when freed by remote_free). 0 found or not, -ENOMEM. */
 int remote_parse_s3_credentials(FILE *f, const char *profile, struct remote *r);
+/* Find the S3 credentials (remote_creds.c has the sources): 0, or -EACCES / -errno with err. */
+int remote_s3_load_credentials(struct remote *r, char *err, size_t errlen);
+/* Copies of the current credentials (refreshed first when due), malloc'ed, for one signature;
+ * *ret_token NULL without a session token. The caller wipes and frees them. 0 or -ENOMEM. */
+int remote_s3_credentials(struct remote *r, char **ret_id, char **ret_secret, char **ret_token);
 /* Decode XML character references and the five predefined entities of s[0..n) into a malloc'ed
  * string; NULL on a malformed reference or out of memory. */
 char *remote_xml_text(const char *s, size_t n);

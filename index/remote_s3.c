@@ -4,9 +4,8 @@
  *
  *   s3://bucket[/prefix][?endpoint=URL&region=R&addressing=path|virtual]
  *
- * Objects are keys "<prefix>/<name>". Credentials come from AWS_ACCESS_KEY_ID,
- * AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, else from the shared credentials file
- * ($AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile $AWS_PROFILE or "default").
+ * Objects are keys "<prefix>/<name>". Credentials: remote_creds.c (the environment, the shared
+ * credentials file, the container and instance credentials endpoints, kept fresh).
  * Region: region=, AWS_REGION, AWS_DEFAULT_REGION, us-east-1. Endpoint: endpoint=,
  * AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, https://s3.<region>.amazonaws.com. A custom endpoint
  * means path-style addressing (host/bucket/key), AWS virtual-hosted (bucket.host/key).
@@ -35,6 +34,14 @@
 /* Pages of a listing followed at most: 10 million keys at S3's 1000 per page. */
 #define S3_MAX_PAGES 10000
 
+static void wipe_token(char *token)
+{
+	if (token) {
+		explicit_bzero(token, strlen(token));
+		free(token);
+	}
+}
+
 static int s3_sign(struct remote *r, const struct remote_xfer *x, struct curl_slist **hdrs)
 {
 	const char *signed_hdrs[ARRAY_SIZE(x->headers)];
@@ -50,10 +57,8 @@ static int s3_sign(struct remote *r, const struct remote_xfer *x, struct curl_sl
 		.amz_date = date,
 		.region = r->region,
 		.service = "s3",
-		.access_key = r->access_key,
-		.secret_key = r->secret_key,
-		.session_token = r->session_token,
 	};
+	char *id, *secret, *token;
 	struct curl_slist *h;
 	struct tm tm;
 	time_t now = time(NULL);
@@ -63,9 +68,20 @@ static int s3_sign(struct remote *r, const struct remote_xfer *x, struct curl_sl
 		signed_hdrs[q.n_headers++] = x->headers[i];
 	if (!gmtime_r(&now, &tm) || strftime(date, sizeof(date), "%Y%m%dT%H%M%SZ", &tm) != 16)
 		return -EIO;
-	ret = sigv4_authorization(&q, auth, sizeof(auth));
+	ret = remote_s3_credentials(r, &id, &secret, &token);
 	if (ret < 0)
 		return ret;
+	q.access_key = id;
+	q.secret_key = secret;
+	q.session_token = token;
+	ret = sigv4_authorization(&q, auth, sizeof(auth));
+	explicit_bzero(secret, strlen(secret));
+	free(secret);
+	free(id);
+	if (ret < 0) {
+		wipe_token(token);
+		return ret;
+	}
 
 	snprintf(line, sizeof(line), "Host: %s", r->host);
 	h = curl_slist_append(*hdrs, line);
@@ -79,9 +95,9 @@ static int s3_sign(struct remote *r, const struct remote_xfer *x, struct curl_sl
 		snprintf(line, sizeof(line), "x-amz-content-sha256: %s", payload);
 		h = curl_slist_append(*hdrs, line);
 	}
-	if (h && r->session_token) {
+	if (h && token) {
 		*hdrs = h;
-		snprintf(line, sizeof(line), "x-amz-security-token: %s", r->session_token);
+		snprintf(line, sizeof(line), "x-amz-security-token: %s", token);
 		h = curl_slist_append(*hdrs, line);
 		explicit_bzero(line, sizeof(line));
 	}
@@ -92,6 +108,7 @@ static int s3_sign(struct remote *r, const struct remote_xfer *x, struct curl_sl
 		explicit_bzero(line, sizeof(line));
 	}
 	explicit_bzero(auth, sizeof(auth));
+	wipe_token(token);
 	if (!h)
 		return -ENOMEM;
 	*hdrs = h;
@@ -377,142 +394,6 @@ static const char *env(const char *name)
 	return v && *v ? v : NULL;
 }
 
-static char *trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
-		*--e = '\0';
-	return s;
-}
-
-/* Read the profile's keys from the shared credentials file; 0 (found or not), -errno. */
-static int read_credentials_file(struct remote *r, char *err, size_t errlen)
-{
-	const char *file = env("AWS_SHARED_CREDENTIALS_FILE"), *home = env("HOME");
-	const char *profile = env("AWS_PROFILE") ? env("AWS_PROFILE") : "default";
-	char *path = NULL;
-	struct stat st;
-	FILE *f;
-	int fd, ret = 0;
-
-	if (file)
-		path = strdup(file);
-	else if (home && asprintf(&path, "%s/.aws/credentials", home) < 0)
-		path = NULL;
-	if (!path)
-		return file || home ? -ENOMEM : 0;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = errno == ENOENT ? 0 : -errno;
-		if (ret)
-			snprintf(err, errlen, "cannot read AWS credentials file %s: %s", path,
-				 strerror(-ret));
-		free(path);
-		return ret;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20)) {
-		snprintf(err, errlen, "AWS credentials file %s is not a regular file under 1 MiB",
-			 path);
-		close(fd);
-		free(path);
-		return -EINVAL;
-	}
-	f = fdopen(fd, "r");
-	if (!f) {
-		close(fd);
-		free(path);
-		return -ENOMEM;
-	}
-	ret = remote_parse_s3_credentials(f, profile, r);
-	fclose(f);
-	free(path);
-	return ret;
-}
-
-int remote_parse_s3_credentials(FILE *f, const char *profile, struct remote *r)
-{
-	char line[8192];
-	bool in_profile = false;
-	int ret = 0;
-
-	while (fgets(line, sizeof(line), f)) {
-		char *s = trim(line), *eq, *k, *v, **slot = NULL;
-
-		if (!*s || *s == '#' || *s == ';')
-			continue;
-		if (*s == '[') {
-			char *close = strchr(s, ']');
-
-			if (close) {
-				*close = '\0';
-				in_profile = strcmp(trim(s + 1), profile) == 0;
-			}
-			continue;
-		}
-		if (!in_profile || !(eq = strchr(s, '=')))
-			continue;
-		*eq = '\0';
-		k = trim(s);
-		v = trim(eq + 1);
-		if (strcasecmp(k, "aws_access_key_id") == 0)
-			slot = &r->access_key;
-		else if (strcasecmp(k, "aws_secret_access_key") == 0)
-			slot = &r->secret_key;
-		else if (strcasecmp(k, "aws_session_token") == 0)
-			slot = &r->session_token;
-		if (slot && *v) {
-			if (*slot) {
-				explicit_bzero(*slot, strlen(*slot));
-				free(*slot);
-			}
-			*slot = strdup(v);
-			if (!*slot)
-				ret = -ENOMEM;
-		}
-	}
-	explicit_bzero(line, sizeof(line));
-	return ret;
-}
-
-static int load_credentials(struct remote *r, char *err, size_t errlen)
-{
-	const char *id = env("AWS_ACCESS_KEY_ID"), *secret = env("AWS_SECRET_ACCESS_KEY");
-	int ret;
-
-	if (id || secret) {
-		if (!id || !secret) {
-			snprintf(err, errlen,
-				 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set "
-				 "together");
-			return -EACCES;
-		}
-		r->access_key = strdup(id);
-		r->secret_key = strdup(secret);
-		if (env("AWS_SESSION_TOKEN"))
-			r->session_token = strdup(env("AWS_SESSION_TOKEN"));
-		if (!r->access_key || !r->secret_key ||
-		    (env("AWS_SESSION_TOKEN") && !r->session_token))
-			return -ENOMEM;
-		return 0;
-	}
-	ret = read_credentials_file(r, err, errlen);
-	if (ret < 0)
-		return ret;
-	if (!r->access_key || !r->secret_key) {
-		snprintf(err, errlen,
-			 "no S3 credentials: set AWS_ACCESS_KEY_ID and "
-			 "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if temporary), or "
-			 "put them in ~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE, "
-			 "profile AWS_PROFILE)");
-		return -EACCES;
-	}
-	return 0;
-}
-
 static bool valid_chars(const char *s, const char *extra)
 {
 	if (!*s)
@@ -676,7 +557,7 @@ int remote_s3_open(struct remote *r, const char *url, char *err, size_t errlen)
 		ret = -EINVAL;
 		goto out_free;
 	}
-	ret = load_credentials(r, err, errlen);
+	ret = remote_s3_load_credentials(r, err, errlen);
 	if (ret)
 		goto out_free;
 

@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -387,6 +390,8 @@ Test(remote_url, s3_needs_credentials)
 	unsetenv("AWS_SECRET_ACCESS_KEY");
 	unsetenv("AWS_SESSION_TOKEN");
 	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials", 1);
+	/* Not the instance metadata of whatever machine runs the tests. */
+	setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
 	cr_assert_eq(remote_open("s3://bucket/p", NULL, &r, err, sizeof(err)), -EACCES);
 	cr_assert_not_null(strstr(err, "AWS_ACCESS_KEY_ID"));
 	cr_assert_not_null(strstr(err, "AWS_SECRET_ACCESS_KEY"));
@@ -986,5 +991,231 @@ Test(remote_s3, server_down)
 	cr_assert_null(strstr(remote_last_error(), "S3RVER"));
 	harness("restart-s3");
 	cr_assert_eq(remote_head(r, "down/x", NULL), 1, "%s", remote_last_error());
+	remote_free(r);
+}
+
+/* ---- S3 credentials from endpoints, kept fresh (remote_creds.c) ---- */
+
+/*
+ * A loopback stand-in for the credential endpoints, one request per connection: the container
+ * endpoint (GET /creds, Authorization required) and IMDSv2 (PUT /latest/api/token, then GETs that
+ * must carry the token). Both answer the key id of the moment, which the test changes.
+ */
+static struct {
+	int fd, port;
+	pthread_t thread;
+	char key_id[32];
+	char expiration[32];
+	int served;
+} cred_srv;
+
+static void cred_reply(int c, int status, const char *body)
+{
+	char head[256];
+	int n = snprintf(head, sizeof(head),
+			 "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+			 status, strlen(body));
+
+	cr_assert_eq(write(c, head, (size_t)n), n);
+	cr_assert_eq(write(c, body, strlen(body)), (ssize_t)strlen(body));
+}
+
+static void *cred_serve(void *arg)
+{
+	for (;;) {
+		char req[8192], body[1024];
+		size_t len = 0;
+		ssize_t n;
+		int c = accept(cred_srv.fd, NULL, NULL);
+
+		if (c < 0)
+			return NULL;
+		while (len < sizeof(req) - 1 &&
+		       (n = read(c, req + len, sizeof(req) - 1 - len)) > 0) {
+			len += (size_t)n;
+			req[len] = '\0';
+			if (strstr(req, "\r\n\r\n"))
+				break;
+		}
+		req[len] = '\0';
+		snprintf(body, sizeof(body),
+			 "{\"AccessKeyId\" : \"%s\", \"SecretAccessKey\": \"secret-%s\", "
+			 "\"Token\": \"token-%s\", \"Expiration\": \"%s\"}",
+			 cred_srv.key_id, cred_srv.key_id, cred_srv.key_id, cred_srv.expiration);
+		if (!strncmp(req, "GET /creds ", 11)) {
+			if (strstr(req, "\r\nAuthorization: Bearer sesame\r\n"))
+				cred_reply(c, 200, body);
+			else
+				cred_reply(c, 401, "");
+		} else if (!strncmp(req, "PUT /latest/api/token ", 22)) {
+			cred_reply(c,
+				   strstr(req, "X-aws-ec2-metadata-token-ttl-seconds:") ? 200 : 400,
+				   "imds-session");
+		} else if (!strstr(req, "X-aws-ec2-metadata-token: imds-session\r\n")) {
+			cred_reply(c, 401, "");
+		} else if (!strncmp(req, "GET /latest/meta-data/iam/security-credentials/ ", 48)) {
+			cred_reply(c, 200, "runner-role\n");
+		} else if (!strncmp(req,
+				    "GET /latest/meta-data/iam/security-credentials/runner-role ",
+				    59)) {
+			cred_reply(c, 200, body);
+		} else {
+			cred_reply(c, 404, "");
+		}
+		__atomic_add_fetch(&cred_srv.served, 1, __ATOMIC_SEQ_CST);
+		close(c);
+	}
+}
+
+static void cred_set(const char *key_id, int64_t expires_in)
+{
+	time_t t = time(NULL) + expires_in;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	snprintf(cred_srv.key_id, sizeof(cred_srv.key_id), "%s", key_id);
+	strftime(cred_srv.expiration, sizeof(cred_srv.expiration), "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void cred_start(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+
+	make_tmpdir();
+	cred_srv.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(cred_srv.fd, 0);
+	cr_assert_eq(bind(cred_srv.fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(cred_srv.fd, 16), 0);
+	cr_assert_eq(getsockname(cred_srv.fd, (struct sockaddr *)&a, &alen), 0);
+	cred_srv.port = ntohs(a.sin_port);
+	cr_assert_eq(pthread_create(&cred_srv.thread, NULL, cred_serve, NULL), 0);
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	unsetenv("AWS_SESSION_TOKEN");
+	unsetenv("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+	unsetenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+	unsetenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+	unsetenv("AWS_EC2_METADATA_DISABLED");
+	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials", 1);
+}
+
+static void cred_stop(void)
+{
+	shutdown(cred_srv.fd, SHUT_RDWR);
+	close(cred_srv.fd);
+	pthread_join(cred_srv.thread, NULL);
+	rm_tmpdir();
+}
+
+/* The key id the next request would be signed with. */
+static void assert_key(struct remote *r, const char *want)
+{
+	char *id, *secret, *token;
+	char sw[64], tw[64];
+
+	cr_assert_eq(remote_s3_credentials(r, &id, &secret, &token), 0);
+	snprintf(sw, sizeof(sw), "secret-%s", want);
+	snprintf(tw, sizeof(tw), "token-%s", want);
+	cr_assert_str_eq(id, want);
+	cr_assert_str_eq(secret, sw);
+	cr_assert_not_null(token);
+	cr_assert_str_eq(token, tw);
+	free(id);
+	free(secret);
+	free(token);
+}
+
+#define S3_NOWHERE "s3://bucket/p?endpoint=http://127.0.0.1:9&region=us-east-1"
+
+/* Container credentials (ECS, EKS Pod Identity): fetched again 5 minutes before they expire. */
+Test(remote_creds, container_endpoint_refreshed_before_expiry, .init = cred_start,
+     .fini = cred_stop)
+{
+	struct remote *r = NULL;
+	char url[128], err[512] = "";
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/creds", cred_srv.port);
+	setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", url, 1);
+	setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer wrong", 1);
+	cred_set("AKIDONE", 3600);
+	cr_assert_eq(remote_open(S3_NOWHERE, NULL, &r, err, sizeof(err)), -EACCES);
+	cr_assert_not_null(strstr(err, "HTTP 401"), "%s", err);
+	setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer sesame", 1);
+	cr_assert_eq(remote_open(S3_NOWHERE, NULL, &r, err, sizeof(err)), 0, "%s", err);
+	assert_key(r, "AKIDONE");
+	/* An hour left: nothing fetched. */
+	cred_set("AKIDTWO", 3600);
+	assert_key(r, "AKIDONE");
+	remote_free(r);
+
+	/* Two minutes left: the next request fetches new ones. */
+	cred_set("AKIDONE", 120);
+	cr_assert_eq(remote_open(S3_NOWHERE, NULL, &r, err, sizeof(err)), 0, "%s", err);
+	cred_set("AKIDTWO", 3600);
+	assert_key(r, "AKIDTWO");
+	/* The endpoint is down: the keys held stay in use. */
+	r->creds_expires = 1;
+	unsetenv("AWS_CONTAINER_AUTHORIZATION_TOKEN");
+	assert_key(r, "AKIDTWO");
+	remote_free(r);
+	unsetenv("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+
+	/* Plain http to another host would hand the token to the network. */
+	setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://192.0.2.1/creds", 1);
+	cr_assert_eq(remote_open(S3_NOWHERE, NULL, &r, err, sizeof(err)), -EACCES);
+	cr_assert_not_null(strstr(err, "https://"), "%s", err);
+	unsetenv("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+}
+
+/* EC2 instance metadata, IMDSv2 only: a session token first, then the role's credentials. */
+Test(remote_creds, imdsv2, .init = cred_start, .fini = cred_stop)
+{
+	struct remote *r = NULL;
+	char url[128], err[512] = "";
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", cred_srv.port);
+	setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", url, 1);
+	cred_set("AKIDIMDS", 100);
+	cr_assert_eq(remote_open(S3_NOWHERE, NULL, &r, err, sizeof(err)), 0, "%s", err);
+	assert_key(r, "AKIDIMDS");
+	cred_set("AKIDIMDS2", 3600);
+	assert_key(r, "AKIDIMDS2"); /* 100 s were left: refreshed */
+	remote_free(r);
+	setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
+	cr_assert_eq(remote_open(S3_NOWHERE, NULL, &r, err, sizeof(err)), -EACCES);
+	unsetenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+}
+
+/* A credentials file rewritten during a long mount (a helper rotating keys) is read again. */
+Test(remote_creds, credentials_file_reread_when_it_changes, .init = cred_start, .fini = cred_stop)
+{
+	struct remote *r = NULL;
+	char path[128], err[512] = "";
+	FILE *f;
+
+	setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
+	snprintf(path, sizeof(path), "%s/credentials", tmpdir);
+	setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
+	f = fopen(path, "w");
+	fprintf(f, "[default]\naws_access_key_id = AKIDFILE\naws_secret_access_key = "
+		   "secret-AKIDFILE\naws_session_token = token-AKIDFILE\n");
+	fclose(f);
+	cr_assert_eq(remote_open(S3_NOWHERE, NULL, &r, err, sizeof(err)), 0, "%s", err);
+	assert_key(r, "AKIDFILE");
+	f = fopen(path, "w");
+	fprintf(f, "[default]\naws_access_key_id = AKIDFILE22\naws_secret_access_key = "
+		   "secret-AKIDFILE22\naws_session_token = token-AKIDFILE22\n");
+	fclose(f);
+	r->creds_checked = 0; /* rather than waiting the 10 s between checks */
+	assert_key(r, "AKIDFILE22");
+	/* The server said ExpiredToken: reloaded at once, whatever the clock. */
+	f = fopen(path, "w");
+	fprintf(f, "[default]\naws_access_key_id = AKIDFILE3\naws_secret_access_key = "
+		   "secret-AKIDFILE3\naws_session_token = token-AKIDFILE3\n");
+	fclose(f);
+	r->creds_checked = time(NULL);
+	atomic_store(&r->creds_stale, true);
+	assert_key(r, "AKIDFILE3");
 	remote_free(r);
 }

@@ -237,7 +237,8 @@ if [ $fuse_ok = 1 ]; then
 	"$prog" umount "$tmp/m-r2" >/dev/null 2>&1
 fi
 noaws=(env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN -u AWS_PROFILE
-	-u AWS_SHARED_CREDENTIALS_FILE HOME="$tmp/nohome")
+	-u AWS_SHARED_CREDENTIALS_FILE -u AWS_CONTAINER_CREDENTIALS_FULL_URI
+	-u AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_EC2_METADATA_DISABLED=true HOME="$tmp/nohome")
 expect 'S3 credentials missing: push' 1 'no S3 credentials' 'AWS_ACCESS_KEY_ID' '~/.aws/credentials' -- \
 	"${noaws[@]}" "$prog" push --store "$tmp/s-r" --remote "s3://bucket/ci?endpoint=http://127.0.0.1:$port"
 if [ $fuse_ok = 1 ]; then
