@@ -874,6 +874,102 @@ Test(sync, entries_stamped_beyond_the_clock_skew_are_refused)
 	fsck_ok(&a);
 }
 
+/* Put a catalog holding entries e[0..n) on the remote, as anyone who can write to it could. */
+static void put_forged(const struct cat_entry *e, size_t n)
+{
+	static const uint8_t writer[16] = {9};
+	const struct chunker_params *cp = &chunker_default_params;
+	const int64_t now = now_ns();
+	struct remote *r;
+	struct cat_writer *w;
+	char name[160], hex[65], err[256] = "";
+	uint8_t sha[32];
+	void *cat;
+	size_t len;
+
+	cr_assert_eq(remote_open(url, NULL, &r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cat_writer_new(CAT_DELTA, writer, now, cp->min, cp->avg, cp->max, &w), 0);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(cat_writer_add_entry(w, &e[i]), 0, "%s", e[i].path);
+	cr_assert_eq(cat_writer_finish(w, &cat, &len, sha), 0);
+	snprintf(name, sizeof(name), "ns/%016llx-%s.cat", (unsigned long long)now,
+		 hash_hex(sha, 32, hex));
+	cr_assert_eq(remote_put(r, name, cat, len), 0);
+	free(cat);
+	remote_free(r);
+}
+
+/* The permission bits (07777) of path, which must exist. */
+static unsigned perm(struct host *h, const char *path)
+{
+	uint64_t ino = lookup(h, path);
+	struct stat st;
+
+	cr_assert_neq(ino, 0, "%s is missing", path);
+	cr_assert_eq(vfs_getattr(h->v, ino, &st), 0);
+	return st.st_mode & 07777;
+}
+
+/*
+ * Modes came from the remote verbatim: a catalog holding a setuid root program handed it to
+ * every host that pulled. The setuid and setgid bits are now cleared by every pull, cold or not,
+ * unless the store's mount asked to keep them; the sticky bit stays (it only restricts). Nothing
+ * is pushed back for the cleared bits: the base records the entry as this host applied it.
+ */
+Test(sync, pulled_setuid_and_setgid_bits_are_cleared)
+{
+	const int64_t now = now_ns();
+	const struct cat_entry forged[] = {
+		{.path = "bin", .type = CAT_E_DIR, .mode = S_IFDIR | 0755, .stamp = now},
+		{.path = "bin/tool", .type = CAT_E_FILE, .mode = S_IFREG | 04755, .stamp = now},
+		{.path = "bin/tool2", .type = CAT_E_FILE, .mode = S_IFREG | 06711, .stamp = now},
+		{.path = "shared", .type = CAT_E_DIR, .mode = S_IFDIR | 02775, .stamp = now},
+		{.path = "tmp", .type = CAT_E_DIR, .mode = S_IFDIR | 01777, .stamp = now},
+	};
+	struct host a = {0}, b = {0}, c = {0};
+	struct sync_report rep;
+	struct store *st;
+	uint8_t d[3000];
+
+	fill_random(d, sizeof(d), 5);
+	host_open(&a, "a", 0);
+	put(&a, 1, "mine", d, sizeof(d)); /* so that a's next pull merges, not a cold load */
+	host_push(&a, NULL);
+	host_close(&a);
+	put_forged(forged, sizeof(forged) / sizeof(forged[0]));
+
+	host_open(&b, "cold", 0);
+	cr_assert_eq(perm(&b, "bin/tool"), 0755, "cold load: setuid cleared");
+	cr_assert_eq(perm(&b, "bin/tool2"), 0711, "cold load: setuid and setgid cleared");
+	cr_assert_eq(perm(&b, "shared"), 0775, "cold load: setgid directory cleared");
+	cr_assert_eq(perm(&b, "tmp"), 01777, "cold load: sticky kept");
+	host_push(&b, &rep);
+	cr_assert_eq(rep.upserts + rep.tombstones, 0, "the cleared bits are not pushed back");
+	host_close(&b);
+
+	host_open(&a, "a", 0);
+	cr_assert_eq(perm(&a, "bin/tool"), 0755, "merge: setuid cleared");
+	cr_assert_eq(perm(&a, "bin/tool2"), 0711, "merge: setuid and setgid cleared");
+	cr_assert_eq(perm(&a, "shared"), 0775, "merge: setgid directory cleared");
+	cr_assert_eq(perm(&a, "tmp"), 01777, "merge: sticky kept");
+	host_push(&a, &rep);
+	cr_assert_eq(rep.upserts + rep.tombstones, 0, "the cleared bits are not pushed back");
+	host_close(&a);
+
+	/* A store whose mount said keep_suid keeps them. */
+	snprintf(c.store, sizeof(c.store), "%s/keep", dir);
+	cr_assert_eq(store_open(c.store, STORE_CREATE | STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(sync_set_keep_suid(st, true), 0);
+	store_close(st);
+	host_open(&c, "keep", 0);
+	cr_assert_eq(perm(&c, "bin/tool"), 04755, "keep_suid keeps setuid");
+	cr_assert_eq(perm(&c, "shared"), 02775, "keep_suid keeps setgid");
+	host_close(&c);
+	fsck_ok(&a);
+	fsck_ok(&b);
+	fsck_ok(&c);
+}
+
 /* FNV-1a 64, the path map's old unseeded hash: what an attacker could aim names at. */
 static uint64_t fnv1a(const char *s)
 {

@@ -160,7 +160,7 @@ int sync_pull(struct store *st, struct remote *rem, const struct sync_options *o
 	if (r < 0 || pl.n == 0)
 		goto out;
 	ret->catalogs_read = pl.n;
-	r = pick_winners(pl.cats, pl.n, &pl.map);
+	r = pick_winners(pl.cats, pl.n, pull_pick_flags(x), &pl.map);
 	if (r == 0)
 		r = sorted_winners(&pl.map, &pl.win, &pl.nwin);
 	if (r == 0)

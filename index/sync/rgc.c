@@ -99,7 +99,7 @@ static int gc_read_namespace(struct gc *g)
 	if (r == 0 && bad)
 		r = -EBADMSG;
 	if (r == 0)
-		r = pick_winners(g->cats, g->n, &g->map);
+		r = pick_winners(g->cats, g->n, 0, &g->map);
 	if (r == 0)
 		r = sorted_winners(&g->map, &g->win, &g->nwin);
 	return r;

@@ -96,7 +96,10 @@ struct merge {
 /* A candidate for one path (the winner, once every catalog is read): its entry and catalog. */
 struct cand {
 	const struct cat *c;
+	/* The catalog's entry, or own: a copy with the mode this host applies (a pull clears the
+	 * setuid and setgid bits); its strings point into c either way. */
 	const struct cat_entry *e;
+	struct cat_entry own;
 	struct cat_lww lww; /* e's stamp, type and signature: its place in the order of catalog.h */
 };
 
@@ -211,8 +214,18 @@ int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 		   bool (*want)(void *data, const char *name), void *data,
 		   const struct sync_options *o, struct cat ***ret, char ***ret_names,
 		   size_t *ret_n, uint64_t *bytes, size_t *ret_bad);
-/* The winner per path over cats[0..n) into map (values: struct cand *, freed with free). */
-int pick_winners(struct cat **cats, size_t n, struct smap *map);
+/*
+ * The winner per path over cats[0..n) into map (values: struct cand *, freed with free). Entries
+ * stamped beyond the clock skew are always refused. With PICK_PULL (the entries go into this
+ * host's namespace: pull, the daemon's pull) the setuid and setgid bits are cleared unless
+ * PICK_KEEP_SUID; compaction and remote gc rewrite the remote and change nothing.
+ * Each kind of refusal is one warning naming the first path and the count.
+ */
+#define PICK_PULL 1u
+#define PICK_KEEP_SUID 2u
+int pick_winners(struct cat **cats, size_t n, unsigned flags, struct smap *map);
+/* The PICK_ flags of a pull into the store of x (its "keep_suid" meta value). */
+unsigned pull_pick_flags(struct idx *x);
 /* The winners sorted by path: *ret malloc'ed, pointing into map. */
 int sorted_winners(struct smap *map, struct cand ***ret, size_t *ret_n);
 
