@@ -610,6 +610,31 @@ static void refused_log(const struct refused *rf, const char *why)
 			 rf->n == 1 ? "y" : "ies", why, rf->first);
 }
 
+bool symlink_target_contained(const char *path, const char *target)
+{
+	size_t depth = 0, up = 0;
+	bool named = false;
+
+	if (target[0] == '/')
+		return false;
+	for (const char *p = path; *p; p++)
+		depth += *p == '/';
+	for (const char *p = target; *p;) {
+		size_t len = strcspn(p, "/");
+
+		if (len == 2 && p[0] == '.' && p[1] == '.') {
+			if (named || ++up > depth)
+				return false;
+		} else if (len && !(len == 1 && p[0] == '.')) {
+			named = true;
+		}
+		p += len;
+		if (*p)
+			p++;
+	}
+	return true;
+}
+
 unsigned pull_pick_flags(struct idx *x)
 {
 	char keep[8] = "";
@@ -635,6 +660,10 @@ static bool entry_admitted(const struct cat_entry *e, int64_t limit, unsigned fl
 	}
 	if (!(flags & PICK_PULL))
 		return true;
+	if (e->type == CAT_E_SYMLINK && !symlink_target_contained(e->path, e->target)) {
+		refuse(&rf[1], e->path);
+		return false;
+	}
 	if (!(flags & PICK_KEEP_SUID) && (e->mode & (S_ISUID | S_ISGID))) {
 		*mode = e->mode & ~(uint32_t)(S_ISUID | S_ISGID);
 		refuse(&rf[2], e->path);
@@ -691,6 +720,8 @@ int pick_winners(struct cat **cats, size_t n, unsigned flags, struct smap *map)
 		 "or the catalog is forged)",
 		 CAT_STAMP_SKEW_NS / 3600000000000ll);
 	refused_log(&rf[0], why);
+	refused_log(&rf[1], "for symbolic links whose target is absolute, climbs above the "
+			    "mount's root or has \"..\" after a name");
 	if (rf[2].n)
 		log_info("cleared the setuid and setgid bits of %" PRIu64 " remote entr%s (mount "
 			 "with -o keep_suid to keep them), the first: %s",

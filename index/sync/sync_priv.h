@@ -217,8 +217,9 @@ int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 /*
  * The winner per path over cats[0..n) into map (values: struct cand *, freed with free). Entries
  * stamped beyond the clock skew are always refused. With PICK_PULL (the entries go into this
- * host's namespace: pull, the daemon's pull) the setuid and setgid bits are cleared unless
- * PICK_KEEP_SUID; compaction and remote gc rewrite the remote and change nothing.
+ * host's namespace: pull, the daemon's pull) symbolic links whose target is absolute or leaves
+ * the mount are refused too (symlink_target_contained), and the setuid and setgid bits are
+ * cleared unless PICK_KEEP_SUID; compaction and remote gc rewrite the remote and change nothing.
  * Each kind of refusal is one warning naming the first path and the count.
  */
 #define PICK_PULL 1u
@@ -226,6 +227,13 @@ int fetch_catalogs(struct store *st, struct remote *rem, const struct names *ns,
 int pick_winners(struct cat **cats, size_t n, unsigned flags, struct smap *map);
 /* The PICK_ flags of a pull into the store of x (its "keep_suid" meta value). */
 unsigned pull_pick_flags(struct idx *x);
+/*
+ * Whether symbolic link path (relative to the mount's root) pointing at target stays inside the
+ * mount: target is relative, and is zero or more ".." (at most as many as path has directories
+ * above it) followed by names that are never "..". "a/../.." is refused although it looks
+ * contained: a could be a symbolic link itself, which only the leading form rules out.
+ */
+bool symlink_target_contained(const char *path, const char *target);
 /* The winners sorted by path: *ret malloc'ed, pointing into map. */
 int sorted_winners(struct smap *map, struct cand ***ret, size_t *ret_n);
 
