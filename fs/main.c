@@ -50,6 +50,7 @@ struct mount_args {
 	unsigned push_interval_s;
 	unsigned remote_timeout_s;
 	bool no_push;
+	bool keep_suid;             /* -o keep_suid: pulls keep setuid and setgid bits */
 	struct cli_tls tls;         /* -o ca_file=, client_cert=, client_key=: into tls_path */
 	char tls_path[3][PATH_MAX]; /* made absolute */
 	char *metrics_file;         /* -o metrics_file=PATH (absolute), or NULL */
@@ -127,6 +128,9 @@ static void usage_mount(FILE *f)
 	      "                  only at unmount), pull_interval=SECS (merge what others pushed,\n"
 	      "                  default 60, 0: only at mount, before a push and on `pull`),\n"
 	      "                  no_push (never push: for untrusted jobs),\n"
+	      "                  keep_suid (keep the setuid and setgid bits of pulled\n"
+	      "                  entries; cleared by default. The mount is nosuid,nodev\n"
+	      "                  unless given suid or dev),\n"
 	      "                  remote_timeout=SECS (per operation, default 30),\n"
 	      "                  ca_file=PATH (https: trust this CA, PEM, instead of the\n"
 	      "                  system's), client_cert=PATH,client_key=PATH (https: a\n"
@@ -227,6 +231,8 @@ static int parse_opts(const char *in, struct mount_args *a)
 				a->remote_timeout_s = (unsigned)v;
 		} else if (!strcmp(tok, "no_push")) {
 			a->no_push = true;
+		} else if (!strcmp(tok, "keep_suid")) {
+			a->keep_suid = true;
 		} else if (!strncmp(tok, "ca_file=", 8) || !strncmp(tok, "client_cert=", 12) ||
 			   !strncmp(tok, "client_key=", 11)) {
 			r = set_tls_opt(a, tok);
@@ -595,6 +601,12 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 			return r;
 		}
 	}
+	/* Pulls made later without a mount follow this mount's choice. */
+	r = sync_set_keep_suid(st, a->keep_suid);
+	if (r < 0) {
+		report(1, "cannot record keep_suid in store %s: %s", a->store, strerror(-r));
+		return r;
+	}
 	if (!*url || !strcmp(url, "none"))
 		return 0;
 	/* S3 keys live in this process's memory from now on: no core dumps, no ptrace by
@@ -785,9 +797,12 @@ static int run_daemon(struct mount_args *a)
 		underfd = open(a->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	}
 
-	snprintf(opts, sizeof(opts), "-ofsname=%s,subtype=pkgcachefs,default_permissions%s%s",
-		 a->store, a->fuse_opts && a->fuse_opts[0] ? "," : "",
-		 a->fuse_opts ? a->fuse_opts : "");
+	/* nosuid,nodev whatever libfuse's default: what the remote's writers put in the cache must
+	 * not gain privileges or open devices here. An explicit -o suid or dev comes later and
+	 * wins. */
+	snprintf(opts, sizeof(opts),
+		 "-ofsname=%s,subtype=pkgcachefs,default_permissions,nosuid,nodev%s%s", a->store,
+		 a->fuse_opts && a->fuse_opts[0] ? "," : "", a->fuse_opts ? a->fuse_opts : "");
 	if (fuse_opt_add_arg(&fargs, "pkgcachefs") || fuse_opt_add_arg(&fargs, opts) ||
 	    (a->debug && fuse_opt_add_arg(&fargs, "-d"))) {
 		report(1, "out of memory");

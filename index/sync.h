@@ -84,6 +84,14 @@ int sync_store_untrusted(struct store *st, pthread_mutex_t *lock);
 int sync_mark_untrusted(struct store *st);
 
 /*
+ * Whether pulls into this store keep the setuid and setgid bits of remote entries: off unless the
+ * mount asked (-o keep_suid), cleared otherwise (docs/security.md). Each mount records its choice,
+ * and pulls and imports made later without a mount follow it. Commits; the store must not be
+ * serving. 0 or -errno.
+ */
+int sync_set_keep_suid(struct store *st, bool keep);
+
+/*
  * Check the remote's config against the store's chunker parameters. With SYNC_REMOTE_CREATE, a
  * new remote gets its config (format, chunk sizes and a random id); without, a new remote is
  * left alone (a read-only consumer). With SYNC_REMOTE_BIND (the store locked), the store's sync

@@ -874,6 +874,225 @@ Test(sync, entries_stamped_beyond_the_clock_skew_are_refused)
 	fsck_ok(&a);
 }
 
+/* Put a catalog holding entries e[0..n) on the remote, as anyone who can write to it could. */
+static void put_forged(const struct cat_entry *e, size_t n)
+{
+	static const uint8_t writer[16] = {9};
+	const struct chunker_params *cp = &chunker_default_params;
+	const int64_t now = now_ns();
+	struct remote *r;
+	struct cat_writer *w;
+	char name[160], hex[65], err[256] = "";
+	uint8_t sha[32];
+	void *cat;
+	size_t len;
+
+	cr_assert_eq(remote_open(url, NULL, &r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cat_writer_new(CAT_DELTA, writer, now, cp->min, cp->avg, cp->max, &w), 0);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(cat_writer_add_entry(w, &e[i]), 0, "%s", e[i].path);
+	cr_assert_eq(cat_writer_finish(w, &cat, &len, sha), 0);
+	snprintf(name, sizeof(name), "ns/%016llx-%s.cat", (unsigned long long)now,
+		 hash_hex(sha, 32, hex));
+	cr_assert_eq(remote_put(r, name, cat, len), 0);
+	free(cat);
+	remote_free(r);
+}
+
+/* The permission bits (07777) of path, which must exist. */
+static unsigned perm(struct host *h, const char *path)
+{
+	uint64_t ino = lookup(h, path);
+	struct stat st;
+
+	cr_assert_neq(ino, 0, "%s is missing", path);
+	cr_assert_eq(vfs_getattr(h->v, ino, &st), 0);
+	return st.st_mode & 07777;
+}
+
+/*
+ * Modes came from the remote verbatim: a catalog holding a setuid root program handed it to
+ * every host that pulled. The setuid and setgid bits are now cleared by every pull, cold or not,
+ * unless the store's mount asked to keep them; the sticky bit stays (it only restricts). Nothing
+ * is pushed back for the cleared bits: the base records the entry as this host applied it.
+ */
+Test(sync, pulled_setuid_and_setgid_bits_are_cleared)
+{
+	const int64_t now = now_ns();
+	const struct cat_entry forged[] = {
+		{.path = "bin", .type = CAT_E_DIR, .mode = S_IFDIR | 0755, .stamp = now},
+		{.path = "bin/tool", .type = CAT_E_FILE, .mode = S_IFREG | 04755, .stamp = now},
+		{.path = "bin/tool2", .type = CAT_E_FILE, .mode = S_IFREG | 06711, .stamp = now},
+		{.path = "shared", .type = CAT_E_DIR, .mode = S_IFDIR | 02775, .stamp = now},
+		{.path = "tmp", .type = CAT_E_DIR, .mode = S_IFDIR | 01777, .stamp = now},
+	};
+	struct host a = {0}, b = {0}, c = {0};
+	struct sync_report rep;
+	struct store *st;
+	uint8_t d[3000];
+
+	fill_random(d, sizeof(d), 5);
+	host_open(&a, "a", 0);
+	put(&a, 1, "mine", d, sizeof(d)); /* so that a's next pull merges, not a cold load */
+	host_push(&a, NULL);
+	host_close(&a);
+	put_forged(forged, sizeof(forged) / sizeof(forged[0]));
+
+	host_open(&b, "cold", 0);
+	cr_assert_eq(perm(&b, "bin/tool"), 0755, "cold load: setuid cleared");
+	cr_assert_eq(perm(&b, "bin/tool2"), 0711, "cold load: setuid and setgid cleared");
+	cr_assert_eq(perm(&b, "shared"), 0775, "cold load: setgid directory cleared");
+	cr_assert_eq(perm(&b, "tmp"), 01777, "cold load: sticky kept");
+	host_push(&b, &rep);
+	cr_assert_eq(rep.upserts + rep.tombstones, 0, "the cleared bits are not pushed back");
+	host_close(&b);
+
+	host_open(&a, "a", 0);
+	cr_assert_eq(perm(&a, "bin/tool"), 0755, "merge: setuid cleared");
+	cr_assert_eq(perm(&a, "bin/tool2"), 0711, "merge: setuid and setgid cleared");
+	cr_assert_eq(perm(&a, "shared"), 0775, "merge: setgid directory cleared");
+	cr_assert_eq(perm(&a, "tmp"), 01777, "merge: sticky kept");
+	host_push(&a, &rep);
+	cr_assert_eq(rep.upserts + rep.tombstones, 0, "the cleared bits are not pushed back");
+	host_close(&a);
+
+	/* A store whose mount said keep_suid keeps them. */
+	snprintf(c.store, sizeof(c.store), "%s/keep", dir);
+	cr_assert_eq(store_open(c.store, STORE_CREATE | STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(sync_set_keep_suid(st, true), 0);
+	store_close(st);
+	host_open(&c, "keep", 0);
+	cr_assert_eq(perm(&c, "bin/tool"), 04755, "keep_suid keeps setuid");
+	cr_assert_eq(perm(&c, "shared"), 02775, "keep_suid keeps setgid");
+	host_close(&c);
+	fsck_ok(&a);
+	fsck_ok(&b);
+	fsck_ok(&c);
+}
+
+/* The target of symbolic link path, "" when path is missing. */
+static const char *link_target(struct host *h, const char *path, char *buf, size_t len)
+{
+	uint64_t ino = lookup(h, path);
+
+	buf[0] = '\0';
+	if (ino)
+		cr_assert_geq(vfs_readlink(h->v, ino, buf, len), 0, "%s", path);
+	return buf;
+}
+
+/*
+ * Symbolic link targets came from the remote unchecked: a writer could plant
+ * index-v5/.../entry -> /home/user/.bashrc, and npm's next append to its index went there. A
+ * pull now refuses targets that are absolute or climb above the mount's root, and "a/../.."
+ * forms (a could be a link itself); relative targets inside, as pnpm, npm and uv write them, pass.
+ */
+Test(sync, pulled_symlinks_pointing_outside_the_mount_are_refused)
+{
+	const int64_t now = now_ns();
+	static const struct {
+		const char *path, *target;
+		bool taken;
+	} links[] = {
+		{"abs", "/etc/passwd", false},
+		{"archive-v0/id/lib/ok", "../../../wheels-v1/x", true},
+		{"archive-v0/id/lib/too-far", "../../../../x", false},
+		{"d/dot", "..", true},
+		{"d/inside", "sub/./file", true},
+		{"d/mid", "sub/../../../x", false},
+		{"d/mid-inside", "sub/../x", false},
+		{"top", ".", true},
+		{"up", "../outside", false},
+		{"wheels-v1/pkg", "../archive-v0/id", true},
+	};
+	const size_t n = sizeof(links) / sizeof(links[0]);
+	struct cat_entry forged[sizeof(links) / sizeof(links[0])];
+	struct host a = {0}, b = {0};
+	char buf[256];
+	uint8_t d[3000];
+
+	for (size_t i = 0; i < n; i++)
+		forged[i] = (struct cat_entry){.path = links[i].path,
+					       .type = CAT_E_SYMLINK,
+					       .mode = S_IFLNK | 0777,
+					       .size = strlen(links[i].target),
+					       .target = links[i].target,
+					       .stamp = now};
+	fill_random(d, sizeof(d), 6);
+	host_open(&a, "a", 0);
+	put(&a, 1, "mine", d, sizeof(d));
+	host_push(&a, NULL);
+	host_close(&a);
+	put_forged(forged, n);
+
+	host_open(&b, "cold", 0);
+	host_open(&a, "a", 0);
+	for (size_t i = 0; i < n; i++) {
+		const char *want = links[i].taken ? links[i].target : "";
+
+		cr_expect_str_eq(link_target(&b, links[i].path, buf, sizeof(buf)), want,
+				 "cold load: %s -> %s", links[i].path, links[i].target);
+		cr_expect_str_eq(link_target(&a, links[i].path, buf, sizeof(buf)), want,
+				 "merge: %s -> %s", links[i].path, links[i].target);
+		cr_expect_eq(symlink_target_contained(links[i].path, links[i].target),
+			     links[i].taken, "%s -> %s", links[i].path, links[i].target);
+	}
+	host_close(&a);
+	host_close(&b);
+	fsck_ok(&a);
+	fsck_ok(&b);
+}
+
+/*
+ * A bundle (a CI system's cache archive, which a job of lower trust may have written) is taken as
+ * a pull takes a catalog: setuid bits cleared unless keep_suid, links out of the mount refused.
+ */
+Test(sync, imported_bundles_are_taken_as_pulls_are)
+{
+	struct host a = {0}, b = {0}, c = {0};
+	struct stat attr = {.st_mode = 04755}, st;
+	char bundle[256], buf[64];
+	struct sync_report rep;
+	struct store *s;
+	uint8_t d[3000];
+	uint64_t ino;
+
+	fill_random(d, sizeof(d), 8);
+	snprintf(bundle, sizeof(bundle), "%s/hostile.bundle", dir);
+	host_open(&a, "a", 0);
+	ino = put(&a, 1, "tool", d, sizeof(d));
+	cr_assert_eq(vfs_setattr(a.v, ino, &attr, VFS_SET_MODE, NULL, &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 04755);
+	cr_assert_eq(vfs_symlink(a.v, &ctx, 1, "abs", "/etc/passwd", &st), 0);
+	cr_assert_eq(vfs_symlink(a.v, &ctx, 1, "rel", "tool", &st), 0);
+	host_close(&a);
+	cr_assert_eq(store_open(a.store, 0, &s, NULL), 0);
+	cr_assert_eq(sync_export(s, NULL, bundle, NULL, NULL, &rep), 0);
+	store_close(s);
+
+	snprintf(b.store, sizeof(b.store), "%s/b", dir);
+	cr_assert_eq(store_open(b.store, STORE_CREATE | STORE_LOCK, &s, NULL), 0);
+	cr_assert_eq(sync_import(s, bundle, NULL, NULL, &rep), 0);
+	store_close(s);
+	host_open(&b, "b", 0);
+	check(&b, "tool", d, sizeof(d));
+	cr_assert_eq(perm(&b, "tool"), 0755, "setuid cleared");
+	cr_assert_eq(lookup(&b, "abs"), 0, "an absolute link is refused");
+	cr_assert_str_eq(link_target(&b, "rel", buf, sizeof(buf)), "tool");
+	host_close(&b);
+
+	snprintf(c.store, sizeof(c.store), "%s/c", dir);
+	cr_assert_eq(store_open(c.store, STORE_CREATE | STORE_LOCK, &s, NULL), 0);
+	cr_assert_eq(sync_set_keep_suid(s, true), 0);
+	cr_assert_eq(sync_import(s, bundle, NULL, NULL, &rep), 0);
+	store_close(s);
+	host_open(&c, "c", 0);
+	cr_assert_eq(perm(&c, "tool"), 04755, "keep_suid keeps setuid");
+	host_close(&c);
+	fsck_ok(&b);
+	fsck_ok(&c);
+}
+
 /* FNV-1a 64, the path map's old unseeded hash: what an attacker could aim names at. */
 static uint64_t fnv1a(const char *s)
 {

@@ -422,14 +422,29 @@ static int import_chunks(struct import *im)
 static int import_entries(struct import *im, struct merge *m)
 {
 	const struct cat *c = im->c;
+	unsigned flags = pull_pick_flags(im->x);
+	uint64_t cleared = 0, refused = 0;
 	int r = 0;
 
 	for (size_t i = 0; i < c->n_entries && r == 0; i++) {
-		const struct cat_entry *e = &c->entries[i];
+		struct cat_entry own = c->entries[i];
+		const struct cat_entry *e = &own;
 		uint8_t ltype, lsig[16], sig[16];
 		int64_t lstamp;
 		int hl;
 
+		/* A bundle is treated as a pull is (docs/security.md). */
+		if (own.type == CAT_E_SYMLINK && !symlink_target_contained(own.path, own.target)) {
+			if (refused++ == 0)
+				log_warn("refused symbolic link %s of the bundle: its target is "
+					 "absolute or leaves the mount",
+					 own.path);
+			continue;
+		}
+		if (!(flags & PICK_KEEP_SUID) && (own.mode & (S_ISUID | S_ISGID))) {
+			own.mode &= ~(uint32_t)(S_ISUID | S_ISGID);
+			cleared++;
+		}
 		cat_entry_sig(e, c->chunks, sig);
 		hl = local_entry(m, e->path, &ltype, &lstamp, lsig);
 		if (hl < 0)
@@ -443,6 +458,11 @@ static int import_entries(struct import *im, struct merge *m)
 		r = merge_apply(m, c, NULL, e);
 		im->rep->applied++;
 	}
+	if (cleared)
+		log_info("cleared the setuid and setgid bits of %" PRIu64 " entries of the bundle",
+			 cleared);
+	if (refused > 1)
+		log_warn("refused %" PRIu64 " symbolic links of the bundle in all", refused);
 	return r;
 }
 

@@ -33,6 +33,18 @@ int sync_mark_untrusted(struct store *st)
 	return r;
 }
 
+int sync_set_keep_suid(struct store *st, bool keep)
+{
+	struct idx *x = store_idx(st);
+	int r = idx_begin(x);
+
+	if (r == 0)
+		r = idx_meta_set(x, "keep_suid", keep ? "1" : "0");
+	if (r == 0)
+		r = idx_commit(x);
+	return r;
+}
+
 /* This store's host id, made once. */
 int host_id(struct idx *x, uint8_t ret[16])
 {

@@ -67,7 +67,7 @@ int sync_compact(struct store *st, struct remote *rem, const struct sync_options
 		goto out;
 	if (n < 2)
 		goto out;
-	r = pick_winners(cats, n, &map);
+	r = pick_winners(cats, n, 0, &map);
 	if (r == 0)
 		r = sorted_winners(&map, &win, &nwin);
 	if (r == 0)

@@ -93,6 +93,7 @@ int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 	struct rpack_ids *ids = NULL;
 	struct merge m = {.st = st, .x = x, .rep = ret, .live = live};
 	size_t n = 0, nwin = 0;
+	unsigned flags;
 	int r;
 
 	memset(ret, 0, sizeof(*ret));
@@ -119,7 +120,10 @@ int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 	if (r < 0 || n == 0)
 		goto out;
 	ret->catalogs_read = n;
-	r = pick_winners(cats, n, &map);
+	pthread_mutex_lock(lock);
+	flags = pull_pick_flags(x);
+	pthread_mutex_unlock(lock);
+	r = pick_winners(cats, n, flags, &map);
 	if (r == 0)
 		r = sorted_winners(&map, &win, &nwin);
 	ids = r == 0 ? calloc(n, sizeof(*ids)) : NULL;

@@ -629,27 +629,92 @@ static int cand_cmp(const void *a, const void *b)
 	return strcmp(x->e->path, y->e->path);
 }
 
-/*
- * Entries stamped later than this host's clock plus the skew allowed are refused: such a stamp
- * would win every conflict for its path until the clocks caught up (for good with INT64_MAX).
- * One warning per merge names the first and says how many.
- */
-static bool stamp_refused(const struct cat_entry *e, int64_t limit, uint64_t *n, char *first,
-			  size_t first_size)
+/* Entries of one merge refused for one reason: how many, and the first one's path. */
+struct refused {
+	uint64_t n;
+	char first[256];
+};
+
+static void refuse(struct refused *rf, const char *path)
 {
-	if (e->stamp <= limit)
+	if (rf->n++ == 0)
+		snprintf(rf->first, sizeof(rf->first), "%s", path);
+}
+
+static void refused_log(const struct refused *rf, const char *why)
+{
+	if (rf->n)
+		log_warn("refused %" PRIu64 " remote entr%s %s, the first: %s", rf->n,
+			 rf->n == 1 ? "y" : "ies", why, rf->first);
+}
+
+bool symlink_target_contained(const char *path, const char *target)
+{
+	size_t depth = 0, up = 0;
+	bool named = false;
+
+	if (target[0] == '/')
 		return false;
-	if ((*n)++ == 0)
-		snprintf(first, first_size, "%s", e->path);
+	for (const char *p = path; *p; p++)
+		depth += *p == '/';
+	for (const char *p = target; *p;) {
+		size_t len = strcspn(p, "/");
+
+		if (len == 2 && p[0] == '.' && p[1] == '.') {
+			if (named || ++up > depth)
+				return false;
+		} else if (len && !(len == 1 && p[0] == '.')) {
+			named = true;
+		}
+		p += len;
+		if (*p)
+			p++;
+	}
+	return true;
+}
+
+unsigned pull_pick_flags(struct idx *x)
+{
+	char keep[8] = "";
+
+	if (idx_meta_get(x, "keep_suid", keep, sizeof(keep)) == 1 && !strcmp(keep, "1"))
+		return PICK_PULL | PICK_KEEP_SUID;
+	return PICK_PULL;
+}
+
+/*
+ * What a pull does to remote entry e before it competes (docs/security.md): false when it is
+ * refused. Entries stamped later than this host's clock plus the skew allowed are refused: such
+ * a stamp would win every conflict for its path until the clocks caught up (for good with
+ * INT64_MAX). *mode is the mode this host applies.
+ */
+static bool entry_admitted(const struct cat_entry *e, int64_t limit, unsigned flags, uint32_t *mode,
+			   struct refused rf[3])
+{
+	*mode = e->mode;
+	if (e->stamp > limit) {
+		refuse(&rf[0], e->path);
+		return false;
+	}
+	if (!(flags & PICK_PULL))
+		return true;
+	if (e->type == CAT_E_SYMLINK && !symlink_target_contained(e->path, e->target)) {
+		refuse(&rf[1], e->path);
+		return false;
+	}
+	if (!(flags & PICK_KEEP_SUID) && (e->mode & (S_ISUID | S_ISGID))) {
+		*mode = e->mode & ~(uint32_t)(S_ISUID | S_ISGID);
+		refuse(&rf[2], e->path);
+	}
 	return true;
 }
 
 /* Collect the winner per path over catalogs cats[0..n) into map (values: struct cand *). */
-int pick_winners(struct cat **cats, size_t n, struct smap *map)
+int pick_winners(struct cat **cats, size_t n, unsigned flags, struct smap *map)
 {
 	int64_t limit = now_ns() + CAT_STAMP_SKEW_NS;
-	uint64_t refused = 0;
-	char first[256] = "";
+	struct refused rf[3] = {0};
+	char why[128];
 	int r = 0;
 
 	for (size_t i = 0; i < n && r == 0; i++) {
@@ -660,14 +725,15 @@ int pick_winners(struct cat **cats, size_t n, struct smap *map)
 		for (size_t j = 0; j < c->n_entries; j++) {
 			const struct cat_entry *e = &c->entries[j];
 			struct cat_lww lww = {.stamp = e->stamp, .type = e->type};
+			struct cat_entry own = *e;
 			struct cand *old, *cd;
 
 			if (e->type != CAT_E_FILE && e->type != CAT_E_DIR &&
 			    e->type != CAT_E_SYMLINK && e->type != CAT_E_GONE)
 				continue;
-			if (stamp_refused(e, limit, &refused, first, sizeof(first)))
+			if (!entry_admitted(e, limit, flags, &own.mode, rf))
 				continue;
-			cat_entry_sig(e, c->chunks, lww.sig);
+			cat_entry_sig(&own, c->chunks, lww.sig);
 			old = smap_get(map, e->path);
 			if (old && cat_lww_cmp(&old->lww, &lww) >= 0)
 				continue;
@@ -677,7 +743,8 @@ int pick_winners(struct cat **cats, size_t n, struct smap *map)
 				break;
 			}
 			cd->c = c;
-			cd->e = e;
+			cd->own = own;
+			cd->e = own.mode == e->mode ? e : &cd->own;
 			cd->lww = lww;
 			if (!old && smap_put(map, e->path, cd) < 0) {
 				free(cd);
@@ -686,12 +753,17 @@ int pick_winners(struct cat **cats, size_t n, struct smap *map)
 			}
 		}
 	}
-	if (refused)
-		log_warn("refused %" PRIu64 " remote entr%s stamped more than %lld h ahead of this "
-			 "host's clock (a writer's clock is wrong, or the catalog is forged), the "
-			 "first: %s",
-			 refused, refused == 1 ? "y" : "ies", CAT_STAMP_SKEW_NS / 3600000000000ll,
-			 first);
+	snprintf(why, sizeof(why),
+		 "stamped more than %lld h ahead of this host's clock (a writer's clock is wrong, "
+		 "or the catalog is forged)",
+		 CAT_STAMP_SKEW_NS / 3600000000000ll);
+	refused_log(&rf[0], why);
+	refused_log(&rf[1], "for symbolic links whose target is absolute, climbs above the "
+			    "mount's root or has \"..\" after a name");
+	if (rf[2].n)
+		log_info("cleared the setuid and setgid bits of %" PRIu64 " remote entr%s (mount "
+			 "with -o keep_suid to keep them), the first: %s",
+			 rf[2].n, rf[2].n == 1 ? "y" : "ies", rf[2].first);
 	return r;
 }
 

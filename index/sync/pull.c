@@ -166,7 +166,7 @@ static int pull_batch(struct store *st, struct remote *rem, const struct sync_op
 		goto out;
 	ret->catalogs_read += pl.n;
 	ret->batches++;
-	r = pick_winners(pl.cats, pl.n, &pl.map);
+	r = pick_winners(pl.cats, pl.n, pull_pick_flags(x), &pl.map);
 	if (r == 0)
 		r = sorted_winners(&pl.map, &pl.win, &pl.nwin);
 	if (r == 0)

@@ -100,7 +100,7 @@ static int gc_read_namespace(struct gc *g)
 		r = -EBADMSG;
 	names_free(&bad);
 	if (r == 0)
-		r = pick_winners(g->cats, g->n, &g->map);
+		r = pick_winners(g->cats, g->n, 0, &g->map);
 	if (r == 0)
 		r = sorted_winners(&g->map, &g->win, &g->nwin);
 	return r;

@@ -96,7 +96,10 @@ struct merge {
 /* A candidate for one path (the winner, once every catalog is read): its entry and catalog. */
 struct cand {
 	const struct cat *c;
+	/* The catalog's entry, or own: a copy with the mode this host applies (a pull clears the
+	 * setuid and setgid bits); its strings point into c either way. */
 	const struct cat_entry *e;
+	struct cat_entry own;
 	struct cat_lww lww; /* e's stamp, type and signature: its place in the order of catalog.h */
 };
 
@@ -227,8 +230,26 @@ struct want_merge {
 bool want_unmerged(void *data, const char *name);
 /* Remember bad (fetch_catalogs' ret_bad) in the index, now; one log line. 0 or -errno. */
 int remember_bad_catalogs(struct idx *x, const struct names *bad);
-/* The winner per path over cats[0..n) into map (values: struct cand *, freed with free). */
-int pick_winners(struct cat **cats, size_t n, struct smap *map);
+/*
+ * The winner per path over cats[0..n) into map (values: struct cand *, freed with free). Entries
+ * stamped beyond the clock skew are always refused. With PICK_PULL (the entries go into this
+ * host's namespace: pull, the daemon's pull) symbolic links whose target is absolute or leaves
+ * the mount are refused too (symlink_target_contained), and the setuid and setgid bits are
+ * cleared unless PICK_KEEP_SUID; compaction and remote gc rewrite the remote and change nothing.
+ * Each kind of refusal is one warning naming the first path and the count.
+ */
+#define PICK_PULL 1u
+#define PICK_KEEP_SUID 2u
+int pick_winners(struct cat **cats, size_t n, unsigned flags, struct smap *map);
+/* The PICK_ flags of a pull into the store of x (its "keep_suid" meta value). */
+unsigned pull_pick_flags(struct idx *x);
+/*
+ * Whether symbolic link path (relative to the mount's root) pointing at target stays inside the
+ * mount: target is relative, and is zero or more ".." (at most as many as path has directories
+ * above it) followed by names that are never "..". "a/../.." is refused although it looks
+ * contained: a could be a symbolic link itself, which only the leading form rules out.
+ */
+bool symlink_target_contained(const char *path, const char *target);
 /* The winners sorted by path: *ret malloc'ed, pointing into map. */
 int sorted_winners(struct smap *map, struct cand ***ret, size_t *ret_n);
 

@@ -26,7 +26,7 @@ and SEEK_HOLE (ext4 reports the holes), fifos and devices; xattr values stay sma
 one 4 KiB block; beyond it ext4 says ENOSPC).  With --remote, on the fresh store a
 remount brings up, what does not travel through a remote is taken out of the local copy too
 (format.md, "Only regular files, directories and symlinks travel"): hard links are broken into
-separate files, xattrs are removed, and directory mtimes (not part of a directory's signature,
+separate files, xattrs are removed, setuid and setgid bits are cleared, and directory mtimes (not part of a directory's signature,
 so not pushed when only they change) are taken from the mount.
 
     difftest.py PKGCACHEFS [--seed S] [--ops N] [--max-files F] [--remount-every K] [--remote]
@@ -1055,8 +1055,9 @@ class Runner:
 
 	def localise_ref(self):
 		"""On a fresh store, only what a remote carries came back: make the reference the
-		same (hard links broken into copies, no xattrs, directory mtimes of the mount, and
-		the root directory's mode: the root has no catalog entry)."""
+		same (hard links broken into copies, no xattrs, no setuid or setgid bits: a pull
+		clears them, directory mtimes of the mount, and the root directory's mode: the root
+		has no catalog entry)."""
 		os.chmod(self.ref.root, stat.S_IMODE(os.lstat(self.pcf.root).st_mode))
 		tree = walk(self.ref.root)
 		by = {}
@@ -1079,6 +1080,11 @@ class Runner:
 			full = self.ref.P(p)
 			for xn in os.listxattr(full, follow_symlinks=False):
 				os.removexattr(full, xn, follow_symlinks=False)
+		suid = stat.S_ISUID | stat.S_ISGID
+		for p in sorted(walk(self.ref.root)):
+			st = os.lstat(self.ref.P(p))
+			if not stat.S_ISLNK(st.st_mode) and st.st_mode & suid:
+				os.chmod(self.ref.P(p), stat.S_IMODE(st.st_mode) & ~suid)
 		for p in [""] + sorted(walk(self.ref.root)):
 			st = os.lstat(self.ref.P(p))
 			if stat.S_ISDIR(st.st_mode):

@@ -321,6 +321,73 @@ else
 	skip 'trust tiers' 'needs root and a usable /dev/fuse'
 fi
 
+# ---- what a mount lets through: nosuid,nodev unless asked, setuid bits of pulled files cleared
+# unless keep_suid, no mount option smuggled in through the store's path ----
+
+# The kernel's mount options of mountpoint $1, from /proc/self/mountinfo.
+mount_flags() { awk -v m="$1" '$5 == m { print $6 }' /proc/self/mountinfo; }
+
+if [ $fuse_ok = 1 ] && [ $root = 1 ]; then
+	if mount_ok "$tmp/s-flags" "$tmp/m-flags"; then
+		f=$(mount_flags "$tmp/m-flags")
+		case ",$f," in
+		*,nosuid,*) case ",$f," in *,nodev,*) ok 'a mount is nosuid,nodev by default' ;;
+			    *) notok 'a mount is nosuid,nodev by default'; echo "# $f" ;; esac ;;
+		*) notok 'a mount is nosuid,nodev by default'; echo "# $f" ;;
+		esac
+		timeout 60 "$prog" umount "$tmp/m-flags" >/dev/null 2>&1
+	else
+		notok 'mount for the mount flags'
+	fi
+	if mount_ok "$tmp/s-flags" "$tmp/m-flags" -o suid,dev; then
+		f=$(mount_flags "$tmp/m-flags")
+		case ",$f," in
+		*,nosuid,* | *,nodev,*) notok '-o suid,dev are honoured'; echo "# $f" ;;
+		*) ok '-o suid,dev are honoured' ;;
+		esac
+		timeout 60 "$prog" umount "$tmp/m-flags" >/dev/null 2>&1
+	else
+		notok 'mount with -o suid,dev'
+	fi
+	mkdir -p "$tmp/s,allow_other" "$tmp/m-comma"
+	chmod 700 "$tmp/s,allow_other"
+	expect 'a store path with a comma is refused' 2 'commas, blanks and backslashes are not' -- \
+		"$prog" mount --store "$tmp/s,allow_other" "$tmp/m-comma"
+	if [ -z "$(mount_flags "$tmp/m-comma")" ]; then ok 'and nothing is mounted'
+	else notok 'and nothing is mounted'; fi
+
+	mkdir -p "$tmp/r-suid"
+	if mount_ok "$tmp/s-suid-a" "$tmp/m-suid-a" --remote "file://$tmp/r-suid" -o push_interval=0
+	then
+		echo '#!/bin/sh' >"$tmp/m-suid-a/tool" && chmod 4755 "$tmp/m-suid-a/tool"
+		mkdir "$tmp/m-suid-a/shared" && chmod 2775 "$tmp/m-suid-a/shared"
+		timeout 120 "$prog" push --store "$tmp/s-suid-a" >/dev/null 2>&1 ||
+			notok 'push of a setuid file'
+		timeout 60 "$prog" umount "$tmp/m-suid-a" >/dev/null 2>&1
+		if mount_ok "$tmp/s-suid-b" "$tmp/m-suid-b" --remote "file://$tmp/r-suid"; then
+			got=$(stat -c %a "$tmp/m-suid-b/tool" "$tmp/m-suid-b/shared" | tr '\n' ' ')
+			if [ "$got" = '755 775 ' ]; then ok 'a pulled setuid file arrives without the bit'
+			else notok 'a pulled setuid file arrives without the bit'; echo "# modes $got"; fi
+			timeout 60 "$prog" umount "$tmp/m-suid-b" >/dev/null 2>&1
+		else
+			notok 'mount of the pulling host'
+		fi
+		if mount_ok "$tmp/s-suid-c" "$tmp/m-suid-c" --remote "file://$tmp/r-suid" \
+			-o keep_suid; then
+			got=$(stat -c %a "$tmp/m-suid-c/tool" "$tmp/m-suid-c/shared" | tr '\n' ' ')
+			if [ "$got" = '4755 2775 ' ]; then ok '-o keep_suid keeps it'
+			else notok '-o keep_suid keeps it'; echo "# modes $got"; fi
+			timeout 60 "$prog" umount "$tmp/m-suid-c" >/dev/null 2>&1
+		else
+			notok 'mount with keep_suid'
+		fi
+	else
+		notok 'mount of the pushing host'
+	fi
+else
+	skip 'mount flags and setuid bits' 'needs root and a usable /dev/fuse'
+fi
+
 # ---- a tree deeper than the format's path limit: named by push, the daemon keeps serving ----
 
 if [ $fuse_ok = 1 ] && [ $root = 1 ]; then
