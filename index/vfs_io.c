@@ -314,12 +314,48 @@ static int open_node(struct vfs *v, struct vnode *n, struct vfs_file **ret_f)
 	return 0;
 }
 
+/*
+ * The kernel sends create for a name it believes missing. A merge from the remote may have made it
+ * meanwhile (the kernel's negative entry is invalidated only after the merge's batch): without
+ * O_EXCL, open(2) must then open the file that is there, as on any filesystem, not fail with
+ * EEXIST (found by tests/remote-e2e/soak.sh). Entered with -EEXIST; the file's attributes and
+ * handle on success, with one more lookup reference for the entry the kernel is given.
+ */
+static int create_existing(struct vfs *v, const struct vfs_ctx *c, uint64_t parent,
+			   const char *name, int flags, struct stat *ret, struct vfs_file **ret_f)
+{
+	int r;
+
+	if (flags & O_EXCL)
+		return -EEXIST;
+	r = vfs_lookup(v, parent, name, ret);
+	if (r < 0)
+		return r == -ENOENT ? -EEXIST : r;
+	if (!S_ISREG(ret->st_mode))
+		r = S_ISDIR(ret->st_mode) ? -EISDIR : -EEXIST;
+	else if (c->uid != 0 && !(ret->st_mode & (c->uid == ret->st_uid ? S_IWUSR : S_IWOTH)))
+		r = -EACCES; /* the kernel checked the directory, not this file */
+	if (r == 0)
+		r = vfs_open_file(v, ret->st_ino, flags, ret_f);
+	if (r == 0)
+		r = vfs_getattr(v, ret->st_ino, ret);
+	if (r < 0) {
+		if (*ret_f) {
+			vfs_release(v, *ret_f);
+			*ret_f = NULL;
+		}
+		vfs_forget(v, ret->st_ino, 1);
+	}
+	return r;
+}
+
 int vfs_create(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const char *name,
 	       mode_t mode, int flags, struct stat *ret, struct vfs_file **ret_f)
 {
 	struct vnode *n;
 	int r;
 
+	*ret_f = NULL;
 	pthread_mutex_lock(&v->lock);
 	r = vfs_op_begin(v);
 	if (r == 0)
@@ -327,7 +363,7 @@ int vfs_create(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const ch
 						NULL, ret));
 	if (r < 0) {
 		pthread_mutex_unlock(&v->lock);
-		return r;
+		return r == -EEXIST ? create_existing(v, c, parent, name, flags, ret, ret_f) : r;
 	}
 	n = vfs_node_find(v, ret->st_ino);
 	n->opens++;

@@ -118,6 +118,35 @@ Test(vfs, write_read_and_dedup)
 	free(data);
 }
 
+/*
+ * create for a name that exists (a merge made it after the kernel cached its absence): without
+ * O_EXCL it opens the file there, as open(2) would; with O_EXCL it is EEXIST.
+ */
+Test(vfs, create_of_an_existing_name_opens_it_unless_excl)
+{
+	static const uint8_t data[] = "merged from the remote";
+	struct vfs_ctx user = {.uid = 1000, .gid = 1000};
+	struct vfs_file *f;
+	struct stat st;
+	uint64_t ino = write_file("there", data, sizeof(data));
+
+	cr_assert_eq(vfs_create(v, &ctx, 1, "there", 0644, O_WRONLY | O_EXCL, &st, &f), -EEXIST);
+	cr_assert_eq(vfs_create(v, &ctx, 1, "there", 0644, O_RDONLY, &st, &f), 0);
+	cr_assert_eq(st.st_ino, ino);
+	cr_assert_eq(st.st_size, sizeof(data));
+	vfs_release(v, f);
+	vfs_forget(v, ino, 1);
+	check_file(ino, data, sizeof(data));
+	/* Another user may not open a file only its owner may write. */
+	cr_assert_eq(vfs_create(v, &user, 1, "there", 0644, O_WRONLY, &st, &f), -EACCES);
+	cr_assert_eq(vfs_create(v, &ctx, 1, "there", 0644, O_WRONLY | O_TRUNC, &st, &f), 0);
+	cr_assert_eq(st.st_size, 0);
+	vfs_release(v, f);
+	vfs_forget(v, ino, 1);
+	cr_assert_eq(vfs_mkdir(v, &ctx, 1, "adir", 0755, &st), 0);
+	cr_assert_eq(vfs_create(v, &ctx, 1, "adir", 0644, O_WRONLY, &st, &f), -EISDIR);
+}
+
 Test(vfs, sparse_and_partial_reads)
 {
 	struct vfs_file *f;
