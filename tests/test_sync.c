@@ -1231,7 +1231,9 @@ Test(sync, a_pull_in_batches_merges_what_one_pull_merges)
 {
 	static const uint8_t writer[16] = {9};
 	const struct chunker_params *cp = &chunker_default_params;
-	struct host a = {0}, whole = {0}, batched = {0};
+	struct host a = {0}, whole = {0}, batched = {0}, live = {0};
+	struct sync_options one = {.batch_entries = 1};
+	struct sync_report rep;
 	const struct cat_entry stale = {
 		.path = "f3", .type = CAT_E_DIR, .mode = S_IFDIR | 0755, .stamp = 1};
 	uint8_t d[5][3000], d1[2500];
@@ -1242,6 +1244,7 @@ Test(sync, a_pull_in_batches_merges_what_one_pull_merges)
 	size_t len;
 
 	host_open(&a, "a", 0);
+	host_open(&live, "live", 0); /* mounted before anything is pushed: merges live */
 	for (int i = 0; i < 5; i++) {
 		fill_random(d[i], sizeof(d[i]), 40 + (unsigned)i);
 		snprintf(fname, sizeof(fname), "f%d", i);
@@ -1268,7 +1271,12 @@ Test(sync, a_pull_in_batches_merges_what_one_pull_merges)
 	cr_assert_geq(batched.pulled.batches, 3, "%llu batches",
 		      (unsigned long long)batched.pulled.batches);
 	cr_assert_eq(batched.pulled.catalogs_read, whole.pulled.catalogs_read);
-	for (struct host *h = &whole; h; h = h == &whole ? &batched : NULL) {
+	cr_assert_eq(vfs_pull(live.v, false, NULL, NULL, &one, &rep), 0);
+	cr_assert_geq(rep.batches, 3, "live merge: %llu batches", (unsigned long long)rep.batches);
+	cr_assert_eq(rep.catalogs_read, whole.pulled.catalogs_read);
+	for (struct host *h = &whole; h; h = h == &whole     ? &batched
+					     : h == &batched ? &live
+							     : NULL) {
 		check(h, "f0", d[0], sizeof(d[0]));
 		check(h, "f1", d1, sizeof(d1));
 		cr_assert_eq(lookup(h, "f2"), 0, "%s: f2 was deleted", h->store);
@@ -1277,8 +1285,10 @@ Test(sync, a_pull_in_batches_merges_what_one_pull_merges)
 	}
 	host_close(&whole);
 	host_close(&batched);
+	host_close(&live);
 	fsck_ok(&whole);
 	fsck_ok(&batched);
+	fsck_ok(&live);
 }
 
 /*

@@ -79,13 +79,37 @@ static int live_learn(struct idx *x, pthread_mutex_t *lock, const struct cat *c,
 	return r;
 }
 
-int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
-		   const struct sync_live *live, const struct sync_options *o,
-		   struct sync_report *ret)
+/* want_unmerged under the serving store's lock, for fetch_catalogs. */
+struct locked_want {
+	struct want_merge w;
+	pthread_mutex_t *lock;
+};
+
+static bool want_locked(void *data, const char *name)
+{
+	struct locked_want *lw = data;
+	bool want;
+
+	pthread_mutex_lock(lw->lock);
+	want = want_unmerged(&lw->w, name);
+	pthread_mutex_unlock(lw->lock);
+	return want;
+}
+
+/*
+ * Fetch up to max_entries entries of the catalogs of todo not merged yet, pick their winners and
+ * apply them; then mark them merged, so the next batch skips them. 1 when more are left, 0 when
+ * that was all, -errno. Batches give what one merge gives (sync_pull says why).
+ */
+static int live_batch(struct store *st, struct remote *rem, pthread_mutex_t *lock,
+		      const struct sync_live *live, const struct sync_options *o,
+		      const struct names *todo, size_t max_entries, struct sync_report *ret)
 {
 	struct idx *x = store_idx(st);
-	struct names ns = {0}, todo = {0}, bad = {0};
-	struct want_merge w = {.x = x, .since = (int64_t)time(NULL) - SYNC_BAD_CATALOG_RETRY_S};
+	struct locked_want lw = {
+		.w = {.x = x, .since = (int64_t)time(NULL) - SYNC_BAD_CATALOG_RETRY_S},
+		.lock = lock};
+	struct names bad = {0};
 	struct cat **cats = NULL;
 	char **names = NULL;
 	struct smap map = {0};
@@ -94,32 +118,23 @@ int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 	struct merge m = {.st = st, .x = x, .rep = ret, .live = live};
 	size_t n = 0, nwin = 0;
 	unsigned flags;
-	int r;
+	int more, r;
 
-	memset(ret, 0, sizeof(*ret));
-	r = list_sorted(rem, "ns/", &ns);
-	if (r < 0)
-		return r;
-	pthread_mutex_lock(lock);
-	for (size_t i = 0; i < ns.n && r == 0; i++)
-		if (want_unmerged(&w, ns.v[i]))
-			r = collect_name(ns.v[i], 0, &todo);
-	pthread_mutex_unlock(lock);
-	if (r == 0)
-		r = fetch_catalogs(st, rem, &todo, NULL, NULL, o, 0, &cats, &names, &n,
-				   &ret->catalog_bytes, &bad);
+	more = r = fetch_catalogs(st, rem, todo, want_locked, &lw, o, max_entries, &cats, &names,
+				  &n, &ret->catalog_bytes, &bad);
 	if (bad.n) {
 		int rb;
 
 		pthread_mutex_lock(lock);
 		rb = remember_bad_catalogs(x, &bad);
 		pthread_mutex_unlock(lock);
-		if (r == 0)
+		if (r >= 0 && rb < 0)
 			r = rb;
 	}
 	if (r < 0 || n == 0)
 		goto out;
-	ret->catalogs_read = n;
+	ret->catalogs_read += n;
+	ret->batches++;
 	pthread_mutex_lock(lock);
 	flags = pull_pick_flags(x);
 	pthread_mutex_unlock(lock);
@@ -148,13 +163,6 @@ int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 			r = idx_rseen_mark(x, names[i], true);
 		pthread_mutex_unlock(lock);
 	}
-	if (r == 0) {
-		pthread_mutex_lock(lock);
-		r = idx_begin(x);
-		if (r == 0)
-			r = idx_meta_set_i64(x, "rsync_time", now_ns());
-		pthread_mutex_unlock(lock);
-	}
 out:
 	if (ids)
 		for (size_t i = 0; i < n; i++)
@@ -165,8 +173,42 @@ out:
 	free(win);
 	cats_free(cats, n);
 	free(names);
-	names_free(&todo);
 	names_free(&bad);
+	return r < 0 ? r : more;
+}
+
+int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
+		   const struct sync_live *live, const struct sync_options *o,
+		   struct sync_report *ret)
+{
+	size_t max_entries = o && o->batch_entries ? o->batch_entries : SYNC_PULL_BATCH_ENTRIES;
+	struct idx *x = store_idx(st);
+	struct want_merge w = {.x = x, .since = (int64_t)time(NULL) - SYNC_BAD_CATALOG_RETRY_S};
+	struct names ns = {0}, todo = {0};
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	r = list_sorted(rem, "ns/", &ns);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(lock);
+	for (size_t i = 0; i < ns.n && r == 0; i++)
+		if (want_unmerged(&w, ns.v[i]))
+			r = collect_name(ns.v[i], 0, &todo);
+	pthread_mutex_unlock(lock);
+	if (r == 0 && todo.n) {
+		do
+			r = live_batch(st, rem, lock, live, o, &todo, max_entries, ret);
+		while (r == 1);
+	}
+	if (r == 0 && ret->catalogs_read) {
+		pthread_mutex_lock(lock);
+		r = idx_begin(x);
+		if (r == 0)
+			r = idx_meta_set_i64(x, "rsync_time", now_ns());
+		pthread_mutex_unlock(lock);
+	}
+	names_free(&todo);
 	names_free(&ns);
 	return r;
 }
