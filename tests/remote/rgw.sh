@@ -6,6 +6,8 @@
 #
 #   rgw.sh start DIR     bring it up, create a user with keys, write DIR/env (shell assignments)
 #   rgw.sh stop DIR      stop exactly the processes start started
+#   rgw.sh session-token DIR   temporary credentials from STS GetSessionToken (3 lines: key id,
+#                        secret, token); the user has a policy that allows it
 #
 # DIR/env sets RGW_URL (s3://pkgcache/prefix?endpoint=...&region=us-east-1, bucket created),
 # RGW_ENDPOINT, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (user "pcf"), RGW_ACCESS_LOG (one line
@@ -141,6 +143,13 @@ PORTS
 	radosgw-admin --conf "$dir/ceph.conf" user create --uid pcf --display-name "pkgcachefs tests" \
 		--access-key "$access" --secret-key "$secret" >"$dir/log/user.json" 2>"$dir/log/user.err" ||
 		die "radosgw-admin user create failed: $(tail -3 "$dir/log/user.err")"
+	# A user policy allowing STS GetSessionToken (and S3), so that tests can get temporary
+	# credentials with a session token (rgw.sh session-token DIR).
+	radosgw-admin --conf "$dir/ceph.conf" caps add --uid pcf --caps "user-policy=*" \
+		>/dev/null 2>"$dir/log/caps.err" || die "radosgw-admin caps add failed: $(tail -3 "$dir/log/caps.err")"
+	signed_post iam "$access" "$secret" "http://127.0.0.1:$rgw_port/" \
+		"Action=PutUserPolicy&PolicyName=pcf&UserName=pcf&PolicyDocument=$(urlenc "$policy")" \
+		>"$dir/log/policy.out" 2>&1 || die "PutUserPolicy failed: $(cat "$dir/log/policy.out")"
 	write_proxy
 	nginx -p "$dir" -e "$dir/nginx-rgw.error.log" -c "$dir/nginx-rgw.conf" ||
 		die "nginx (radosgw proxy) did not start: see $dir/nginx-rgw.error.log"
@@ -164,6 +173,33 @@ RGW_BRINGUP_MS=$(($(now_ms) - t0))
 ENV
 	echo "rgw.sh: radosgw on $rgw_port (proxy $proxy_port), mon $mon_port, up in" \
 		"$(($(now_ms) - t0)) ms; environment in $dir/env" >&2
+}
+
+policy='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["sts:GetSessionToken","s3:*"],"Resource":"*"}]}'
+
+urlenc() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
+
+# signed_post SERVICE ACCESS SECRET URL BODY: a SigV4-signed form POST (IAM, STS).
+signed_post() {
+	local sha
+	sha=$(printf %s "$5" | sha256sum | cut -d' ' -f1)
+	curl -sS --fail-with-body --aws-sigv4 "aws:amz:us-east-1:$1" --user "$2:$3" \
+		-H "x-amz-content-sha256: $sha" -H 'Content-Type: application/x-www-form-urlencoded' \
+		--data "$5" "$4"
+}
+
+# session_token: temporary credentials from STS GetSessionToken, as three lines: access key id,
+# secret, session token.
+session_token() {
+	local out
+	# shellcheck disable=SC1091
+	. "$dir/env"
+	out=$(signed_post sts "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" "$RGW_DIRECT_ENDPOINT/" \
+		"Action=GetSessionToken&Version=2011-06-15&DurationSeconds=3600") ||
+		die "GetSessionToken failed: $out"
+	for t in AccessKeyId SecretAccessKey SessionToken; do
+		sed -n "s|.*<$t>\\([^<]*\\)</$t>.*|\\1|p" <<<"$out"
+	done
 }
 
 # write_proxy: nginx in front of radosgw logging each request as servers.sh's S3 proxy does
@@ -228,5 +264,6 @@ dir=$(mkdir -p "$2" && cd "$2" && pwd)
 case $1 in
 start) start ;;
 stop) stop ;;
-*) die "usage: rgw.sh start|stop DIR" ;;
+session-token) session_token ;;
+*) die "usage: rgw.sh start|stop|session-token DIR" ;;
 esac
