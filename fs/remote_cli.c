@@ -35,8 +35,8 @@ const char *cli_remote_hint(int r, const char *url)
 	if (r == -EACCES || r == -EPERM)
 		return !strncmp(url, "s3://", 5)
 			       ? "the server refused the credentials: check AWS_ACCESS_KEY_ID and "
-				 "AWS_SECRET_ACCESS_KEY (or ~/.aws/credentials, AWS_PROFILE) and "
-				 "that "
+				 "AWS_SECRET_ACCESS_KEY (or ~/.aws/credentials, AWS_PROFILE), with "
+				 "temporary credentials their current AWS_SESSION_TOKEN, and that "
 				 "they may read and write the bucket"
 			       : "the server refused the credentials: put them in ~/.netrc "
 				 "(machine "
