@@ -17,6 +17,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "util.h"
 #include "vfs.h"
 
@@ -540,6 +541,18 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	COUNT(OPC_SETXATTR);
 	if (!strncmp(name, "system.posix_acl_", 17))
 		COUNT(OPC_SETXATTR_ACL);
+	if (!strcmp(name, "system.posix_acl_access")) {
+		/* cp -a sets an ACL like this on every file and directory; when it is only a mode,
+		 * taking it spares the chmod that would follow a refusal. */
+		struct vfs_ctx c = ctx_of(req);
+		bool changed = false;
+		int r = vfs_set_access_acl(vfs_of(req), &c, ino, value, size, &changed);
+
+		if (changed)
+			live_inval_attr(ino);
+		fuse_reply_err(req, -r);
+		return;
+	}
 	fuse_reply_err(req, -vfs_setxattr(vfs_of(req), ino, name, value, size, flags));
 }
 
