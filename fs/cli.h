@@ -73,6 +73,9 @@ struct fuse_session;
 struct sync_options;
 /* The session the kernel is told of changed names through; NULL once it goes. */
 void live_set_session(struct fuse_session *se);
+/* Tell the kernel that the attributes of ino changed behind its back (a request whose reply
+ * carries none changed them); from any thread, with no lock held. */
+void live_inval_attr(uint64_t ino);
 /* vfs_pull, telling the kernel what changed; *ret_invals: names told. */
 int live_pull(struct vfs *v, bool fetch_data, const struct sync_options *o, struct sync_report *rep,
 	      uint64_t *ret_invals);

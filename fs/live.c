@@ -52,6 +52,20 @@ static void live_inval(void *data, const struct vfs_inval *iv, size_t n)
 	}
 }
 
+void live_inval_attr(uint64_t ino)
+{
+	struct fuse_session *se = __atomic_load_n(&live_se, __ATOMIC_ACQUIRE);
+	int r;
+
+	if (!se)
+		return;
+	/* A negative offset: attributes only, no page-cache work, so that this may be sent while
+	 * a request on the inode is still unanswered. */
+	r = fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
+	if (r < 0 && r != -ENOENT)
+		log_debug("inval inode %llu: %s", (unsigned long long)ino, strerror(-r));
+}
+
 int live_pull(struct vfs *v, bool fetch_data, const struct sync_options *o, struct sync_report *rep,
 	      uint64_t *ret_invals)
 {

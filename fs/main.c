@@ -511,6 +511,25 @@ static int dir_is_empty(const char *path)
 static struct fuse_session *the_session;
 static pid_t adopt_pid;
 
+/* For measuring (tools/bench/fuse-ops.sh): the requests this session received, by operation,
+ * written at unmount to the file $PKGCACHEFS_FUSE_OPS names. */
+static void dump_op_counts(void)
+{
+	const char *path = getenv("PKGCACHEFS_FUSE_OPS");
+	FILE *f;
+
+	if (!path || !*path)
+		return;
+	f = fopen(path, "we");
+	if (!f) {
+		log_warn("cannot write %s: %s", path, strerror(errno));
+		return;
+	}
+	ops_counts_dump(f);
+	if (fclose(f) != 0)
+		log_warn("cannot write %s: %s", path, strerror(errno));
+}
+
 static void *adopt_waiter(void *arg)
 {
 	struct mount_args *a = arg;
@@ -869,6 +888,7 @@ static int run_daemon(struct mount_args *a)
 	r = fuse_session_loop_mt(the_session, lc);
 	live_set_session(NULL);
 	fuse_loop_cfg_destroy(lc);
+	dump_op_counts();
 	fuse_remove_signal_handlers(the_session);
 	fuse_session_unmount(the_session);
 	signal(SIGUSR1, SIG_IGN);

@@ -10,16 +10,119 @@
 #include "ops.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "util.h"
 #include "vfs.h"
 
 #define TIMEOUT 86400.0
 #define MAX_WRITE (1u << 20)
+
+/*
+ * Requests received, by operation (and, for setattr and xattrs, by what they asked), for
+ * `tools/bench/fuse-ops.sh`: relaxed atomic increments, which cost nothing next to a round trip.
+ * ops_counts_dump prints them.
+ */
+enum {
+	OPC_INIT,
+	OPC_LOOKUP,
+	OPC_FORGET,
+	OPC_FORGET_MULTI,
+	OPC_GETATTR,
+	OPC_SETATTR,
+	OPC_READLINK,
+	OPC_MKNOD,
+	OPC_MKDIR,
+	OPC_SYMLINK,
+	OPC_LINK,
+	OPC_UNLINK,
+	OPC_RMDIR,
+	OPC_RENAME,
+	OPC_CREATE,
+	OPC_OPEN,
+	OPC_READ,
+	OPC_WRITE,
+	OPC_FLUSH,
+	OPC_RELEASE,
+	OPC_FSYNC,
+	OPC_OPENDIR,
+	OPC_READDIR,
+	OPC_READDIRPLUS,
+	OPC_FSYNCDIR,
+	OPC_STATFS,
+	OPC_SETXATTR,
+	OPC_GETXATTR,
+	OPC_LISTXATTR,
+	OPC_REMOVEXATTR,
+	OPC_SETATTR_MODE,
+	OPC_SETATTR_OWNER,
+	OPC_SETATTR_SIZE,
+	OPC_SETATTR_TIMES,
+	OPC_GETXATTR_SECURITY,
+	OPC_GETXATTR_ACL,
+	OPC_SETXATTR_ACL,
+	OPC_COUNT
+};
+
+static const char *const opc_names[OPC_COUNT] = {
+	[OPC_INIT] = "init",
+	[OPC_LOOKUP] = "lookup",
+	[OPC_FORGET] = "forget",
+	[OPC_FORGET_MULTI] = "forget_multi",
+	[OPC_GETATTR] = "getattr",
+	[OPC_SETATTR] = "setattr",
+	[OPC_READLINK] = "readlink",
+	[OPC_MKNOD] = "mknod",
+	[OPC_MKDIR] = "mkdir",
+	[OPC_SYMLINK] = "symlink",
+	[OPC_LINK] = "link",
+	[OPC_UNLINK] = "unlink",
+	[OPC_RMDIR] = "rmdir",
+	[OPC_RENAME] = "rename",
+	[OPC_CREATE] = "create",
+	[OPC_OPEN] = "open",
+	[OPC_READ] = "read",
+	[OPC_WRITE] = "write",
+	[OPC_FLUSH] = "flush",
+	[OPC_RELEASE] = "release",
+	[OPC_FSYNC] = "fsync",
+	[OPC_OPENDIR] = "opendir",
+	[OPC_READDIR] = "readdir",
+	[OPC_READDIRPLUS] = "readdirplus",
+	[OPC_FSYNCDIR] = "fsyncdir",
+	[OPC_STATFS] = "statfs",
+	[OPC_SETXATTR] = "setxattr",
+	[OPC_GETXATTR] = "getxattr",
+	[OPC_LISTXATTR] = "listxattr",
+	[OPC_REMOVEXATTR] = "removexattr",
+	[OPC_SETATTR_MODE] = "setattr.mode",
+	[OPC_SETATTR_OWNER] = "setattr.owner",
+	[OPC_SETATTR_SIZE] = "setattr.size",
+	[OPC_SETATTR_TIMES] = "setattr.times",
+	[OPC_GETXATTR_SECURITY] = "getxattr.security",
+	[OPC_GETXATTR_ACL] = "getxattr.acl",
+	[OPC_SETXATTR_ACL] = "setxattr.acl",
+};
+
+static _Atomic uint64_t opc[OPC_COUNT];
+
+#define COUNT(op) atomic_fetch_add_explicit(&opc[op], 1, memory_order_relaxed)
+
+void ops_counts_dump(FILE *f)
+{
+	for (int i = 0; i < OPC_COUNT; i++) {
+		uint64_t n = atomic_load_explicit(&opc[i], memory_order_relaxed);
+
+		if (n)
+			fprintf(f, "%s %" PRIu64 "\n", opc_names[i], n);
+	}
+}
 
 static struct vfs *vfs_of(fuse_req_t req)
 {
@@ -65,6 +168,7 @@ static struct vfs_ctx ctx_of(fuse_req_t req)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
+	COUNT(OPC_INIT);
 	conn->max_write = MAX_WRITE;
 	conn->max_readahead = MAX_WRITE;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
@@ -82,6 +186,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct stat st;
 	int r = vfs_lookup(vfs_of(req), parent, name, &st);
 
+	COUNT(OPC_LOOKUP);
 	if (r == -ENOENT) {
 		/* A negative entry, cached by the kernel until something creates the name. */
 		struct fuse_entry_param e;
@@ -96,12 +201,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
+	COUNT(OPC_FORGET);
 	vfs_forget(vfs_of(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
+	COUNT(OPC_FORGET_MULTI);
 	for (size_t i = 0; i < count; i++)
 		vfs_forget(vfs_of(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
@@ -111,12 +218,14 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct stat st;
 
+	COUNT(OPC_GETATTR);
 	reply_attr(req, vfs_getattr(vfs_of(req), ino, &st), &st);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
+	COUNT(OPC_SETATTR);
 	static const struct {
 		int fuse, vfs;
 	} map[] = {
@@ -136,6 +245,14 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	for (size_t i = 0; i < ARRAY_SIZE(map); i++)
 		if (to_set & map[i].fuse)
 			set |= map[i].vfs;
+	if (set & VFS_SET_MODE)
+		COUNT(OPC_SETATTR_MODE);
+	if (set & (VFS_SET_UID | VFS_SET_GID))
+		COUNT(OPC_SETATTR_OWNER);
+	if (set & VFS_SET_SIZE)
+		COUNT(OPC_SETATTR_SIZE);
+	if (set & (VFS_SET_ATIME | VFS_SET_MTIME | VFS_SET_ATIME_NOW | VFS_SET_MTIME_NOW))
+		COUNT(OPC_SETATTR_TIMES);
 	reply_attr(req, vfs_setattr(vfs_of(req), ino, attr, set, fi ? file_of(fi) : NULL, &st),
 		   &st);
 }
@@ -145,6 +262,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	char buf[4096];
 	int r = vfs_readlink(vfs_of(req), ino, buf, sizeof(buf));
 
+	COUNT(OPC_READLINK);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -156,6 +274,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct vfs_ctx c = ctx_of(req);
 	struct stat st;
 
+	COUNT(OPC_MKNOD);
 	reply_entry(req, vfs_mknod(vfs_of(req), &c, parent, name, mode, rdev, &st), &st);
 }
 
@@ -164,6 +283,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct vfs_ctx c = ctx_of(req);
 	struct stat st;
 
+	COUNT(OPC_MKDIR);
 	reply_entry(req, vfs_mkdir(vfs_of(req), &c, parent, name, mode, &st), &st);
 }
 
@@ -172,6 +292,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	struct vfs_ctx c = ctx_of(req);
 	struct stat st;
 
+	COUNT(OPC_SYMLINK);
 	reply_entry(req, vfs_symlink(vfs_of(req), &c, parent, name, link, &st), &st);
 }
 
@@ -179,22 +300,26 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 {
 	struct stat st;
 
+	COUNT(OPC_LINK);
 	reply_entry(req, vfs_link(vfs_of(req), ino, newparent, newname, &st), &st);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	COUNT(OPC_UNLINK);
 	fuse_reply_err(req, -vfs_unlink(vfs_of(req), parent, name));
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	COUNT(OPC_RMDIR);
 	fuse_reply_err(req, -vfs_rmdir(vfs_of(req), parent, name));
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
+	COUNT(OPC_RENAME);
 	fuse_reply_err(req, -vfs_rename(vfs_of(req), parent, name, newparent, newname, flags));
 }
 
@@ -215,6 +340,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct stat st;
 	int r;
 
+	COUNT(OPC_CREATE);
 	r = vfs_create(vfs_of(req), &c, parent, name, mode, fi->flags, &st, &f);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
@@ -236,6 +362,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct vfs_file *f;
 	int r = vfs_open_file(vfs_of(req), ino, fi->flags, &f);
 
+	COUNT(OPC_OPEN);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -248,6 +375,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	char *buf = malloc(size ? size : 1);
 	ssize_t r;
 
+	COUNT(OPC_READ);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -279,6 +407,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct write_reply w = {.req = req};
 	ssize_t r = vfs_write(vfs_of(req), file_of(fi), buf, size, off, early_write_reply, &w);
 
+	COUNT(OPC_WRITE);
 	if (w.replied)
 		return;
 	if (r < 0)
@@ -289,17 +418,20 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(OPC_FLUSH);
 	fuse_reply_err(req, -vfs_flush(vfs_of(req), file_of(fi)));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(OPC_RELEASE);
 	vfs_release(vfs_of(req), file_of(fi));
 	fuse_reply_err(req, 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
+	COUNT(OPC_FSYNC);
 	fuse_reply_err(req, -vfs_fsync(vfs_of(req), file_of(fi), datasync));
 }
 
@@ -309,6 +441,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
  */
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(OPC_OPENDIR);
 	fuse_reply_err(req, ENOSYS);
 }
 
@@ -373,17 +506,20 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
+	COUNT(OPC_READDIR);
 	do_readdir(req, ino, size, off, false);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
+	COUNT(OPC_READDIRPLUS);
 	do_readdir(req, ino, size, off, true);
 }
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
+	COUNT(OPC_FSYNCDIR);
 	fuse_reply_err(req, -vfs_sync(vfs_of(req)));
 }
 
@@ -392,6 +528,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs sv;
 	int r = vfs_statfs(vfs_of(req), &sv);
 
+	COUNT(OPC_STATFS);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -401,6 +538,21 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
+	COUNT(OPC_SETXATTR);
+	if (!strncmp(name, "system.posix_acl_", 17))
+		COUNT(OPC_SETXATTR_ACL);
+	if (!strcmp(name, "system.posix_acl_access")) {
+		/* cp -a sets an ACL like this on every file and directory; when it is only a mode,
+		 * taking it spares the chmod that would follow a refusal. */
+		struct vfs_ctx c = ctx_of(req);
+		bool changed = false;
+		int r = vfs_set_access_acl(vfs_of(req), &c, ino, value, size, &changed);
+
+		if (changed)
+			live_inval_attr(ino);
+		fuse_reply_err(req, -r);
+		return;
+	}
 	fuse_reply_err(req, -vfs_setxattr(vfs_of(req), ino, name, value, size, flags));
 }
 
@@ -420,6 +572,11 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 {
 	char *buf = size ? malloc(size) : NULL;
 
+	COUNT(OPC_GETXATTR);
+	if (!strncmp(name, "security.", 9))
+		COUNT(OPC_GETXATTR_SECURITY);
+	else if (!strncmp(name, "system.posix_acl_", 17))
+		COUNT(OPC_GETXATTR_ACL);
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -431,6 +588,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	char *buf = size ? malloc(size) : NULL;
 
+	COUNT(OPC_LISTXATTR);
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -440,6 +598,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
+	COUNT(OPC_REMOVEXATTR);
 	fuse_reply_err(req, -vfs_removexattr(vfs_of(req), ino, name));
 }
 

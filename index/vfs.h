@@ -150,6 +150,15 @@ int vfs_statfs(struct vfs *v, struct statvfs *ret);
 
 int vfs_setxattr(struct vfs *v, uint64_t ino, const char *name, const void *value, size_t size,
 		 int flags);
+/*
+ * setxattr of system.posix_acl_access by the caller c: an ACL of only user::, group:: and
+ * other:: entries sets the mode's permission bits (and moves ctime), as chmod would; any other
+ * ACL is -EOPNOTSUPP (there is no ACL support), a caller who neither owns the file nor is root
+ * -EPERM. *ret_changed says whether the mode changed: the kernel, which expects a filesystem
+ * without ACL support to keep the mode, then has stale attributes. 0 or -errno.
+ */
+int vfs_set_access_acl(struct vfs *v, const struct vfs_ctx *c, uint64_t ino, const void *value,
+		       size_t size, bool *ret_changed);
 /* Returns the value's size (copying it when it fits size; size 0 only asks), or -errno. */
 int vfs_getxattr(struct vfs *v, uint64_t ino, const char *name, void *buf, size_t size);
 int vfs_listxattr(struct vfs *v, uint64_t ino, char *buf, size_t size);

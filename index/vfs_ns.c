@@ -819,6 +819,81 @@ int vfs_setxattr(struct vfs *v, uint64_t ino, const char *name, const void *valu
 	return r;
 }
 
+/*
+ * A POSIX ACL in its xattr form (little endian): a u32 version 2, then entries of u16 tag,
+ * u16 perm, u32 id, in tag order. The only ones this filesystem takes are the three entries
+ * of a mode (user::, group::, other::), which is what `cp -a`, `install` and friends set when
+ * the source has no ACL; their bits become the mode, as on a filesystem with ACLs.
+ */
+#define ACL_XATTR_VERSION 2
+#define ACL_TAG_USER_OBJ 0x01
+#define ACL_TAG_GROUP_OBJ 0x04
+#define ACL_TAG_OTHER 0x20
+
+static uint32_t le16_at(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8;
+}
+
+static int acl_mode_bits(const unsigned char *p, size_t size, mode_t *ret)
+{
+	static const uint16_t tags[3] = {ACL_TAG_USER_OBJ, ACL_TAG_GROUP_OBJ, ACL_TAG_OTHER};
+	mode_t mode = 0;
+
+	if (!p || size != 4 + 3 * 8 || (le16_at(p) | le16_at(p + 2) << 16) != ACL_XATTR_VERSION)
+		return -EOPNOTSUPP;
+	for (int i = 0; i < 3; i++) {
+		const unsigned char *e = p + 4 + 8 * i;
+		uint32_t perm = le16_at(e + 2);
+
+		if (le16_at(e) != tags[i] || perm > 7)
+			return -EOPNOTSUPP;
+		mode |= (mode_t)perm << (6 - 3 * i);
+	}
+	*ret = mode;
+	return 0;
+}
+
+int vfs_set_access_acl(struct vfs *v, const struct vfs_ctx *c, uint64_t ino, const void *value,
+		       size_t size, bool *ret_changed)
+{
+	struct idx_inode in;
+	uint32_t old;
+	mode_t bits;
+	int r = acl_mode_bits(value, size, &bits);
+
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&v->lock);
+	r = vfs_op_begin(v);
+	if (r < 0) {
+		pthread_mutex_unlock(&v->lock);
+		return r;
+	}
+	r = vfs_get_inode(v, ino, &in);
+	if (r < 0)
+		goto out_unlock;
+	/* Who may chmod may set an ACL (the kernel leaves system.* names to the filesystem). */
+	if (c->uid != 0 && c->uid != in.uid) {
+		r = -EPERM;
+		goto out_unlock;
+	}
+	old = in.mode;
+	in.mode = (in.mode & ~0777u) | bits;
+	/* As the kernel's posix_acl_update_mode: set-group-ID goes unless the caller is in the
+	 * file's group (its primary group only: this is what the request tells) or root. */
+	if (c->uid != 0 && c->gid != in.gid)
+		in.mode &= ~(uint32_t)S_ISGID;
+	in.ctime = now_ns();
+	r = idx_put_inode(v->x, &in);
+	if (r == 0)
+		*ret_changed = in.mode != old;
+out_unlock:
+	r = vfs_op_end(v, r);
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
 int vfs_getxattr(struct vfs *v, uint64_t ino, const char *name, void *buf, size_t size)
 {
 	int r = check_xattr_name(name);

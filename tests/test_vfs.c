@@ -285,6 +285,55 @@ Test(vfs, directories_and_links)
 	cr_assert_eq(vfs_rmdir(v, 1, "dir"), 0);
 }
 
+/* Little-endian ACL xattr entries: tag, perm, id. */
+static size_t acl_put(unsigned char *p, size_t n, uint16_t tag, uint16_t perm, uint32_t id)
+{
+	unsigned char *e = p + 4 + 8 * n;
+
+	p[0] = 2, p[1] = p[2] = p[3] = 0;
+	e[0] = (unsigned char)tag, e[1] = (unsigned char)(tag >> 8);
+	e[2] = (unsigned char)perm, e[3] = 0;
+	for (int i = 0; i < 4; i++)
+		e[4 + i] = (unsigned char)(id >> (8 * i));
+	return 4 + 8 * (n + 1);
+}
+
+/* An ACL that is only a mode sets the mode, as chmod; any other is not supported. */
+Test(vfs, access_acl_of_a_mode_is_a_chmod)
+{
+	const struct vfs_ctx user = {.uid = 1000, .gid = 1000};
+	unsigned char acl[64];
+	struct stat st;
+	bool changed = false;
+	uint64_t f = write_file("f", (const uint8_t *)"x", 1);
+	size_t n;
+
+	acl_put(acl, 0, 0x01, 7, ~0u);
+	acl_put(acl, 1, 0x04, 5, ~0u);
+	n = acl_put(acl, 2, 0x20, 1, ~0u);
+	cr_assert_eq(vfs_set_access_acl(v, &ctx, f, acl, n, &changed), 0);
+	cr_assert(changed);
+	cr_assert_eq(vfs_getattr(v, f, &st), 0);
+	cr_assert_eq(st.st_mode, S_IFREG | 0751, "mode %o", st.st_mode);
+	cr_assert_eq(vfs_set_access_acl(v, &ctx, f, acl, n, &changed), 0);
+	cr_assert_not(changed, "the same mode again");
+	cr_assert_eq(vfs_set_access_acl(v, &user, f, acl, n, &changed), -EPERM);
+	cr_assert_eq(vfs_set_access_acl(v, &ctx, f, acl, n - 1, &changed), -EOPNOTSUPP);
+	cr_assert_eq(vfs_set_access_acl(v, &ctx, f, NULL, 0, &changed), -EOPNOTSUPP);
+	/* user::rwx user:1000:rwx group::r-x mask::rwx other::--x */
+	acl_put(acl, 0, 0x01, 7, ~0u);
+	acl_put(acl, 1, 0x02, 7, 1000);
+	acl_put(acl, 2, 0x04, 5, ~0u);
+	acl_put(acl, 3, 0x10, 7, ~0u);
+	n = acl_put(acl, 4, 0x20, 1, ~0u);
+	cr_assert_eq(vfs_set_access_acl(v, &ctx, f, acl, n, &changed), -EOPNOTSUPP);
+	acl_put(acl, 1, 0x04, 8, ~0u);
+	acl_put(acl, 2, 0x20, 1, ~0u);
+	cr_assert_eq(vfs_set_access_acl(v, &ctx, f, acl, 28, &changed), -EOPNOTSUPP, "perm 8");
+	cr_assert_eq(vfs_getattr(v, f, &st), 0);
+	cr_assert_eq(st.st_mode, S_IFREG | 0751);
+}
+
 /* A sequential writer is chunked as it writes; a read or a write elsewhere spills to staging. */
 Test(vfs, stream_spills_on_read_and_random_write)
 {
