@@ -135,9 +135,42 @@ wait "$FG_PID" 2>/dev/null
 [ "$got" = $((N + 1)) ] || fail "a host with a session token read $got of $((N + 1))"
 log "session token: $got of $((N + 1)) read, push accepted"
 
+# 4. A large pack upload whose connection drops half-way: the push retries, completes, and a
+# fresh host reads the bytes. dropproxy.py sits between the daemon and the logging proxy and
+# cuts the first PUT of a pack after 4 MiB of it.
+"$PY" "$E2E_DIR/dropproxy.py" --target "${RGW_ENDPOINT#http://}" --port-file "$TMP/drop.port" \
+	--log "$TMP/drop.log" --after $((4 << 20)) &
+drop_pid=$!
+E2E_FG_PIDS+=($drop_pid)
+for i in $(seq 50); do [ -s "$TMP/drop.port" ] && break; sleep 0.1; done
+[ -s "$TMP/drop.port" ] || fail "dropproxy.py did not start"
+durl="s3://pkgcache/drop?endpoint=http://127.0.0.1:$(cat "$TMP/drop.port")&region=us-east-1"
+write_random "$TMP/drop.bin" $((40 << 20)) drop
+mark=$(log_mark "$RGW_ACCESS_LOG")
+t4=$(now_ms)
+mount_fg "$TMP/d" "$TMP/md" "$TMP/d.log" --remote "$durl" || fail "mount through dropproxy failed: $(tail -3 "$TMP/d.log")"
+cp "$TMP/drop.bin" "$TMP/md/drop.bin" || fail "writing into the mount failed"
+out=$("$BIN" umount --require-push "$TMP/md" 2>&1) || fail "the push with a dropped connection failed: $out ($(tail -3 "$TMP/d.log"))"
+wait "$FG_PID" 2>/dev/null
+drop_ms=$(($(now_ms) - t4))
+grep -q '^dropped PUT' "$TMP/drop.log" 2>/dev/null || fail "no pack upload was cut: the check proved nothing"
+log "$(cat "$TMP/drop.log")"
+log_since "$RGW_ACCESS_LOG" "$mark" | awk '$1 == "PUT" && $2 ~ /\/packs\//' >"$TMP/drop-puts"
+log "pack PUTs at the server after the drop: $(awk '{ printf "%s %s B; ", $3, $5 }' "$TMP/drop-puts")"
+cut=$(sed -n 's/^dropped PUT \([^ ]*\) .*/\1/p' "$TMP/drop.log")
+awk -v p="$cut" '$2 == p && $3 == 200' "$TMP/drop-puts" | grep -q . ||
+	fail "the cut pack $cut was not uploaded again (200) after the drop"
+mount_fg "$TMP/e2" "$TMP/me2" "$TMP/e2.log" --remote "$durl" || fail "fresh mount after the drop failed"
+cmp -s "$TMP/drop.bin" "$TMP/me2/drop.bin" || fail "a fresh host read other bytes after the dropped upload"
+"$BIN" umount "$TMP/me2" >/dev/null 2>&1
+wait "$FG_PID" 2>/dev/null
+kill "$drop_pid" 2>/dev/null
+log "dropped connection: the push retried and a fresh host reads the 40 MiB byte for byte"
+
 echo "---- rgw figures"
 echo "radosgw bring-up (mon + memstore OSD + radosgw + user + bucket): $(secs "$bringup_ms") s"
 echo "test_remote remote_s3 against radosgw: $(secs "$conf_ms") s"
 echo "push of $N packages + 48 MiB: $(secs "$push_ms") s; fresh host mount + read: $(secs "$read_ms") s"
+echo "push of 40 MiB with one connection dropped after 4 MiB: $(secs "$drop_ms") s"
 echo "whole script: $(secs $(($(now_ms) - t0))) s"
 log "rgw: all pass"
