@@ -10,7 +10,10 @@
 #     read the files back byte for byte;
 #   - the mTLS server (ssl_verify_client on): no client certificate gets the 400 and the hint to
 #     give one, a certificate without its key is refused before any request, the wrong key is
-#     refused by name, cert + key mount, read and push.
+#     refused by name, cert + key mount, read and push;
+#   - rclone serve webdav (docs/recipes/servers/rclone-webdav.service's ExecStart, with the
+#     --cert and --key its comment names): without the CA refused; with it, a push that a fresh
+#     host reads back.
 #
 # usage: tls.sh PKGCACHEFS_BINARY
 . "$(dirname "$0")/e2e-lib.sh"
@@ -150,4 +153,31 @@ mount_fg "$TMP/b" "$TMP/mb" "$TMP/b.log" || fail "mount of B failed again"
 [ "$(cat "$TMP/mb/c.txt" 2>/dev/null)" = "from C" ] || fail "what C pushed through mTLS is not on B"
 "$BIN" umount "$TMP/mb" >/dev/null 2>&1
 log "mTLS: read 20 of 20, pushed 1 file that B then read"
+
+# rclone over HTTPS: the unit's ExecStart as written, with the --cert and --key its comment names.
+if command -v rclone >/dev/null; then
+	P_RCLONE=$(port)
+	mkdir -p "$T/rclone-data"
+	exec_start=$(sed -n 's/^ExecStart=//p' "$E2E_DIR/../../docs/recipes/servers/rclone-webdav.service" |
+		sed -e "s|/srv/pkgcache|$T/rclone-data|g" -e "s|127\.0\.0\.1:8080|127.0.0.1:$P_RCLONE|g" \
+			-e "s|/etc/pkgcachefs/htpasswd|$T/htpasswd|g")
+	# shellcheck disable=SC2086
+	$exec_start --cert "$T/server.pem" --key "$T/server.key" --log-file "$T/rclone.log" &
+	PCF_BG_PIDS+=($!)
+	for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$P_RCLONE") 2>/dev/null && break; sleep 0.1; done
+	RURL=https://127.0.0.1:$P_RCLONE/pkgcache/team/
+	refused "rclone: no CA given" "ca_file=PATH" "$TMP/d" --remote "$RURL"
+	mount_fg "$TMP/d" "$TMP/md" "$TMP/d.log" --remote "$RURL" -o "ca_file=$T/ca.pem" ||
+		fail "rclone: mount with ca_file failed ($FG_RC): $(tail -3 "$TMP/d.log")"
+	cp -r "$TMP/expect" "$TMP/md/wheels"
+	out=$("$BIN" umount --require-push "$TMP/md" 2>&1) || fail "rclone: umount (push) failed: $out"
+	wait "$FG_PID" 2>/dev/null
+	mount_fg "$TMP/e" "$TMP/me" "$TMP/e.log" --remote "$RURL" -o "ca_file=$T/ca.pem" ||
+		fail "rclone: fresh host's mount failed: $(tail -3 "$TMP/e.log")"
+	[ "$(sums_of "$TMP/me/wheels")" = "$expect" ] || fail "rclone: the fresh host reads other bytes"
+	"$BIN" umount "$TMP/me" >/dev/null 2>&1
+	log "rclone serve webdav over HTTPS: 20 of 20 pushed and read back by a fresh host"
+else
+	log "rclone is not installed: its HTTPS run is left out (tools/install-deps.sh --test)"
+fi
 log "PASS"
