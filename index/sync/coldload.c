@@ -52,38 +52,56 @@ static int64_t cload_add(struct cload *l, const char *path, const char *name, ui
  */
 static int64_t cload_dir(struct cload *l, const char *path, const struct cat_entry *child)
 {
-	const char *slash = strrchr(path, '/');
+	char buf[IDX_PATH_MAX + 1];
+	size_t len = strlen(path), pos = len;
 	uint64_t parent = IDX_ROOT_INO;
-	size_t idx = (size_t)(uintptr_t)smap_get(&l->where, path);
-	int64_t k;
+	int64_t k = -1;
 
-	if (idx) {
-		struct cnode *nd = &l->v[idx - 1];
+	if (len > IDX_PATH_MAX)
+		return -ENAMETOOLONG;
+	memcpy(buf, path, len + 1);
+	/* The deepest node known already, from the end (iterative: paths may be 2,000 deep). */
+	while (pos > 0) {
+		size_t idx = (size_t)(uintptr_t)smap_get(&l->where, buf);
+		char *slash;
 
-		if (!nd->dir) {
-			nd->dir = true;
-			nd->cd = NULL;
-			nd->mode = S_IFDIR | 0755;
+		if (idx) {
+			struct cnode *nd = &l->v[idx - 1];
+
+			if (!nd->dir) {
+				nd->dir = true;
+				nd->cd = NULL;
+				nd->mode = S_IFDIR | 0755;
+			}
+			k = (int64_t)idx - 1;
+			break;
 		}
-		return (int64_t)idx - 1;
+		slash = memrchr(buf, '/', pos);
+		pos = slash ? (size_t)(slash - buf) : 0;
+		buf[pos] = '\0';
 	}
-	if (slash) {
-		char buf[IDX_PATH_MAX + 1];
+	if (k >= 0)
+		parent = l->v[k].ino;
+	/* Then each missing level below it; buf holds path up to the current one. */
+	while (pos < len) {
+		size_t start = pos ? pos + 1 : 0, end;
+		const char *slash = strchr(path + start, '/');
+		const char *key, *ks;
+		struct cnode *nd;
 
-		snprintf(buf, sizeof(buf), "%.*s", (int)(slash - path), path);
-		k = cload_dir(l, buf, child);
+		end = slash ? (size_t)(slash - path) : len;
+		if (pos)
+			buf[pos] = '/';
+		memcpy(buf + start, path + start, end - start);
+		buf[end] = '\0';
+		/* The key must outlive the load: the map copies it; the name points into that copy.
+		 */
+		k = cload_add(l, buf, NULL, parent);
 		if (k < 0)
 			return k;
-		parent = l->v[k].ino;
-	}
-	/* The key must outlive the load: the map copies it; the name points into that copy. */
-	k = cload_add(l, path, NULL, parent);
-	if (k < 0)
-		return k;
-	{
-		const char *key = smap_slot(&l->where, path)->key, *ks = strrchr(key, '/');
-		struct cnode *nd = &l->v[k];
-
+		key = smap_slot(&l->where, buf)->key;
+		ks = strrchr(key, '/');
+		nd = &l->v[k];
 		nd->name = ks ? ks + 1 : key;
 		nd->dir = true;
 		nd->mode = S_IFDIR | 0755;
@@ -91,6 +109,8 @@ static int64_t cload_dir(struct cload *l, const char *path, const struct cat_ent
 		nd->gid = child->gid;
 		nd->mtime = child->mtime;
 		nd->stamp = child->stamp;
+		parent = nd->ino;
+		pos = end;
 	}
 	return k;
 }
