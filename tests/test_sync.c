@@ -56,7 +56,9 @@ static void teardown(void)
 	cr_assert_eq(system(cmd), 0);
 }
 
-static void host_open(struct host *h, const char *name, uint64_t max_size)
+/* Open host name's store on the remote, pull with so (may be NULL) and serve it. */
+static void host_open_with(struct host *h, const char *name, uint64_t max_size,
+			   const struct sync_options *so)
 {
 	struct vfs_options o = {.max_size = max_size};
 	char err[256] = "";
@@ -68,9 +70,14 @@ static void host_open(struct host *h, const char *name, uint64_t max_size)
 	cr_assert_eq(sync_check_remote(st, h->r, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, err,
 				       sizeof(err)),
 		     0, "%s", err);
-	cr_assert_eq(sync_pull(st, h->r, NULL, &h->pulled), 0);
+	cr_assert_eq(sync_pull(st, h->r, so, &h->pulled), 0);
 	o.remote = h->r;
 	cr_assert_eq(vfs_open(st, &o, &h->v), 0);
+}
+
+static void host_open(struct host *h, const char *name, uint64_t max_size)
+{
+	host_open_with(h, name, max_size, NULL);
 }
 
 static void host_push(struct host *h, struct sync_report *rep)
@@ -1203,25 +1210,6 @@ Test(sync, bad_catalogs_are_downloaded_once)
 	fsck_ok(&a);
 }
 
-/* host_open, but its first pull merges in batches of batch_entries entries. */
-static void host_open_batched(struct host *h, const char *name, size_t batch_entries)
-{
-	struct sync_options so = {.batch_entries = batch_entries};
-	struct vfs_options o = {0};
-	char err[256] = "";
-	struct store *st;
-
-	snprintf(h->store, sizeof(h->store), "%s/%s", dir, name);
-	cr_assert_eq(store_open(h->store, STORE_CREATE | STORE_LOCK, &st, NULL), 0);
-	cr_assert_eq(remote_open(url, NULL, &h->r, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(sync_check_remote(st, h->r, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, err,
-				       sizeof(err)),
-		     0, "%s", err);
-	cr_assert_eq(sync_pull(st, h->r, &so, &h->pulled), 0);
-	o.remote = h->r;
-	cr_assert_eq(vfs_open(st, &o, &h->v), 0);
-}
-
 /*
  * A pull holds at most about batch_entries entries of decoded catalogs at once, and merging in
  * batches gives what one merge of everything gives: replacements, deletions, and an entry of a
@@ -1267,7 +1255,7 @@ Test(sync, a_pull_in_batches_merges_what_one_pull_merges)
 
 	host_open(&whole, "whole", 0);
 	cr_assert_eq(whole.pulled.batches, 1);
-	host_open_batched(&batched, "batched", 1);
+	host_open_with(&batched, "batched", 0, &one);
 	cr_assert_geq(batched.pulled.batches, 3, "%llu batches",
 		      (unsigned long long)batched.pulled.batches);
 	cr_assert_eq(batched.pulled.catalogs_read, whole.pulled.catalogs_read);
