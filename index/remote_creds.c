@@ -39,7 +39,7 @@
 #define CREDS_FILE_CHECK_S 10      /* stat the credentials file at most this often */
 #define CREDS_ENDPOINT_MAX (64 << 10)
 
-static const char *env(const char *name)
+const char *remote_env(const char *name)
 {
 	const char *v = getenv(name);
 
@@ -120,7 +120,7 @@ int remote_parse_s3_credentials(FILE *f, const char *profile, struct remote *r)
 
 static char *credentials_path(void)
 {
-	const char *file = env("AWS_SHARED_CREDENTIALS_FILE"), *home = env("HOME");
+	const char *file = remote_env("AWS_SHARED_CREDENTIALS_FILE"), *home = remote_env("HOME");
 	char *path = NULL;
 
 	if (file)
@@ -133,7 +133,7 @@ static char *credentials_path(void)
 /* Read the profile's keys from the file at r->creds_file into r: 0 (found or not), -errno. */
 static int read_credentials_file(struct remote *r, char *err, size_t errlen)
 {
-	const char *profile = env("AWS_PROFILE") ? env("AWS_PROFILE") : "default";
+	const char *profile = remote_env("AWS_PROFILE") ? remote_env("AWS_PROFILE") : "default";
 	struct stat st;
 	FILE *f;
 	int fd, ret;
@@ -321,10 +321,10 @@ static bool local_endpoint(const char *url)
 
 static int container_credentials(struct remote *r, char *err, size_t errlen)
 {
-	const char *full = env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
-	const char *rel = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
-	const char *tok_file = env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
-	const char *tok = env("AWS_CONTAINER_AUTHORIZATION_TOKEN");
+	const char *full = remote_env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+	const char *rel = remote_env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+	const char *tok_file = remote_env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+	const char *tok = remote_env("AWS_CONTAINER_AUTHORIZATION_TOKEN");
 	char url[2048], auth[4200] = "";
 	const char *hdr[2] = {NULL, NULL};
 	struct body *b;
@@ -380,15 +380,15 @@ static int container_credentials(struct remote *r, char *err, size_t errlen)
 /* IMDSv2: 1 found, 0 none there (no instance metadata service), -errno. */
 static int imds_credentials(struct remote *r, char *err, size_t errlen)
 {
-	const char *endpoint = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+	const char *endpoint = remote_env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
 	char base[900], url[1200], token_hdr[1200], role[256] = "";
 	const char *hdr[2] = {NULL, NULL};
 	struct body *b;
 	long st;
 	int ret = 0;
 
-	if (env("AWS_EC2_METADATA_DISABLED") &&
-	    !strcasecmp(env("AWS_EC2_METADATA_DISABLED"), "true"))
+	if (remote_env("AWS_EC2_METADATA_DISABLED") &&
+	    !strcasecmp(remote_env("AWS_EC2_METADATA_DISABLED"), "true"))
 		return 0;
 	snprintf(base, sizeof(base), "%s", endpoint ? endpoint : "http://169.254.169.254");
 	while (*base && base[strlen(base) - 1] == '/')
@@ -460,7 +460,8 @@ static int load_from(struct remote *r, char *err, size_t errlen)
 
 int remote_s3_load_credentials(struct remote *r, char *err, size_t errlen)
 {
-	const char *id = env("AWS_ACCESS_KEY_ID"), *secret = env("AWS_SECRET_ACCESS_KEY");
+	const char *id = remote_env("AWS_ACCESS_KEY_ID"),
+		   *secret = remote_env("AWS_SECRET_ACCESS_KEY");
 	int ret;
 
 	pthread_mutex_init(&r->creds_lock, NULL);
@@ -475,10 +476,10 @@ int remote_s3_load_credentials(struct remote *r, char *err, size_t errlen)
 		r->creds_source = CREDS_ENV;
 		r->access_key = strdup(id);
 		r->secret_key = strdup(secret);
-		if (env("AWS_SESSION_TOKEN"))
-			r->session_token = strdup(env("AWS_SESSION_TOKEN"));
+		if (remote_env("AWS_SESSION_TOKEN"))
+			r->session_token = strdup(remote_env("AWS_SESSION_TOKEN"));
 		if (!r->access_key || !r->secret_key ||
-		    (env("AWS_SESSION_TOKEN") && !r->session_token))
+		    (remote_env("AWS_SESSION_TOKEN") && !r->session_token))
 			return -ENOMEM;
 		return 0;
 	}
@@ -491,8 +492,8 @@ int remote_s3_load_credentials(struct remote *r, char *err, size_t errlen)
 		if (r->access_key && r->secret_key)
 			return 0;
 	}
-	if (env("AWS_CONTAINER_CREDENTIALS_FULL_URI") ||
-	    env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")) {
+	if (remote_env("AWS_CONTAINER_CREDENTIALS_FULL_URI") ||
+	    remote_env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")) {
 		r->creds_source = CREDS_CONTAINER;
 		return container_credentials(r, err, errlen);
 	}

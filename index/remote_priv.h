@@ -177,6 +177,8 @@ void remote_parse_header(const char *p, size_t len, long *retry_after, struct re
  * aws_access_key_id, aws_secret_access_key and aws_session_token found replaces r's (malloc'ed,
  * wiped when freed by remote_free). 0 found or not, -ENOMEM. */
 int remote_parse_s3_credentials(FILE *f, const char *profile, struct remote *r);
+/* getenv, with an empty value taken as unset (the AWS SDKs' rule). */
+const char *remote_env(const char *name);
 /* Find the S3 credentials (remote_creds.c has the sources): 0, or -EACCES / -errno with err. */
 int remote_s3_load_credentials(struct remote *r, char *err, size_t errlen);
 /* Copies of the current credentials (refreshed first when due), malloc'ed, for one signature;

@@ -387,13 +387,6 @@ static const struct remote_ops s3_ops = {
 	.sign = s3_sign,
 };
 
-static const char *env(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? v : NULL;
-}
-
 static bool valid_chars(const char *s, const char *extra)
 {
 	if (!*s)
@@ -514,10 +507,10 @@ int remote_s3_open(struct remote *r, const char *url, char *err, size_t errlen)
 		p += n + (p[n] == '&');
 	}
 
-	if (!region && env("AWS_REGION"))
-		region = strdup(env("AWS_REGION"));
-	if (!region && env("AWS_DEFAULT_REGION"))
-		region = strdup(env("AWS_DEFAULT_REGION"));
+	if (!region && remote_env("AWS_REGION"))
+		region = strdup(remote_env("AWS_REGION"));
+	if (!region && remote_env("AWS_DEFAULT_REGION"))
+		region = strdup(remote_env("AWS_DEFAULT_REGION"));
 	if (!region)
 		region = strdup("us-east-1");
 	if (!region) {
@@ -529,10 +522,10 @@ int remote_s3_open(struct remote *r, const char *url, char *err, size_t errlen)
 		goto out_free;
 	}
 	custom_endpoint = true;
-	if (!endpoint && env("AWS_ENDPOINT_URL_S3"))
-		endpoint = strdup(env("AWS_ENDPOINT_URL_S3"));
-	if (!endpoint && env("AWS_ENDPOINT_URL"))
-		endpoint = strdup(env("AWS_ENDPOINT_URL"));
+	if (!endpoint && remote_env("AWS_ENDPOINT_URL_S3"))
+		endpoint = strdup(remote_env("AWS_ENDPOINT_URL_S3"));
+	if (!endpoint && remote_env("AWS_ENDPOINT_URL"))
+		endpoint = strdup(remote_env("AWS_ENDPOINT_URL"));
 	if (!endpoint) {
 		custom_endpoint = false;
 		if (asprintf(&endpoint, "https://s3.%s.amazonaws.com", region) < 0)
