@@ -124,27 +124,26 @@ static int tls_options(struct remote *r, const struct remote_options *o, char *e
 	return 0;
 }
 
-/* The host of "scheme://[user@]host[:port]", without brackets, into out. */
-static void origin_host(const char *origin, char *out, size_t outlen)
+void remote_url_host(const char *url, char *out, size_t outlen)
 {
-	const char *h = strstr(origin, "://"), *at, *end;
+	const char *h = strstr(url, "://"), *at, *end;
 
-	h = h ? h + 3 : origin;
+	h = h ? h + 3 : url;
 	at = strchr(h, '@');
-	if (at)
+	if (at && at < h + strcspn(h, "/"))
 		h = at + 1;
 	if (*h == '[') {
 		h++;
 		end = strchr(h, ']');
 	} else {
-		end = strchr(h, ':');
+		end = h + strcspn(h, ":/");
 	}
 	if (!end)
 		end = h + strlen(h);
 	snprintf(out, outlen, "%.*s", (int)(end - h), h);
 }
 
-static bool loopback_host(const char *host)
+bool remote_loopback_host(const char *host)
 {
 	struct in_addr a4;
 
@@ -187,8 +186,8 @@ static int check_cleartext(const struct remote *r, char *err, size_t errlen)
 
 	if (!r->origin || strncmp(r->origin, "http://", 7) != 0)
 		return 0;
-	origin_host(r->origin, host, sizeof(host));
-	if (loopback_host(host))
+	remote_url_host(r->origin, host, sizeof(host));
+	if (remote_loopback_host(host))
 		return 0;
 	if (r->session_token)
 		what = "the S3 session token (AWS_SESSION_TOKEN)";

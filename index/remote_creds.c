@@ -21,7 +21,6 @@
  */
 #include "remote_priv.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -304,19 +303,19 @@ static int take_json(struct remote *r, const char *json, const char *from, char 
 	return 0;
 }
 
-/* An http URL is allowed for container credentials only to this host (the SDKs' rule). */
+/* An http URL is allowed for container credentials only to this host, or to the ECS and EKS
+ * link-local endpoints (the SDKs' rule). */
 static bool local_endpoint(const char *url)
 {
-	static const char *const ok[] = {
-		"http://127.",  "http://localhost:",     "http://localhost/",
-		"http://[::1]", "http://169.254.170.2/", "http://169.254.170.23/"};
+	char host[256];
 
 	if (!strncmp(url, "https://", 8))
 		return true;
-	for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
-		if (!strncmp(url, ok[i], strlen(ok[i])))
-			return true;
-	return false;
+	if (strncmp(url, "http://", 7) != 0)
+		return false;
+	remote_url_host(url, host, sizeof(host));
+	return remote_loopback_host(host) || !strcmp(host, "169.254.170.2") ||
+	       !strcmp(host, "169.254.170.23");
 }
 
 static int container_credentials(struct remote *r, char *err, size_t errlen)

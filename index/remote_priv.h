@@ -177,6 +177,10 @@ void remote_parse_header(const char *p, size_t len, long *retry_after, struct re
  * aws_access_key_id, aws_secret_access_key and aws_session_token found replaces r's (malloc'ed,
  * wiped when freed by remote_free). 0 found or not, -ENOMEM. */
 int remote_parse_s3_credentials(FILE *f, const char *profile, struct remote *r);
+/* The host of "scheme://[user@]host[:port][/path]", without brackets, into out. */
+void remote_url_host(const char *url, char *out, size_t outlen);
+/* localhost, 127.0.0.0/8 or ::1. */
+bool remote_loopback_host(const char *host);
 /* getenv, with an empty value taken as unset (the AWS SDKs' rule). */
 const char *remote_env(const char *name);
 /* Find the S3 credentials (remote_creds.c has the sources): 0, or -EACCES / -errno with err. */
