@@ -23,7 +23,7 @@ test_pkgs=(
 	clang-format                    # the style check
 	groff-base man-db systemd       # man page lint, systemd-analyze verify of the unit
 	nginx-light                     # remote tests: WebDAV (nginx's dav module)
-	apache2                         # servers: Apache httpd with mod_dav/mod_dav_fs, as users run it
+	apache2                         # servers: Apache httpd with mod_dav/mod_dav_fs and mod_ssl, as users run it
 	rclone                          # servers: `rclone serve webdav`
 	libnginx-mod-http-dav-ext       # servers: nginx PROPFIND (dav-ext)
 	strace                          # remote-e2e: which cache files pip opened on a cold host

@@ -14,6 +14,11 @@
 #   - rclone serve webdav (docs/recipes/servers/rclone-webdav.service's ExecStart, with the
 #     --cert and --key its comment names): without the CA refused; with it, a push that a fresh
 #     host reads back.
+#   - Apache httpd with mod_ssl, configured by docs/recipes/servers/apache-webdav-tls.conf as
+#     written (mTLS: SSLVerifyClient require) and without its two client-certificate lines (TLS +
+#     Basic auth): without the CA refused; with it, a push that a fresh host reads back; on the
+#     mTLS site no client certificate is refused (Apache ends the handshake with an alert, which
+#     is configuration, not an outage), cert + key read what was pushed and push again.
 #
 # usage: tls.sh PKGCACHEFS_BINARY
 . "$(dirname "$0")/e2e-lib.sh"
@@ -44,6 +49,7 @@ done
 printf 'subjectAltName=IP:127.0.0.1\n' >"$T/san.ext"
 cert server ca "/CN=127.0.0.1" "$T/san.ext"
 cert runner ca "/CN=runner-1"
+cert stranger otherca "/CN=stranger"
 cp "$T/ca.pem" "$T/clients-ca.pem"
 
 pass=$(openssl rand -hex 12)
@@ -179,5 +185,90 @@ if command -v rclone >/dev/null; then
 	log "rclone serve webdav over HTTPS: 20 of 20 pushed and read back by a fresh host"
 else
 	log "rclone is not installed: its HTTPS run is left out (tools/install-deps.sh --test)"
+fi
+# Apache over HTTPS: the TLS recipe as written (mTLS) and without its client-certificate lines.
+apache_bin=$(command -v apache2 || echo /usr/sbin/apache2)
+if [ -x "$apache_bin" ] && [ "$(id -u)" = 0 ] && [ -f /usr/lib/apache2/modules/mod_ssl.so ]; then
+	P_A_TLS=$(port)
+	P_A_MTLS=$(port)
+	mkdir -p "$T/apache-run" "$T/apache-lock" "$T/apache-tls" "$T/apache-mtls"
+	# Apache refuses to run as root: its user must own what it writes.
+	chown www-data:www-data "$T/apache-lock" "$T/apache-tls" "$T/apache-mtls"
+	asite() { # PORT DATA
+		sed -e "s|/srv/pkgcache|$2|g" -e "s|127\.0\.0\.1:8443|127.0.0.1:$1|g" \
+			-e "s|/etc/pkgcachefs/tls/|$T/|g" -e "s|/etc/pkgcachefs/htpasswd|$T/htpasswd|g" \
+			"$E2E_DIR/../../docs/recipes/servers/apache-webdav-tls.conf"
+	}
+	asite "$P_A_MTLS" "$T/apache-mtls" >"$T/apache-mtls.site"
+	grep -q '^[[:space:]]*SSLVerifyClient require' "$T/apache-mtls.site" ||
+		fail "the Apache TLS recipe has no SSLVerifyClient line"
+	asite "$P_A_TLS" "$T/apache-tls" | sed -e '/SSLCACertificateFile/d' -e '/SSLVerifyClient/d' \
+		>"$T/apache-tls.site"
+	{
+		echo "ServerRoot $T"
+		echo "ServerName 127.0.0.1"
+		echo "DefaultRuntimeDir $T/apache-run"
+		echo "PidFile $T/apache.pid"
+		echo "Listen 127.0.0.1:$P_A_TLS"
+		echo "Listen 127.0.0.1:$P_A_MTLS"
+		for m in mpm_event authz_core authn_core authn_file auth_basic authz_user alias \
+			autoindex dav dav_fs socache_shmcb ssl; do
+			echo "LoadModule ${m}_module /usr/lib/apache2/modules/mod_$m.so"
+		done
+		echo "User www-data"
+		echo "Group www-data"
+		echo "ErrorLog $T/apache.error.log"
+		echo "LogFormat \"%m %U %>s %B\" req"
+		echo "CustomLog $T/apache.access.log req"
+		echo "DavLockDB $T/apache-lock/DavLock"
+		echo "SSLSessionCache shmcb:$T/apache-run/ssl_scache(512000)"
+		echo "Include $T/apache-tls.site"
+		echo "Include $T/apache-mtls.site"
+	} >"$T/apache.conf"
+	"$apache_bin" -f "$T/apache.conf" -k start ||
+		fail "apache2 did not start: $(tail -5 "$T/apache.error.log" 2>/dev/null)"
+	trap '[ -f "$T/nginx.pid" ] && kill -QUIT "$(cat "$T/nginx.pid")" 2>/dev/null
+		[ -f "$T/apache.pid" ] && kill -TERM "$(cat "$T/apache.pid")" 2>/dev/null
+		e2e_cleanup' EXIT
+	for p in $P_A_TLS $P_A_MTLS; do
+		for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
+	done
+	AURL=https://127.0.0.1:$P_A_TLS/pkgcache/team/
+	AMURL=https://127.0.0.1:$P_A_MTLS/pkgcache/team/
+
+	refused "Apache: no CA given" "ca_file=PATH" "$TMP/f" --remote "$AURL"
+	mount_fg "$TMP/f" "$TMP/mf" "$TMP/f.log" --remote "$AURL" -o "ca_file=$T/ca.pem" ||
+		fail "Apache: mount with ca_file failed ($FG_RC): $(tail -3 "$TMP/f.log")"
+	cp -r "$TMP/expect" "$TMP/mf/wheels"
+	out=$("$BIN" umount --require-push "$TMP/mf" 2>&1) || fail "Apache: umount (push) failed: $out"
+	wait "$FG_PID" 2>/dev/null
+	[ -f "$T/apache-tls/team/config" ] || fail "Apache: no config object after the push"
+	mount_fg "$TMP/g" "$TMP/mg" "$TMP/g.log" --remote "$AURL" -o "ca_file=$T/ca.pem" ||
+		fail "Apache: fresh host's mount failed: $(tail -3 "$TMP/g.log")"
+	[ "$(sums_of "$TMP/mg/wheels")" = "$expect" ] || fail "Apache: the fresh host reads other bytes"
+	"$BIN" umount "$TMP/mg" >/dev/null 2>&1
+	log "Apache mod_ssl: 20 of 20 pushed and read back by a fresh host"
+
+	refused "Apache mTLS: no client certificate" "client_cert=PATH,client_key=PATH" "$TMP/h" \
+		--remote "$AMURL" -o "ca_file=$T/ca.pem"
+	refused "Apache mTLS: a certificate the clients' CA did not sign" "refused this client" \
+		"$TMP/h" --remote "$AMURL" \
+		-o "ca_file=$T/ca.pem,client_cert=$T/stranger.pem,client_key=$T/stranger.key"
+	mtls_opts="ca_file=$T/ca.pem,client_cert=$T/runner.pem,client_key=$T/runner.key"
+	mount_fg "$TMP/h" "$TMP/mh" "$TMP/h.log" --remote "$AMURL" -o "$mtls_opts" ||
+		fail "Apache mTLS: mount with a client certificate failed ($FG_RC): $(tail -3 "$TMP/h.log")"
+	cp -r "$TMP/expect" "$TMP/mh/wheels"
+	out=$("$BIN" umount --require-push "$TMP/mh" 2>&1) ||
+		fail "Apache mTLS: umount (push) failed: $out"
+	wait "$FG_PID" 2>/dev/null
+	mount_fg "$TMP/i" "$TMP/mi" "$TMP/i.log" --remote "$AMURL" -o "$mtls_opts" ||
+		fail "Apache mTLS: fresh host's mount failed: $(tail -3 "$TMP/i.log")"
+	[ "$(sums_of "$TMP/mi/wheels")" = "$expect" ] || fail "Apache mTLS: the fresh host reads other bytes"
+	"$BIN" umount "$TMP/mi" >/dev/null 2>&1
+	log "Apache mod_ssl with SSLVerifyClient require: 20 of 20 pushed and read back"
+elif [ "$(id -u)" != 0 ]; then
+	log "not root: the Apache HTTPS run is left out (Apache's workers run as www-data)"
+else
+	log "apache2 or mod_ssl is not installed: its HTTPS run is left out (tools/install-deps.sh --test)"
 fi
 log "PASS"
