@@ -534,11 +534,6 @@ const char *idx_wal_path(const struct idx *x)
 	return x->wal_path;
 }
 
-sqlite3 *idx_db(struct idx *x)
-{
-	return x->db;
-}
-
 int idx_meta_get(struct idx *x, const char *key, char *buf, size_t len)
 {
 	sqlite3_stmt *s = st(x, S_META_GET);

@@ -241,8 +241,104 @@ int idx_get_top_stats(struct idx *x, struct idx_top_stats **ret, size_t *ret_n);
 /* Accepts NULL. */
 void idx_top_stats_free(struct idx_top_stats *t, size_t n);
 
-/* The raw handle, for fsck and gc, which run their own queries. */
-struct sqlite3 *idx_db(struct idx *x);
+/*
+ * == fsck and gc (idx_check.c) ==
+ *
+ * They run in a transaction of their own, outside the group commit of idx_begin: write opens
+ * BEGIN IMMEDIATE (gc, fsck --repair, under the store lock), otherwise a read snapshot that stays
+ * consistent while a daemon writes. idx_maint_end commits, or rolls back when commit is false
+ * (then it always returns 0).
+ */
+int idx_maint_begin(struct idx *x, bool write);
+int idx_maint_end(struct idx *x, bool commit);
+
+/* The consistency checks of fsck, each over the invariants above. */
+enum idx_check {
+	IDX_CHECK_ORPHANS,           /* inodes with nlink 0 (idx_delete_orphans repairs them) */
+	IDX_CHECK_DANGLING_DENTRIES, /* names of inodes that do not exist */
+	IDX_CHECK_FILE_NLINK,        /* a non-directory's nlink is not its number of names */
+	IDX_CHECK_DIR_NLINK,         /* a directory's nlink is not 2 + its subdirectories */
+	IDX_CHECK_DANGLING_EXTENTS,  /* extents naming chunks that do not exist */
+	IDX_CHECK_REFS_LOW,          /* fewer references than extents: gc would drop live data */
+	IDX_CHECK_REFS_HIGH,         /* more: pins of files being written, or left by a crash */
+	IDX_CHECK_UNSTORED_CHUNKS,   /* used chunks neither in a local pack nor on the remote */
+};
+/*
+ * Count the rows that break check into *ret_n. When there are some: call show (when not NULL)
+ * with a line that describes each (valid during the call), then, when fix is true and the check
+ * has a repair (idx_check_repairable), apply it. 0 or -errno.
+ */
+int idx_check(struct idx *x, enum idx_check check, bool fix,
+	      void (*show)(void *data, const char *line), void *data, uint64_t *ret_n);
+bool idx_check_repairable(enum idx_check check);
+
+/*
+ * The walks below call cb for each row until it returns non-zero: a negative value is returned
+ * as the walk's error, a positive one ends the walk early with 0. The structs they pass are valid
+ * during the call. The callbacks may call other idx operations.
+ */
+struct idx_file_extents {
+	uint64_t ino, size;
+	uint64_t count;   /* extents */
+	uint64_t covered; /* sum of their lengths */
+	uint64_t end;     /* the end of the last one */
+};
+/* Every regular file, with a summary of its extents. */
+int idx_each_file_extents(struct idx *x, int (*cb)(void *data, const struct idx_file_extents *f),
+			  void *data);
+
+struct idx_pack_usage {
+	uint64_t id, size; /* size as recorded */
+	uint64_t live;     /* bytes of its chunks with their headers; 0 when not asked for */
+};
+/* Every local pack on record; with usage, also the bytes its chunks take. */
+int idx_each_pack(struct idx *x, bool usage, int (*cb)(void *data, const struct idx_pack_usage *p),
+		  void *data);
+
+/* Bytes of the chunks files use that have a local copy: uncompressed and stored. */
+int idx_local_live_bytes(struct idx *x, uint64_t *ret_raw, uint64_t *ret_stored);
+
+struct idx_chunk_row {
+	uint64_t id, pack;
+	bool malformed; /* key, digest or length out of bounds: the rest is zero */
+	chunk_key key;
+	chunk_digest digest;
+	uint32_t raw_len; /* 1..PACK_MAX_CHUNK */
+	struct pack_loc loc;
+};
+/* With pack 0, every used chunk in a local pack, by pack and offset; else all of pack's, in
+ * offset order. */
+int idx_each_local_chunk(struct idx *x, uint64_t pack,
+			 int (*cb)(void *data, const struct idx_chunk_row *c), void *data);
+/* Every file with an extent naming chunk. */
+int idx_each_file_using_chunk(struct idx *x, uint64_t chunk, int (*cb)(void *data, uint64_t ino),
+			      void *data);
+
+/* Eviction, least recently used first (used, else modified). */
+struct idx_lru_file {
+	uint64_t parent, ino;
+	char *name; /* the caller frees it */
+};
+/* Up to max names of non-empty regular files, after the first skip, into v. 0 or -errno. */
+int idx_lru_files(struct idx *x, unsigned skip, struct idx_lru_file *v, size_t max, size_t *ret_n);
+/* Every non-empty regular file, with its size. */
+int idx_each_file_lru(struct idx *x, int (*cb)(void *data, uint64_t ino, uint64_t size),
+		      void *data);
+/* Stored bytes that deleting ino would free: its chunks no other file uses. */
+int idx_bytes_freed_by(struct idx *x, uint64_t ino, uint64_t *ret);
+/*
+ * Stored bytes of ino's local chunk copies that are also in a remote pack gc has not condemned,
+ * and dropping exactly those local copies (the chunks stay, fetched again when read).
+ */
+int idx_local_copy_bytes(struct idx *x, uint64_t ino, uint64_t *ret);
+int idx_drop_local_copies(struct idx *x, uint64_t ino);
+/* Delete the chunks nothing refers to; *ret_n (may be NULL) gets how many. */
+int idx_delete_dead_chunks(struct idx *x, uint64_t *ret_n);
+/* Forget a local pack (its file is the caller's to delete, after the commit is durable). */
+int idx_delete_pack(struct idx *x, uint64_t id);
+/* Point chunk id at its copy in another local pack. */
+int idx_move_chunk(struct idx *x, uint64_t id, uint64_t pack, const struct pack_loc *loc);
+
 /* Map an SQLite result code to a negative errno. */
 int idx_errno(int rc);
 

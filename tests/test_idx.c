@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 
 #include "idx.h"
+#include "idx_priv.h" /* white-box: the tests read and damage rows directly */
 
 static char dir[] = "/tmp/pkgcachefs-test-idx-XXXXXX";
 static char path[256];
@@ -50,7 +51,7 @@ static uint64_t chunk_refs(uint64_t id)
 	sqlite3_stmt *s;
 	uint64_t refs = UINT64_MAX;
 
-	sqlite3_prepare_v2(idx_db(x), "SELECT refs FROM chunks WHERE id = ?1", -1, &s, NULL);
+	sqlite3_prepare_v2(idx_sqlite(x), "SELECT refs FROM chunks WHERE id = ?1", -1, &s, NULL);
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
 	if (sqlite3_step(s) == SQLITE_ROW)
 		refs = (uint64_t)sqlite3_column_int64(s, 0);
@@ -329,7 +330,7 @@ Test(idx, survives_reopen_and_refuses_newer_schema)
 	cr_assert_eq(idx_open(path, false, &x), 0);
 	cr_assert_eq(idx_lookup(x, 1, "persist", &got), 1);
 	cr_assert_eq(got, f);
-	cr_assert_eq(sqlite3_exec(idx_db(x),
+	cr_assert_eq(sqlite3_exec(idx_sqlite(x),
 				  "UPDATE meta SET value = '99' WHERE key = 'schema_version'", NULL,
 				  NULL, NULL),
 		     SQLITE_OK);

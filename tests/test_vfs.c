@@ -19,6 +19,7 @@
 
 #include <sqlite3.h>
 
+#include "idx_priv.h" /* white-box: the tests damage rows directly */
 #include "maint.h"
 #include "vfs.h"
 
@@ -182,7 +183,7 @@ Test(vfs, forced_key_collision_does_not_share)
 	/* Forge: give a's stored chunk the key b's content will have. */
 	hash_key(b, n, &kb);
 	cr_assert_eq(vfs_sync(v), 0);
-	cr_assert_eq(sqlite3_prepare_v2(idx_db(store_idx(vfs_store(v))),
+	cr_assert_eq(sqlite3_prepare_v2(idx_sqlite(store_idx(vfs_store(v))),
 					"UPDATE chunks SET key = ?1", -1, &s, NULL),
 		     SQLITE_OK);
 	sqlite3_bind_blob(s, 1, kb.b, sizeof(kb.b), SQLITE_STATIC);
