@@ -11,8 +11,23 @@
 #     them back byte for byte;
 #   - temporary credentials from STS GetSessionToken (key id, secret, AWS_SESSION_TOKEN): a fresh
 #     host reads everything; the same keys without the token, and a wrong secret, are refused by
-#     name (mount exits non-zero naming the credentials).
-# Opt-in (suite rgw): installing Ceph takes minutes and bring-up about 15-30 s; see
+#     name (mount exits non-zero naming the credentials);
+#   - STS AssumeRole (radosgw's STS: rgw_sts_key and rgw_s3_auth_use_sts in tests/remote/rgw.sh's
+#     ceph.conf): user ci, which may do nothing by itself, assumes role pcf-cache (trust and
+#     permission policies docs/recipes/servers/s3-role-*.json: s3:* on the bucket). With the
+#     role's key id, secret and AWS_SESSION_TOKEN a host pushes 70 packages and `pkgcachefs pull`
+#     brings them back byte for byte (every request, ListObjectsV2 included, accepted with the
+#     token). Refused as credentials, never as an outage: ci's own keys, the role's keys without
+#     the token, with one character of it changed (radosgw: 400 InvalidArgument) and with a
+#     forged one;
+#   - a bucket policy (docs/recipes/servers/s3-read-only-bucket-policy.json as written:
+#     s3:GetObject and s3:ListBucket on the bucket for user reader, set by PutBucketPolicy):
+#     reader is refused before it; with it, a -o no_push mount reads all 71 files byte for byte
+#     without a warning; a writable mount's push is refused with HTTP 403 (AccessDenied) and a
+#     message naming the credentials and read-only access, umount --require-push exits 3, no PUT
+#     is accepted, and the data stays in the store: the owner's `pkgcachefs push` of that store
+#     sends it and a fresh host reads it.
+# Opt-in (suite rgw): installing Ceph takes minutes, bring-up about 15-30 s, the script 80-95 s; see
 # docs/operations.md. Prints the figures under "---- rgw figures".
 #
 # usage: rgw.sh PKGCACHEFS_BINARY [TEST_REMOTE_BINARY]
