@@ -27,7 +27,7 @@
 #     message naming the credentials and read-only access, umount --require-push exits 3, no PUT
 #     is accepted, and the data stays in the store: the owner's `pkgcachefs push` of that store
 #     sends it and a fresh host reads it.
-# Opt-in (suite rgw): installing Ceph takes minutes, bring-up about 15-30 s, the script 80-95 s; see
+# Opt-in (suite rgw): installing Ceph takes minutes, bring-up about 15-30 s, the script 75-80 s; see
 # docs/operations.md. Prints the figures under "---- rgw figures".
 #
 # usage: rgw.sh PKGCACHEFS_BINARY [TEST_REMOTE_BINARY]
