@@ -914,6 +914,32 @@ static int status_errno(long status)
 	}
 }
 
+int remote_answer_errno(long status, const char *s3_code, bool session_token)
+{
+	/*
+	 * S3 says "these credentials" with an error code, whatever the status: AWS answers
+	 * ExpiredToken, InvalidToken and TokenRefreshRequired with 400, which by status alone
+	 * would read as a bad URL. radosgw answers a session token it cannot decrypt (a garbled
+	 * one) with 400 InvalidArgument and no message: with a token in the request, the token
+	 * is the likely cause, and the credentials' hint names it.
+	 */
+	static const char *const creds_codes[] = {
+		"AccessDenied",       "ExpiredToken",
+		"InvalidToken",       "TokenRefreshRequired",
+		"InvalidAccessKeyId", "SignatureDoesNotMatch",
+		"InvalidSecurity",    "AuthorizationHeaderMalformed",
+	};
+
+	if (status >= 400 && status < 500 && s3_code && *s3_code) {
+		for (size_t i = 0; i < ARRAY_SIZE(creds_codes); i++)
+			if (!strcmp(s3_code, creds_codes[i]))
+				return -EACCES;
+		if (session_token && !strcmp(s3_code, "InvalidArgument"))
+			return -EACCES;
+	}
+	return status == 416 ? -EIO : status_errno(status);
+}
+
 /*
  * What a failed transfer means. Outages (refused, timed out, cut) are retried and let a mount come
  * up on local data; TLS failures are configuration, never retried: -EKEYREJECTED when the
@@ -1008,7 +1034,7 @@ int remote_http_exec(struct remote *r, struct remote_xfer *x)
 		struct curl_slist *hdrs = NULL, *h;
 		int64_t now = mono_ms(), left = deadline - now, delay;
 		CURLcode rc;
-		bool retriable = false;
+		bool retriable = false, with_token = false;
 		char errbuf[CURL_ERROR_SIZE] = "";
 		const char *ca = getenv("CURL_CA_BUNDLE");
 
@@ -1051,6 +1077,10 @@ int remote_http_exec(struct remote *r, struct remote_xfer *x)
 						 strerror(-ret));
 				break;
 			}
+			/* Whether an error answer may be about the session token. */
+			for (h = hdrs; h; h = h->next)
+				if (!strncasecmp(h->data, "x-amz-security-token:", 21))
+					with_token = true;
 		}
 
 		curl_easy_setopt(a.c, CURLOPT_URL, url);
@@ -1128,9 +1158,10 @@ int remote_http_exec(struct remote *r, struct remote_xfer *x)
 			if (!strcmp(x->s3_code, "ExpiredToken") ||
 			    !strcmp(x->s3_code, "TokenRefreshRequired") ||
 			    !strcmp(x->s3_code, "InvalidToken") ||
-			    !strcmp(x->s3_code, "InvalidAccessKeyId"))
+			    !strcmp(x->s3_code, "InvalidAccessKeyId") ||
+			    (with_token && !strcmp(x->s3_code, "InvalidArgument")))
 				atomic_store(&r->creds_stale, true);
-			ret = x->status == 416 ? -EIO : status_errno(x->status);
+			ret = remote_answer_errno(x->status, x->s3_code, with_token);
 			retriable = status_retriable(x->status);
 			remote_set_error("%s: HTTP %ld%s%s%s after %d attempt%s", what, x->status,
 					 x->s3_code[0] ? " (" : "", x->s3_code,

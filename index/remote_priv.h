@@ -141,6 +141,11 @@ struct remote_xfer {
  */
 int remote_http_exec(struct remote *r, struct remote_xfer *x);
 
+/* The -errno of an HTTP error answer (status >= 300) whose S3 <Code> is s3_code ("" if none),
+ * to a request that carried a session token or not: -EACCES for the credentials (401, 403, and
+ * S3 codes about keys, signatures and tokens whatever the status), as remote_http_exec says. */
+int remote_answer_errno(long status, const char *s3_code, bool session_token);
+
 /* Requests on one path, shared by the http and s3 backends (remote_http.c). get checks the answer
  * against the range asked; put retries once after MKCOL of the parents on a 409 when mkcol. */
 int remote_http_get_path(struct remote *r, const char *path, uint64_t off, uint64_t len,

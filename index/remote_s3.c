@@ -46,7 +46,7 @@ static int s3_sign(struct remote *r, const struct remote_xfer *x, struct curl_sl
 {
 	const char *signed_hdrs[ARRAY_SIZE(x->headers)];
 	const char *payload = x->payload_sha256 ? x->payload_sha256 : SIGV4_EMPTY_SHA256;
-	char date[17], line[4200], auth[1024];
+	char date[17], line[1100], auth[1024];
 	struct sigv4_request q = {
 		.method = x->method,
 		.host = r->host,
@@ -96,10 +96,19 @@ static int s3_sign(struct remote *r, const struct remote_xfer *x, struct curl_sl
 		h = curl_slist_append(*hdrs, line);
 	}
 	if (h && token) {
+		/* Its own allocation: STS does not bound a token's size (AWS's grow with session
+		 * policies and tags), and a cut one would not match the signature over it. */
+		size_t n = strlen("x-amz-security-token: ") + strlen(token) + 1;
+		char *tline = malloc(n);
+
 		*hdrs = h;
-		snprintf(line, sizeof(line), "x-amz-security-token: %s", token);
-		h = curl_slist_append(*hdrs, line);
-		explicit_bzero(line, sizeof(line));
+		h = NULL;
+		if (tline) {
+			snprintf(tline, n, "x-amz-security-token: %s", token);
+			h = curl_slist_append(*hdrs, tline);
+			explicit_bzero(tline, n);
+			free(tline);
+		}
 	}
 	if (h) {
 		*hdrs = h;

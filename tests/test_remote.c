@@ -1007,6 +1007,11 @@ static struct {
 	char key_id[32];
 	char expiration[32];
 	int served;
+	/* GET /bucket/...: a stand-in S3 answering s3_status with <Code>s3_code</Code>, the
+	 * request kept in s3_req */
+	int s3_status;
+	char s3_code[64];
+	char s3_req[16384];
 } cred_srv;
 
 static void cred_reply(int c, int status, const char *body)
@@ -1023,7 +1028,7 @@ static void cred_reply(int c, int status, const char *body)
 static void *cred_serve(void *arg)
 {
 	for (;;) {
-		char req[8192], body[1024];
+		char req[16384], body[1024];
 		size_t len = 0;
 		ssize_t n;
 		int c = accept(cred_srv.fd, NULL, NULL);
@@ -1042,7 +1047,12 @@ static void *cred_serve(void *arg)
 			 "{\"AccessKeyId\" : \"%s\", \"SecretAccessKey\": \"secret-%s\", "
 			 "\"Token\": \"token-%s\", \"Expiration\": \"%s\"}",
 			 cred_srv.key_id, cred_srv.key_id, cred_srv.key_id, cred_srv.expiration);
-		if (!strncmp(req, "GET /creds ", 11)) {
+		if (!strncmp(req, "GET /bucket/", 12)) {
+			memcpy(cred_srv.s3_req, req, len + 1);
+			snprintf(body, sizeof(body), "<Error><Code>%s</Code></Error>",
+				 cred_srv.s3_code);
+			cred_reply(c, cred_srv.s3_status, body);
+		} else if (!strncmp(req, "GET /creds ", 11)) {
 			if (strstr(req, "\r\nAuthorization: Bearer sesame\r\n"))
 				cred_reply(c, 200, body);
 			else
@@ -1218,4 +1228,77 @@ Test(remote_creds, credentials_file_reread_when_it_changes, .init = cred_start, 
 	atomic_store(&r->creds_stale, true);
 	assert_key(r, "AKIDFILE3");
 	remote_free(r);
+}
+
+/* What an error answer means: S3's codes about keys and tokens are the credentials whatever the
+ * status (AWS answers ExpiredToken with 400), radosgw's InvalidArgument only with a token. */
+Test(remote_s3, answer_errno)
+{
+	cr_assert_eq(remote_answer_errno(403, "AccessDenied", false), -EACCES);
+	cr_assert_eq(remote_answer_errno(403, "", false), -EACCES);
+	cr_assert_eq(remote_answer_errno(400, "ExpiredToken", true), -EACCES);
+	cr_assert_eq(remote_answer_errno(400, "InvalidToken", true), -EACCES);
+	cr_assert_eq(remote_answer_errno(400, "AuthorizationHeaderMalformed", false), -EACCES);
+	cr_assert_eq(remote_answer_errno(400, "InvalidArgument", true), -EACCES);
+	cr_assert_eq(remote_answer_errno(400, "InvalidArgument", false), -EREMOTEIO);
+	cr_assert_eq(remote_answer_errno(400, "", true), -EREMOTEIO);
+	cr_assert_eq(remote_answer_errno(404, "NoSuchKey", true), -ENOENT);
+	cr_assert_eq(remote_answer_errno(416, "InvalidRange", true), -EIO);
+	cr_assert_eq(remote_answer_errno(503, "SlowDown", true), -EIO);
+	/* A 5xx stays an outage whatever its code says. */
+	cr_assert_eq(remote_answer_errno(500, "AccessDenied", false), -EIO);
+}
+
+/*
+ * A session token longer than any fixed buffer (STS does not bound its size) goes out whole and
+ * signed, and the server's 400 to a garbled token (radosgw: InvalidArgument) is a credentials
+ * error, which it is not without a token.
+ */
+Test(remote_s3, long_session_token_sent_whole, .init = cred_start, .fini = cred_stop)
+{
+	static char token[6001];
+	struct remote *r = NULL;
+	char url[160], want[6100], err[512] = "";
+	char buf[16];
+
+	for (size_t i = 0; i < sizeof(token) - 1; i++)
+		token[i] =
+			"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i % 64];
+	token[sizeof(token) - 2] = '=';
+	snprintf(url, sizeof(url), "s3://bucket/p?endpoint=http://127.0.0.1:%d&region=us-east-1",
+		 cred_srv.port);
+	setenv("AWS_ACCESS_KEY_ID", "AKIDLONG", 1);
+	setenv("AWS_SECRET_ACCESS_KEY", "secret-AKIDLONG", 1);
+	setenv("AWS_SESSION_TOKEN", token, 1);
+	cred_srv.s3_status = 400;
+	snprintf(cred_srv.s3_code, sizeof(cred_srv.s3_code), "InvalidArgument");
+	cr_assert_eq(remote_open(url, NULL, &r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(remote_get_into(r, "config", 0, sizeof(buf), buf), -EACCES, "%s",
+		     remote_last_error());
+	cr_assert_not_null(strstr(remote_last_error(), "HTTP 400 (InvalidArgument)"), "%s",
+			   remote_last_error());
+	snprintf(want, sizeof(want), "\r\nx-amz-security-token: %s\r\n", token);
+	cr_assert_not_null(strstr(cred_srv.s3_req, want), "the token did not go out whole");
+	cr_assert_not_null(strstr(cred_srv.s3_req, ";x-amz-security-token, Signature="),
+			   "the token is not signed: %.400s", cred_srv.s3_req);
+	remote_free(r);
+
+	/* Without a token, InvalidArgument is about the request. */
+	unsetenv("AWS_SESSION_TOKEN");
+	cr_assert_eq(remote_open(url, NULL, &r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(remote_get_into(r, "config", 0, sizeof(buf), buf), -EREMOTEIO, "%s",
+		     remote_last_error());
+	cr_assert_null(strstr(cred_srv.s3_req, "x-amz-security-token"));
+	remote_free(r);
+
+	/* AWS's answer to an expired token. */
+	setenv("AWS_SESSION_TOKEN", "short-token", 1);
+	snprintf(cred_srv.s3_code, sizeof(cred_srv.s3_code), "ExpiredToken");
+	cr_assert_eq(remote_open(url, NULL, &r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(remote_get_into(r, "config", 0, sizeof(buf), buf), -EACCES, "%s",
+		     remote_last_error());
+	remote_free(r);
+	unsetenv("AWS_SESSION_TOKEN");
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
 }

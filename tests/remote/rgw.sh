@@ -8,6 +8,12 @@
 #   rgw.sh stop DIR      stop exactly the processes start started
 #   rgw.sh session-token DIR   temporary credentials from STS GetSessionToken (3 lines: key id,
 #                        secret, token); the user has a policy that allows it
+#   rgw.sh assume-role DIR     temporary credentials from STS AssumeRole (3 lines as above) of
+#                        the role "pcf-cache", assumed by user "ci" (created on first use, keys
+#                        in DIR/ci.env), which may do nothing by itself: the role's trust and
+#                        permission policies are docs/recipes/servers/s3-role-*.json as written
+#   rgw.sh user DIR UID  a user without any policy or bucket (2 lines: key id, secret)
+#   rgw.sh bucket-policy DIR FILE   PutBucketPolicy of FILE on bucket pkgcache, by its owner
 #
 # DIR/env sets RGW_URL (s3://pkgcache/prefix?endpoint=...&region=us-east-1, bucket created),
 # RGW_ENDPOINT, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (user "pcf"), RGW_ACCESS_LOG (one line
@@ -202,6 +208,60 @@ session_token() {
 	done
 }
 
+# assume_role: user ci and role pcf-cache made once (radosgw-admin needs no IAM caps for
+# either), then AssumeRole signed with ci's keys.
+assume_role() {
+	local out recipes=$here/../../docs/recipes/servers
+	# shellcheck disable=SC1091
+	. "$dir/env"
+	if [[ ! -f $dir/ci.env ]]; then
+		make_user ci >"$dir/ci.keys" || die "creating user ci failed"
+		radosgw-admin --conf "$dir/ceph.conf" role create --role-name pcf-cache --path / \
+			--assume-role-policy-doc "$(cat "$recipes/s3-role-trust-policy.json")" \
+			>"$dir/log/role.json" 2>"$dir/log/role.err" ||
+			die "radosgw-admin role create failed: $(tail -3 "$dir/log/role.err")"
+		radosgw-admin --conf "$dir/ceph.conf" role-policy put --role-name pcf-cache \
+			--policy-name pcf-cache --policy-doc "$(cat "$recipes/s3-role-policy.json")" \
+			>/dev/null 2>"$dir/log/role.err" ||
+			die "radosgw-admin role-policy put failed: $(tail -3 "$dir/log/role.err")"
+		{ echo "CI_ACCESS_KEY_ID=$(sed -n 1p "$dir/ci.keys")"
+		  echo "CI_SECRET_ACCESS_KEY=$(sed -n 2p "$dir/ci.keys")"; } >"$dir/ci.env"
+	fi
+	# shellcheck disable=SC1091
+	. "$dir/ci.env"
+	out=$(signed_post sts "$CI_ACCESS_KEY_ID" "$CI_SECRET_ACCESS_KEY" "$RGW_DIRECT_ENDPOINT/" \
+		"Action=AssumeRole&Version=2011-06-15&RoleArn=arn:aws:iam:::role/pcf-cache&RoleSessionName=pcf-test&DurationSeconds=3600") ||
+		die "AssumeRole failed: $out"
+	for t in AccessKeyId SecretAccessKey SessionToken; do
+		sed -n "s|.*<$t>\\([^<]*\\)</$t>.*|\\1|p" <<<"$out"
+	done
+}
+
+# make_user UID: a user with fresh keys and nothing else, printed as key id and secret.
+make_user() {
+	local access secret
+	access=PCF$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F)
+	secret=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
+	radosgw-admin --conf "$dir/ceph.conf" user create --uid "$1" --display-name "$1" \
+		--access-key "$access" --secret-key "$secret" >/dev/null 2>"$dir/log/user-$1.err" ||
+		die "radosgw-admin user create $1 failed: $(tail -3 "$dir/log/user-$1.err")"
+	printf '%s\n%s\n' "$access" "$secret"
+}
+
+# bucket_policy FILE: PutBucketPolicy by the bucket's owner. curl signs "?policy" as "policy"
+# and radosgw expects "policy=": hence the "=".
+bucket_policy() {
+	local sha out
+	# shellcheck disable=SC1091
+	. "$dir/env"
+	[[ -f $1 ]] || die "no policy file $1"
+	sha=$(sha256sum <"$1" | cut -d' ' -f1)
+	out=$(curl -sS --fail-with-body --aws-sigv4 aws:amz:us-east-1:s3 \
+		--user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-content-sha256: $sha" \
+		-H 'Content-Type: application/json' -X PUT --data-binary "@$1" \
+		"$RGW_DIRECT_ENDPOINT/pkgcache?policy=" 2>&1) || die "PutBucketPolicy failed: $out"
+}
+
 # write_proxy: nginx in front of radosgw logging each request as servers.sh's S3 proxy does
 # ("$request_method $uri $status $bytes_sent $request_length"), unbuffered both ways.
 write_proxy() {
@@ -259,11 +319,16 @@ stop() {
 	stop_pidfile "$dir/run/mon.a.pid"
 }
 
-[[ $# -eq 2 ]] || die "usage: rgw.sh start|stop DIR"
+usage="usage: rgw.sh start|stop|session-token|assume-role DIR, rgw.sh user DIR UID, rgw.sh bucket-policy DIR FILE"
+[[ $# -ge 2 ]] || die "$usage"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 dir=$(mkdir -p "$2" && cd "$2" && pwd)
-case $1 in
-start) start ;;
-stop) stop ;;
-session-token) session_token ;;
-*) die "usage: rgw.sh start|stop|session-token DIR" ;;
+case $1:$# in
+start:2) start ;;
+stop:2) stop ;;
+session-token:2) session_token ;;
+assume-role:2) assume_role ;;
+user:3) make_user "$3" ;;
+bucket-policy:3) bucket_policy "$(cd "$(dirname "$3")" && pwd)/$(basename "$3")" ;;
+*) die "$usage" ;;
 esac
