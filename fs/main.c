@@ -709,35 +709,13 @@ static void write_remote_stats(const char *store, struct vfs *v, struct remote *
 }
 
 /* The daemon proper: runs in the child (or in the foreground). Returns the exit status. */
-static int run_daemon(struct mount_args *a)
+/* Open and lock the daemon's store; on failure say why and what to do, and return -1. */
+static int open_daemon_store(const struct mount_args *a, struct store **ret)
 {
-	struct fuse_args fargs = FUSE_ARGS_INIT(0, NULL);
-	struct fuse_loop_config *lc = NULL;
-	struct store *st = NULL;
-	struct vfs *v = NULL;
-	struct remote *rem = NULL;
-	uint64_t *prefetch = NULL;
-	size_t nprefetch = 0;
-	char opts[8192];
-	int underfd = -1, lockfd;
-	pthread_t waiter;
 	pid_t owner = 0;
-	int r, status = 1;
+	int r;
 
-	if (a->log_level >= 0)
-		log_threshold = (enum log_level)a->log_level;
-	else if (a->debug)
-		log_threshold = LOG_LVL_DEBUG;
-	{
-		/* Readers keep a descriptor per pack open: a big store needs more than 1024. */
-		struct rlimit rl;
-
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-			rl.rlim_cur = rl.rlim_max;
-			setrlimit(RLIMIT_NOFILE, &rl);
-		}
-	}
-	r = store_open(a->store, STORE_CREATE | STORE_LOCK, &st, &owner);
+	r = store_open(a->store, STORE_CREATE | STORE_LOCK, ret, &owner);
 	if (r == -EBUSY) {
 		char other[4096];
 
@@ -753,19 +731,19 @@ static int run_daemon(struct mount_args *a)
 			       "store %s is locked by another pkgcachefs process (pid %d): one "
 			       "daemon per store (stop it first, or use another --store)",
 			       a->store, (int)owner);
-		return 1;
+		return -1;
 	}
 	if (r == -EPROTO) {
 		report(1,
 		       "store %s was written by a newer pkgcachefs (this one, %s, reads store "
 		       "format %d): upgrade pkgcachefs to mount it, or use another --store",
 		       a->store, PKGCACHEFS_VERSION, STORE_FORMAT_VERSION);
-		return 1;
+		return -1;
 	}
 	if (r == -EUCLEAN) {
 		report(1, "store %s: config or index is damaged; run pkgcachefs fsck --store %s",
 		       a->store, a->store);
-		return 1;
+		return -1;
 	}
 	if (r == -EPERM) {
 		char why[PATH_MAX + 128] =
@@ -777,12 +755,132 @@ static int run_daemon(struct mount_args *a)
 		       "refusing store %s: %s (another user could swap its files: chown it to the "
 		       "user running pkgcachefs, chmod go-w)",
 		       a->store, why);
-		return 1;
+		return -1;
 	}
 	if (r < 0) {
 		report(1, "cannot open store %s: %s", a->store, strerror(-r));
-		return 1;
+		return -1;
 	}
+	return 0;
+}
+
+/* Readers keep a descriptor per pack open: a big store needs more than 1024. */
+static void raise_nofile_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/*
+ * Make the_session for v with the user's options and mount it on the mountpoint, with libfuse's
+ * signal handlers. On failure say why and return -1; the_session is then NULL or unmounted, for
+ * the caller to destroy.
+ */
+static int mount_session(const struct mount_args *a, struct vfs *v, struct fuse_args *fargs)
+{
+	char opts[8192];
+
+	/* nosuid,nodev whatever libfuse's default: what the remote's writers put in the cache must
+	 * not gain privileges or open devices here. An explicit -o suid or dev comes later and
+	 * wins. */
+	snprintf(opts, sizeof(opts),
+		 "-ofsname=%s,subtype=pkgcachefs,default_permissions,nosuid,nodev%s%s", a->store,
+		 a->fuse_opts && a->fuse_opts[0] ? "," : "", a->fuse_opts ? a->fuse_opts : "");
+	if (fuse_opt_add_arg(fargs, "pkgcachefs") || fuse_opt_add_arg(fargs, opts) ||
+	    (a->debug && fuse_opt_add_arg(fargs, "-d"))) {
+		report(1, "out of memory");
+		return -1;
+	}
+	the_session = fuse_session_new(fargs, &pkgcachefs_ops, sizeof(pkgcachefs_ops), v);
+	if (!the_session) {
+		report(1,
+		       "unknown or bad mount option in '%s' (libfuse says which above; "
+		       "`pkgcachefs mount --help` lists ours)",
+		       a->fuse_opts ? a->fuse_opts : "");
+		return -1;
+	}
+	if (fuse_session_mount(the_session, a->mountpoint) != 0) {
+		report(1,
+		       "cannot mount on %s (the reason is above, from fusermount3 or the kernel): "
+		       "a non-root user needs write access to the mountpoint and fusermount3 "
+		       "installed setuid root; in a container, add --device /dev/fuse --cap-add "
+		       "SYS_ADMIN",
+		       a->mountpoint);
+		return -1;
+	}
+	/* libfuse's handlers interrupt the loop's reads (no SA_RESTART): TERM, INT and HUP
+	 * unmount cleanly, committing everything, as umount does. */
+	if (fuse_set_signal_handlers(the_session) != 0) {
+		report(1, "cannot install signal handlers");
+		fuse_session_unmount(the_session);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * With the mount up: the remote and stats threads, then the import of what the mount hides
+ * (underfd, when not -1). On failure say why and return -1, for the caller to unmount.
+ */
+static int start_serving(struct mount_args *a, struct vfs *v, struct remote *rem,
+			 uint64_t **prefetch, size_t nprefetch, int underfd)
+{
+	the_vfs = v;
+	signal(SIGUSR1, on_usr1);
+	/* Started without a remote too: it answers `pkgcachefs push` with "no remote". */
+	if (cli_rdaemon_start(v, a->store, rem ? a->push_interval_s : 0, rem && !a->no_push,
+			      rem ? remote_url(rem) : NULL, *prefetch, nprefetch) < 0) {
+		report(1, "cannot start the remote thread");
+		return -1;
+	}
+	*prefetch = NULL; /* the remote thread owns it */
+	if (stats_daemon_start(v, a->store, rem ? remote_url(rem) : "", a->metrics_file,
+			       a->metrics_s,
+			       a->vo.commit_interval_ms ? a->vo.commit_interval_ms : 1000) < 0)
+		log_warn("cannot start the stats thread: read counters and the metrics file stay "
+			 "as they are");
+	log_info("mounted store %s on %s%s%s", a->store, a->mountpoint, rem ? ", remote " : "",
+		 rem ? remote_url(rem) : "");
+
+	if (underfd >= 0) {
+		pthread_t waiter;
+
+		/* Imported through the mount once it serves; the waiter reports the outcome. */
+		adopt_pid = cli_adopt_start(underfd, a->mountpoint);
+		if (adopt_pid < 0 || pthread_create(&waiter, NULL, adopt_waiter, a) != 0) {
+			report(1, "cannot import the existing files of %s", a->mountpoint);
+			return -1;
+		}
+		pthread_detach(waiter);
+	} else {
+		report(0, mount_note[0] ? "%s" : NULL, mount_note);
+	}
+	return 0;
+}
+
+static int run_daemon(struct mount_args *a)
+{
+	struct fuse_args fargs = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_loop_config *lc = NULL;
+	struct store *st = NULL;
+	struct vfs *v = NULL;
+	struct remote *rem = NULL;
+	uint64_t *prefetch = NULL;
+	size_t nprefetch = 0;
+	int underfd = -1, lockfd;
+	int r, status = 1;
+
+	if (a->log_level >= 0)
+		log_threshold = (enum log_level)a->log_level;
+	else if (a->debug)
+		log_threshold = LOG_LVL_DEBUG;
+	raise_nofile_limit();
+	if (open_daemon_store(a, &st) < 0)
+		return 1;
 	store_write_pid(st);
 	r = open_remote(a, st, &rem, &prefetch, &nprefetch);
 	if (r < 0) {
@@ -816,70 +914,14 @@ static int run_daemon(struct mount_args *a)
 		underfd = open(a->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	}
 
-	/* nosuid,nodev whatever libfuse's default: what the remote's writers put in the cache must
-	 * not gain privileges or open devices here. An explicit -o suid or dev comes later and
-	 * wins. */
-	snprintf(opts, sizeof(opts),
-		 "-ofsname=%s,subtype=pkgcachefs,default_permissions,nosuid,nodev%s%s", a->store,
-		 a->fuse_opts && a->fuse_opts[0] ? "," : "", a->fuse_opts ? a->fuse_opts : "");
-	if (fuse_opt_add_arg(&fargs, "pkgcachefs") || fuse_opt_add_arg(&fargs, opts) ||
-	    (a->debug && fuse_opt_add_arg(&fargs, "-d"))) {
-		report(1, "out of memory");
-		goto out_vfs;
-	}
-	the_session = fuse_session_new(&fargs, &pkgcachefs_ops, sizeof(pkgcachefs_ops), v);
-	if (!the_session) {
-		report(1,
-		       "unknown or bad mount option in '%s' (libfuse says which above; "
-		       "`pkgcachefs mount --help` lists ours)",
-		       a->fuse_opts ? a->fuse_opts : "");
-		goto out_vfs;
-	}
-	if (fuse_session_mount(the_session, a->mountpoint) != 0) {
-		report(1,
-		       "cannot mount on %s (the reason is above, from fusermount3 or the kernel): "
-		       "a non-root user needs write access to the mountpoint and fusermount3 "
-		       "installed setuid root; in a container, add --device /dev/fuse --cap-add "
-		       "SYS_ADMIN",
-		       a->mountpoint);
+	if (mount_session(a, v, &fargs) < 0) {
+		if (!the_session)
+			goto out_vfs;
 		goto out_session;
 	}
-	/* libfuse's handlers interrupt the loop's reads (no SA_RESTART): TERM, INT and HUP
-	 * unmount cleanly, committing everything, as umount does. */
-	if (fuse_set_signal_handlers(the_session) != 0) {
-		report(1, "cannot install signal handlers");
+	if (start_serving(a, v, rem, &prefetch, nprefetch, underfd) < 0) {
 		fuse_session_unmount(the_session);
 		goto out_session;
-	}
-	the_vfs = v;
-	signal(SIGUSR1, on_usr1);
-	/* Started without a remote too: it answers `pkgcachefs push` with "no remote". */
-	if (cli_rdaemon_start(v, a->store, rem ? a->push_interval_s : 0, rem && !a->no_push,
-			      rem ? remote_url(rem) : NULL, prefetch, nprefetch) < 0) {
-		report(1, "cannot start the remote thread");
-		fuse_session_unmount(the_session);
-		goto out_session;
-	}
-	prefetch = NULL;
-	if (stats_daemon_start(v, a->store, rem ? remote_url(rem) : "", a->metrics_file,
-			       a->metrics_s,
-			       a->vo.commit_interval_ms ? a->vo.commit_interval_ms : 1000) < 0)
-		log_warn("cannot start the stats thread: read counters and the metrics file stay "
-			 "as they are");
-	log_info("mounted store %s on %s%s%s", a->store, a->mountpoint, rem ? ", remote " : "",
-		 rem ? remote_url(rem) : "");
-
-	if (underfd >= 0) {
-		/* Imported through the mount once it serves; the waiter reports the outcome. */
-		adopt_pid = cli_adopt_start(underfd, a->mountpoint);
-		if (adopt_pid < 0 || pthread_create(&waiter, NULL, adopt_waiter, a) != 0) {
-			report(1, "cannot import the existing files of %s", a->mountpoint);
-			fuse_session_unmount(the_session);
-			goto out_session;
-		}
-		pthread_detach(waiter);
-	} else {
-		report(0, mount_note[0] ? "%s" : NULL, mount_note);
 	}
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, 0);
