@@ -112,57 +112,6 @@ static int parse_store_args(int argc, char **argv, struct store_args *a, const c
 	return 0;
 }
 
-void cli_store_error(const char *dir, int r, pid_t owner)
-{
-	char mnt[4096], why[PATH_MAX + 128];
-
-	if (r == -EBUSY && cli_store_mountpoint(dir, mnt, sizeof(mnt)))
-		fprintf(stderr,
-			"pkgcachefs: store %s is mounted on %s (daemon pid %d): unmount it first "
-			"(pkgcachefs umount %s)\n",
-			dir, mnt, (int)owner, mnt);
-	else if (r == -EBUSY)
-		fprintf(stderr,
-			"pkgcachefs: store %s is locked by another pkgcachefs process (pid %d): "
-			"wait "
-			"for it to finish, or stop it\n",
-			dir, (int)owner);
-	else if (r == -ENOENT)
-		fprintf(stderr,
-			"pkgcachefs: no store at %s: check --store (or $PKGCACHEFS_STORE); "
-			"`pkgcachefs mount --store %s MOUNTPOINT` creates one\n",
-			dir, dir);
-	else if (r == -EPROTO)
-		fprintf(stderr,
-			"pkgcachefs: store %s was written by a newer pkgcachefs: upgrade "
-			"pkgcachefs "
-			"(this is %s) to use it, or pass another --store\n",
-			dir, PKGCACHEFS_VERSION);
-	else if (r == -EUCLEAN)
-		fprintf(stderr,
-			"pkgcachefs: store %s: config or index is damaged; pkgcachefs fsck --store "
-			"%s tells more\n",
-			dir, dir);
-	else if (r == -EPERM && store_check_dir(dir, why, sizeof(why)) < 0)
-		fprintf(stderr,
-			"pkgcachefs: refusing store %s: %s (another user could swap its files: "
-			"chown it to the user running pkgcachefs, chmod go-w)\n",
-			dir, why);
-	else if (r == -EPERM)
-		fprintf(stderr,
-			"pkgcachefs: refusing store %s: a file or directory in it is a symbolic "
-			"link, "
-			"not ours, or writable by others\n",
-			dir);
-	else if (r == -EACCES)
-		fprintf(stderr,
-			"pkgcachefs: cannot open store %s: %s (a store belongs to the user that "
-			"created it: run as that user, or pass --store with your own)\n",
-			dir, strerror(-r));
-	else
-		fprintf(stderr, "pkgcachefs: cannot open store %s: %s\n", dir, strerror(-r));
-}
-
 /* Open a store for a subcommand; prints the reason on failure. */
 static int open_store(const char *dir, int flags, struct store **ret, bool *ret_live)
 {
@@ -528,65 +477,6 @@ static const char umount_usage[] =
 	"exit status is still 0 (the data is safe here), or 3 with --require-push (for a job\n"
 	"whose purpose is to fill the remote).\n";
 
-/* Find the store behind a pkgcachefs mount in /proc/self/mountinfo. */
-static int find_mount(const char *mnt, char *store, size_t len)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char line[8192];
-	int found = 0;
-
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		char mp[4096], fstype[256], source[4096];
-		char *sep = strstr(line, " - ");
-
-		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
-			continue;
-		if (sscanf(sep + 3, "%255s %4095s", fstype, source) != 2)
-			continue;
-		if (strcmp(mp, mnt) || strcmp(fstype, "fuse.pkgcachefs"))
-			continue;
-		snprintf(store, len, "%s", source);
-		found = 1;
-	}
-	fclose(f);
-	return found;
-}
-
-/* The mountpoint of the pkgcachefs mount of store (the last one listed), if any. */
-bool cli_store_mountpoint(const char *store, char *mnt, size_t len)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char line[8192];
-	bool found = false;
-
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f)) {
-		char mp[4096], fstype[256], source[4096];
-		char *sep = strstr(line, " - ");
-
-		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
-			continue;
-		if (sscanf(sep + 3, "%255s %4095s", fstype, source) != 2)
-			continue;
-		if (strcmp(fstype, "fuse.pkgcachefs") || strcmp(source, store))
-			continue;
-		snprintf(mnt, len, "%s", mp);
-		found = true;
-	}
-	fclose(f);
-	return found;
-}
-
-bool cli_is_pkgcachefs_mount(const char *path)
-{
-	char store[4096];
-
-	return find_mount(path, store, sizeof(store)) > 0;
-}
-
 static int run(const char *prog, const char *a1, const char *a2)
 {
 	pid_t pid = fork();
@@ -638,8 +528,7 @@ int cli_umount(int argc, char **argv)
 		/* A dead daemon's mount cannot be stat'ed; use the path as given. */
 		mnt = strdup(argv[1]);
 	}
-	r = find_mount(mnt, store, sizeof(store));
-	if (r <= 0) {
+	if (!cli_mount_store(mnt, store, sizeof(store))) {
 		fprintf(stderr, "pkgcachefs: %s is not a pkgcachefs mount\n", mnt);
 		free(mnt);
 		return 1;

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 int cli_umount(int argc, char **argv);
 int cli_stats(int argc, char **argv);
@@ -43,9 +44,6 @@ int cli_record_remote(struct store *st, const char *url, const struct remote_opt
  * SYNC_REMOTE_*). Prints why on failure; -errno. */
 int cli_open_remote(struct store *st, const char *url, const struct cli_tls *tls, unsigned flags,
 		    struct remote **ret);
-#include <sys/types.h>
-/* Print why store_open(dir) failed with r (owner: the lock holder's pid), and what to do. */
-void cli_store_error(const char *dir, int r, pid_t owner);
 /* What to do about failure r of the remote at url (credentials refused, unreachable), or NULL. */
 const char *cli_remote_hint(int r, const char *url);
 /* Log (warn) that a remote catalog was left out, and why (a sync_options.bad_catalog). */
@@ -86,8 +84,6 @@ void live_record(const char *store, int r, int64_t wall_ns, int64_t took_ns,
 /* A progress line on stderr (data: the label), at most five times a second. */
 void cli_show_progress(void *data, uint64_t done, uint64_t total);
 
-#include <sys/types.h>
-
 /*
  * Start importing the tree open as underfd (a directory the mount now hides) into the mount at
  * mountpoint, then, once all of it is durable, remove the originals. The copy runs in a child,
@@ -105,8 +101,14 @@ struct gc_report;
 int cli_read_gc_request(const char *store, uint64_t *ret_max);
 void cli_write_gc_result(const char *store, int r, const struct gc_report *rep);
 
-/* The mountpoint (into mnt, len bytes) of a pkgcachefs mount of store: true when there is one. */
-bool cli_store_mountpoint(const char *store, char *mnt, size_t len);
+/* ---- cli_store.c: where a store is mounted, and why it cannot be opened ---- */
 
+/* The mountpoint (into mnt, len bytes) of a pkgcachefs mount of store (the last one listed):
+ * true when there is one. */
+bool cli_store_mountpoint(const char *store, char *mnt, size_t len);
+/* The store (into store, len bytes) of the pkgcachefs mount on mnt: true when there is one. */
+bool cli_mount_store(const char *mnt, char *store, size_t len);
 /* Whether a pkgcachefs mount sits exactly on path. */
 bool cli_is_pkgcachefs_mount(const char *path);
+/* Print why store_open(dir) failed with r (owner: the lock holder's pid), and what to do. */
+void cli_store_error(const char *dir, int r, pid_t owner);
