@@ -133,6 +133,8 @@ struct remote_xfer {
 	char s3_code[64];     /* <Code> of an S3 error body, or "" */
 };
 
+/* ---- remote_engine.c: the HTTP engine of the http and s3 backends ---- */
+
 /*
  * Run x against r->origin, retrying transient failures within r's deadline. 0 on a 2xx answer;
  * otherwise -errno (404 -ENOENT, 401/403 -EACCES, 416 -EIO, refused -ECONNREFUSED, unresolved or
@@ -196,6 +198,8 @@ int remote_s3_credentials(struct remote *r, char **ret_id, char **ret_secret, ch
 /* Decode XML character references and the five predefined entities of s[0..n) into a malloc'ed
  * string; NULL on a malformed reference or out of memory. */
 char *remote_xml_text(const char *s, size_t n);
+/* Whether c may appear in an object name (and in an S3 error code): [A-Za-z0-9._-]. */
+bool remote_name_char(char c);
 
 /* Backends' constructors: fill r (already holding url, options, pool lock); -errno and err. */
 int remote_file_open(struct remote *r, const char *url, char *err, size_t errlen);

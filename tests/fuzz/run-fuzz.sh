@@ -32,9 +32,8 @@ fi
 target=$1
 shift
 
-remote=(index/remote.c index/remote_file.c index/remote_http.c index/remote_html.c index/remote_s3.c
-	index/remote_creds.c
-	index/sigv4.c index/util.c)
+remote=(index/remote.c index/remote_engine.c index/remote_file.c index/remote_http.c
+	index/remote_html.c index/remote_s3.c index/remote_creds.c index/sigv4.c index/util.c)
 # Every source of the core library, as meson.build lists them.
 mapfile -t all < <(sed -n "/static_library('pkgcache'/,/include_directories/p" meson.build |
 	grep -o "index/[a-z0-9_/]*\.c")
