@@ -165,144 +165,167 @@ static int set_tls_opt(struct mount_args *a, const char *tok)
 	return r;
 }
 
+/* A whole number in lo..hi from text: 0, or -EINVAL (empty, trailing characters, out of range). */
+static int parse_long(const char *text, long lo, long hi, long *ret)
+{
+	char *end;
+	long v = strtol(text, &end, 10);
+
+	if (!*text || *end || v < lo || v > hi)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+/* push_interval=, pull_interval=, remote_timeout=: seconds. */
+static int parse_interval(const char *tok, struct mount_args *a)
+{
+	bool push = tok[0] == 'p';
+	long v;
+
+	if (parse_long(strchr(tok, '=') + 1, push ? 0 : 1, 86400, &v) < 0) {
+		fprintf(stderr, "pkgcachefs: bad value in '%s' (%s..86400 seconds)\n", tok,
+			push ? "0" : "1");
+		return -EINVAL;
+	}
+	if (tok[2] == 'l')
+		cli_rdaemon_pull_interval((unsigned)v);
+	else if (push)
+		a->push_interval_s = (unsigned)v;
+	else
+		a->remote_timeout_s = (unsigned)v;
+	return 0;
+}
+
+static int parse_log_level(const char *name, struct mount_args *a)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug"};
+	int lvl = -1;
+
+	for (int i = 0; i < (int)ARRAY_SIZE(names); i++)
+		if (!strcmp(name, names[i]))
+			lvl = i;
+	if (!strcmp(name, "warning"))
+		lvl = LOG_LVL_WARN;
+	if (lvl < 0) {
+		fprintf(stderr, "pkgcachefs: bad log_level '%s' (error, warn, info or debug)\n",
+			name);
+		return -EINVAL;
+	}
+	a->log_level = lvl;
+	return 0;
+}
+
+static int parse_metrics_file(const char *p, struct mount_args *a)
+{
+	char cwd[4096];
+
+	free(a->metrics_file);
+	a->metrics_file = NULL;
+	if (!*p) {
+		fprintf(stderr, "pkgcachefs: metrics_file= needs a path (for example "
+				"/var/lib/node_exporter/pkgcachefs.prom)\n");
+		return -EINVAL;
+	}
+	/* The daemon runs from /: keep a relative path relative to here. */
+	if (p[0] == '/')
+		a->metrics_file = strdup(p);
+	else if (getcwd(cwd, sizeof(cwd)) && asprintf(&a->metrics_file, "%s/%s", cwd, p) < 0)
+		a->metrics_file = NULL;
+	return a->metrics_file ? 0 : -ENOMEM;
+}
+
+/* Options of fstab's and mount(8)'s that mean nothing here, or what is always on. */
+static bool ignored_opt(const char *tok)
+{
+	static const char *const names[] = {"rw",     "defaults", "auto",
+					    "noauto", "nofail",   "_netdev",
+					    "user",   "users",    "default_permissions"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+		if (!strcmp(tok, names[i]))
+			return true;
+	return !strncmp(tok, "x-", 2);
+}
+
+/* One -o option: 1 when it is ours (applied), 0 when it is for libfuse, or -errno (said why). */
+static int parse_one_opt(const char *tok, struct mount_args *a)
+{
+	long v;
+
+	if (strncmp(tok, "max_size=", 9) == 0) {
+		if (parse_size(tok + 9, &a->vo.max_size) < 0) {
+			fprintf(stderr, "pkgcachefs: bad size in '%s' (try 10G or 500M)\n", tok);
+			return -EINVAL;
+		}
+	} else if (strncmp(tok, "commit_interval=", 16) == 0) {
+		if (parse_long(tok + 16, 1, 600000, &v) < 0) {
+			fprintf(stderr, "pkgcachefs: bad commit_interval '%s' (1..600000 ms)\n",
+				tok + 16);
+			return -EINVAL;
+		}
+		a->vo.commit_interval_ms = (unsigned)v;
+	} else if (strncmp(tok, "push_interval=", 14) == 0 ||
+		   strncmp(tok, "pull_interval=", 14) == 0 ||
+		   strncmp(tok, "remote_timeout=", 15) == 0) {
+		return parse_interval(tok, a) < 0 ? -EINVAL : 1;
+	} else if (!strcmp(tok, "no_push")) {
+		a->no_push = true;
+	} else if (!strcmp(tok, "keep_suid")) {
+		a->keep_suid = true;
+	} else if (!strncmp(tok, "ca_file=", 8) || !strncmp(tok, "client_cert=", 12) ||
+		   !strncmp(tok, "client_key=", 11)) {
+		int r = set_tls_opt(a, tok);
+
+		return r < 0 ? r : 1;
+	} else if (strncmp(tok, "log_level=", 10) == 0) {
+		return parse_log_level(tok + 10, a) < 0 ? -EINVAL : 1;
+	} else if (strncmp(tok, "metrics_file=", 13) == 0) {
+		int r = parse_metrics_file(tok + 13, a);
+
+		return r < 0 ? r : 1;
+	} else if (strncmp(tok, "metrics_interval=", 17) == 0) {
+		if (parse_long(tok + 17, 1, 86400, &v) < 0) {
+			fprintf(stderr,
+				"pkgcachefs: bad metrics_interval '%s' (1..86400 seconds)\n",
+				tok + 17);
+			return -EINVAL;
+		}
+		a->metrics_s = (unsigned)v;
+	} else if (!ignored_opt(tok)) {
+		return 0;
+	}
+	return 1;
+}
+
+/* The -o options in (comma-separated): ours applied to a, the rest kept in a->fuse_opts. */
 static int parse_opts(const char *in, struct mount_args *a)
 {
 	char *s = strdup(in), *tok, *save;
 	size_t cap = strlen(in) + 64;
+	size_t have = a->fuse_opts ? strlen(a->fuse_opts) : 0;
+	char *n;
 	int r = 0;
 
 	if (!s)
 		return -ENOMEM;
-	if (!a->fuse_opts) {
-		a->fuse_opts = calloc(1, cap + 256);
-		if (!a->fuse_opts) {
-			free(s);
-			return -ENOMEM;
-		}
-	} else {
-		char *n = realloc(a->fuse_opts, strlen(a->fuse_opts) + cap + 256);
-
-		if (!n) {
-			free(s);
-			return -ENOMEM;
-		}
-		a->fuse_opts = n;
+	n = realloc(a->fuse_opts, have + cap + 256);
+	if (!n) {
+		free(s);
+		return -ENOMEM;
 	}
+	a->fuse_opts = n;
+	a->fuse_opts[have] = '\0';
 	for (tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		if (strncmp(tok, "max_size=", 9) == 0) {
-			if (parse_size(tok + 9, &a->vo.max_size) < 0) {
-				fprintf(stderr, "pkgcachefs: bad size in '%s' (try 10G or 500M)\n",
-					tok);
-				r = -EINVAL;
-				break;
-			}
-		} else if (strncmp(tok, "commit_interval=", 16) == 0) {
-			char *end;
-			long ms = strtol(tok + 16, &end, 10);
-
-			if (*end || ms < 1 || ms > 600000) {
-				fprintf(stderr,
-					"pkgcachefs: bad commit_interval '%s' (1..600000 ms)\n",
-					tok + 16);
-				r = -EINVAL;
-				break;
-			}
-			a->vo.commit_interval_ms = (unsigned)ms;
-		} else if (strncmp(tok, "push_interval=", 14) == 0 ||
-			   strncmp(tok, "pull_interval=", 14) == 0 ||
-			   strncmp(tok, "remote_timeout=", 15) == 0) {
-			bool push = tok[0] == 'p';
-			char *end;
-			const char *val = strchr(tok, '=') + 1;
-			long v = strtol(val, &end, 10);
-
-			if (!*val || *end || v < (push ? 0 : 1) || v > 86400) {
-				fprintf(stderr,
-					"pkgcachefs: bad value in '%s' (%s..86400 seconds)\n", tok,
-					push ? "0" : "1");
-				r = -EINVAL;
-				break;
-			}
-			if (tok[2] == 'l')
-				cli_rdaemon_pull_interval((unsigned)v);
-			else if (push)
-				a->push_interval_s = (unsigned)v;
-			else
-				a->remote_timeout_s = (unsigned)v;
-		} else if (!strcmp(tok, "no_push")) {
-			a->no_push = true;
-		} else if (!strcmp(tok, "keep_suid")) {
-			a->keep_suid = true;
-		} else if (!strncmp(tok, "ca_file=", 8) || !strncmp(tok, "client_cert=", 12) ||
-			   !strncmp(tok, "client_key=", 11)) {
-			r = set_tls_opt(a, tok);
-			if (r < 0)
-				break;
-		} else if (strncmp(tok, "log_level=", 10) == 0) {
-			static const char *const names[] = {"error", "warn", "info", "debug"};
-			int lvl = -1;
-
-			for (int i = 0; i < (int)ARRAY_SIZE(names); i++)
-				if (!strcmp(tok + 10, names[i]))
-					lvl = i;
-			if (!strcmp(tok + 10, "warning"))
-				lvl = LOG_LVL_WARN;
-			if (lvl < 0) {
-				fprintf(stderr,
-					"pkgcachefs: bad log_level '%s' (error, warn, info or "
-					"debug)\n",
-					tok + 10);
-				r = -EINVAL;
-				break;
-			}
-			a->log_level = lvl;
-		} else if (strncmp(tok, "metrics_file=", 13) == 0) {
-			const char *p = tok + 13;
-			char cwd[4096];
-
-			free(a->metrics_file);
-			a->metrics_file = NULL;
-			if (!*p) {
-				fprintf(stderr,
-					"pkgcachefs: metrics_file= needs a path (for "
-					"example /var/lib/node_exporter/pkgcachefs.prom)\n");
-				r = -EINVAL;
-				break;
-			}
-			/* The daemon runs from /: keep a relative path relative to here. */
-			if (p[0] == '/')
-				a->metrics_file = strdup(p);
-			else if (getcwd(cwd, sizeof(cwd)) &&
-				 asprintf(&a->metrics_file, "%s/%s", cwd, p) < 0)
-				a->metrics_file = NULL;
-			if (!a->metrics_file) {
-				r = -ENOMEM;
-				break;
-			}
-		} else if (strncmp(tok, "metrics_interval=", 17) == 0) {
-			char *end;
-			long v = strtol(tok + 17, &end, 10);
-
-			if (!tok[17] || *end || v < 1 || v > 86400) {
-				fprintf(stderr,
-					"pkgcachefs: bad metrics_interval '%s' (1..86400 "
-					"seconds)\n",
-					tok + 17);
-				r = -EINVAL;
-				break;
-			}
-			a->metrics_s = (unsigned)v;
-		} else if (!strcmp(tok, "rw") || !strcmp(tok, "defaults") || !strcmp(tok, "auto") ||
-			   !strcmp(tok, "noauto") || !strcmp(tok, "nofail") ||
-			   !strcmp(tok, "_netdev") || !strcmp(tok, "user") ||
-			   !strcmp(tok, "users") || !strncmp(tok, "x-", 2) ||
-			   !strcmp(tok, "default_permissions")) {
-			/* fstab noise, or always on */
-		} else {
+		r = parse_one_opt(tok, a);
+		if (r < 0)
+			break;
+		if (r == 0) {
 			if (a->fuse_opts[0])
 				strcat(a->fuse_opts, ",");
 			strcat(a->fuse_opts, tok);
 		}
+		r = 0;
 	}
 	free(s);
 	return r;
