@@ -459,141 +459,188 @@ static int parse_endpoint(const char *ep, char **ret_scheme, char **ret_host)
 	return *ret_scheme && *ret_host ? 0 : -ENOMEM;
 }
 
-int remote_s3_open(struct remote *r, const char *url, char *err, size_t errlen)
+/* What an s3:// URL says, before the environment fills in the rest. All strings are owned. */
+struct s3_url {
+	char *bucket, *prefix; /* the prefix without leading or trailing slashes */
+	char *endpoint, *region, *addressing;
+};
+
+static void s3_url_release(struct s3_url *u)
 {
-	const char *b = url + 5, *q = strchr(b, '?');
-	size_t blen = strcspn(b, "/?");
-	char *bucket = strndup(b, blen), *prefix = NULL, *endpoint = NULL, *region = NULL;
-	char *addressing = NULL, *scheme = NULL, *ehost = NULL;
-	bool custom_endpoint = false, path_style;
-	int ret = -EINVAL;
+	free(u->bucket);
+	free(u->prefix);
+	free(u->endpoint);
+	free(u->region);
+	free(u->addressing);
+}
 
-	if (!bucket)
+/* The prefix of s3://bucket/prefix/ (at b, n bytes): trimmed of slashes, and checked. */
+static int parse_prefix(const char *b, size_t n, struct s3_url *u, char *err, size_t errlen)
+{
+	char *p;
+
+	u->prefix = strndup(b, n);
+	if (!u->prefix)
 		return -ENOMEM;
-	if (!valid_chars(bucket, ".-_") || blen > 255) {
-		snprintf(err, errlen, "S3 URL needs a bucket name: s3://bucket[/prefix]");
-		goto out_free;
+	for (p = u->prefix; *p == '/'; p++)
+		;
+	memmove(u->prefix, p, strlen(p) + 1);
+	n = strlen(u->prefix);
+	while (n && u->prefix[n - 1] == '/')
+		u->prefix[--n] = '\0';
+	if (n && !remote_name_valid(u->prefix)) {
+		snprintf(err, errlen, "S3 prefix may hold only A-Z a-z 0-9 . _ - and '/'");
+		return -EINVAL;
 	}
-	prefix = strndup(b + blen, q ? (size_t)(q - b - blen) : strlen(b + blen));
-	if (!prefix) {
-		ret = -ENOMEM;
-		goto out_free;
-	}
-	{
-		char *p = prefix;
-		size_t n;
+	return 0;
+}
 
-		while (*p == '/')
-			p++;
-		memmove(prefix, p, strlen(p) + 1);
-		n = strlen(prefix);
-		while (n && prefix[n - 1] == '/')
-			prefix[--n] = '\0';
-		if (n && !remote_name_valid(prefix)) {
-			snprintf(err, errlen, "S3 prefix may hold only A-Z a-z 0-9 . _ - and '/'");
-			goto out_free;
-		}
-	}
-	for (const char *p = q ? q + 1 : NULL; p && *p;) {
+/* The query of an s3:// URL (after '?'): only endpoint=, region= and addressing=. */
+static int parse_query(const char *p, struct s3_url *u, char *err, size_t errlen)
+{
+	while (p && *p) {
 		size_t n = strcspn(p, "&"), kl = strcspn(p, "=&");
 		char *v = kl < n ? query_value(p + kl + 1, n - kl - 1) : NULL, **slot = NULL;
 
 		if (kl == 8 && strncmp(p, "endpoint", 8) == 0)
-			slot = &endpoint;
+			slot = &u->endpoint;
 		else if (kl == 6 && strncmp(p, "region", 6) == 0)
-			slot = &region;
+			slot = &u->region;
 		else if (kl == 10 && strncmp(p, "addressing", 10) == 0)
-			slot = &addressing;
+			slot = &u->addressing;
 		if (!slot || !v || !*v) {
 			free(v);
 			snprintf(err, errlen,
 				 "S3 URL query may only set endpoint=URL, region=R and "
 				 "addressing=path|virtual");
-			goto out_free;
+			return -EINVAL;
 		}
 		free(*slot);
 		*slot = v;
 		p += n + (p[n] == '&');
 	}
+	return 0;
+}
 
-	if (!region && remote_env("AWS_REGION"))
-		region = strdup(remote_env("AWS_REGION"));
-	if (!region && remote_env("AWS_DEFAULT_REGION"))
-		region = strdup(remote_env("AWS_DEFAULT_REGION"));
-	if (!region)
-		region = strdup("us-east-1");
-	if (!region) {
-		ret = -ENOMEM;
-		goto out_free;
+static int parse_s3_url(const char *url, struct s3_url *u, char *err, size_t errlen)
+{
+	const char *b = url + 5, *q = strchr(b, '?');
+	size_t blen = strcspn(b, "/?");
+	int ret;
+
+	u->bucket = strndup(b, blen);
+	if (!u->bucket)
+		return -ENOMEM;
+	if (!valid_chars(u->bucket, ".-_") || blen > 255) {
+		snprintf(err, errlen, "S3 URL needs a bucket name: s3://bucket[/prefix]");
+		return -EINVAL;
 	}
-	if (!valid_chars(region, "-_")) {
+	ret = parse_prefix(b + blen, q ? (size_t)(q - b - blen) : strlen(b + blen), u, err, errlen);
+	return ret ? ret : parse_query(q ? q + 1 : NULL, u, err, errlen);
+}
+
+/* The first of the environment variables a and b that is set, copied; NULL when neither is. */
+static char *env_either(const char *a, const char *b)
+{
+	const char *v = remote_env(a) ? remote_env(a) : remote_env(b);
+
+	return v ? strdup(v) : NULL;
+}
+
+/*
+ * What the URL left out, from the environment (AWS_REGION, AWS_ENDPOINT_URL_S3, ...) or AWS's
+ * defaults. *ret_path_style: path-style addressing (any endpoint of one's own, unless the URL
+ * says addressing=virtual).
+ */
+static int fill_defaults(struct s3_url *u, bool *ret_path_style, char *err, size_t errlen)
+{
+	bool custom_endpoint = true;
+
+	if (!u->region)
+		u->region = env_either("AWS_REGION", "AWS_DEFAULT_REGION");
+	if (!u->region)
+		u->region = strdup("us-east-1");
+	if (!u->region)
+		return -ENOMEM;
+	if (!valid_chars(u->region, "-_")) {
 		snprintf(err, errlen, "S3 region must be a name such as eu-west-1");
-		goto out_free;
+		return -EINVAL;
 	}
-	custom_endpoint = true;
-	if (!endpoint && remote_env("AWS_ENDPOINT_URL_S3"))
-		endpoint = strdup(remote_env("AWS_ENDPOINT_URL_S3"));
-	if (!endpoint && remote_env("AWS_ENDPOINT_URL"))
-		endpoint = strdup(remote_env("AWS_ENDPOINT_URL"));
-	if (!endpoint) {
+	if (!u->endpoint)
+		u->endpoint = env_either("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL");
+	if (!u->endpoint) {
 		custom_endpoint = false;
-		if (asprintf(&endpoint, "https://s3.%s.amazonaws.com", region) < 0)
-			endpoint = NULL;
+		if (asprintf(&u->endpoint, "https://s3.%s.amazonaws.com", u->region) < 0)
+			u->endpoint = NULL;
 	}
-	if (!endpoint) {
-		ret = -ENOMEM;
-		goto out_free;
-	}
-	ret = parse_endpoint(endpoint, &scheme, &ehost);
-	if (ret == -EINVAL)
-		snprintf(err, errlen, "S3 endpoint must be http(s)://host[:port], without a path");
-	if (ret)
-		goto out_free;
-	path_style = custom_endpoint;
-	if (addressing && strcmp(addressing, "path") == 0) {
-		path_style = true;
-	} else if (addressing && strcmp(addressing, "virtual") == 0) {
-		path_style = false;
-	} else if (addressing) {
+	if (!u->endpoint)
+		return -ENOMEM;
+	*ret_path_style = custom_endpoint;
+	if (u->addressing && strcmp(u->addressing, "path") == 0) {
+		*ret_path_style = true;
+	} else if (u->addressing && strcmp(u->addressing, "virtual") == 0) {
+		*ret_path_style = false;
+	} else if (u->addressing) {
 		snprintf(err, errlen, "S3 addressing must be path or virtual");
-		ret = -EINVAL;
-		goto out_free;
+		return -EINVAL;
 	}
-	ret = remote_s3_load_credentials(r, err, errlen);
-	if (ret)
-		goto out_free;
+	return 0;
+}
 
-	ret = -ENOMEM;
-	r->url = strdup(url);
+/* r's host, root, origin and key prefix for u, at the endpoint's scheme and host. */
+static int set_addresses(struct remote *r, const struct s3_url *u, const char *scheme,
+			 const char *ehost, bool path_style)
+{
 	if (path_style) {
 		r->host = strdup(ehost);
-		if (asprintf(&r->root, "/%s/", bucket) < 0)
+		if (asprintf(&r->root, "/%s/", u->bucket) < 0)
 			r->root = NULL;
 	} else {
-		if (asprintf(&r->host, "%s.%s", bucket, ehost) < 0)
+		if (asprintf(&r->host, "%s.%s", u->bucket, ehost) < 0)
 			r->host = NULL;
 		r->root = strdup("/");
 	}
-	if (!r->url || !r->host || !r->root)
-		goto out_free;
+	if (!r->host || !r->root)
+		return -ENOMEM;
 	if (asprintf(&r->origin, "%s%s", scheme, r->host) < 0) {
 		r->origin = NULL;
-		goto out_free;
+		return -ENOMEM;
 	}
-	if (asprintf(&r->key_prefix, "%s%s", prefix, *prefix ? "/" : "") < 0) {
+	if (asprintf(&r->key_prefix, "%s%s", u->prefix, *u->prefix ? "/" : "") < 0) {
 		r->key_prefix = NULL;
-		goto out_free;
+		return -ENOMEM;
 	}
-	r->region = region;
-	region = NULL;
+	return 0;
+}
+
+int remote_s3_open(struct remote *r, const char *url, char *err, size_t errlen)
+{
+	struct s3_url u = {0};
+	char *scheme = NULL, *ehost = NULL;
+	bool path_style = false;
+	int ret;
+
+	ret = parse_s3_url(url, &u, err, errlen);
+	if (ret == 0)
+		ret = fill_defaults(&u, &path_style, err, errlen);
+	if (ret)
+		goto out_free;
+	ret = parse_endpoint(u.endpoint, &scheme, &ehost);
+	if (ret == -EINVAL)
+		snprintf(err, errlen, "S3 endpoint must be http(s)://host[:port], without a path");
+	if (ret == 0)
+		ret = remote_s3_load_credentials(r, err, errlen);
+	if (ret)
+		goto out_free;
+	r->url = strdup(url);
+	ret = r->url ? set_addresses(r, &u, scheme, ehost, path_style) : -ENOMEM;
+	if (ret)
+		goto out_free;
+	r->region = u.region;
+	u.region = NULL;
 	r->ops = &s3_ops;
-	ret = 0;
 out_free:
-	free(bucket);
-	free(prefix);
-	free(endpoint);
-	free(region);
-	free(addressing);
+	s3_url_release(&u);
 	free(scheme);
 	free(ehost);
 	return ret;
