@@ -368,23 +368,21 @@ static int signature(const struct sigv4_request *r, const char *scope_date, cons
 	return ret;
 }
 
-int sigv4_authorization(const struct sigv4_request *r, char *buf, size_t len)
+static bool request_valid(const struct sigv4_request *r)
 {
-	struct pair h[SIGV4_MAX_HEADERS + 4];
-	struct sbuf creq = {0}, signed_hdrs = {0}, sts = {0}, auth = {0};
-	char scope_date[9], creq_hash[65], sig[65];
+	return r && r->method && *r->method && valid_token(r->host) && r->path &&
+	       r->path[0] == '/' && r->payload_sha256 && *r->payload_sha256 &&
+	       valid_date(r->amz_date) && valid_token(r->region) && valid_token(r->service) &&
+	       valid_token(r->access_key) && r->secret_key && *r->secret_key &&
+	       (!r->session_token || valid_token(r->session_token)) &&
+	       r->n_headers <= SIGV4_MAX_HEADERS && (!r->n_headers || r->headers);
+}
+
+/* The headers to sign into h (*ret_n of them), sorted by name; the caller frees them. */
+static int collect_headers(const struct sigv4_request *r, struct pair *h, size_t *ret_n)
+{
 	size_t nh = 0;
 	int ret;
-
-	if (!r || !r->method || !*r->method || !valid_token(r->host) || !r->path ||
-	    r->path[0] != '/' || !r->payload_sha256 || !*r->payload_sha256 ||
-	    !valid_date(r->amz_date) || !valid_token(r->region) || !valid_token(r->service) ||
-	    !valid_token(r->access_key) || !r->secret_key || !*r->secret_key ||
-	    (r->session_token && !valid_token(r->session_token)) ||
-	    r->n_headers > SIGV4_MAX_HEADERS || (r->n_headers && !r->headers))
-		return -EINVAL;
-	memcpy(scope_date, r->amz_date, 8);
-	scope_date[8] = '\0';
 
 	ret = add_header(h, &nh, "host", r->host);
 	if (!ret)
@@ -407,56 +405,88 @@ int sigv4_authorization(const struct sigv4_request *r, char *buf, size_t len)
 			nh++;
 		}
 	}
+	*ret_n = nh;
 	if (ret)
-		goto out_free;
+		return ret;
 	/* By name only: repeated names keep their order and are joined with ',' below. */
 	qsort(h, nh, sizeof(h[0]), header_cmp);
+	return 0;
+}
 
-	sb_puts(&creq, r->method);
-	sb_puts(&creq, "\n");
-	sb_puts(&creq, r->path);
-	sb_puts(&creq, "\n");
-	ret = canonical_query(r->query, &creq);
+/* The canonical request into creq, and the signed headers' names (a;b;c) into signed_hdrs. */
+static int canonical_request(const struct sigv4_request *r, const struct pair *h, size_t nh,
+			     struct sbuf *creq, struct sbuf *signed_hdrs)
+{
+	int ret;
+
+	sb_puts(creq, r->method);
+	sb_puts(creq, "\n");
+	sb_puts(creq, r->path);
+	sb_puts(creq, "\n");
+	ret = canonical_query(r->query, creq);
 	if (ret)
-		goto out_free;
-	sb_puts(&creq, "\n");
+		return ret;
+	sb_puts(creq, "\n");
 	for (size_t i = 0; i < nh; i++) {
 		bool same = i > 0 && strcmp(h[i].a, h[i - 1].a) == 0;
 
 		if (same) {
-			sb_puts(&creq, ",");
+			sb_puts(creq, ",");
 		} else {
 			if (i > 0)
-				sb_puts(&creq, "\n");
-			sb_puts(&creq, h[i].a);
-			sb_puts(&creq, ":");
-			if (signed_hdrs.len)
-				sb_puts(&signed_hdrs, ";");
-			sb_puts(&signed_hdrs, h[i].a);
+				sb_puts(creq, "\n");
+			sb_puts(creq, h[i].a);
+			sb_puts(creq, ":");
+			if (signed_hdrs->len)
+				sb_puts(signed_hdrs, ";");
+			sb_puts(signed_hdrs, h[i].a);
 		}
-		sb_puts(&creq, h[i].b);
+		sb_puts(creq, h[i].b);
 	}
-	sb_puts(&creq, "\n\n");
-	sb_puts(&creq, signed_hdrs.p ? signed_hdrs.p : "");
-	sb_puts(&creq, "\n");
-	sb_puts(&creq, r->payload_sha256);
-	if (creq.oom || signed_hdrs.oom) {
-		ret = -ENOMEM;
-		goto out_free;
-	}
-	ret = sigv4_sha256_hex(creq.p, creq.len, creq_hash);
+	sb_puts(creq, "\n\n");
+	sb_puts(creq, signed_hdrs->p ? signed_hdrs->p : "");
+	sb_puts(creq, "\n");
+	sb_puts(creq, r->payload_sha256);
+	return creq->oom || signed_hdrs->oom ? -ENOMEM : 0;
+}
+
+/* DATE/REGION/SERVICE/aws4_request: the credential scope. */
+static void put_scope(struct sbuf *b, const struct sigv4_request *r, const char *scope_date)
+{
+	sb_puts(b, scope_date);
+	sb_puts(b, "/");
+	sb_puts(b, r->region);
+	sb_puts(b, "/");
+	sb_puts(b, r->service);
+	sb_puts(b, "/aws4_request");
+}
+
+int sigv4_authorization(const struct sigv4_request *r, char *buf, size_t len)
+{
+	struct pair h[SIGV4_MAX_HEADERS + 4];
+	struct sbuf creq = {0}, signed_hdrs = {0}, sts = {0}, auth = {0};
+	char scope_date[9], creq_hash[65], sig[65];
+	size_t nh = 0;
+	int ret;
+
+	if (!request_valid(r))
+		return -EINVAL;
+	memcpy(scope_date, r->amz_date, 8);
+	scope_date[8] = '\0';
+
+	ret = collect_headers(r, h, &nh);
+	if (!ret)
+		ret = canonical_request(r, h, nh, &creq, &signed_hdrs);
+	if (!ret)
+		ret = sigv4_sha256_hex(creq.p, creq.len, creq_hash);
 	if (ret)
 		goto out_free;
 
 	sb_puts(&sts, "AWS4-HMAC-SHA256\n");
 	sb_puts(&sts, r->amz_date);
 	sb_puts(&sts, "\n");
-	sb_puts(&sts, scope_date);
-	sb_puts(&sts, "/");
-	sb_puts(&sts, r->region);
-	sb_puts(&sts, "/");
-	sb_puts(&sts, r->service);
-	sb_puts(&sts, "/aws4_request\n");
+	put_scope(&sts, r, scope_date);
+	sb_puts(&sts, "\n");
 	sb_puts(&sts, creq_hash);
 	if (sts.oom) {
 		ret = -ENOMEM;
@@ -469,12 +499,8 @@ int sigv4_authorization(const struct sigv4_request *r, char *buf, size_t len)
 	sb_puts(&auth, "AWS4-HMAC-SHA256 Credential=");
 	sb_puts(&auth, r->access_key);
 	sb_puts(&auth, "/");
-	sb_puts(&auth, scope_date);
-	sb_puts(&auth, "/");
-	sb_puts(&auth, r->region);
-	sb_puts(&auth, "/");
-	sb_puts(&auth, r->service);
-	sb_puts(&auth, "/aws4_request, SignedHeaders=");
+	put_scope(&auth, r, scope_date);
+	sb_puts(&auth, ", SignedHeaders=");
 	sb_puts(&auth, signed_hdrs.p);
 	sb_puts(&auth, ", Signature=");
 	sb_puts(&auth, sig);
