@@ -243,16 +243,11 @@ static int step_done(sqlite3_stmt *s)
 	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
 }
 
-static int exec(struct idx *x, const char *sql)
+int idx_exec(struct idx *x, const char *sql)
 {
 	int rc = sqlite3_exec(x->db, sql, NULL, NULL, NULL);
 
 	return rc == SQLITE_OK ? 0 : idx_errno(rc);
-}
-
-int idx_exec(struct idx *x, const char *sql)
-{
-	return exec(x, sql);
 }
 
 sqlite3 *idx_sqlite(struct idx *x)
@@ -306,37 +301,37 @@ static int create_schema(struct idx *x)
 {
 	int r;
 
-	r = exec(x, "BEGIN IMMEDIATE");
+	r = idx_exec(x, "BEGIN IMMEDIATE");
 	if (r < 0)
 		return r;
-	r = exec(x, schema_sql);
+	r = idx_exec(x, schema_sql);
 	if (r < 0)
 		goto out_rollback;
-	r = exec(x, "INSERT INTO meta (key, value) VALUES ('schema_version', '1')");
+	r = idx_exec(x, "INSERT INTO meta (key, value) VALUES ('schema_version', '1')");
 	if (r < 0)
 		goto out_rollback;
-	r = exec(x, schema_v2_sql);
+	r = idx_exec(x, schema_v2_sql);
 	if (r < 0)
 		goto out_rollback;
-	return exec(x, "COMMIT");
+	return idx_exec(x, "COMMIT");
 out_rollback:
-	exec(x, "ROLLBACK");
+	idx_exec(x, "ROLLBACK");
 	return r;
 }
 
 /* A version 1 store gains the remote tables; nothing else changes. */
 static int upgrade_v1(struct idx *x)
 {
-	int r = exec(x, "BEGIN IMMEDIATE");
+	int r = idx_exec(x, "BEGIN IMMEDIATE");
 
 	if (r < 0)
 		return r;
-	r = exec(x, schema_v2_sql);
+	r = idx_exec(x, schema_v2_sql);
 	if (r < 0) {
-		exec(x, "ROLLBACK");
+		idx_exec(x, "ROLLBACK");
 		return r;
 	}
-	return exec(x, "COMMIT");
+	return idx_exec(x, "COMMIT");
 }
 
 static int check_schema(struct idx *x, bool create)
@@ -410,14 +405,14 @@ int idx_open(const char *path, bool create, struct idx **ret)
 	 * WAL with synchronous=NORMAL: a commit is atomic at once and durable once the WAL is
 	 * synced, which vfs does itself for fsync (see docs/architecture.md).
 	 */
-	r = exec(x, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-		    "PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY; "
-		    "PRAGMA wal_autocheckpoint=4096; PRAGMA foreign_keys=OFF");
+	r = idx_exec(x, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+			"PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY; "
+			"PRAGMA wal_autocheckpoint=4096; PRAGMA foreign_keys=OFF");
 	if (r < 0)
 		goto out_close;
 	r = check_schema(x, create);
 	if (r == 0)
-		r = exec(x, schema_v2_extra_sql);
+		r = idx_exec(x, schema_v2_extra_sql);
 	if (r < 0)
 		goto out_close;
 	r = prepare_all(x);
@@ -435,7 +430,7 @@ void idx_close(struct idx *x)
 	if (!x)
 		return;
 	if (x->in_txn)
-		exec(x, "ROLLBACK");
+		idx_exec(x, "ROLLBACK");
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(x->stmt[i]);
 	for (size_t i = 0; i < x->extra.n; i++)
@@ -462,7 +457,7 @@ int idx_open_reader(const char *path, struct idx **ret)
 	sqlite3_extended_result_codes(x->db, 0);
 	sqlite3_busy_timeout(x->db, 10000);
 	/* A read transaction takes its snapshot at the first read: make that read now. */
-	r = exec(x, "BEGIN; SELECT count(*) FROM meta");
+	r = idx_exec(x, "BEGIN; SELECT count(*) FROM meta");
 	if (r < 0)
 		goto out_close;
 	r = prepare_all(x);
@@ -481,7 +476,7 @@ int idx_begin(struct idx *x)
 
 	if (x->in_txn)
 		return 0;
-	r = exec(x, "BEGIN IMMEDIATE");
+	r = idx_exec(x, "BEGIN IMMEDIATE");
 	if (r == 0)
 		x->in_txn = true;
 	return r;
@@ -493,7 +488,7 @@ int idx_commit(struct idx *x)
 
 	if (!x->in_txn)
 		return 0;
-	r = exec(x, "COMMIT");
+	r = idx_exec(x, "COMMIT");
 	if (r == 0)
 		x->in_txn = false;
 	return r;
@@ -505,7 +500,7 @@ int idx_rollback(struct idx *x)
 
 	if (!x->in_txn)
 		return 0;
-	r = exec(x, "ROLLBACK");
+	r = idx_exec(x, "ROLLBACK");
 	x->in_txn = false;
 	return r;
 }
@@ -514,14 +509,14 @@ int idx_op_begin(struct idx *x)
 {
 	int r = idx_begin(x);
 
-	return r < 0 ? r : exec(x, "SAVEPOINT op");
+	return r < 0 ? r : idx_exec(x, "SAVEPOINT op");
 }
 
 void idx_op_end(struct idx *x, bool failed)
 {
 	if (failed)
-		exec(x, "ROLLBACK TO op");
-	exec(x, "RELEASE op");
+		idx_exec(x, "ROLLBACK TO op");
+	idx_exec(x, "RELEASE op");
 }
 
 bool idx_in_txn(const struct idx *x)
@@ -990,9 +985,10 @@ int idx_ref_chunk(struct idx *x, uint64_t id, int delta)
 
 int idx_recount_refs(struct idx *x)
 {
-	int r = exec(x, "UPDATE chunks SET refs = (SELECT count(*) FROM extents e WHERE "
-			"e.chunk = chunks.id) WHERE refs != (SELECT count(*) FROM extents e WHERE "
-			"e.chunk = chunks.id)");
+	int r = idx_exec(x,
+			 "UPDATE chunks SET refs = (SELECT count(*) FROM extents e WHERE "
+			 "e.chunk = chunks.id) WHERE refs != (SELECT count(*) FROM extents e WHERE "
+			 "e.chunk = chunks.id)");
 
 	return r < 0 ? r : sqlite3_changes(x->db);
 }
