@@ -235,7 +235,8 @@ int vfs_stream_add(struct vfs *v, struct vnode *n, const uint8_t *data, size_t s
 		sm->buf = nb;
 		sm->cap = ncap;
 	}
-	memcpy(sm->buf + sm->len, data, size);
+	if (size) /* a write of nothing leaves buf NULL, and memcpy wants pointers even then */
+		memcpy(sm->buf + sm->len, data, size);
 	sm->len += size;
 	return 0;
 }
@@ -319,7 +320,8 @@ int vfs_stream_finish(struct vfs *v, struct vnode *n)
 		if (!pins.e) {
 			r = -ENOMEM;
 		} else {
-			memcpy(pins.e, sm->ev.e, sm->ev.n * sizeof(*pins.e));
+			if (sm->ev.n) /* an empty file has no vector yet */
+				memcpy(pins.e, sm->ev.e, sm->ev.n * sizeof(*pins.e));
 			r = vfs_set_content(v, n, &sm->ev, size);
 			if (r == 0)
 				vfs_unpin(v, &pins);
