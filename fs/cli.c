@@ -390,7 +390,7 @@ static int gc_remote(const struct store_args *a)
 {
 	struct sync_options so = {.bad_catalog = cli_bad_catalog};
 	struct sync_gc_report rep;
-	struct remote *r;
+	struct remote *rem;
 	struct store *st;
 	char b1[32];
 	pid_t owner = 0;
@@ -402,21 +402,21 @@ static int gc_remote(const struct store_args *a)
 		cli_store_error(a->store, rr, owner);
 		return 1;
 	}
-	if (cli_open_remote(st, a->remote, NULL, 0, &r) < 0) { /* gc keeps no local sync state */
+	if (cli_open_remote(st, a->remote, NULL, 0, &rem) < 0) { /* gc keeps no local sync state */
 		store_close(st);
 		return 1;
 	}
-	rr = sync_gc(st, r, a->keep_days * 86400, a->grace_hours * 3600, &so, &rep);
+	rr = sync_gc(st, rem, a->keep_days * 86400, a->grace_hours * 3600, &so, &rep);
 	if (rr < 0)
 		fprintf(stderr, "pkgcachefs: gc of %s failed: %s (%s); nothing live was deleted\n",
-			remote_url(r), strerror(-rr), remote_last_error());
+			remote_url(rem), strerror(-rr), remote_last_error());
 	else
 		printf("gc %s: %" PRIu64 " catalogs, %" PRIu64 " files expired, %" PRIu64
 		       " packs condemned, %" PRIu64 " deleted (%s), %" PRIu64 " traces deleted\n",
-		       remote_url(r), rep.catalogs, rep.files_expired, rep.packs_condemned,
+		       remote_url(rem), rep.catalogs, rep.files_expired, rep.packs_condemned,
 		       rep.packs_deleted, format_size(rep.bytes_deleted, b1, sizeof(b1)),
 		       rep.traces_deleted);
-	remote_free(r);
+	remote_free(rem);
 	store_close(st);
 	return rr < 0 ? 1 : 0;
 }

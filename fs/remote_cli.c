@@ -780,7 +780,7 @@ int cli_push(int argc, char **argv)
 	struct rargs a = {0};
 	struct sync_report rep;
 	struct store *st;
-	struct remote *r;
+	struct remote *rem;
 	pid_t owner = 0, pid = 0;
 	char line[512];
 	int rr;
@@ -801,11 +801,12 @@ int cli_push(int argc, char **argv)
 		cli_store_error(a.store, rr, owner);
 		return 1;
 	}
-	if (cli_open_remote(st, a.remote, &a.tls, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, &r) < 0) {
+	if (cli_open_remote(st, a.remote, &a.tls, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, &rem) <
+	    0) {
 		store_close(st);
 		return 1;
 	}
-	rr = sync_push(st, r, NULL, &so, &rep);
+	rr = sync_push(st, rem, NULL, &so, &rep);
 	if (rr == -EPERM)
 		fprintf(stderr,
 			"pkgcachefs: store %s was mounted with no_push (an untrusted job): "
@@ -816,12 +817,12 @@ int cli_push(int argc, char **argv)
 		fprintf(stderr,
 			"pkgcachefs: push to %s failed: %s (%s); nothing local was lost, rerun to "
 			"complete it\n",
-			remote_url(r), strerror(-rr), remote_last_error());
+			remote_url(rem), strerror(-rr), remote_last_error());
 	else {
 		cli_format_push(&rep, line, sizeof(line));
 		printf("%s\n", line);
 	}
-	remote_free(r);
+	remote_free(rem);
 	if (store_close(st) < 0 && rr == 0)
 		rr = -EIO;
 	return rr < 0 ? 1 : 0;
@@ -914,7 +915,7 @@ int cli_pull(int argc, char **argv)
 	struct rargs a = {0};
 	struct sync_report rep;
 	struct store *st;
-	struct remote *r;
+	struct remote *rem;
 	pid_t owner = 0, pid = 0;
 	char b1[32];
 	int rr;
@@ -935,14 +936,14 @@ int cli_pull(int argc, char **argv)
 		cli_store_error(a.store, rr, owner);
 		return 1;
 	}
-	if (cli_open_remote(st, a.remote, &a.tls, SYNC_REMOTE_BIND, &r) < 0) {
+	if (cli_open_remote(st, a.remote, &a.tls, SYNC_REMOTE_BIND, &rem) < 0) {
 		store_close(st);
 		return 1;
 	}
-	rr = sync_pull(st, r, &so, &rep);
+	rr = sync_pull(st, rem, &so, &rep);
 	if (rr < 0) {
 		fprintf(stderr, "pkgcachefs: pull from %s failed: %s (%s); nothing was changed\n",
-			remote_url(r), strerror(-rr), remote_last_error());
+			remote_url(rem), strerror(-rr), remote_last_error());
 		goto out;
 	}
 	printf("pull: %" PRIu64 " catalogs (%s), %" PRIu64 " entries applied, %" PRIu64
@@ -955,7 +956,7 @@ int cli_pull(int argc, char **argv)
 	{
 		struct fetcher_stats fs;
 
-		rr = sync_fetch_all(st, r, isatty(2) ? cli_show_progress : NULL, "pull", &fs);
+		rr = sync_fetch_all(st, rem, isatty(2) ? cli_show_progress : NULL, "pull", &fs);
 		if (isatty(2))
 			fputc('\n', stderr);
 		printf("pull: fetched %" PRIu64 " chunks, %s%s\n", fs.chunks,
@@ -967,7 +968,7 @@ int cli_pull(int argc, char **argv)
 			rr = -EIO;
 	}
 out:
-	remote_free(r);
+	remote_free(rem);
 	if (store_close(st) < 0 && rr == 0)
 		rr = -EIO;
 	return rr < 0 ? 1 : 0;
@@ -1022,16 +1023,16 @@ int cli_remote(int argc, char **argv)
 		struct remote_options o = {.ca_file = a.tls.ca_file,
 					   .client_cert = a.tls.client_cert,
 					   .client_key = a.tls.client_key};
-		struct remote *r = NULL;
+		struct remote *rem = NULL;
 		char err[512] = "";
 
-		rr = remote_open(a.positional, &o, &r, err, sizeof(err));
+		rr = remote_open(a.positional, &o, &rem, err, sizeof(err));
 		if (rr < 0) {
 			fprintf(stderr, "pkgcachefs: remote: %s\n", *err ? err : strerror(-rr));
 			store_close(st);
 			return 1;
 		}
-		remote_free(r);
+		remote_free(rem);
 		rr = cli_record_remote(st, a.positional, &o);
 	}
 	if (rr == -EINVAL)
