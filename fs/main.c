@@ -56,7 +56,6 @@ struct mount_args {
 	char *metrics_file;         /* -o metrics_file=PATH (absolute), or NULL */
 	unsigned metrics_s;         /* -o metrics_interval=SECS */
 	int log_level;              /* -o log_level=..., -1: the default (info; debug with -d) */
-	struct ops_config oc;       /* -o writeback_cache, max_background=, congestion_threshold= */
 };
 
 /* Said to the user with a successful mount (the remote was down, say). */
@@ -230,24 +229,6 @@ static int parse_opts(const char *in, struct mount_args *a)
 				a->push_interval_s = (unsigned)v;
 			else
 				a->remote_timeout_s = (unsigned)v;
-		} else if (!strcmp(tok, "writeback_cache") || !strcmp(tok, "no_writeback_cache")) {
-			a->oc.writeback_cache = tok[0] == 'w';
-		} else if (!strncmp(tok, "max_background=", 15) ||
-			   !strncmp(tok, "congestion_threshold=", 21)) {
-			const char *val = strchr(tok, '=') + 1;
-			char *end;
-			long v = strtol(val, &end, 10);
-
-			/* The kernel caps both at 65535 (the protocol's u16). */
-			if (!*val || *end || v < 1 || v > 65535) {
-				fprintf(stderr, "pkgcachefs: bad value in '%s' (1..65535)\n", tok);
-				r = -EINVAL;
-				break;
-			}
-			if (tok[0] == 'm')
-				a->oc.max_background = (unsigned)v;
-			else
-				a->oc.congestion_threshold = (unsigned)v;
 		} else if (!strcmp(tok, "no_push")) {
 			a->no_push = true;
 		} else if (!strcmp(tok, "keep_suid")) {
@@ -846,7 +827,6 @@ static int run_daemon(struct mount_args *a)
 		report(1, "out of memory");
 		goto out_vfs;
 	}
-	ops_configure(&a->oc);
 	the_session = fuse_session_new(&fargs, &pkgcachefs_ops, sizeof(pkgcachefs_ops), v);
 	if (!the_session) {
 		report(1,

@@ -112,13 +112,6 @@ static const char *const opc_names[OPC_COUNT] = {
 
 static _Atomic uint64_t opc[OPC_COUNT];
 
-static struct ops_config config; /* written before the session starts, read by init */
-
-void ops_configure(const struct ops_config *c)
-{
-	config = *c;
-}
-
 #define COUNT(op) atomic_fetch_add_explicit(&opc[op], 1, memory_order_relaxed)
 
 void ops_counts_dump(FILE *f)
@@ -184,19 +177,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 	/* No lock operations: flock and fcntl locks stay in the kernel, right on one host. */
 	conn->want &= ~(FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_POSIX_LOCKS);
-	/*
-	 * Writeback caching: write(2) lands in the page cache and the kernel sends pages (up to
-	 * max_write) at writeback or close, keeping size and mtime itself and sending them with
-	 * setattr. Measured in docs/benchmarks.md (issue 15).
-	 */
-	if (config.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
-		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
-	else
-		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-	if (config.max_background)
-		conn->max_background = config.max_background;
-	if (config.congestion_threshold)
-		conn->congestion_threshold = config.congestion_threshold;
+	/* Writeback caching would let the kernel reorder our view of sizes; measured in docs. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

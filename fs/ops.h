@@ -3,7 +3,6 @@
 #pragma once
 
 #include <fuse_lowlevel.h>
-#include <stdbool.h>
 #include <stdio.h>
 
 extern const struct fuse_lowlevel_ops pkgcachefs_ops;
@@ -12,12 +11,3 @@ extern const struct fuse_lowlevel_ops pkgcachefs_ops;
  * setattr.mode and the like count what setattr and xattr requests asked (a setattr of mode and
  * times counts in both). For measuring, enabled by $PKGCACHEFS_FUSE_OPS (docs/benchmarks.md). */
 void ops_counts_dump(FILE *f);
-
-/* Channel settings for the next init, from mount options; call before the session starts. */
-struct ops_config {
-	/* Ask for FUSE_CAP_WRITEBACK_CACHE: the kernel owns mtime and size. */
-	bool writeback_cache;
-	/* 0: the kernel's default (12 and 9). */
-	unsigned max_background, congestion_threshold;
-};
-void ops_configure(const struct ops_config *c);
