@@ -27,6 +27,7 @@ test_pkgs=(
 	rclone                          # servers: `rclone serve webdav`
 	libnginx-mod-http-dav-ext       # servers: nginx PROPFIND (dav-ext)
 	strace                          # remote-e2e: which cache files pip opened on a cold host
+	bindfs                          # benchmarks: a high-level libfuse peer (tools/bench)
 	bubblewrap python3-yaml         # ecosystem: the docker -v stand-in, recipe YAML checks
 	clang libclang-rt-14-dev        # fuzzing: libFuzzer with ASan and UBSan
 	docker.io podman buildah        # engines: real docker run -v, BuildKit (classic), podman

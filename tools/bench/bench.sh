@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # shellcheck disable=SC2317  # functions are called through timed() and trap
 #
-# bench.sh: times pkgcachefs against plain ext4 and libfuse's passthrough_ll on a generated,
+# bench.sh: times pkgcachefs against plain ext4, libfuse's passthrough_ll and bindfs (and, with
+# --base, a second pkgcachefs build, for before/after ratios from one run) on a generated,
 # deterministic package-cache corpus (see corpus.py), and reports stored bytes and the daemon's
 # peak RSS. It prints figures; it is not a pass/fail test (exit 0 unless it could not measure).
 #
@@ -26,26 +27,35 @@ SEED=1
 WORK=/var/tmp/pkgcachefs-bench
 RSS_FILES=0
 PKG_OPTS=""
+BASE_OPTS=""
+BASE_OPTS_SET=0
 PIP_WRITE=0
 CLEAN=0
 VERIFY=1
+BASE_DIR=""
 
 usage() {
 	cat <<EOF
 usage: $0 [options] BUILD_DIR
 
 Times write, cold read, warm read of a wheel corpus and copy, walk and delete of a small-file
-tree on ext4, libfuse passthrough_ll and pkgcachefs (BUILD_DIR/pkgcachefs), median of --reps.
+tree on ext4, libfuse passthrough_ll, bindfs and pkgcachefs (BUILD_DIR/pkgcachefs), median of
+--reps.
 
   --size-mb N          logical size of the wheel corpus (pip + Poetry + point releases) [$SIZE_MB]
   --small-files N      files in the node_modules-like tree [$SMALL_FILES]
-  --only LIST          comma list of ext4,passthrough,pkgcachefs
-                       [ext4,passthrough, plus pkgcachefs when BUILD_DIR/pkgcachefs exists]
+  --only LIST          comma list of ext4,passthrough,bindfs,pkgcachefs,base
+                       [ext4,passthrough, bindfs when installed, pkgcachefs when
+                       BUILD_DIR/pkgcachefs exists, base with --base]
+  --base DIR           also run DIR/pkgcachefs (another build, e.g. of main) as target 'base',
+                       interleaved with the others, so before/after ratios come from one run
   --out DIR            where report.txt, results.json and logs go [WORK/out]
   --work DIR           corpus (kept between runs) and targets, on the fs under test [$WORK]
   --reps N             repetitions per measurement [$REPS]
   --seed N             corpus seed [$SEED]
   --pkgcachefs-opts O  passed to 'pkgcachefs mount -o O'
+  --base-opts O        passed to the base's mount instead [--pkgcachefs-opts]; with
+                       --base BUILD_DIR, compares two option sets of one build
   --pip-write          also time a copy made of 10 KiB write() calls, like pip's downloader
   --no-verify          skip the (untimed) content check of what each target returns
   --rss-files N        instead of the main run: copy an N-file tree into each FUSE target and
@@ -70,6 +80,8 @@ while [[ $# -gt 0 ]]; do
 	--reps) REPS=$2; shift 2 ;;
 	--seed) SEED=$2; shift 2 ;;
 	--pkgcachefs-opts) PKG_OPTS=$2; shift 2 ;;
+	--base) BASE_DIR=$2; shift 2 ;;
+	--base-opts) BASE_OPTS=$2; BASE_OPTS_SET=1; shift 2 ;;
 	--pip-write) PIP_WRITE=1; shift ;;
 	--no-verify) VERIFY=0; shift ;;
 	--rss-files) RSS_FILES=$2; shift 2 ;;
@@ -82,6 +94,9 @@ done
 [[ $# -eq 1 ]] || { usage >&2; exit 2; }
 BUILD_DIR=$(realpath -m "$1")
 PKG="$BUILD_DIR/pkgcachefs"
+BASE_PKG=""
+[[ $BASE_OPTS_SET -eq 1 ]] || BASE_OPTS=$PKG_OPTS
+[[ -n $BASE_DIR ]] && BASE_PKG="$(realpath -m "$BASE_DIR")/pkgcachefs"
 for v in SIZE_MB SMALL_FILES REPS SEED RSS_FILES; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number"
 done
@@ -103,20 +118,31 @@ mkdir -p "$WORK" "$OUT" "$TGT" || die "cannot create $WORK or $OUT"
 
 if [[ -z $ONLY ]]; then
 	ONLY=ext4,passthrough
+	if command -v bindfs >/dev/null; then
+		ONLY+=,bindfs
+	else
+		log "note: bindfs not installed (apt-get install bindfs); measuring without it"
+	fi
 	if [[ -x $PKG ]]; then
 		ONLY+=,pkgcachefs
 	else
-		log "note: $PKG not built; measuring ext4 and passthrough only"
+		log "note: $PKG not built; measuring the peers only"
 	fi
+	[[ -n $BASE_PKG ]] && ONLY+=,base
 fi
 TARGETS=()
 IFS=, read -r -a _only <<<"$ONLY"
 for t in "${_only[@]}"; do
 	case "$t" in
 	ext4|passthrough) TARGETS+=("$t") ;;
+	bindfs) command -v bindfs >/dev/null || die "bindfs is not installed (apt-get install bindfs)"
+		TARGETS+=("$t") ;;
 	pkgcachefs) [[ -x $PKG ]] || die "$PKG does not exist (build it, or drop it from --only)"
 		TARGETS+=("$t") ;;
-	*) die "unknown target '$t' (ext4, passthrough, pkgcachefs)" ;;
+	base) [[ -n $BASE_PKG ]] || die "target 'base' needs --base DIR"
+		[[ -x $BASE_PKG ]] || die "$BASE_PKG does not exist (build it, or drop --base)"
+		TARGETS+=("$t") ;;
+	*) die "unknown target '$t' (ext4, passthrough, bindfs, pkgcachefs, base)" ;;
 	esac
 done
 [[ ${#TARGETS[@]} -gt 0 ]] || die "no targets"
@@ -132,11 +158,15 @@ is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/moun
 declare -A MOUNTED=()
 declare -A DAEMON_PID=()
 
+# The pkgcachefs binary of a target (pkgcachefs or base) and its store.
+pkg_of() { if [[ $1 == base ]]; then echo "$BASE_PKG"; else echo "$PKG"; fi; }
+store_of() { if [[ $1 == base ]]; then echo "$TGT/base-store"; else echo "$TGT/pkg-store"; fi; }
+
 fuse_unmount() {
 	local mnt=$1 kind=${MOUNTED[$1]:-fuse} pid=${DAEMON_PID[$1]:-} i
 	if is_mounted "$mnt"; then
-		if [[ $kind == pkgcachefs && -x $PKG ]]; then
-			timeout 120 "$PKG" umount "$mnt" >>"$OUT/daemon.log" 2>&1 ||
+		if [[ $kind == pkgcachefs || $kind == base ]] && [[ -x $(pkg_of "$kind") ]]; then
+			timeout 120 "$(pkg_of "$kind")" umount "$mnt" >>"$OUT/daemon.log" 2>&1 ||
 				log "warning: 'pkgcachefs umount $mnt' failed"
 		fi
 		is_mounted "$mnt" && fusermount3 -u "$mnt" 2>>"$OUT/daemon.log"
@@ -175,7 +205,7 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # A previous run that was killed with -9 may have left our own mountpoints mounted.
-for m in "$TGT/pt-mnt" "$TGT/pkg-mnt"; do
+for m in "$TGT/pt-mnt" "$TGT/bf-mnt" "$TGT/pkg-mnt" "$TGT/base-mnt"; do
 	if is_mounted "$m"; then
 		log "unmounting stale $m from an earlier run"
 		fusermount3 -u "$m" 2>/dev/null || umount -l "$m"
@@ -300,7 +330,14 @@ wait_mounted() {
 # empties the kernel's caches but not a daemon's own, and the umount after the write is where
 # pkgcachefs makes everything durable (timed, as information) and where its stats are taken.
 
-mnt_of() { case "$1" in passthrough) echo "$TGT/pt-mnt" ;; pkgcachefs) echo "$TGT/pkg-mnt" ;; esac; }
+mnt_of() {
+	case "$1" in
+	passthrough) echo "$TGT/pt-mnt" ;;
+	bindfs) echo "$TGT/bf-mnt" ;;
+	pkgcachefs) echo "$TGT/pkg-mnt" ;;
+	base) echo "$TGT/base-mnt" ;;
+	esac
+}
 
 # target_mount TARGET: mount the existing backing directory or store; sets DATA and DPID.
 target_mount() {
@@ -318,17 +355,32 @@ target_mount() {
 		wait_mounted "$TGT/pt-mnt" "$DPID" || die "passthrough_ll did not mount (see $OUT/daemon.log)"
 		DATA="$TGT/pt-mnt"
 		;;
-	pkgcachefs)
-		MOUNTED[$TGT/pkg-mnt]=pkgcachefs
+	bindfs)
+		# Its defaults: high-level libfuse, single-threaded, no writeback, 1 s timeouts.
+		bindfs -f "$TGT/bf-src" "$TGT/bf-mnt" >>"$OUT/daemon.log" 2>&1 &
+		DPID=$!
+		DAEMON_PID[$TGT/bf-mnt]=$DPID
+		MOUNTED[$TGT/bf-mnt]=bindfs
+		wait_mounted "$TGT/bf-mnt" "$DPID" || die "bindfs did not mount (see $OUT/daemon.log)"
+		DATA="$TGT/bf-mnt"
+		;;
+	pkgcachefs|base)
+		local mnt store bin
+		mnt=$(mnt_of "$target")
+		store=$(store_of "$target")
+		bin=$(pkg_of "$target")
+		MOUNTED[$mnt]=$target
 		local -a o=()
-		[[ -n $PKG_OPTS ]] && o=(-o "$PKG_OPTS")
-		timeout 120 "$PKG" mount --store "$TGT/pkg-store" "${o[@]}" "$TGT/pkg-mnt" >>"$OUT/daemon.log" 2>&1 ||
-			die "pkgcachefs mount failed (see $OUT/daemon.log)"
-		wait_mounted "$TGT/pkg-mnt" || die "pkgcachefs mount returned but $TGT/pkg-mnt is not mounted"
-		DPID=$(cat "$TGT/pkg-store/daemon.pid" 2>/dev/null)
-		[[ $DPID =~ ^[0-9]+$ ]] || { log "warning: no pid in $TGT/pkg-store/daemon.pid"; DPID=""; }
-		[[ -n $DPID ]] && DAEMON_PID[$TGT/pkg-mnt]=$DPID
-		DATA="$TGT/pkg-mnt"
+		local opts=$PKG_OPTS
+		[[ $target == base ]] && opts=$BASE_OPTS
+		[[ -n $opts ]] && o=(-o "$opts")
+		timeout 120 "$bin" mount --store "$store" "${o[@]}" "$mnt" >>"$OUT/daemon.log" 2>&1 ||
+			die "$target: pkgcachefs mount failed (see $OUT/daemon.log)"
+		wait_mounted "$mnt" || die "$target: pkgcachefs mount returned but $mnt is not mounted"
+		DPID=$(cat "$store/daemon.pid" 2>/dev/null)
+		[[ $DPID =~ ^[0-9]+$ ]] || { log "warning: no pid in $store/daemon.pid"; DPID=""; }
+		[[ -n $DPID ]] && DAEMON_PID[$mnt]=$DPID
+		DATA=$mnt
 		;;
 	esac
 }
@@ -338,7 +390,8 @@ target_fresh() {
 	case "$1" in
 	ext4) rm -rf "$TGT/ext4"; mkdir -p "$TGT/ext4" ;;
 	passthrough) rm -rf "$TGT/pt-src"; mkdir -p "$TGT/pt-src" "$TGT/pt-mnt" ;;
-	pkgcachefs) rm -rf "$TGT/pkg-store"; mkdir -p "$TGT/pkg-store" "$TGT/pkg-mnt" ;;
+	bindfs) rm -rf "$TGT/bf-src"; mkdir -p "$TGT/bf-src" "$TGT/bf-mnt" ;;
+	pkgcachefs|base) rm -rf "$(store_of "$1")"; mkdir -p "$(store_of "$1")" "$(mnt_of "$1")" ;;
 	esac
 	target_mount "$1"
 }
@@ -369,23 +422,26 @@ target_down() {
 	case "$target" in
 	ext4) rm -rf "$TGT/ext4" ;;
 	passthrough) rm -rf "$TGT/pt-src" ;;
-	pkgcachefs)
+	bindfs) rm -rf "$TGT/bf-src" ;;
+	pkgcachefs|base)
 		if [[ $rep == 1 ]]; then
-			"$PKG" stats --store "$TGT/pkg-store" --json >"$OUT/pkgcachefs-stats-final.json" \
-				2>>"$OUT/daemon.log" || log "warning: pkgcachefs stats (after umount) failed"
-			extra "$target" "$rep" store_du_final_bytes "$(du -sB1 "$TGT/pkg-store" | cut -f1)"
+			"$(pkg_of "$target")" stats --store "$(store_of "$target")" --json \
+				>"$OUT/$target-stats-final.json" 2>>"$OUT/daemon.log" ||
+				log "warning: $target: pkgcachefs stats (after umount) failed"
+			extra "$target" "$rep" store_du_final_bytes "$(du -sB1 "$(store_of "$target")" | cut -f1)"
 		fi
-		rm -rf "$TGT/pkg-store"
+		rm -rf "$(store_of "$target")"
 		;;
 	esac
 }
 
 store_figures() {
-	local tag=$1
-"$PKG" stats --store "$TGT/pkg-store" --json >"$OUT/pkgcachefs-stats-$tag.json" 2>>"$OUT/daemon.log" ||
-		log "warning: pkgcachefs stats --json ($tag) failed"
-	extra pkgcachefs 1 "store_du_${tag}_bytes" "$(du -sB1 "$TGT/pkg-store" | cut -f1)"
-	extra pkgcachefs 1 "store_apparent_${tag}_bytes" "$(du -sb "$TGT/pkg-store" | cut -f1)"
+	local target=$1 tag=$2 store
+	store=$(store_of "$target")
+	"$(pkg_of "$target")" stats --store "$store" --json >"$OUT/$target-stats-$tag.json" \
+		2>>"$OUT/daemon.log" || log "warning: $target: pkgcachefs stats --json ($tag) failed"
+	extra "$target" 1 "store_du_${tag}_bytes" "$(du -sB1 "$store" | cut -f1)"
+	extra "$target" 1 "store_apparent_${tag}_bytes" "$(du -sb "$store" | cut -f1)"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -415,7 +471,7 @@ if [[ $RSS_FILES -gt 0 ]]; then
 	# ext4 is timed too, as the reference for the walks; only the FUSE daemons have an RSS.
 	FUSE_TARGETS=()
 	for t in "${TARGETS[@]}"; do [[ $t != ext4 ]] && FUSE_TARGETS+=("$t"); done
-	[[ ${#FUSE_TARGETS[@]} -gt 0 ]] || die "--rss-files needs passthrough or pkgcachefs"
+	[[ ${#FUSE_TARGETS[@]} -gt 0 ]] || die "--rss-files needs a FUSE target"
 	check_pt_fds "$RSS_FILES"
 	TREE_DIR="$WORK/corpus-tree-n$RSS_FILES-s$SEED-$gen_hash"
 	[[ -f $TREE_DIR/.done ]] || check_disk $((RSS_FILES * 48 / 1024 + 1024))
@@ -434,9 +490,9 @@ if [[ $RSS_FILES -gt 0 ]]; then
 		extra "$t" 1 rss_after_walk_rssanon_kib "$(vm_kib "$DPID" RssAnon)"
 		extra "$t" 1 rss_after_walk_rssfile_kib "$(vm_kib "$DPID" RssFile)"
 		target_unmount "$t" 1 rss_write rss_umount
-		if [[ $t == pkgcachefs ]]; then
-			"$PKG" stats --store "$TGT/pkg-store" --json >"$OUT/pkgcachefs-stats-rss.json" \
-				2>>"$OUT/daemon.log" || log "warning: pkgcachefs stats failed"
+		if [[ $t == pkgcachefs || $t == base ]]; then
+			"$(pkg_of "$t")" stats --store "$(store_of "$t")" --json >"$OUT/$t-stats-rss.json" \
+				2>>"$OUT/daemon.log" || log "warning: $t: pkgcachefs stats failed"
 		fi
 		target_mount "$t"
 		drop_caches
@@ -471,7 +527,18 @@ else
 	done
 
 	for ((rep = 1; rep <= REPS; rep++)); do
-		for t in "${TARGETS[@]}"; do
+		# Each rep starts one target further on, and even reps go backwards: whatever a
+		# target leaves behind (the backing fs's delayed work after a big rm, a warmer page
+		# cache) falls on a different neighbour each time. In an A/A run with a fixed order
+		# (one build as both pkgcachefs and base), base, second, took 1.04-1.6x as long on
+		# every op.
+		order=()
+		for ((i = 0; i < ${#TARGETS[@]}; i++)); do
+			j=$(((i + rep - 1) % ${#TARGETS[@]}))
+			((rep % 2 == 0)) && j=$((${#TARGETS[@]} - 1 - j))
+			order+=("${TARGETS[j]}")
+		done
+		for t in "${order[@]}"; do
 			log "rep $rep/$REPS: $t"
 			target_fresh "$t"
 			drop_caches
@@ -479,7 +546,7 @@ else
 			timed "$t" "$rep" write_sync sync
 			if [[ $t != ext4 ]]; then
 				target_unmount "$t" "$rep" write umount_after_write
-				[[ $t == pkgcachefs && $rep == 1 ]] && store_figures after_write
+				[[ ($t == pkgcachefs || $t == base) && $rep == 1 ]] && store_figures "$t" after_write
 				target_mount "$t"
 			fi
 			drop_caches
@@ -521,7 +588,8 @@ T_END=$EPOCHREALTIME
 cat >"$OUT/config.json" <<EOF
 {"mode": "$MODE", "size_mb": $SIZE_MB, "small_files": $SMALL_FILES, "rss_files": $RSS_FILES,
  "reps": $REPS, "seed": $SEED, "targets": "$(IFS=,; echo "${TARGETS[*]}")",
- "pkgcachefs_opts": "$PKG_OPTS", "build_dir": "$BUILD_DIR", "work": "$WORK",
+ "pkgcachefs_opts": "$PKG_OPTS", "base_opts": "$BASE_OPTS", "build_dir": "$BUILD_DIR", "base_dir": "${BASE_DIR:+$(realpath -m "$BASE_DIR")}", "work": "$WORK",
+ "bindfs": "$(command -v bindfs >/dev/null && bindfs --version 2>/dev/null | head -1)",
  "wheel_corpus": "${WHEEL_DIR:-}", "tree_corpus": "${TREE_DIR:-}",
  "drop_caches": $CAN_DROP, "loadavg_start": "$LOAD_START", "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "wall_seconds": $(awk -v a="$T_START" -v b="$T_END" 'BEGIN { printf "%.1f", b - a }'),
  "kernel": "$(uname -r)", "fuse": "$(pkg-config --modversion fuse3)", "nproc": $(nproc),

@@ -32,7 +32,8 @@ OPS = [  # (op, label, rule): rule is None (information only) or (vs passthrough
     ("rss_umount", "umount", None),
     ("rss_tree_walk_cold", "tree walk, cold (remounted)", None),
 ]
-TARGETS = ["ext4", "passthrough", "pkgcachefs"]
+TARGETS = ["ext4", "passthrough", "bindfs", "pkgcachefs", "base"]
+SHORT = {"passthrough": "pt", "pkgcachefs": "pkg"}
 MiB = 1 << 20
 RSS_TARGET_MIB = 100
 STORED_SLACK = 1.05
@@ -130,8 +131,14 @@ def main():
              mib(tree["logical_bytes"]) if tree else "?"))
     p("")
 
-    hdr = ["operation"] + ["%s s" % ("pt" if t == "passthrough" else t) for t in TARGETS] + \
-          ["pkg/ext4", "pkg/pt", "pt/ext4", "verdict"]
+    # Seconds of each target measured, then pkgcachefs over each other target (base: the
+    # --base build, for before/after), then the peers and the base over ext4.
+    shown = [t for t in TARGETS if t in present] or ["ext4", "passthrough", "pkgcachefs"]
+    pairs = [("pkgcachefs", t) for t in shown if t != "pkgcachefs"]
+    pairs += [(t, "ext4") for t in ("passthrough", "bindfs", "base") if t in shown and "ext4" in shown]
+    hdr = ["operation"] + ["%s s" % SHORT.get(t, t) for t in shown] + \
+          ["%s/%s" % (SHORT.get(a, a), SHORT.get(b, b)) for a, b in pairs] + ["verdict"]
+    res["ratios"] = {}
     rows = []
     for op, label, rule in OPS:
         if not any(op in times.get(t, {}) for t in present):
@@ -151,8 +158,9 @@ def main():
                 missing = (vs_pt and not isinstance(pt, float)) or (x_ext4 and not isinstance(e, float))
                 verdict = ("MISS " + ", ".join(bad)) if bad else ("ok" + (" (partial)" if missing else ""))
             res["verdicts"][op] = verdict
-        rows.append([label, fmt_s(e), fmt_s(pt), fmt_s(pk), fmt_r(ratio(pk, e)), fmt_r(ratio(pk, pt)),
-                     fmt_r(ratio(pt, e)), verdict])
+        rats = [ratio(m(a, op), m(b, op)) for a, b in pairs]
+        res["ratios"][op] = {"%s/%s" % ab: r for ab, r in zip(pairs, rats)}
+        rows.append([label] + [fmt_s(m(t, op)) for t in shown] + [fmt_r(r) for r in rats] + [verdict])
     widths = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(len(hdr))]
     p("  ".join(h.ljust(widths[i]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(hdr)))
     for r in rows:
@@ -231,7 +239,7 @@ def main():
         p("")
 
     # Memory
-    for t in ("passthrough", "pkgcachefs"):
+    for t in ("passthrough", "bindfs", "pkgcachefs", "base"):
         ex = extras.get(t, {})
         r = {}
         for k, v in ex.items():
@@ -261,10 +269,11 @@ def main():
             verdict = ""
             if not rss_mode and parts:
                 parts[-1] += " (max of reps; rep 1 also reads everything once more, to verify)"
-            if t == "pkgcachefs":
+            if t in ("pkgcachefs", "base") and any("vmhwm" in k for k in r):
                 peak = max(v for k, v in r.items() if "vmhwm" in k) / 1024
                 verdict = "  [target < %d MiB: %s]" % (RSS_TARGET_MIB, "ok" if peak < RSS_TARGET_MIB else "MISS")
-                res["rss_verdict"] = verdict.strip(" []")
+                if t == "pkgcachefs":
+                    res["rss_verdict"] = verdict.strip(" []")
             p("memory %s: %s%s" % (t, "; ".join(parts), verdict))
 
     ver = []
