@@ -387,7 +387,7 @@ static off_t db_file_size(void)
 static void write_pages(void)
 {
 	cr_assert_eq(idx_begin(x), 0);
-	cr_assert_eq(sqlite3_exec(idx_db(x),
+	cr_assert_eq(sqlite3_exec(idx_sqlite(x),
 				  "CREATE TABLE IF NOT EXISTS big (b BLOB);"
 				  "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
 				  " WHERE i < 5000) INSERT INTO big SELECT zeroblob(4000) FROM n",
