@@ -88,8 +88,8 @@ int64_t mono_ns(void)
 
 void mutex_unlock_give_way(pthread_mutex_t *m)
 {
-	/* Waking on another core takes tens of us; a slept-through pause is cheap next to a
-	 * batch (about 2 ms). */
+	/* Waking on another core takes tens of us; the pause is cheap next to a batch of the
+	 * live merge (1-1.5 ms). */
 	struct timespec pause = {.tv_nsec = 50000};
 
 	pthread_mutex_unlock(m);
