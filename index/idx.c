@@ -10,6 +10,7 @@
 #include "idx.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -407,7 +408,9 @@ int idx_open(const char *path, bool create, struct idx **ret)
 	 */
 	r = idx_exec(x, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
 			"PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY; "
-			"PRAGMA wal_autocheckpoint=4096; PRAGMA foreign_keys=OFF");
+			"PRAGMA foreign_keys=OFF");
+	if (r == 0)
+		r = idx_errno(sqlite3_wal_autocheckpoint(x->db, IDX_CHECKPOINT_FRAMES));
 	if (r < 0)
 		goto out_close;
 	r = check_schema(x, create);
@@ -527,6 +530,98 @@ bool idx_in_txn(const struct idx *x)
 const char *idx_wal_path(const struct idx *x)
 {
 	return x->wal_path;
+}
+
+/* ---- checkpoints deferred to a connection of their own ---- */
+
+struct idx_ckpt {
+	sqlite3 *db;        /* mu */
+	pthread_mutex_t mu; /* one checkpoint at a time */
+	int frames;         /* atomic, written by x's commits: the WAL's frames after the last */
+	int frames_at_last; /* atomic, written under mu: frames when the last checkpoint began */
+	bool short_last;    /* atomic, written under mu: the last one left frames behind */
+};
+
+/* x's WAL hook, in place of SQLite's automatic checkpoint: only count. */
+static int ckpt_count(void *data, sqlite3 *db, const char *name, int nframes)
+{
+	struct idx_ckpt *c = data;
+
+	(void)db;
+	(void)name;
+	__atomic_store_n(&c->frames, nframes, __ATOMIC_RELAXED);
+	return SQLITE_OK;
+}
+
+int idx_defer_checkpoints(struct idx *x, struct idx_ckpt **ret)
+{
+	size_t len = strlen(x->wal_path) - strlen("-wal");
+	struct idx_ckpt *c;
+	char *path;
+	int rc, r;
+
+	path = strndup(x->wal_path, len);
+	c = calloc(1, sizeof(*c));
+	if (!path || !c) {
+		free(path);
+		free(c);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&c->mu, NULL);
+	rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	free(path);
+	r = idx_errno(rc);
+	/* A checkpoint syncs the WAL before copying it and the database after, as x's would. */
+	if (r == 0)
+		r = idx_errno(sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL));
+	if (r < 0) {
+		sqlite3_close(c->db);
+		pthread_mutex_destroy(&c->mu);
+		free(c);
+		return r;
+	}
+	sqlite3_wal_hook(x->db, ckpt_count, c);
+	*ret = c;
+	return 0;
+}
+
+bool idx_checkpoint_due(struct idx_ckpt *c)
+{
+	int frames;
+
+	if (!c)
+		return false;
+	frames = __atomic_load_n(&c->frames, __ATOMIC_RELAXED);
+	/* A checkpoint cut short (a reader, or commits alongside) is retried even with no new
+	 * frame: the WAL starts over only once one copied all of it. */
+	return frames >= IDX_CHECKPOINT_FRAMES &&
+	       (frames != __atomic_load_n(&c->frames_at_last, __ATOMIC_RELAXED) ||
+		__atomic_load_n(&c->short_last, __ATOMIC_RELAXED));
+}
+
+int idx_checkpoint(struct idx_ckpt *c)
+{
+	int rc, frames, nlog = 0, ncopied = 0;
+
+	if (!c || pthread_mutex_trylock(&c->mu) != 0)
+		return 0; /* a checkpoint is under way: it copies what this one would */
+	frames = __atomic_load_n(&c->frames, __ATOMIC_RELAXED);
+	/* PASSIVE: copies what no reader still needs, waits for nobody and blocks no writer. */
+	rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &ncopied);
+	__atomic_store_n(&c->frames_at_last, frames, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->short_last, rc != SQLITE_OK || ncopied < nlog, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&c->mu);
+	return idx_errno(rc);
+}
+
+void idx_ckpt_close(struct idx *x, struct idx_ckpt *c)
+{
+	if (!c)
+		return;
+	sqlite3_wal_autocheckpoint(x->db, IDX_CHECKPOINT_FRAMES);
+	sqlite3_close(c->db);
+	pthread_mutex_destroy(&c->mu);
+	free(c);
 }
 
 int idx_meta_get(struct idx *x, const char *key, char *buf, size_t len)

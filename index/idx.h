@@ -86,6 +86,29 @@ void idx_op_end(struct idx *x, bool failed);
 /* Path of the WAL file, for syncing it. Lives as long as x. */
 const char *idx_wal_path(const struct idx *x);
 
+/*
+ * Checkpoints off x's commits. A commit that leaves IDX_CHECKPOINT_FRAMES pages or more in the
+ * WAL copies them back into the database itself (SQLite's automatic checkpoint, with an fsync
+ * of each file): tens of ms, which a serving store would spend under its writer lock.
+ * idx_defer_checkpoints turns that off for x and opens a connection of its own for
+ * idx_checkpoint, which needs no lock of x's and runs alongside x's commits; its owner calls it
+ * whenever idx_checkpoint_due says so. Durability is unchanged: a checkpoint only moves
+ * committed pages, and syncs as x's own would.
+ *
+ * idx_defer_checkpoints: 0 and *ret, freed by idx_ckpt_close, or -errno (x is unchanged).
+ * Called with x's lock held, as are idx_ckpt_close (which gives x its automatic checkpoint
+ * back; accepts NULL) and x's commits. idx_checkpoint_due and idx_checkpoint need no lock,
+ * accept NULL, and may run in several threads (one finding another under way returns at once).
+ * idx_checkpoint: 0 or -errno; one that readers of older snapshots or commits made meanwhile
+ * cut short is no error: idx_checkpoint_due then stays true, and the next one goes on.
+ */
+#define IDX_CHECKPOINT_FRAMES 4096
+struct idx_ckpt;
+int idx_defer_checkpoints(struct idx *x, struct idx_ckpt **ret);
+bool idx_checkpoint_due(struct idx_ckpt *c);
+int idx_checkpoint(struct idx_ckpt *c);
+void idx_ckpt_close(struct idx *x, struct idx_ckpt *c);
+
 int idx_meta_get(struct idx *x, const char *key, char *buf, size_t len);
 int idx_meta_set(struct idx *x, const char *key, const char *value);
 

@@ -431,6 +431,11 @@ int pack_writer_sync(struct pack_writer *w)
 	return 0;
 }
 
+bool pack_writer_unsynced(const struct pack_writer *w)
+{
+	return w && w->unsynced;
+}
+
 uint64_t pack_writer_size(const struct pack_writer *w)
 {
 	return w->end;

@@ -57,6 +57,8 @@ int pack_writer_append(struct pack_writer *w, const chunk_key *key, const chunk_
 
 /* fdatasync the pack; 0 or -errno. Cheap when nothing was appended since the last sync. */
 int pack_writer_sync(struct pack_writer *w);
+/* Whether something was appended since the last successful pack_writer_sync. */
+bool pack_writer_unsynced(const struct pack_writer *w);
 
 /* Current size in bytes of the pack file. */
 uint64_t pack_writer_size(const struct pack_writer *w);

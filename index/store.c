@@ -815,6 +815,18 @@ int store_sync_packs(struct store *st)
 	return r < 0 ? r : pack_writer_sync(st->writer);
 }
 
+int store_open_unsynced_pack(struct store *st)
+{
+	char name[32];
+
+	if (!pack_writer_unsynced(st->writer))
+		return -1;
+	/* An open file of its own, not a dup: a write-back error is reported once per open file,
+	 * and the writer's own sync must still see one that this descriptor's sync reports. */
+	store_pack_name(st->writer_id, name, sizeof(name));
+	return openat(st->packsfd, name, O_RDONLY | O_CLOEXEC);
+}
+
 static int pack_fd(struct store *st, uint64_t id)
 {
 	char name[32];

@@ -134,6 +134,13 @@ int store_seal_active(struct store *st);
 
 /* fdatasync the active pack if it has unsynced data. 0 or -errno. */
 int store_sync_packs(struct store *st);
+/*
+ * A new read-only descriptor of the active pack when it has unsynced data, else -1 (also when
+ * the open fails): for an fdatasync with no lock held ahead of a commit, whose own
+ * store_sync_packs then finds little left to write and still sees any write-back error. The
+ * caller closes it. Called with the writer lock held.
+ */
+int store_open_unsynced_pack(struct store *st);
 
 /* Read and verify a chunk. Thread-safe. 0, -EIO on damage, or -errno. */
 int store_read_chunk(struct store *st, uint64_t pack, const struct pack_loc *loc,

@@ -132,8 +132,9 @@ struct sync_live {
  * the winners in short batches under lock inside the vfs's transaction (the vfs commits it), so
  * that no request waits for more than a batch. A merge interrupted half-way is completed by the
  * next one (applied entries are recorded in the base as they go). 0 or -errno.
+ * SYNC_LIVE_BATCH entries take 1-1.5 ms to apply (docs/benchmarks.md, "Live merge").
  */
-#define SYNC_LIVE_BATCH 128
+#define SYNC_LIVE_BATCH 64
 int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 		   const struct sync_live *live, const struct sync_options *o,
 		   struct sync_report *ret);

@@ -5,6 +5,7 @@
  */
 #pragma once
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -35,6 +36,14 @@ int64_t mono_ns(void);
  * would let a forged catalog make every insert collide.
  */
 uint64_t util_random_seed(void);
+
+/*
+ * Unlock m and pause briefly, for a thread that runs a loop of short batches under m and takes
+ * it again at once: glibc's mutexes are not fair, and such a thread gets m back before the
+ * waiter its unlock woke is even running, so back to back its batches shut every other user of
+ * m out for the whole loop. The pause lets a woken waiter in.
+ */
+void mutex_unlock_give_way(pthread_mutex_t *m);
 
 /* pread/pwrite the whole buffer; 0, -EIO on a short read at end of file, or -errno. */
 int pread_all(int fd, void *buf, size_t len, off_t off);

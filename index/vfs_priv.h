@@ -137,6 +137,9 @@ struct vfs {
 	struct vnode **buckets;  /* lock; a power of two of them, grown to keep chains short */
 	size_t nbuckets, nnodes; /* lock */
 	uint64_t commits;        /* lock; commits done */
+	/* Checkpoints of the index, run with no lock held (idx_defer_checkpoints says why); set
+	 * at open, closed at close under lock; NULL: commits checkpoint themselves. */
+	struct idx_ckpt *ckpt;
 
 	pthread_mutex_t sync_lock;
 	uint64_t durable; /* sync_lock; commits known durable */
@@ -221,6 +224,11 @@ int vfs_get_stat(struct vfs *v, uint64_t ino, struct stat *st);
 /* Commit the open transaction: packs first, so the index never names bytes that could be
  * lost. */
 int vfs_commit_locked(struct vfs *v);
+/* fdatasync the active pack ahead of a commit, with no lock held: the commit's own sync (packs
+ * first) then has little left to write under v->lock. Takes v->lock briefly. */
+void vfs_sync_packs_ahead(struct vfs *v);
+/* Checkpoint the index if it is due; no lock held (it may take tens of ms). */
+void vfs_checkpoint(struct vfs *v);
 /* Join the open transaction (opening one when none is). */
 int vfs_begin(struct vfs *v);
 /* One operation's changes, undone together on failure: vfs_op_end(v, r) returns r. */

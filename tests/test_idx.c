@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -371,4 +372,51 @@ Test(idx, path_of_inode_and_reader_snapshot)
 	cr_assert_str_eq(buf, "a/b/f");
 	cr_assert_eq(idx_path(x, f, buf, sizeof(buf)), -ENOENT);
 	idx_close(r);
+}
+
+/* size of the database file itself (not its WAL) */
+static off_t db_file_size(void)
+{
+	struct stat st;
+
+	cr_assert_eq(stat(path, &st), 0);
+	return st.st_size;
+}
+
+/* One transaction that leaves about 5,000 pages (20 MB) in the WAL. */
+static void write_pages(void)
+{
+	cr_assert_eq(idx_begin(x), 0);
+	cr_assert_eq(sqlite3_exec(idx_sqlite(x),
+				  "CREATE TABLE IF NOT EXISTS big (b BLOB);"
+				  "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+				  " WHERE i < 5000) INSERT INTO big SELECT zeroblob(4000) FROM n",
+				  NULL, NULL, NULL),
+		     SQLITE_OK);
+	cr_assert_eq(idx_commit(x), 0);
+}
+
+/* The commit that passes the threshold checkpoints only without deferral (the control at the
+ * end); deferred, idx_checkpoint does it on its own connection, and closing gives x back its
+ * automatic checkpoint. */
+Test(idx, deferred_checkpoints_leave_commits_alone)
+{
+	struct idx_ckpt *c;
+	off_t before;
+
+	cr_assert_eq(idx_defer_checkpoints(x, &c), 0);
+	before = db_file_size();
+	cr_assert(!idx_checkpoint_due(c));
+	write_pages();
+	cr_assert_eq(db_file_size(), before, "the commit checkpointed: %lld bytes",
+		     (long long)db_file_size());
+	cr_assert(idx_checkpoint_due(c));
+	cr_assert_eq(idx_checkpoint(c), 0);
+	cr_assert_gt(db_file_size(), before + 5000 * 4000);
+	cr_assert(!idx_checkpoint_due(c));
+	idx_ckpt_close(x, c);
+
+	before = db_file_size();
+	write_pages();
+	cr_assert_gt(db_file_size(), before + 4000 * 4000, "no automatic checkpoint after close");
 }

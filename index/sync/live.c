@@ -5,6 +5,8 @@
  * happen with lock (the vfs mutex) released, and the winners are applied in batches of
  * SYNC_LIVE_BATCH under lock, inside the vfs's own transaction (its commit thread commits it).
  * After each batch, with lock released, the caller's batch_done tells the kernel what changed.
+ * Each batch ends in mutex_unlock_give_way: the next one would otherwise take lock back before
+ * the requests waiting for it, and a merge would shut them out until its end.
  *
  * Lock: lock is taken around each use of the store's index: the check of which catalogs are new,
  * each batch, learning the chunks of each catalog and marking it merged. Never during a transfer.
@@ -43,14 +45,15 @@ static int live_apply(struct merge *m, pthread_mutex_t *lock, struct cand **win,
 		}
 		/* Directory inos cached by path may go stale once others run. */
 		smap_free(&m->dirs, NULL);
-		pthread_mutex_unlock(lock);
+		mutex_unlock_give_way(lock);
 		if (m->live->batch_done)
 			m->live->batch_done(m->live->data);
 	}
 	return r;
 }
 
-/* learn_chunks, a slice of the catalog's chunks at a time under lock. */
+/* learn_chunks, a slice of the catalog's chunks at a time under lock: 256 chunks take about as
+ * long as a batch of entries (1 to 2 ms). */
 static int live_learn(struct idx *x, pthread_mutex_t *lock, const struct cat *c,
 		      const struct sync_live *live)
 {
@@ -61,7 +64,7 @@ static int live_learn(struct idx *x, pthread_mutex_t *lock, const struct cat *c,
 	while (i < c->n_chunks && r == 0) {
 		pthread_mutex_lock(lock);
 		r = idx_begin(x);
-		for (size_t end = i + 8 * SYNC_LIVE_BATCH; i < c->n_chunks && i < end && r == 0;
+		for (size_t end = i + 4 * SYNC_LIVE_BATCH; i < c->n_chunks && i < end && r == 0;
 		     i++) {
 			const struct cat_chunk *ch = &c->chunks[i];
 			struct pack_loc loc = chunk_rloc(ch);
@@ -71,7 +74,7 @@ static int live_learn(struct idx *x, pthread_mutex_t *lock, const struct cat *c,
 			if (r == 0)
 				r = idx_set_chunk_remote(x, &ch->key, &ch->digest, rp, &loc);
 		}
-		pthread_mutex_unlock(lock);
+		mutex_unlock_give_way(lock);
 		if (live->batch_done)
 			live->batch_done(live->data);
 	}
