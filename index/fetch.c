@@ -58,9 +58,12 @@ struct fetcher {
 	pthread_cond_t work, idle; /* mu: a job was queued; the queue ran dry */
 	struct flight *flights;    /* mu */
 	struct job *head, *tail;   /* mu */
-	size_t queued;             /* mu */
-	unsigned busy;             /* mu: workers running a job */
-	bool stop;                 /* mu */
+	/* mu: the last of the jobs queued by fetcher_prefetch_first, which are a prefix of the
+	 * queue in their own order (FIFO among themselves, ahead of the others); NULL: none. */
+	struct job *first_tail;
+	size_t queued; /* mu */
+	unsigned busy; /* mu: workers running a job */
+	bool stop;     /* mu */
 	pthread_t *threads;
 	unsigned nthreads;
 
@@ -350,10 +353,8 @@ static int item_cmp(const void *a, const void *b)
 	return 0;
 }
 
-/* mu held. Queue a job for items[0..n), at the tail, or after *at (NULL: at the head) when at is
- * given; *at becomes the new job, so that consecutive calls keep their order. */
-static void enqueue(struct fetcher *f, const struct item *items, size_t n, struct job **at,
-		    bool first)
+/* mu held. Queue a job for items[0..n) at the tail, or when first behind the other first jobs. */
+static void enqueue(struct fetcher *f, const struct item *items, size_t n, bool first)
 {
 	struct job *j;
 
@@ -366,13 +367,13 @@ static void enqueue(struct fetcher *f, const struct item *items, size_t n, struc
 	j->n = n;
 	memcpy(j->items, items, n * sizeof(*items));
 	if (first) {
-		struct job **link = *at ? &(*at)->next : &f->head;
+		struct job **link = f->first_tail ? &f->first_tail->next : &f->head;
 
 		j->next = *link;
 		*link = j;
 		if (!j->next)
 			f->tail = j;
-		*at = j;
+		f->first_tail = j;
 	} else {
 		if (f->tail)
 			f->tail->next = j;
@@ -386,7 +387,6 @@ static void enqueue(struct fetcher *f, const struct item *items, size_t n, struc
 
 static void prefetch(struct fetcher *f, const struct idx_extent *e, size_t n, bool first)
 {
-	struct job *at = NULL;
 	struct item *items;
 	size_t m = 0, start;
 
@@ -424,7 +424,7 @@ static void prefetch(struct fetcher *f, const struct idx_extent *e, size_t n, bo
 			end = next_end;
 		}
 		start = j;
-		enqueue(f, &items[i], j - i, &at, first);
+		enqueue(f, &items[i], j - i, first);
 	}
 	pthread_mutex_unlock(&f->mu);
 	free(items);
@@ -509,6 +509,8 @@ static void *worker(void *arg)
 		f->head = j->next;
 		if (!f->head)
 			f->tail = NULL;
+		if (f->first_tail == j)
+			f->first_tail = NULL;
 		f->queued--;
 		f->busy++;
 		pthread_mutex_unlock(&f->mu);

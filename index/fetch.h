@@ -35,7 +35,7 @@
 #define FETCH_RANGE_MAX (64u << 20)
 #define FETCH_RANGE_MIN (64u << 10)
 /* Prefetch workers, by default and at most (each holds one connection while it fetches). */
-#define FETCH_WORKERS_DEFAULT 4
+#define FETCH_WORKERS_DEFAULT 16
 #define FETCH_WORKERS_MAX 32
 
 struct fetcher;
@@ -80,8 +80,9 @@ int fetcher_read(struct fetcher *f, const struct idx_extent *e, void *buf);
 /* Queue a background fetch of every chunk of e[0..n) that is only on the remote. Never blocks
  * on the network; may be called with the writer lock held. */
 void fetcher_prefetch(struct fetcher *f, const struct idx_extent *e, size_t n);
-/* The same, ahead of every queued job: for a file being opened now, whose reader would else wait
- * behind the whole mount-time prefetch of the access trace. */
+/* The same, ahead of the jobs fetcher_prefetch queued (and behind those of earlier calls of
+ * this one): for a file being opened now, whose reader would else wait behind the whole
+ * mount-time prefetch of the access trace. */
 void fetcher_prefetch_first(struct fetcher *f, const struct idx_extent *e, size_t n);
 
 /* True when fewer than n prefetch jobs are queued or running. */

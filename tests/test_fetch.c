@@ -352,32 +352,39 @@ static uint64_t landed_at(struct cold *c, uint64_t chunk)
 Test(fetch, prefetch_first_goes_ahead_of_the_queue)
 {
 	struct fetcher_options fo = {.workers = 1, .range_max = FETCH_RANGE_MIN};
-	size_t sizes[2] = {3u << 20, 300000}, n0, n1, before_last = 0;
-	struct idx_extent *e0, *e1;
-	uint64_t last1 = 0;
+	size_t sizes[3] = {3u << 20, 300000, 300000}, n0, n1, n2, before_last = 0;
+	struct idx_extent *e0, *e1, *e2;
+	uint64_t last1 = 0, first2 = UINT64_MAX;
 	struct cold c;
 
-	write_and_push(sizes, 2);
+	write_and_push(sizes, 3);
 	cold_open(&c, url, &fo);
 	e0 = extents_of(&c, 0, &n0);
 	e1 = extents_of(&c, 1, &n1);
+	e2 = extents_of(&c, 2, &n2);
 	/* The writer lock held: the one worker stops at its first job, so the queue is all there
-	 * when the second file is put first. */
+	 * when the other files are put first. */
 	pthread_mutex_lock(&c.lock);
 	fetcher_prefetch(c.f, e0, n0);
 	fetcher_prefetch_first(c.f, e1, n1);
+	fetcher_prefetch_first(c.f, e2, n2);
 	pthread_mutex_unlock(&c.lock);
 	fetcher_drain(c.f);
 	for (size_t k = 0; k < n1; k++)
 		last1 = MAX(last1, landed_at(&c, e1[k].chunk));
+	for (size_t k = 0; k < n2; k++)
+		first2 = MIN(first2, landed_at(&c, e2[k].chunk));
 	for (size_t k = 0; k < n0; k++)
 		before_last += landed_at(&c, e0[k].chunk) < last1;
 	/* Only the first job of file 0 (the worker had it already: a range of 64 KiB holds one
 	 * or two chunks) may land before the whole of file 1; in queue order all of it would. */
 	cr_assert_leq(before_last, 2, "%zu of %zu chunks of the queued file landed first",
 		      before_last, n0);
+	/* Among files put first, the first opened comes first: its reader is further along. */
+	cr_assert_lt(last1, first2, "file 2, put first later, landed before file 1");
 	free(e0);
 	free(e1);
+	free(e2);
 	cold_close(&c);
 }
 
