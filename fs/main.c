@@ -134,7 +134,7 @@ static void usage_mount(FILE *f)
 	      "                  unless given suid or dev),\n"
 	      "                  remote_timeout=SECS (per operation, default 30),\n"
 	      "                  fetch_workers=N (parallel prefetch connections, 1..32,\n"
-	      "                  default 4), fetch_range=SIZE (largest prefetch request,\n"
+	      "                  default 16), fetch_range=SIZE (largest prefetch request,\n"
 	      "                  64K..64M, default 8M),\n"
 	      "                  ca_file=PATH (https: trust this CA, PEM, instead of the\n"
 	      "                  system's), client_cert=PATH,client_key=PATH (https: a\n"

@@ -35,7 +35,7 @@
 #define FETCH_RANGE_MAX (64u << 20)
 #define FETCH_RANGE_MIN (64u << 10)
 /* Prefetch workers, by default and at most (each holds one connection while it fetches). */
-#define FETCH_WORKERS_DEFAULT 4
+#define FETCH_WORKERS_DEFAULT 16
 #define FETCH_WORKERS_MAX 32
 
 struct fetcher;
