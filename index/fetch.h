@@ -13,7 +13,8 @@
  * together, so they sit next to each other in one remote pack: adjacent entries are coalesced
  * into one range request of at most range_max bytes, and several ranges are in flight at once,
  * one per worker. A range lands whole: a reader that needs one of its chunks waits for all of it,
- * so ranges stay far below what one connection moves in a round trip's worth of waiting.
+ * which is why range_max bounds it (larger ranges cost fewer round trips, smaller ones land
+ * sooner). Files being opened go ahead of the rest (fetcher_prefetch_first).
  *
  * Failing fast: when the remote cannot be reached, reads of remote-only data fail with -EIO at
  * once for a few seconds instead of each waiting out the timeout (pip treats a failed cache read
