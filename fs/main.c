@@ -29,6 +29,7 @@
 #include <fuse_lowlevel.h>
 
 #include "cli.h"
+#include "fetch.h"
 #include "remote.h"
 #include "sync.h"
 #include "ops.h"
@@ -132,6 +133,9 @@ static void usage_mount(FILE *f)
 	      "                  entries; cleared by default. The mount is nosuid,nodev\n"
 	      "                  unless given suid or dev),\n"
 	      "                  remote_timeout=SECS (per operation, default 30),\n"
+	      "                  fetch_workers=N (parallel prefetch connections, 1..32,\n"
+	      "                  default 16), fetch_range=SIZE (largest prefetch request,\n"
+	      "                  64K..64M, default 8M),\n"
 	      "                  ca_file=PATH (https: trust this CA, PEM, instead of the\n"
 	      "                  system's), client_cert=PATH,client_key=PATH (https: a\n"
 	      "                  client certificate and its key, PEM); without them the\n"
@@ -269,6 +273,21 @@ static int parse_one_opt(const char *tok, struct mount_args *a)
 		   strncmp(tok, "pull_interval=", 14) == 0 ||
 		   strncmp(tok, "remote_timeout=", 15) == 0) {
 		return parse_interval(tok, a) < 0 ? -EINVAL : 1;
+	} else if (strncmp(tok, "fetch_workers=", 14) == 0) {
+		if (parse_long(tok + 14, 1, FETCH_WORKERS_MAX, &v) < 0) {
+			fprintf(stderr, "pkgcachefs: bad fetch_workers '%s' (1..%d)\n", tok + 14,
+				FETCH_WORKERS_MAX);
+			return -EINVAL;
+		}
+		a->vo.fetch_workers = (unsigned)v;
+	} else if (strncmp(tok, "fetch_range=", 12) == 0) {
+		uint64_t sz;
+
+		if (parse_size(tok + 12, &sz) < 0 || sz < FETCH_RANGE_MIN || sz > FETCH_RANGE_MAX) {
+			fprintf(stderr, "pkgcachefs: bad fetch_range '%s' (64K..64M)\n", tok + 12);
+			return -EINVAL;
+		}
+		a->vo.fetch_range = (uint32_t)sz;
 	} else if (!strcmp(tok, "no_push")) {
 		a->no_push = true;
 	} else if (!strcmp(tok, "keep_suid")) {
@@ -912,6 +931,8 @@ static int run_daemon(struct mount_args *a)
 	}
 	a->vo.remote = rem;
 	a->vo.remote_report = on_remote_report;
+	/* For tools/bench/remote-bench.sh only: the fetch order before opened files went first. */
+	a->vo.open_prefetch_last = getenv("PKGCACHEFS_BENCH_OPEN_PREFETCH_LAST") != NULL;
 	a->vo.evicted = on_evicted;
 	a->vo.gc_request_size = on_gc_request_size;
 	a->vo.gc_done = on_gc_done;

@@ -17,7 +17,6 @@
 
 #include "util.h"
 
-#define WORKERS_DEFAULT 4
 #define FAIL_FAST_DEFAULT_MS 5000
 /* Bytes between two entries that a coalesced range may read and throw away. */
 #define RANGE_GAP_MAX 4096u
@@ -59,9 +58,12 @@ struct fetcher {
 	pthread_cond_t work, idle; /* mu: a job was queued; the queue ran dry */
 	struct flight *flights;    /* mu */
 	struct job *head, *tail;   /* mu */
-	size_t queued;             /* mu */
-	unsigned busy;             /* mu: workers running a job */
-	bool stop;                 /* mu */
+	/* mu: the last of the jobs queued by fetcher_prefetch_first, which are a prefix of the
+	 * queue in their own order (FIFO among themselves, ahead of the others); NULL: none. */
+	struct job *first_tail;
+	size_t queued; /* mu */
+	unsigned busy; /* mu: workers running a job */
+	bool stop;     /* mu */
 	pthread_t *threads;
 	unsigned nthreads;
 
@@ -351,7 +353,8 @@ static int item_cmp(const void *a, const void *b)
 	return 0;
 }
 
-static void enqueue(struct fetcher *f, const struct item *items, size_t n)
+/* mu held. Queue a job for items[0..n) at the tail, or when first behind the other first jobs. */
+static void enqueue(struct fetcher *f, const struct item *items, size_t n, bool first)
 {
 	struct job *j;
 
@@ -363,16 +366,26 @@ static void enqueue(struct fetcher *f, const struct item *items, size_t n)
 	j->next = NULL;
 	j->n = n;
 	memcpy(j->items, items, n * sizeof(*items));
-	if (f->tail)
-		f->tail->next = j;
-	else
-		f->head = j;
-	f->tail = j;
+	if (first) {
+		struct job **link = f->first_tail ? &f->first_tail->next : &f->head;
+
+		j->next = *link;
+		*link = j;
+		if (!j->next)
+			f->tail = j;
+		f->first_tail = j;
+	} else {
+		if (f->tail)
+			f->tail->next = j;
+		else
+			f->head = j;
+		f->tail = j;
+	}
 	f->queued++;
 	pthread_cond_signal(&f->work);
 }
 
-void fetcher_prefetch(struct fetcher *f, const struct idx_extent *e, size_t n)
+static void prefetch(struct fetcher *f, const struct idx_extent *e, size_t n, bool first)
 {
 	struct item *items;
 	size_t m = 0, start;
@@ -397,7 +410,7 @@ void fetcher_prefetch(struct fetcher *f, const struct idx_extent *e, size_t n)
 	for (size_t i = 0; i < m; i = start) {
 		uint64_t end =
 			items[i].rloc.offset + PACK_ENTRY_HDR_SIZE + items[i].rloc.stored_len;
-		uint64_t first = items[i].rloc.offset;
+		uint64_t lo = items[i].rloc.offset;
 		size_t j = i + 1;
 
 		for (; j < m; j++) {
@@ -406,15 +419,25 @@ void fetcher_prefetch(struct fetcher *f, const struct idx_extent *e, size_t n)
 
 			if (items[j].rpack != items[i].rpack || items[j].rloc.offset < end ||
 			    items[j].rloc.offset - end > RANGE_GAP_MAX ||
-			    next_end - first > FETCH_RANGE_MAX)
+			    next_end - lo > f->o.range_max)
 				break;
 			end = next_end;
 		}
 		start = j;
-		enqueue(f, &items[i], j - i);
+		enqueue(f, &items[i], j - i, first);
 	}
 	pthread_mutex_unlock(&f->mu);
 	free(items);
+}
+
+void fetcher_prefetch(struct fetcher *f, const struct idx_extent *e, size_t n)
+{
+	prefetch(f, e, n, false);
+}
+
+void fetcher_prefetch_first(struct fetcher *f, const struct idx_extent *e, size_t n)
+{
+	prefetch(f, e, n, true);
 }
 
 /* Run one prefetch job: claim the items nobody is fetching and that are still only remote. */
@@ -486,6 +509,8 @@ static void *worker(void *arg)
 		f->head = j->next;
 		if (!f->head)
 			f->tail = NULL;
+		if (f->first_tail == j)
+			f->first_tail = NULL;
 		f->queued--;
 		f->busy++;
 		pthread_mutex_unlock(&f->mu);
@@ -514,7 +539,11 @@ int fetcher_new(struct store *st, struct remote *r, pthread_mutex_t *lock,
 	if (o)
 		f->o = *o;
 	if (!f->o.workers)
-		f->o.workers = WORKERS_DEFAULT;
+		f->o.workers = FETCH_WORKERS_DEFAULT;
+	f->o.workers = MIN(f->o.workers, FETCH_WORKERS_MAX);
+	if (!f->o.range_max)
+		f->o.range_max = FETCH_RANGE_DEFAULT;
+	f->o.range_max = MIN(MAX(f->o.range_max, FETCH_RANGE_MIN), FETCH_RANGE_MAX);
 	if (!f->o.fail_fast_ms)
 		f->o.fail_fast_ms = FAIL_FAST_DEFAULT_MS;
 	pthread_mutex_init(&f->mu, NULL);

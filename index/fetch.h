@@ -11,8 +11,10 @@
  *
  * Prefetch: worker threads fetch whole files ahead of their readers. A file's chunks were pushed
  * together, so they sit next to each other in one remote pack: adjacent entries are coalesced
- * into one range request of at most FETCH_RANGE_MAX bytes, and several ranges are in flight at
- * once, one per worker.
+ * into one range request of at most range_max bytes, and several ranges are in flight at once,
+ * one per worker. A range lands whole: a reader that needs one of its chunks waits for all of it,
+ * which is why range_max bounds it (larger ranges cost fewer round trips, smaller ones land
+ * sooner). Files being opened go ahead of the rest (fetcher_prefetch_first).
  *
  * Failing fast: when the remote cannot be reached, reads of remote-only data fail with -EIO at
  * once for a few seconds instead of each waiting out the timeout (pip treats a failed cache read
@@ -29,13 +31,19 @@
 #include "remote.h"
 #include "store.h"
 
-/* Largest coalesced range request. */
-#define FETCH_RANGE_MAX (8u << 20)
+/* Largest coalesced range request, by default and at most; the smallest one may be set to. */
+#define FETCH_RANGE_DEFAULT (8u << 20)
+#define FETCH_RANGE_MAX (64u << 20)
+#define FETCH_RANGE_MIN (64u << 10)
+/* Prefetch workers, by default and at most (each holds one connection while it fetches). */
+#define FETCH_WORKERS_DEFAULT 16
+#define FETCH_WORKERS_MAX 32
 
 struct fetcher;
 
 struct fetcher_options {
-	unsigned workers;      /* prefetch threads; 0: 4 */
+	unsigned workers;      /* prefetch threads, at most FETCH_WORKERS_MAX; 0: the default */
+	uint32_t range_max;    /* largest coalesced range, FETCH_RANGE_MIN..MAX; 0: the default */
 	unsigned fail_fast_ms; /* after the remote could not be reached; 0: 5000 */
 	/* Told of each failure, with a line for the log; called with no lock held. */
 	void (*report)(void *data, const char *msg);
@@ -73,6 +81,10 @@ int fetcher_read(struct fetcher *f, const struct idx_extent *e, void *buf);
 /* Queue a background fetch of every chunk of e[0..n) that is only on the remote. Never blocks
  * on the network; may be called with the writer lock held. */
 void fetcher_prefetch(struct fetcher *f, const struct idx_extent *e, size_t n);
+/* The same, ahead of the jobs fetcher_prefetch queued (and behind those of earlier calls of
+ * this one): for a file being opened now, whose reader would else wait behind the whole
+ * mount-time prefetch of the access trace. */
+void fetcher_prefetch_first(struct fetcher *f, const struct idx_extent *e, size_t n);
 
 /* True when fewer than n prefetch jobs are queued or running. */
 bool fetcher_idle_below(struct fetcher *f, size_t n);

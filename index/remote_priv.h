@@ -19,7 +19,7 @@
 
 #include "remote.h"
 
-#define REMOTE_POOL_MAX 16
+#define REMOTE_POOL_MAX 40
 
 /* Where the bytes of a GET go: a caller's buffer of fixed size or a malloc'ed growing one. */
 struct remote_sink {

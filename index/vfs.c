@@ -450,7 +450,9 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 	if (r < 0)
 		goto out_free;
 	if (v->opts.remote) {
-		struct fetcher_options fo = {.report = v->opts.remote_report,
+		struct fetcher_options fo = {.workers = v->opts.fetch_workers,
+					     .range_max = v->opts.fetch_range,
+					     .report = v->opts.remote_report,
 					     .data = v->opts.hook_data};
 
 		r = fetcher_new(st, v->opts.remote, &v->lock, &fo, &v->fetcher);

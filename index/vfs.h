@@ -62,6 +62,11 @@ struct vfs_options {
 	struct remote *remote;
 	/* Told of each failure to fetch from the remote, with a line for the log. */
 	void (*remote_report)(void *data, const char *msg);
+	unsigned fetch_workers; /* prefetch workers (connections); 0: FETCH_WORKERS_DEFAULT */
+	uint32_t fetch_range;   /* largest coalesced prefetch range; 0: FETCH_RANGE_DEFAULT */
+	/* Queue an opened file's prefetch behind the jobs already queued, as before it went first:
+	 * only for benchmarks that measure what going first buys. */
+	bool open_prefetch_last;
 	void *hook_data;
 };
 

@@ -302,9 +302,12 @@ static int open_node(struct vfs *v, struct vnode *n, struct vfs_file **ret_f)
 	vfs_lock_for_commit(v, n);
 	if (n->staging_fd < 0 && !n->stream) {
 		r = vfs_load_extents(v, n);
-		/* Whole-file prefetch: a file opened is about to be read whole, as a rule. */
-		if (r == 0 && v->fetcher)
+		/* Whole-file prefetch: a file opened is about to be read whole, as a rule. It goes
+		 * ahead of the access trace's prefetch, which may hold minutes of transfers. */
+		if (r == 0 && v->fetcher && v->opts.open_prefetch_last)
 			fetcher_prefetch(v->fetcher, n->ext, n->next_count);
+		else if (r == 0 && v->fetcher)
+			fetcher_prefetch_first(v->fetcher, n->ext, n->next_count);
 	}
 	vfs_unlock_for_commit(v, n);
 	if (r < 0) {

@@ -300,6 +300,94 @@ Test(fetch, prefetch_coalesces_adjacent_chunks)
 	cold_close(&c);
 }
 
+Test(fetch, range_max_bounds_each_request)
+{
+	struct fetcher_options fo = {.range_max = FETCH_RANGE_MIN};
+	size_t size = 3u << 20, n;
+	struct cold c;
+	struct idx_extent *ext;
+	struct fetcher_stats s;
+	uint64_t before, got;
+
+	write_and_push(&size, 1);
+	cold_open(&c, url, &fo);
+	ext = extents_of(&c, 0, &n);
+	before = requests(&c);
+	fetcher_prefetch(c.f, ext, n);
+	fetcher_drain(c.f);
+	got = requests(&c) - before;
+	fetcher_get_stats(c.f, &s);
+	cr_assert_eq(s.chunks, n);
+	/* A range holds at least one entry (up to 256 KiB) and stays within range_max otherwise:
+	 * at least wire / (range_max + one entry) requests, at most one per chunk. */
+	cr_assert_geq(got, s.wire_bytes / (FETCH_RANGE_MIN + (256u << 10) + PACK_ENTRY_HDR_SIZE),
+		      "%llu requests for %llu bytes", (unsigned long long)got,
+		      (unsigned long long)s.wire_bytes);
+	cr_assert_gt(got, 1);
+	cr_assert_leq(got, n);
+	for (size_t k = 0; k < n; k++) {
+		uint8_t *buf = malloc(ext[k].len);
+
+		cr_assert_eq(fetcher_read(c.f, &ext[k], buf), 0);
+		check_bytes(0, size, &ext[k], buf);
+		free(buf);
+	}
+	free(ext);
+	cold_close(&c);
+}
+
+/* Where chunk landed in the local store, as one number that grows with each append. */
+static uint64_t landed_at(struct cold *c, uint64_t chunk)
+{
+	struct pack_loc loc;
+	uint64_t pack = 0;
+
+	pthread_mutex_lock(&c->lock);
+	cr_assert_eq(idx_chunk_loc(store_idx(c->st), chunk, &pack, &loc), 1);
+	pthread_mutex_unlock(&c->lock);
+	cr_assert_neq(pack, 0);
+	return pack << 40 | loc.offset;
+}
+
+Test(fetch, prefetch_first_goes_ahead_of_the_queue)
+{
+	struct fetcher_options fo = {.workers = 1, .range_max = FETCH_RANGE_MIN};
+	size_t sizes[3] = {3u << 20, 300000, 300000}, n0, n1, n2, before_last = 0;
+	struct idx_extent *e0, *e1, *e2;
+	uint64_t last1 = 0, first2 = UINT64_MAX;
+	struct cold c;
+
+	write_and_push(sizes, 3);
+	cold_open(&c, url, &fo);
+	e0 = extents_of(&c, 0, &n0);
+	e1 = extents_of(&c, 1, &n1);
+	e2 = extents_of(&c, 2, &n2);
+	/* The writer lock held: the one worker stops at its first job, so the queue is all there
+	 * when the other files are put first. */
+	pthread_mutex_lock(&c.lock);
+	fetcher_prefetch(c.f, e0, n0);
+	fetcher_prefetch_first(c.f, e1, n1);
+	fetcher_prefetch_first(c.f, e2, n2);
+	pthread_mutex_unlock(&c.lock);
+	fetcher_drain(c.f);
+	for (size_t k = 0; k < n1; k++)
+		last1 = MAX(last1, landed_at(&c, e1[k].chunk));
+	for (size_t k = 0; k < n2; k++)
+		first2 = MIN(first2, landed_at(&c, e2[k].chunk));
+	for (size_t k = 0; k < n0; k++)
+		before_last += landed_at(&c, e0[k].chunk) < last1;
+	/* Only the first job of file 0 (the worker had it already: a range of 64 KiB holds one
+	 * or two chunks) may land before the whole of file 1; in queue order all of it would. */
+	cr_assert_leq(before_last, 2, "%zu of %zu chunks of the queued file landed first",
+		      before_last, n0);
+	/* Among files put first, the first opened comes first: its reader is further along. */
+	cr_assert_lt(last1, first2, "file 2, put first later, landed before file 1");
+	free(e0);
+	free(e1);
+	free(e2);
+	cold_close(&c);
+}
+
 /* Flip one byte in the middle of the remote pack's data of extent e. */
 static void forge(const struct idx_extent *e)
 {

@@ -47,6 +47,9 @@ SKIP_NS=0
 SKIP_PIP=0
 REMOTES="file,webdav,s3"
 LINK=""
+VARIANTS=""
+SKIP_ALT=0
+SKIP_PUSH=0
 
 usage() {
 	cat <<EOF
@@ -59,6 +62,11 @@ usage: $0 [options] BUILD_DIR
   --ns-large-bytes B  size of each large file [$NS_LARGE_BYTES]
   --ns-reps N         cold mounts per remote [$NS_REPS]
   --skip-ns | --skip-pip   leave out the namespace test or the pip scenarios
+  --skip-alt | --skip-push leave out the no-cache and archive scenarios, or the push steps
+  --variants 'NAME=OPTS;...'  run each cold job once per variant, interleaved, as scenario
+                      cold-KIND@NAME, mounted with -o OPTS; the token open_last in OPTS sets
+                      PKGCACHEFS_BENCH_OPEN_PREFETCH_LAST (an opened file's prefetch queued
+                      last, the old order) instead
   --link MS:MBIT      reach every server through a link of MS ms one way, MBIT Mbit/s per
                       connection (tools/bench/linkproxy.py); default: loopback
   --work DIR          corpus, namespace remote (both kept between runs) and scratch [$WORK]
@@ -82,6 +90,9 @@ while [[ $# -gt 0 ]]; do
 	--skip-ns) SKIP_NS=1; shift ;;
 	--skip-pip) SKIP_PIP=1; shift ;;
 	--link) LINK=$2; shift 2 ;;
+	--variants) VARIANTS=$2; shift 2 ;;
+	--skip-alt) SKIP_ALT=1; shift ;;
+	--skip-push) SKIP_PUSH=1; shift ;;
 	--work) WORK=$2; shift 2 ;;
 	--out) OUT=$2; shift 2 ;;
 	-h|--help) usage; exit 0 ;;
@@ -321,16 +332,25 @@ server_log() { # KIND -> access log ("" for file)
 	case $1 in file) echo "" ;; webdav) echo "$WEBDAV_ACCESS_LOG" ;; s3) echo "$S3_ACCESS_LOG" ;; esac
 }
 
-# cold_job KIND SCENARIO REP: fresh store, mount, pip install, umount (pushes the trace).
-# Leaves the store in $RUN/t/store-KIND.
+# cold_job KIND SCENARIO REP [OPTS]: fresh store, mount (with -o OPTS; see --variants), pip
+# install, umount (pushes the trace). Leaves the store in $RUN/t/store-KIND.
 cold_job() {
 	local kind=$1 s=$2 rep=$3 store=$RUN/t/store-$1 mnt=$RUN/t/mnt-$1 url slog l0
+	local opts=${4:-} last=""
+	if [[ ,$opts, == *,open_last,* ]]; then
+		last=1
+		opts=$(tr ',' '\n' <<<"$opts" | grep -vx open_last | paste -sd, -)
+	fi
 	url=$(remote_url "$kind" pip)
 	slog=$(server_log "$kind")
 	rm -rf "$store"
 	sync
 	l0=$(loglines "$slog")
-	timed "$s" "$rep" mount pcf_mount "$store" "$mnt" "$url" || return 1
+	if [[ -n $last ]]; then
+		PKGCACHEFS_BENCH_OPEN_PREFETCH_LAST=1 timed "$s" "$rep" mount pcf_mount "$store" "$mnt" "$url" "$opts" || return 1
+	else
+		timed "$s" "$rep" mount pcf_mount "$store" "$mnt" "$url" "$opts" || return 1
+	fi
 	job "$s" "$rep" "$mnt" "$CORPUS/req-current.txt"
 	if [[ -n $slog ]]; then
 		local g
@@ -521,23 +541,33 @@ if [[ $SKIP_PIP -eq 0 ]]; then
 
 	# --- Reps, interleaved.
 	for ((rep = 1; rep <= REPS; rep++)); do
-		log "rep $rep/$REPS: nocache"
-		rm -rf "$RUN/t/nocache"
-		job nocache "$rep" "$RUN/t/nocache" "$CORPUS/req-current.txt"
-		rm -rf "$RUN/t/nocache"
+		if [[ $SKIP_ALT -eq 0 ]]; then
+			log "rep $rep/$REPS: nocache"
+			rm -rf "$RUN/t/nocache"
+			job nocache "$rep" "$RUN/t/nocache" "$CORPUS/req-current.txt"
+			rm -rf "$RUN/t/nocache"
 
-		log "rep $rep/$REPS: archive"
-		rm -rf "$RUN/t/arch-cache" "$RUN/t/arch.tar.zst"
-		sync
-		l0=$(loglines "$IDX_LOG")
-		timed archive "$rep" download curl -sf -o "$RUN/t/arch.tar.zst" "$ARCHIVE_URL"
-		record archive "$rep" archive_get_bytes "$(jget "$(srv_bytes "$IDX_LOG" "$l0" GET)" bytes)"
-		mkdir -p "$RUN/t/arch-cache"
-		timed archive "$rep" extract sh -c "zstd -q -d -c '$RUN/t/arch.tar.zst' | tar -C '$RUN/t/arch-cache' -xf -"
-		job archive "$rep" "$RUN/t/arch-cache" "$CORPUS/req-current.txt"
-		rm -rf "$RUN/t/arch-cache" "$RUN/t/arch.tar.zst"
+			log "rep $rep/$REPS: archive"
+			rm -rf "$RUN/t/arch-cache" "$RUN/t/arch.tar.zst"
+			sync
+			l0=$(loglines "$IDX_LOG")
+			timed archive "$rep" download curl -sf -o "$RUN/t/arch.tar.zst" "$ARCHIVE_URL"
+			record archive "$rep" archive_get_bytes "$(jget "$(srv_bytes "$IDX_LOG" "$l0" GET)" bytes)"
+			mkdir -p "$RUN/t/arch-cache"
+			timed archive "$rep" extract sh -c "zstd -q -d -c '$RUN/t/arch.tar.zst' | tar -C '$RUN/t/arch-cache' -xf -"
+			job archive "$rep" "$RUN/t/arch-cache" "$CORPUS/req-current.txt"
+			rm -rf "$RUN/t/arch-cache" "$RUN/t/arch.tar.zst"
+		fi
 
 		for kind in "${REMOTE_LIST[@]}"; do
+			if [[ -n $VARIANTS ]]; then
+				IFS=';' read -r -a vlist <<<"$VARIANTS"
+				for v in "${vlist[@]}"; do
+					log "rep $rep/$REPS: cold $kind, variant ${v%%=*} (-o ${v#*=})"
+					cold_job "$kind" "cold-$kind@${v%%=*}" "$rep" "${v#*=}"
+				done
+				[[ $kind == file ]] || continue
+			fi
 			log "rep $rep/$REPS: cold $kind"
 			cold_job "$kind" "cold-$kind" "$rep"
 			if [[ $kind == file ]]; then
@@ -562,7 +592,8 @@ if [[ $SKIP_PIP -eq 0 ]]; then
 	record wheel new shared_bytes "$(jget "$nd_new" shared_bytes)"
 	record wheel bump wheel_bytes "$(jget "$nd_bump" size)"
 	record wheel bump shared_bytes "$(jget "$nd_bump" shared_bytes)"
-	for kind in "${REMOTE_LIST[@]}"; do
+	[[ $SKIP_PUSH -eq 1 ]] && REMOTE_PUSH=() || REMOTE_PUSH=("${REMOTE_LIST[@]}")
+	for kind in "${REMOTE_PUSH[@]}"; do
 		log "push after one new package ($new_req), then a point release ($bump_req): $kind"
 		push_step "$kind" new "$CORPUS/req-new.txt"
 		push_step "$kind" bump "$CORPUS/req-bump.txt"

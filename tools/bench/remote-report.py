@@ -141,6 +141,9 @@ def main():
             ("cold-s3", "pkgcachefs cold, S3 (s3rver+nginx)", ["mount"], ["install"]),
             ("warm", "pkgcachefs warm (store remounted)", ["mount"], ["install"]),
             ("ext4warm", "pip cache on ext4, warm (ref.)", [], ["install"])]
+    # remote-bench.sh --variants: cold-KIND@NAME, after the plain cold rows.
+    variants = sorted(s for s in r if s.startswith("cold-") and "@" in s)
+    rows[5:5] = [(s, "pkgcachefs " + s, ["mount"], ["install"]) for s in variants]
     warm_total = statistics.median(per_rep(r, "warm", ["mount", "install"])) if per_rep(r, "warm", ["mount", "install"]) else None
     nocache_total = med(r, "nocache", "install")
     ext4_total = med(r, "ext4warm", "install")
@@ -212,10 +215,11 @@ def main():
     P("")
     P("pkgcachefs cold runs, fetch detail (median): fetched_bytes = chunk data the reads needed,"
       " fetch_wire_bytes = bytes the range reads moved, bytes_in = everything from the remote")
-    for s in ("first-file", "first-webdav", "first-s3", "cold-file", "cold-webdav", "cold-s3", "warm"):
+    for s in ("first-file", "first-webdav", "first-s3", "cold-file", "cold-webdav", "cold-s3",
+              *variants, "warm"):
         if s not in r:
             continue
-        P("  %-12s fetched %8s MB  wire %8s MB  bytes_in %8s MB  requests %6s  server GETs %6s"
+        P("  %-20s fetched %8s MB  wire %8s MB  bytes_in %8s MB  requests %6s  server GETs %6s"
           " (packs %s MB, catalogs %s MB, traces %s MB)  fetch_failures %s" % (
               s, mb(med(r, s, "fetched_bytes")), mb(med(r, s, "fetch_wire_bytes")),
               mb(med(r, s, "bytes_in")), f(med(r, s, "requests"), "%.0f"),
@@ -225,14 +229,14 @@ def main():
     P("")
     P("where the requests' time went (median of the session sums, seconds; requests overlap, so"
       " the sums can exceed the wall time; first byte includes connect and TLS)")
-    P("  %-12s %8s %9s %8s %8s %11s %9s %12s" % ("scenario", "requests", "new conns", "connect",
+    P("  %-20s %8s %9s %8s %8s %11s %9s %12s" % ("scenario", "requests", "new conns", "connect",
       "TLS", "first byte", "in all", "mean/request"))
-    for s in ("first-webdav", "first-s3", "cold-webdav", "cold-s3"):
+    for s in ("first-webdav", "first-s3", "cold-webdav", "cold-s3", *variants):
         if s not in r or med(r, s, "request_us") is None:
             continue
         n = med(r, s, "requests")
         tot = med(r, s, "request_us")
-        P("  %-12s %8s %9s %8s %8s %11s %9s %12s" % (
+        P("  %-20s %8s %9s %8s %8s %11s %9s %12s" % (
             s, f(n, "%.0f"), f(med(r, s, "connects"), "%.0f"), f((med(r, s, "connect_us") or 0) / 1e6),
             f((med(r, s, "tls_us") or 0) / 1e6), f((med(r, s, "first_byte_us") or 0) / 1e6),
             f(tot / 1e6), f(tot / 1e3 / n if n else None, "%.1f ms")))
