@@ -339,7 +339,9 @@ scenario_b() {
 	pcf_wait_daemon_exit "$w/wstore"
 	slow_dav_start
 	rslow="http://127.0.0.1:$SLOW_PORT/cache/fb/"
-	pcf_mount "$w/store" "$w/mnt" --remote "$rslow" -o no_push,remote_timeout=$RT
+	# One fetch worker: with the default 16, the open's prefetch reads all six 8 MiB ranges of a
+	# file at once, 4 MiB/s each, and under load the whole file can land before the kill.
+	pcf_mount "$w/store" "$w/mnt" --remote "$rslow" -o no_push,remote_timeout=$RT,fetch_workers=1
 	read_interrupted "b/kill" "$w/mnt/big1.bin" "$w/expect/big1.bin" kill
 	# The mount stays usable: listing, stat, writing and reading back a new file.
 	ls -la "$w/mnt" >/dev/null || fail "b: ls of the mount failed after the server died"
