@@ -113,6 +113,23 @@ refused() {
 	: >"$TMP/refused.log"
 }
 
+# push_and_read_back WHAT URL OPTS A B [CONFIG]: host A (store $TMP/A) mounts URL with -o OPTS,
+# writes the 20 files and pushes them at `umount --require-push`; then host B, a fresh store,
+# mounts the same way and must read the same bytes. CONFIG: a file the push must have made.
+push_and_read_back() {
+	local what=$1 url=$2 opts=$3 a=$4 b=$5 config=${6:-} out
+	mount_fg "$TMP/$a" "$TMP/m$a" "$TMP/$a.log" --remote "$url" -o "$opts" ||
+		fail "$what: mount failed ($FG_RC): $(tail -3 "$TMP/$a.log")"
+	cp -r "$TMP/expect" "$TMP/m$a/wheels"
+	out=$("$BIN" umount --require-push "$TMP/m$a" 2>&1) || fail "$what: umount (push) failed: $out"
+	wait "$FG_PID" 2>/dev/null
+	[ -z "$config" ] || [ -f "$config" ] || fail "$what: no config object after the push"
+	mount_fg "$TMP/$b" "$TMP/m$b" "$TMP/$b.log" --remote "$url" -o "$opts" ||
+		fail "$what: fresh host's mount failed: $(tail -3 "$TMP/$b.log")"
+	[ "$(sums_of "$TMP/m$b/wheels")" = "$expect" ] || fail "$what: the fresh host reads other bytes"
+	"$BIN" umount "$TMP/m$b" >/dev/null 2>&1
+}
+
 refused "no CA given" "ca_file=PATH" "$TMP/a" --remote "$URL"
 out=$("$BIN" remote --store "$TMP/a")
 [ "$out" = "(none)" ] || fail "a refused remote was recorded as the store's: $out"
@@ -173,15 +190,7 @@ if command -v rclone >/dev/null; then
 	for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$P_RCLONE") 2>/dev/null && break; sleep 0.1; done
 	RURL=https://127.0.0.1:$P_RCLONE/pkgcache/team/
 	refused "rclone: no CA given" "ca_file=PATH" "$TMP/d" --remote "$RURL"
-	mount_fg "$TMP/d" "$TMP/md" "$TMP/d.log" --remote "$RURL" -o "ca_file=$T/ca.pem" ||
-		fail "rclone: mount with ca_file failed ($FG_RC): $(tail -3 "$TMP/d.log")"
-	cp -r "$TMP/expect" "$TMP/md/wheels"
-	out=$("$BIN" umount --require-push "$TMP/md" 2>&1) || fail "rclone: umount (push) failed: $out"
-	wait "$FG_PID" 2>/dev/null
-	mount_fg "$TMP/e" "$TMP/me" "$TMP/e.log" --remote "$RURL" -o "ca_file=$T/ca.pem" ||
-		fail "rclone: fresh host's mount failed: $(tail -3 "$TMP/e.log")"
-	[ "$(sums_of "$TMP/me/wheels")" = "$expect" ] || fail "rclone: the fresh host reads other bytes"
-	"$BIN" umount "$TMP/me" >/dev/null 2>&1
+	push_and_read_back rclone "$RURL" "ca_file=$T/ca.pem" d e
 	log "rclone serve webdav over HTTPS: 20 of 20 pushed and read back by a fresh host"
 else
 	log "rclone is not installed: its HTTPS run is left out (tools/install-deps.sh --test)"
@@ -237,16 +246,7 @@ if [ -x "$apache_bin" ] && [ "$(id -u)" = 0 ] && [ -f /usr/lib/apache2/modules/m
 	AMURL=https://127.0.0.1:$P_A_MTLS/pkgcache/team/
 
 	refused "Apache: no CA given" "ca_file=PATH" "$TMP/f" --remote "$AURL"
-	mount_fg "$TMP/f" "$TMP/mf" "$TMP/f.log" --remote "$AURL" -o "ca_file=$T/ca.pem" ||
-		fail "Apache: mount with ca_file failed ($FG_RC): $(tail -3 "$TMP/f.log")"
-	cp -r "$TMP/expect" "$TMP/mf/wheels"
-	out=$("$BIN" umount --require-push "$TMP/mf" 2>&1) || fail "Apache: umount (push) failed: $out"
-	wait "$FG_PID" 2>/dev/null
-	[ -f "$T/apache-tls/team/config" ] || fail "Apache: no config object after the push"
-	mount_fg "$TMP/g" "$TMP/mg" "$TMP/g.log" --remote "$AURL" -o "ca_file=$T/ca.pem" ||
-		fail "Apache: fresh host's mount failed: $(tail -3 "$TMP/g.log")"
-	[ "$(sums_of "$TMP/mg/wheels")" = "$expect" ] || fail "Apache: the fresh host reads other bytes"
-	"$BIN" umount "$TMP/mg" >/dev/null 2>&1
+	push_and_read_back Apache "$AURL" "ca_file=$T/ca.pem" f g "$T/apache-tls/team/config"
 	log "Apache mod_ssl: 20 of 20 pushed and read back by a fresh host"
 
 	refused "Apache mTLS: no client certificate" "client_cert=PATH,client_key=PATH" "$TMP/h" \
@@ -254,17 +254,8 @@ if [ -x "$apache_bin" ] && [ "$(id -u)" = 0 ] && [ -f /usr/lib/apache2/modules/m
 	refused "Apache mTLS: a certificate the clients' CA did not sign" "refused this client" \
 		"$TMP/h" --remote "$AMURL" \
 		-o "ca_file=$T/ca.pem,client_cert=$T/stranger.pem,client_key=$T/stranger.key"
-	mtls_opts="ca_file=$T/ca.pem,client_cert=$T/runner.pem,client_key=$T/runner.key"
-	mount_fg "$TMP/h" "$TMP/mh" "$TMP/h.log" --remote "$AMURL" -o "$mtls_opts" ||
-		fail "Apache mTLS: mount with a client certificate failed ($FG_RC): $(tail -3 "$TMP/h.log")"
-	cp -r "$TMP/expect" "$TMP/mh/wheels"
-	out=$("$BIN" umount --require-push "$TMP/mh" 2>&1) ||
-		fail "Apache mTLS: umount (push) failed: $out"
-	wait "$FG_PID" 2>/dev/null
-	mount_fg "$TMP/i" "$TMP/mi" "$TMP/i.log" --remote "$AMURL" -o "$mtls_opts" ||
-		fail "Apache mTLS: fresh host's mount failed: $(tail -3 "$TMP/i.log")"
-	[ "$(sums_of "$TMP/mi/wheels")" = "$expect" ] || fail "Apache mTLS: the fresh host reads other bytes"
-	"$BIN" umount "$TMP/mi" >/dev/null 2>&1
+	push_and_read_back "Apache mTLS" "$AMURL" \
+		"ca_file=$T/ca.pem,client_cert=$T/runner.pem,client_key=$T/runner.key" h i
 	log "Apache mod_ssl with SSLVerifyClient require: 20 of 20 pushed and read back"
 elif [ "$(id -u)" != 0 ]; then
 	log "not root: the Apache HTTPS run is left out (Apache's workers run as www-data)"
