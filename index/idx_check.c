@@ -142,6 +142,13 @@ static int walk_end(sqlite3_stmt *s, int rc)
 	return rc == SQLITE_DONE ? 0 : idx_errno(rc);
 }
 
+/* A callback ended the walk with r (non-zero): its error, or 0 for a positive early stop. */
+static int walk_stop(sqlite3_stmt *s, int r)
+{
+	sqlite3_finalize(s);
+	return r < 0 ? r : 0;
+}
+
 int idx_check(struct idx *x, enum idx_check check, bool fix,
 	      void (*show)(void *data, const char *line), void *data, uint64_t *ret_n)
 {
@@ -204,10 +211,8 @@ int idx_each_file_extents(struct idx *x, int (*cb)(void *data, const struct idx_
 		};
 
 		r = cb(data, &f);
-		if (r) {
-			sqlite3_finalize(s);
-			return r < 0 ? r : 0;
-		}
+		if (r)
+			return walk_stop(s, r);
 	}
 	return walk_end(s, rc);
 }
@@ -236,10 +241,8 @@ int idx_each_pack(struct idx *x, bool usage, int (*cb)(void *data, const struct 
 		};
 
 		r = cb(data, &p);
-		if (r) {
-			sqlite3_finalize(s);
-			return r < 0 ? r : 0;
-		}
+		if (r)
+			return walk_stop(s, r);
 	}
 	return walk_end(s, rc);
 }
@@ -307,10 +310,8 @@ int idx_each_local_chunk(struct idx *x, uint64_t pack,
 
 		read_chunk_row(s, &c);
 		r = cb(data, &c);
-		if (r) {
-			sqlite3_finalize(s);
-			return r < 0 ? r : 0;
-		}
+		if (r)
+			return walk_stop(s, r);
 	}
 	return walk_end(s, rc);
 }
@@ -327,10 +328,8 @@ int idx_each_file_using_chunk(struct idx *x, uint64_t chunk, int (*cb)(void *dat
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)chunk);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		r = cb(data, (uint64_t)sqlite3_column_int64(s, 0));
-		if (r) {
-			sqlite3_finalize(s);
-			return r < 0 ? r : 0;
-		}
+		if (r)
+			return walk_stop(s, r);
 	}
 	return walk_end(s, rc);
 }
@@ -365,12 +364,9 @@ int idx_lru_files(struct idx *x, unsigned skip, struct idx_lru_file *v, size_t m
 	return 0;
 }
 
-int idx_bytes_freed_by(struct idx *x, uint64_t ino, uint64_t *ret)
+/* The one number (a total) that s yields for inode ino as ?1. s comes from idx_stmt. */
+static int total_for_ino(sqlite3_stmt *s, uint64_t ino, uint64_t *ret)
 {
-	sqlite3_stmt *s =
-		idx_stmt(x, "SELECT total(c.stored_len) FROM chunks c WHERE c.id IN (SELECT chunk "
-			    "FROM extents WHERE ino = ?1 AND chunk != 0) AND c.refs <= (SELECT "
-			    "count(*) FROM extents e WHERE e.ino = ?1 AND e.chunk = c.id)");
 	int rc;
 
 	if (!s)
@@ -381,6 +377,15 @@ int idx_bytes_freed_by(struct idx *x, uint64_t ino, uint64_t *ret)
 		*ret = (uint64_t)sqlite3_column_int64(s, 0);
 	sqlite3_reset(s);
 	return rc == SQLITE_ROW ? 0 : idx_errno(rc) ? idx_errno(rc) : -EIO;
+}
+
+int idx_bytes_freed_by(struct idx *x, uint64_t ino, uint64_t *ret)
+{
+	return total_for_ino(
+		idx_stmt(x, "SELECT total(c.stored_len) FROM chunks c WHERE c.id IN (SELECT chunk "
+			    "FROM extents WHERE ino = ?1 AND chunk != 0) AND c.refs <= (SELECT "
+			    "count(*) FROM extents e WHERE e.ino = ?1 AND e.chunk = c.id)"),
+		ino, ret);
 }
 
 int idx_each_file_lru(struct idx *x, int (*cb)(void *data, uint64_t ino, uint64_t size), void *data)
@@ -397,10 +402,8 @@ int idx_each_file_lru(struct idx *x, int (*cb)(void *data, uint64_t ino, uint64_
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		r = cb(data, (uint64_t)sqlite3_column_int64(s, 0),
 		       (uint64_t)sqlite3_column_int64(s, 1));
-		if (r) {
-			sqlite3_finalize(s);
-			return r < 0 ? r : 0;
-		}
+		if (r)
+			return walk_stop(s, r);
 	}
 	return walk_end(s, rc);
 }
@@ -412,17 +415,8 @@ int idx_each_file_lru(struct idx *x, int (*cb)(void *data, uint64_t ino, uint64_
 
 int idx_local_copy_bytes(struct idx *x, uint64_t ino, uint64_t *ret)
 {
-	sqlite3_stmt *s = idx_stmt(x, "SELECT total(stored_len) FROM chunks WHERE " ON_BOTH_SIDES);
-	int rc;
-
-	if (!s)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		*ret = (uint64_t)sqlite3_column_int64(s, 0);
-	sqlite3_reset(s);
-	return rc == SQLITE_ROW ? 0 : idx_errno(rc) ? idx_errno(rc) : -EIO;
+	return total_for_ino(
+		idx_stmt(x, "SELECT total(stored_len) FROM chunks WHERE " ON_BOTH_SIDES), ino, ret);
 }
 
 int idx_drop_local_copies(struct idx *x, uint64_t ino)
