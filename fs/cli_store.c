@@ -15,11 +15,11 @@
 #include "store.h"
 
 /*
- * Call cb with each pkgcachefs mount listed (mountpoint, store): true when cb accepted any. cb
- * keeps what it needs, so of several matches the last one listed wins. The kernel lists paths
- * with spaces octal-escaped, and they compare as listed.
+ * Find a pkgcachefs mount in mountinfo: the one whose store (by_store) or mountpoint is want;
+ * the other of the two goes into out (len bytes). Of several matches the last one listed wins.
+ * The kernel lists paths with spaces octal-escaped, and they compare as listed.
  */
-static bool each_mount(bool (*cb)(const char *mp, const char *store, void *data), void *data)
+static bool find_mount(const char *want, bool by_store, char *out, size_t len)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	char line[8192];
@@ -35,51 +35,23 @@ static bool each_mount(bool (*cb)(const char *mp, const char *store, void *data)
 			continue;
 		if (sscanf(sep + 3, "%255s %4095s", fstype, source) != 2)
 			continue;
-		if (strcmp(fstype, "fuse.pkgcachefs") == 0 && cb(mp, source, data))
-			found = true;
+		if (strcmp(fstype, "fuse.pkgcachefs") || strcmp(by_store ? source : mp, want))
+			continue;
+		snprintf(out, len, "%s", by_store ? mp : source);
+		found = true;
 	}
 	fclose(f);
 	return found;
 }
 
-struct mount_match {
-	const char *want; /* the mountpoint or the store looked for */
-	char *out;
-	size_t len;
-};
-
-static bool match_mountpoint(const char *mp, const char *store, void *data)
-{
-	struct mount_match *m = data;
-
-	if (strcmp(mp, m->want))
-		return false;
-	snprintf(m->out, m->len, "%s", store);
-	return true;
-}
-
-static bool match_store(const char *mp, const char *store, void *data)
-{
-	struct mount_match *m = data;
-
-	if (strcmp(store, m->want))
-		return false;
-	snprintf(m->out, m->len, "%s", mp);
-	return true;
-}
-
 bool cli_mount_store(const char *mnt, char *store, size_t len)
 {
-	struct mount_match m = {mnt, store, len};
-
-	return each_mount(match_mountpoint, &m);
+	return find_mount(mnt, false, store, len);
 }
 
 bool cli_store_mountpoint(const char *store, char *mnt, size_t len)
 {
-	struct mount_match m = {store, mnt, len};
-
-	return each_mount(match_store, &m);
+	return find_mount(store, true, mnt, len);
 }
 
 bool cli_is_pkgcachefs_mount(const char *path)
