@@ -197,12 +197,17 @@ signed_post() {
 # session_token: temporary credentials from STS GetSessionToken, as three lines: access key id,
 # secret, session token.
 session_token() {
-	local out
 	# shellcheck disable=SC1091
 	. "$dir/env"
-	out=$(signed_post sts "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" "$RGW_DIRECT_ENDPOINT/" \
-		"Action=GetSessionToken&Version=2011-06-15&DurationSeconds=3600") ||
-		die "GetSessionToken failed: $out"
+	sts_keys GetSessionToken "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" \
+		"Action=GetSessionToken&Version=2011-06-15&DurationSeconds=3600"
+}
+
+# sts_keys ACTION KEY SECRET PARAMS: an STS call signed with KEY and SECRET; prints the
+# temporary key id, secret and session token of its answer, one a line.
+sts_keys() {
+	local out t
+	out=$(signed_post sts "$2" "$3" "$RGW_DIRECT_ENDPOINT/" "$4") || die "$1 failed: $out"
 	for t in AccessKeyId SecretAccessKey SessionToken; do
 		sed -n "s|.*<$t>\\([^<]*\\)</$t>.*|\\1|p" <<<"$out"
 	done
@@ -211,7 +216,7 @@ session_token() {
 # assume_role: user ci and role pcf-cache made once (radosgw-admin needs no IAM caps for
 # either), then AssumeRole signed with ci's keys.
 assume_role() {
-	local out recipes=$here/../../docs/recipes/servers
+	local recipes=$here/../../docs/recipes/servers
 	# shellcheck disable=SC1091
 	. "$dir/env"
 	if [[ ! -f $dir/ci.env ]]; then
@@ -229,12 +234,8 @@ assume_role() {
 	fi
 	# shellcheck disable=SC1091
 	. "$dir/ci.env"
-	out=$(signed_post sts "$CI_ACCESS_KEY_ID" "$CI_SECRET_ACCESS_KEY" "$RGW_DIRECT_ENDPOINT/" \
-		"Action=AssumeRole&Version=2011-06-15&RoleArn=arn:aws:iam:::role/pcf-cache&RoleSessionName=pcf-test&DurationSeconds=3600") ||
-		die "AssumeRole failed: $out"
-	for t in AccessKeyId SecretAccessKey SessionToken; do
-		sed -n "s|.*<$t>\\([^<]*\\)</$t>.*|\\1|p" <<<"$out"
-	done
+	sts_keys AssumeRole "$CI_ACCESS_KEY_ID" "$CI_SECRET_ACCESS_KEY" \
+		"Action=AssumeRole&Version=2011-06-15&RoleArn=arn:aws:iam:::role/pcf-cache&RoleSessionName=pcf-test&DurationSeconds=3600"
 }
 
 # make_user UID: a user with fresh keys and nothing else, printed as key id and secret.
