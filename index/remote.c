@@ -17,14 +17,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "util.h"
-
-#ifndef PKGCACHEFS_VERSION
-#define PKGCACHEFS_VERSION "dev"
-#endif
 
 static __thread char last_error[512];
 static __thread bool error_set;
