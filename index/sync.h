@@ -118,13 +118,16 @@ int sync_pull(struct store *st, struct remote *rem, const struct sync_options *o
  * content and attributes were replaced in place, 0 when none); in_use: 2 when ino is being
  * written here (the local write wins), 1 when it is open (its name gets a new inode, the open
  * one keeps what it opened), 0 otherwise. batch_done: after each batch, with the lock released
- * (the place to tell the kernel). May be NULL.
+ * (the place to tell the kernel). lock_wanted, called with or without the lock: whether a request
+ * is waiting for it; the batch in progress then ends early (after SYNC_LIVE_MIN_BATCH entries),
+ * and the next one waits until the request got its turn. May be NULL.
  */
 struct sync_live {
 	void *data;
 	void (*changed)(void *data, uint64_t parent, const char *name, uint64_t ino);
 	int (*in_use)(void *data, uint64_t ino);
 	void (*batch_done)(void *data);
+	bool (*lock_wanted)(void *data);
 };
 
 /*
@@ -132,9 +135,12 @@ struct sync_live {
  * the winners in short batches under lock inside the vfs's transaction (the vfs commits it), so
  * that no request waits for more than a batch. A merge interrupted half-way is completed by the
  * next one (applied entries are recorded in the base as they go). 0 or -errno.
- * SYNC_LIVE_BATCH entries take 1-1.5 ms to apply (docs/benchmarks.md, "Live merge").
+ * SYNC_LIVE_BATCH entries take 1-1.5 ms to apply (docs/benchmarks.md, "Live merge"); a batch
+ * that a waiting request cuts short has at least SYNC_LIVE_MIN_BATCH (0.2-0.4 ms), so that a
+ * busy mount still merges.
  */
 #define SYNC_LIVE_BATCH 64
+#define SYNC_LIVE_MIN_BATCH 16
 int sync_live_pull(struct store *st, struct remote *rem, pthread_mutex_t *lock,
 		   const struct sync_live *live, const struct sync_options *o,
 		   struct sync_report *ret);

@@ -125,7 +125,7 @@ int vfs_add_read_counters(struct vfs *v, struct counters *c)
 {
 	int r = 0;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	for (unsigned i = 0; i < v->ntops && r == 0; i++) {
 		uint64_t val[CTR_COUNT], any = 0;
 
@@ -134,7 +134,7 @@ int vfs_add_read_counters(struct vfs *v, struct counters *c)
 		if (any)
 			r = counters_add(c, i ? v->tops[i].name : CTR_OTHER, val);
 	}
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -252,9 +252,9 @@ void vfs_sync_packs_ahead(struct vfs *v)
 {
 	int fd;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	fd = store_open_unsynced_pack(v->st);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (fd < 0)
 		return;
 	/* A failure here is the commit's to report: its own sync sees it too. */
@@ -296,10 +296,10 @@ int vfs_sync(struct vfs *v)
 	uint64_t target;
 	int r;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_commit_locked(v);
 	target = v->commits;
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r < 0)
 		return r;
 
@@ -327,7 +327,7 @@ static void *commit_thread(void *arg)
 {
 	struct vfs *v = arg;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	while (!v->stop) {
 		struct timespec ts;
 		int r;
@@ -341,22 +341,22 @@ static void *commit_thread(void *arg)
 		}
 		pthread_cond_timedwait(&v->cond, &v->lock, &ts);
 		if (!v->stop && idx_in_txn(v->x)) {
-			pthread_mutex_unlock(&v->lock);
+			vfs_unlock(v);
 			vfs_sync_packs_ahead(v);
-			pthread_mutex_lock(&v->lock);
+			vfs_lock(v);
 		}
 		r = vfs_commit_locked(v);
 		if (idx_checkpoint_due(v->ckpt)) {
-			pthread_mutex_unlock(&v->lock);
+			vfs_unlock(v);
 			vfs_checkpoint(v);
-			pthread_mutex_lock(&v->lock);
+			vfs_lock(v);
 		}
 		if (r < 0 && r != v->last_error)
 			log_warn("background commit failed: %s", strerror(-r));
 		v->last_error = r;
 		vfs_gc_tick(v);
 	}
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return NULL;
 }
 
@@ -491,10 +491,10 @@ int vfs_close(struct vfs *v)
 
 	if (!v)
 		return 0;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	v->stop = true;
 	pthread_cond_signal(&v->cond);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	pthread_join(v->thread, NULL);
 	fetcher_free(v->fetcher);
 	v->fetcher = NULL;
@@ -514,7 +514,7 @@ int vfs_close(struct vfs *v)
 			vfs_stream_discard(v, n); /* after a failed commit: nothing in flight */
 			vfs_unstage(v, n);
 			vfs_unlock_for_commit(v, n);
-			pthread_mutex_lock(&v->lock);
+			vfs_lock(v);
 			n->nlookup = 0;
 			n->opens = 0;
 			{
@@ -527,24 +527,24 @@ int vfs_close(struct vfs *v)
 				if (n)
 					vfs_node_free(v, n);
 			}
-			pthread_mutex_unlock(&v->lock);
+			vfs_unlock(v);
 		}
 	}
 	vfs_hashers_stop(v, HASHERS);
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_begin(v);
 	if (r == 0 && !lost)
 		r = idx_meta_set(v->x, "clean_shutdown", "1");
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r == 0)
 		r = vfs_sync(v);
 	if (r == 0)
 		r = lost;
 	/* Before the store closes x, whose close (the last connection's) checkpoints the WAL. */
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	idx_ckpt_close(v->x, v->ckpt);
 	v->ckpt = NULL;
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (v->wal_fd >= 0)
 		close(v->wal_fd);
 	r2 = store_close(v->st);
@@ -590,9 +590,9 @@ int vfs_push(struct vfs *v, const struct sync_options *o, struct sync_report *re
 		return -ENOTCONN;
 	/* gc must not reclaim chunks the push is copying. */
 	pthread_rwlock_rdlock(&v->gc_lock);
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_commit_locked(v);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r == 0)
 		r = sync_push(v->st, v->opts.remote, &v->lock, o, ret);
 	pthread_rwlock_unlock(&v->gc_lock);
@@ -607,9 +607,9 @@ void vfs_prefetch_ino(struct vfs *v, uint64_t ino)
 
 	if (!v->fetcher)
 		return;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = idx_get_extents(v->x, ino, &ext, &n);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r == 0)
 		fetcher_prefetch(v->fetcher, ext, n);
 	free(ext);

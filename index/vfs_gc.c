@@ -117,14 +117,14 @@ int vfs_gc(struct vfs *v, uint64_t max_size, struct gc_report *ret)
 	int r;
 
 	pthread_rwlock_wrlock(&v->gc_lock);
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_commit_locked(v);
 	if (r == 0)
 		r = store_seal_active(v->st);
 	if (r == 0)
 		r = maint_gc(v->st, max_size, NULL, &h, ret);
 	refresh_locations(v);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	pthread_rwlock_unlock(&v->gc_lock);
 	for (size_t i = 0; i < c.n; i++) {
 		if (v->opts.evicted)
@@ -143,13 +143,13 @@ static void run_requested_gc(struct vfs *v)
 	uint64_t max = v->opts.gc_request_size ? v->opts.gc_request_size(v->opts.hook_data) : 0;
 	int r;
 
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	r = vfs_gc(v, max, &rep);
 	if (r < 0)
 		log_warn("requested gc failed: %s", strerror(-r));
 	if (v->opts.gc_done)
 		v->opts.gc_done(v->opts.hook_data, r, &rep);
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 }
 
 /* Every 5 s at most: evict when the packs outgrow max_size; v->lock held, dropped while gc
@@ -163,7 +163,7 @@ static void keep_within_max_size(struct vfs *v)
 	v->last_size_check = mono_ns();
 	if (idx_pack_bytes(v->x, &bytes) != 0 || bytes <= v->opts.max_size)
 		return;
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	/* Evict to 90% so that gc does not run again at once. */
 	r = vfs_gc(v, v->opts.max_size / 10 * 9, &rep);
 	if (r < 0)
@@ -171,7 +171,7 @@ static void keep_within_max_size(struct vfs *v)
 	else
 		log_info("gc: evicted %llu files to stay within max_size",
 			 (unsigned long long)rep.evicted_files);
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 }
 
 void vfs_gc_tick(struct vfs *v)

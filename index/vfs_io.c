@@ -99,13 +99,13 @@ int vfs_emit_chunk(struct vfs *v, struct ext_vec *ev, uint64_t off, const uint8_
 	int r;
 
 	if (!vfs_all_zero(p, len)) {
-		pthread_mutex_lock(&v->lock);
+		vfs_lock(v);
 		r = vfs_begin(v);
 		if (r == 0)
 			r = put_chunk(v, p, len, &e);
 		if (r == 0 && pin)
 			r = idx_ref_chunk(v->x, e.chunk, 1);
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 		if (r < 0)
 			return r;
 	}
@@ -164,12 +164,12 @@ int vfs_load_extents(struct vfs *v, struct vnode *n)
 
 	if (n->ext_valid)
 		return 0;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	free(n->ext);
 	n->ext = NULL;
 	r = idx_get_extents(v->x, n->ino, &n->ext, &n->next_count);
 	n->ext_valid = r == 0;
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -359,23 +359,23 @@ int vfs_create(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const ch
 	int r;
 
 	*ret_f = NULL;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_op_begin(v);
 	if (r == 0)
 		r = vfs_op_end(v, vfs_make_node(v, c, parent, name, S_IFREG | (mode & 07777), 0,
 						NULL, ret));
 	if (r < 0) {
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 		return r == -EEXIST ? create_existing(v, c, parent, name, flags, ret, ret_f) : r;
 	}
 	n = vfs_node_find(v, ret->st_ino);
 	n->opens++;
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	r = open_node(v, n, ret_f);
 	if (r < 0) {
-		pthread_mutex_lock(&v->lock);
+		vfs_lock(v);
 		n->opens--;
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 	}
 	return r;
 }
@@ -386,7 +386,7 @@ int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_
 	struct vnode *n;
 	int r;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_get_stat(v, ino, &st);
 	if (r == 0 && S_ISDIR(st.st_mode))
 		r = -EISDIR;
@@ -400,7 +400,7 @@ int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_
 	/* The access trace: what this job used, for the next job's prefetch and for retention. */
 	if (r == 0 && v->fetcher && vfs_begin(v) == 0)
 		idx_trace_add(v->x, ino, now_ns());
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r < 0)
 		return r;
 	r = open_node(v, n, ret_f);
@@ -420,9 +420,9 @@ int vfs_open_file(struct vfs *v, uint64_t ino, int flags, struct vfs_file **ret_
 		return r;
 	}
 	if (r < 0) {
-		pthread_mutex_lock(&v->lock);
+		vfs_lock(v);
 		n->opens--;
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 	}
 	return r;
 }
@@ -456,14 +456,14 @@ static ssize_t read_file(struct vfs *v, struct vfs_file *f, void *buf, size_t si
 			r = -errno;
 		goto out_unlock;
 	}
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	{
 		struct stat st;
 
 		r = vfs_get_stat(v, n->ino, &st);
 		file_size = (uint64_t)st.st_size;
 	}
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r < 0)
 		goto out_unlock;
 	if (!n->ext_valid) {
@@ -499,9 +499,9 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 	if (!n->stream && n->staging_fd < 0 && off == 0) {
 		struct stat st;
 
-		pthread_mutex_lock(&v->lock);
+		vfs_lock(v);
 		r = vfs_get_stat(v, n->ino, &st);
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 		if (r < 0)
 			goto out_unlock;
 		if (st.st_size == 0) {
@@ -512,19 +512,19 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 	}
 	if (n->stream && (uint64_t)off == n->stream->base + n->stream->len) {
 		/* A full disk fails the write itself, not only the close that follows. */
-		pthread_mutex_lock(&v->lock);
+		vfs_lock(v);
 		r = store_check_space(v->st, size);
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 		if (r < 0)
 			goto out_unlock;
 		r = vfs_stream_add(v, n, buf, size);
 		if (r < 0)
 			goto out_unlock;
 		r = (ssize_t)size;
-		pthread_mutex_lock(&v->lock);
+		vfs_lock(v);
 		n->size = (uint64_t)off + size;
 		n->mtime = n->ctime = now_ns();
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 		/*
 		 * The bytes are ours: let the writer go on while we chunk and hash them, so its
 		 * next write crosses the kernel while this one is digested. A failure to store
@@ -544,9 +544,9 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 	r = vfs_stage(v, n);
 	if (r < 0)
 		goto out_unlock;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = store_check_space(v->st, size);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r < 0)
 		goto out_unlock;
 	r = pwrite(n->staging_fd, buf, size, off);
@@ -555,11 +555,11 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 		goto out_unlock;
 	}
 	n->dirty = true;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	if ((uint64_t)off + (uint64_t)r > n->size)
 		n->size = (uint64_t)off + (uint64_t)r;
 	n->mtime = n->ctime = now_ns();
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 out_unlock:
 	pthread_rwlock_unlock(&n->rw);
 	pthread_rwlock_unlock(&v->gc_lock);
@@ -603,9 +603,9 @@ void vfs_release(struct vfs *v, struct vfs_file *f)
 	 * after we are done with them.
 	 */
 	vfs_lock_for_commit(v, n);
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	last = n->opens == 1;
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (last) {
 		r = vfs_commit_node(v, n);
 		if (r < 0) {
@@ -621,7 +621,7 @@ void vfs_release(struct vfs *v, struct vfs_file *f)
 		n->ext_valid = false;
 	}
 	vfs_unlock_for_commit(v, n);
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	n->opens--;
 	if (n->opens == 0 && n->nlookup == 0 && n->busy == 0) {
 		if (vfs_begin(v) == 0)
@@ -631,7 +631,7 @@ void vfs_release(struct vfs *v, struct vfs_file *f)
 		    !n->stream)
 			vfs_node_free(v, n);
 	}
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	pthread_mutex_destroy(&f->cache_lock);
 	free(f->cache);
 	free(f);

@@ -106,6 +106,13 @@ static void live_batch_done(void *data)
 	l->n = 0;
 }
 
+static bool live_lock_wanted(void *data)
+{
+	struct live *l = data;
+
+	return vfs_lock_wanted(l->v);
+}
+
 int vfs_pull(struct vfs *v, bool fetch_data, vfs_inval_fn inval, void *data,
 	     const struct sync_options *o, struct sync_report *ret)
 {
@@ -113,7 +120,8 @@ int vfs_pull(struct vfs *v, bool fetch_data, vfs_inval_fn inval, void *data,
 	struct sync_live hooks = {.data = &l,
 				  .changed = live_changed,
 				  .in_use = live_in_use,
-				  .batch_done = live_batch_done};
+				  .batch_done = live_batch_done,
+				  .lock_wanted = live_lock_wanted};
 	int r;
 
 	memset(ret, 0, sizeof(*ret));

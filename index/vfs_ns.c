@@ -47,7 +47,7 @@ int vfs_lookup(struct vfs *v, uint64_t parent, const char *name, struct stat *re
 	r = check_name(name);
 	if (r < 0)
 		return r;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = idx_lookup(v->x, parent, name, &ino);
 	if (r == 0)
 		r = -ENOENT;
@@ -64,7 +64,7 @@ int vfs_lookup(struct vfs *v, uint64_t parent, const char *name, struct stat *re
 	n->nlookup++;
 	vfs_node_set_top(v, n, parent, name);
 out_unlock:
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -72,7 +72,7 @@ void vfs_forget(struct vfs *v, uint64_t ino, uint64_t nlookup)
 {
 	struct vnode *n;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	n = vfs_node_find(v, ino);
 	if (!n)
 		goto out_unlock;
@@ -85,16 +85,16 @@ void vfs_forget(struct vfs *v, uint64_t ino, uint64_t nlookup)
 	if (n && n->nlookup == 0 && n->opens == 0 && n->busy == 0 && n->staging_fd < 0)
 		vfs_node_free(v, n);
 out_unlock:
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 }
 
 int vfs_getattr(struct vfs *v, uint64_t ino, struct stat *ret)
 {
 	int r;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_get_stat(v, ino, ret);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -195,11 +195,11 @@ int vfs_mknod(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const cha
 	default:
 		return -EINVAL;
 	}
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_op_begin(v);
 	if (r == 0)
 		r = vfs_op_end(v, vfs_make_node(v, c, parent, name, mode, rdev, NULL, ret));
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -208,12 +208,12 @@ int vfs_mkdir(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const cha
 {
 	int r;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_op_begin(v);
 	if (r == 0)
 		r = vfs_op_end(v, vfs_make_node(v, c, parent, name, S_IFDIR | (mode & 07777), 0,
 						NULL, ret));
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -224,12 +224,12 @@ int vfs_symlink(struct vfs *v, const struct vfs_ctx *c, uint64_t parent, const c
 
 	if (strlen(target) >= 4096)
 		return -ENAMETOOLONG;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_op_begin(v);
 	if (r == 0)
 		r = vfs_op_end(v,
 			       vfs_make_node(v, c, parent, name, S_IFLNK | 0777, 0, target, ret));
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -237,9 +237,9 @@ int vfs_readlink(struct vfs *v, uint64_t ino, char *buf, size_t len)
 {
 	int r;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = idx_get_target(v->x, ino, buf, len);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r == 0)
 		return -EINVAL;
 	return r < 0 ? r : 0;
@@ -256,10 +256,10 @@ int vfs_link(struct vfs *v, uint64_t ino, uint64_t newparent, const char *newnam
 	r = check_name(newname);
 	if (r < 0)
 		return r;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_op_begin(v);
 	if (r < 0) {
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 		return r;
 	}
 	r = vfs_get_inode(v, ino, &in);
@@ -301,7 +301,7 @@ int vfs_link(struct vfs *v, uint64_t ino, uint64_t newparent, const char *newnam
 		n->ctime = now;
 out_unlock:
 	r = vfs_op_end(v, r);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -336,10 +336,10 @@ static int remove_name(struct vfs *v, uint64_t parent, const char *name, bool di
 	int64_t now = now_ns();
 	int r;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_op_begin(v);
 	if (r < 0) {
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 		return r;
 	}
 	r = vfs_lookup_ino(v, parent, name, &ino);
@@ -370,7 +370,7 @@ static int remove_name(struct vfs *v, uint64_t parent, const char *name, bool di
 		r = drop_name(v, ino, now);
 out_unlock:
 	r = vfs_op_end(v, r);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -568,11 +568,11 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name, uint64_t newpar
 		return -EINVAL;
 	if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
 		return -EINVAL;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_op_begin(v);
 	if (r == 0)
 		r = vfs_op_end(v, rename_locked(v, parent, name, newparent, newname, flags));
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -584,7 +584,7 @@ static int setattr_size(struct vfs *v, uint64_t ino, uint64_t size, struct vfs_f
 	bool keep_staged;
 	int r;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = idx_get_inode(v->x, ino, &in);
 	if (r == 1 && S_ISDIR(in.mode))
 		r = -EISDIR;
@@ -595,16 +595,16 @@ static int setattr_size(struct vfs *v, uint64_t ino, uint64_t size, struct vfs_f
 		n->busy++; /* keep the node while truncating */
 	/* An open file stays staged until its last close commits it. */
 	keep_staged = f || (n && n->opens > 0);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (!n)
 		return -ENOMEM;
 	if (r == 1)
 		r = vfs_truncate_node(v, n, size, keep_staged);
 	else if (r == 0)
 		r = -ENOENT;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	n->busy--;
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -660,10 +660,10 @@ int vfs_setattr(struct vfs *v, uint64_t ino, const struct stat *attr, int to_set
 			return r;
 	}
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_op_begin(v);
 	if (r < 0) {
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 		return r;
 	}
 	r = vfs_get_inode(v, ino, &in);
@@ -678,7 +678,7 @@ int vfs_setattr(struct vfs *v, uint64_t ino, const struct stat *attr, int to_set
 	vfs_apply_override(v, ret);
 out_unlock:
 	r = vfs_op_end(v, r);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -722,7 +722,7 @@ int vfs_readdir(struct vfs *v, uint64_t ino, uint64_t off, bool lookup,
 	struct stat st;
 	int r;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_get_inode(v, ino, &in);
 	if (r < 0)
 		goto out_unlock;
@@ -746,7 +746,7 @@ int vfs_readdir(struct vfs *v, uint64_t ino, uint64_t off, bool lookup,
 	if (r > 0)
 		r = 0; /* the caller's buffer is full */
 out_unlock:
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -805,7 +805,7 @@ int vfs_setxattr(struct vfs *v, uint64_t ino, const char *name, const void *valu
 		return r;
 	if (size > XATTR_VALUE_MAX)
 		return -E2BIG;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_op_begin(v);
 	if (r == 0) {
 		r = idx_set_xattr(v->x, ino, name, value, size,
@@ -815,7 +815,7 @@ int vfs_setxattr(struct vfs *v, uint64_t ino, const char *name, const void *valu
 			r = touch_ctime(v, ino);
 		r = vfs_op_end(v, r);
 	}
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -864,10 +864,10 @@ int vfs_set_access_acl(struct vfs *v, const struct vfs_ctx *c, uint64_t ino, con
 
 	if (r < 0)
 		return r;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_op_begin(v);
 	if (r < 0) {
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 		return r;
 	}
 	r = vfs_get_inode(v, ino, &in);
@@ -890,7 +890,7 @@ int vfs_set_access_acl(struct vfs *v, const struct vfs_ctx *c, uint64_t ino, con
 		*ret_changed = in.mode != old;
 out_unlock:
 	r = vfs_op_end(v, r);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -902,9 +902,9 @@ int vfs_getxattr(struct vfs *v, uint64_t ino, const char *name, void *buf, size_
 		return -ENODATA;
 	if (r < 0)
 		return r;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = idx_get_xattr(v->x, ino, name, buf, size);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r >= 0 && size > 0 && (size_t)r > size)
 		return -ERANGE;
 	return r;
@@ -914,9 +914,9 @@ int vfs_listxattr(struct vfs *v, uint64_t ino, char *buf, size_t size)
 {
 	int r;
 
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = idx_list_xattr(v->x, ino, buf, size);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r >= 0 && size > 0 && (size_t)r > size)
 		return -ERANGE;
 	return r;
@@ -930,7 +930,7 @@ int vfs_removexattr(struct vfs *v, uint64_t ino, const char *name)
 		return -ENODATA;
 	if (r < 0)
 		return r;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_op_begin(v);
 	if (r == 0) {
 		r = idx_remove_xattr(v->x, ino, name);
@@ -938,6 +938,6 @@ int vfs_removexattr(struct vfs *v, uint64_t ino, const char *name)
 			r = touch_ctime(v, ino);
 		r = vfs_op_end(v, r);
 	}
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -132,11 +133,13 @@ struct vfs {
 	/* Shared by every data path (read, write, commit) and a push; exclusive for gc. */
 	pthread_rwlock_t gc_lock;
 	/* The writer lock: the index and its transaction, the pack writer, and the fields below
-	 * marked "lock". The fetcher and push get it from vfs_open and vfs_push. */
+	 * marked "lock". The fetcher and push get it from vfs_open and vfs_push. Requests take it
+	 * with vfs_lock, which counts them while they wait. */
 	pthread_mutex_t lock;
-	struct vnode **buckets;  /* lock; a power of two of them, grown to keep chains short */
-	size_t nbuckets, nnodes; /* lock */
-	uint64_t commits;        /* lock; commits done */
+	atomic_uint lock_waiting; /* requests waiting in vfs_lock */
+	struct vnode **buckets;   /* lock; a power of two of them, grown to keep chains short */
+	size_t nbuckets, nnodes;  /* lock */
+	uint64_t commits;         /* lock; commits done */
 	/* Checkpoints of the index, run with no lock held (idx_defer_checkpoints says why); set
 	 * at open, closed at close under lock; NULL: commits checkpoint themselves. */
 	struct idx_ckpt *ckpt;
@@ -167,6 +170,31 @@ struct vfs {
 	bool stop;           /* lock */
 	int last_error;      /* lock; last background commit failure */
 };
+
+/*
+ * v->lock for a request. A request that has to wait is counted in lock_waiting, so the live
+ * merge, which holds the lock in slices, can end a slice early and step aside until the request
+ * has had its turn (vfs_lock_wanted). The uncontended path is one trylock.
+ */
+static inline void vfs_lock(struct vfs *v)
+{
+	if (pthread_mutex_trylock(&v->lock) == 0)
+		return;
+	atomic_fetch_add_explicit(&v->lock_waiting, 1, memory_order_relaxed);
+	pthread_mutex_lock(&v->lock);
+	atomic_fetch_sub_explicit(&v->lock_waiting, 1, memory_order_relaxed);
+}
+
+static inline void vfs_unlock(struct vfs *v)
+{
+	pthread_mutex_unlock(&v->lock);
+}
+
+/* Whether a request is waiting for v->lock. */
+static inline bool vfs_lock_wanted(struct vfs *v)
+{
+	return atomic_load_explicit(&v->lock_waiting, memory_order_relaxed) > 0;
+}
 
 /* ns since the epoch (negative before 1970) to a normalised timespec: 0 <= tv_nsec < 1e9. */
 static inline struct timespec ns_ts(int64_t ns)

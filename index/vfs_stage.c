@@ -125,11 +125,11 @@ static int commit_staging(struct vfs *v, struct vnode *n)
 		pos = (uint64_t)hole;
 	}
 	if (r == 0) {
-		pthread_mutex_lock(&v->lock);
+		vfs_lock(v);
 		r = vfs_set_content(v, n, &ev, size);
 		if (r == 0)
 			n->dirty = false;
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 	}
 	free(ev.e);
 	free(buf);
@@ -169,9 +169,9 @@ int vfs_stage(struct vfs *v, struct vnode *n)
 		return 0;
 	if (n->stream)
 		return vfs_stream_spill(v, n);
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	r = vfs_get_stat(v, n->ino, &st);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r < 0)
 		return r;
 	r = vfs_load_extents(v, n);
@@ -184,9 +184,9 @@ int vfs_stage(struct vfs *v, struct vnode *n)
 		for (size_t i = 0; i < n->next_count; i++)
 			if (n->ext[i].chunk)
 				data += n->ext[i].len;
-		pthread_mutex_lock(&v->lock);
+		vfs_lock(v);
 		r = store_check_space(v->st, data);
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 	}
 	if (r < 0)
 		return r;
@@ -217,12 +217,12 @@ int vfs_stage(struct vfs *v, struct vnode *n)
 	}
 	free(buf);
 	n->staging_fd = fd;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	n->staged = true;
 	n->size = (uint64_t)st.st_size;
 	n->mtime = ts_ns(&st.st_mtim);
 	n->ctime = ts_ns(&st.st_ctim);
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return 0;
 out_close:
 	free(buf);
@@ -243,9 +243,9 @@ void vfs_unstage(struct vfs *v, struct vnode *n)
 	n->dirty = false;
 	snprintf(name, sizeof(name), "%llu", (unsigned long long)n->ino);
 	unlinkat(store_staging_fd(v->st), name, 0);
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	n->staged = false;
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 }
 
 /* ---- attributes ---- */
@@ -263,20 +263,20 @@ int vfs_truncate_to_zero(struct vfs *v, struct vnode *n)
 	if (n->staging_fd >= 0) {
 		if (ftruncate(n->staging_fd, 0) < 0)
 			return -errno;
-		pthread_mutex_lock(&v->lock);
+		vfs_lock(v);
 		n->size = 0;
 		n->mtime = n->ctime = now;
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 		n->dirty = true;
 		return 0;
 	}
 	vfs_stream_discard(v, n);
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	n->mtime = n->ctime = now;
 	r = vfs_set_content(v, n, &none, 0);
 	if (r == 0)
 		n->staged = false;
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return r;
 }
 
@@ -297,10 +297,10 @@ int vfs_truncate_node(struct vfs *v, struct vnode *n, uint64_t size, bool keep_s
 		r = -errno;
 		goto out_unlock;
 	}
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	n->size = size;
 	n->mtime = n->ctime = now_ns();
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	n->dirty = true;
 	if (!keep_staged) {
 		r = commit_staging(v, n);

@@ -33,7 +33,7 @@ static void run_job(struct vfs *v, struct hash_job *j)
 	if (!vfs_all_zero(j->data, e.len)) {
 		hash_key(j->data, e.len, &e.key);
 		hash_digest(j->data, e.len, &digest);
-		pthread_mutex_lock(&v->lock);
+		vfs_lock(v);
 		r = vfs_begin(v);
 		if (r == 0)
 			r = vfs_put_hashed_chunk(v, j->data, e.len, &digest, &e);
@@ -41,7 +41,7 @@ static void run_job(struct vfs *v, struct hash_job *j)
 			r = idx_ref_chunk(v->x, e.chunk, 1); /* the stream's pin */
 		if (r == 0)
 			j->e = e; /* under v->lock, so gc's refresh sees it whole */
-		pthread_mutex_unlock(&v->lock);
+		vfs_unlock(v);
 	}
 	pthread_mutex_lock(&v->hq_lock);
 	j->status = r;
@@ -188,7 +188,7 @@ void vfs_stream_discard(struct vfs *v, struct vnode *n)
 		while (!sm->jobs[i]->done)
 			pthread_cond_wait(&v->hq_done, &v->hq_lock);
 	pthread_mutex_unlock(&v->hq_lock);
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	if (vfs_begin(v) == 0) {
 		vfs_unpin(v, &sm->ev);
 		for (size_t i = 0; i < sm->njobs; i++)
@@ -197,7 +197,7 @@ void vfs_stream_discard(struct vfs *v, struct vnode *n)
 	}
 	n->stream = NULL;
 	n->staged = false;
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	stream_free(sm);
 }
 
@@ -210,11 +210,11 @@ int vfs_stream_start(struct vfs *v, struct vnode *n)
 		return -ENOMEM;
 	chunker_init(&sm->ch, &v->cp);
 	n->stream = sm;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	n->staged = true;
 	n->size = 0;
 	n->mtime = n->ctime = now_ns();
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	return 0;
 }
 
@@ -311,7 +311,7 @@ int vfs_stream_finish(struct vfs *v, struct vnode *n)
 		sm->len = sm->scanned = 0;
 		chunker_init(&sm->ch, &v->cp);
 	}
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	{
 		struct ext_vec pins = sm->ev;
 
@@ -332,7 +332,7 @@ int vfs_stream_finish(struct vfs *v, struct vnode *n)
 		n->staged = false;
 		n->stream = NULL;
 	}
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	if (r == 0)
 		stream_free(sm);
 	return r;
@@ -379,10 +379,10 @@ int vfs_stream_spill(struct vfs *v, struct vnode *n)
 	}
 	n->staging_fd = fd;
 	n->dirty = true;
-	pthread_mutex_lock(&v->lock);
+	vfs_lock(v);
 	vfs_unpin(v, &sm->ev);
 	n->stream = NULL;
-	pthread_mutex_unlock(&v->lock);
+	vfs_unlock(v);
 	stream_free(sm);
 	return 0;
 }

@@ -1329,3 +1329,98 @@ Test(sync, a_path_2000_levels_deep_is_merged_without_recursion)
 	host_close(&a);
 	fsck_ok(&a);
 }
+
+/* Hooks of a live merge run without a vfs: count what each batch applied. */
+struct batch_count {
+	size_t names, batch, largest, batches;
+	bool wanted;
+};
+
+static void count_changed(void *data, uint64_t parent, const char *name, uint64_t ino)
+{
+	struct batch_count *c = data;
+
+	(void)parent, (void)name, (void)ino;
+	c->names++;
+	c->batch++;
+}
+
+static int count_in_use(void *data, uint64_t ino)
+{
+	(void)data, (void)ino;
+	return 0;
+}
+
+static void count_batch_done(void *data)
+{
+	struct batch_count *c = data;
+
+	if (c->batch > c->largest)
+		c->largest = c->batch;
+	if (c->batch)
+		c->batches++;
+	c->batch = 0;
+}
+
+static bool count_lock_wanted(void *data)
+{
+	return ((struct batch_count *)data)->wanted;
+}
+
+/* Merge the remote live into a fresh store named name, a request "waiting" all along or never. */
+static void live_merge_counted(const char *name, bool wanted, struct batch_count *c)
+{
+	struct sync_live hooks = {.data = c,
+				  .changed = count_changed,
+				  .in_use = count_in_use,
+				  .batch_done = count_batch_done,
+				  .lock_wanted = count_lock_wanted};
+	pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	struct sync_report rep;
+	struct remote *r;
+	struct store *st;
+	char path[160], err[256] = "";
+
+	memset(c, 0, sizeof(*c));
+	c->wanted = wanted;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	cr_assert_eq(store_open(path, STORE_CREATE | STORE_LOCK, &st, NULL), 0);
+	cr_assert_eq(remote_open(url, NULL, &r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(
+		sync_check_remote(st, r, SYNC_REMOTE_CREATE | SYNC_REMOTE_BIND, err, sizeof(err)),
+		0, "%s", err);
+	cr_assert_eq(sync_live_pull(st, r, &lock, &hooks, NULL, &rep), 0);
+	cr_assert_eq(idx_commit(store_idx(st)), 0);
+	cr_assert_eq(store_close(st), 0);
+	remote_free(r);
+}
+
+/*
+ * While a request waits for the writer lock, the live merge ends its batch after
+ * SYNC_LIVE_MIN_BATCH entries instead of SYNC_LIVE_BATCH, and still applies everything.
+ */
+Test(sync, a_waiting_request_cuts_the_live_merge_batch_short)
+{
+	const size_t files = 300;
+	struct batch_count busy, idle;
+	struct host a = {0};
+	uint8_t d[100];
+	char name[16];
+
+	host_open(&a, "a", 0);
+	for (size_t i = 0; i < files; i++) {
+		fill_random(d, sizeof(d), i);
+		snprintf(name, sizeof(name), "f%03zu", i);
+		put(&a, 1, name, d, sizeof(d));
+	}
+	host_push(&a, NULL);
+	host_close(&a);
+
+	live_merge_counted("idle", false, &idle);
+	live_merge_counted("busy", true, &busy);
+	cr_assert_eq(idle.names, files);
+	cr_assert_eq(busy.names, files);
+	cr_assert_eq(idle.largest, SYNC_LIVE_BATCH);
+	cr_assert_eq(busy.largest, SYNC_LIVE_MIN_BATCH);
+	cr_assert_geq(busy.batches, files / SYNC_LIVE_MIN_BATCH, "%zu batches", busy.batches);
+}

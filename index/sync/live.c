@@ -5,13 +5,16 @@
  * happen with lock (the vfs mutex) released, and the winners are applied in batches of
  * SYNC_LIVE_BATCH under lock, inside the vfs's own transaction (its commit thread commits it).
  * After each batch, with lock released, the caller's batch_done tells the kernel what changed.
- * Each batch ends in mutex_unlock_give_way: the next one would otherwise take lock back before
- * the requests waiting for it, and a merge would shut them out until its end.
+ * A batch ends early when a request waits for lock (the caller's lock_wanted), and each batch
+ * ends in live_give_way: the next one would otherwise take lock back before the requests waiting
+ * for it (glibc's mutex is not fair), and a merge would shut them out until its end.
  *
  * Lock: lock is taken around each use of the store's index: the check of which catalogs are new,
  * each batch, learning the chunks of each catalog and marking it merged. Never during a transfer.
  * An interrupted merge leaves the applied entries in the base; the next merge skips them.
  */
+#include <time.h>
+
 #include "sync_priv.h"
 
 static size_t cat_index(struct cat **cats, size_t n, const struct cat *c)
@@ -21,6 +24,27 @@ static size_t cat_index(struct cat **cats, size_t n, const struct cat *c)
 	while (k + 1 < n && cats[k] != c)
 		k++;
 	return k;
+}
+
+/* Whether the batch in progress, batch entries long, should end now. */
+static bool live_batch_full(const struct sync_live *live, size_t batch, size_t max)
+{
+	if (batch >= max)
+		return true;
+	return batch >= SYNC_LIVE_MIN_BATCH && live->lock_wanted && live->lock_wanted(live->data);
+}
+
+/*
+ * Unlock, and let the requests waiting for lock have it before the next batch takes it back:
+ * wait while the caller says one is waiting, up to 2 ms (on a busy mount new ones keep coming).
+ */
+static void live_give_way(pthread_mutex_t *lock, const struct sync_live *live)
+{
+	struct timespec step = {.tv_nsec = 20000};
+
+	mutex_unlock_give_way(lock);
+	for (int i = 0; i < 100 && live->lock_wanted && live->lock_wanted(live->data); i++)
+		nanosleep(&step, NULL);
 }
 
 /* Apply win[from..to) (creations, or with gone removals in reverse), one batch at a time. */
@@ -35,7 +59,8 @@ static int live_apply(struct merge *m, pthread_mutex_t *lock, struct cand **win,
 
 		pthread_mutex_lock(lock);
 		r = idx_begin(m->x);
-		for (; done < nwin && batch < SYNC_LIVE_BATCH && r == 0; done++) {
+		for (; done < nwin && !live_batch_full(m->live, batch, SYNC_LIVE_BATCH) && r == 0;
+		     done++) {
 			struct cand *cd = win[gone ? nwin - 1 - done : done];
 
 			if ((cd->e->type == CAT_E_GONE) != gone)
@@ -45,7 +70,7 @@ static int live_apply(struct merge *m, pthread_mutex_t *lock, struct cand **win,
 		}
 		/* Directory inos cached by path may go stale once others run. */
 		smap_free(&m->dirs, NULL);
-		mutex_unlock_give_way(lock);
+		live_give_way(lock, m->live);
 		if (m->live->batch_done)
 			m->live->batch_done(m->live->data);
 	}
@@ -64,17 +89,18 @@ static int live_learn(struct idx *x, pthread_mutex_t *lock, const struct cat *c,
 	while (i < c->n_chunks && r == 0) {
 		pthread_mutex_lock(lock);
 		r = idx_begin(x);
-		for (size_t end = i + 4 * SYNC_LIVE_BATCH; i < c->n_chunks && i < end && r == 0;
-		     i++) {
+		for (size_t k = 0; i < c->n_chunks && r == 0; i++, k++) {
 			const struct cat_chunk *ch = &c->chunks[i];
 			struct pack_loc loc = chunk_rloc(ch);
 			uint64_t rp;
 
+			if (live_batch_full(live, k, 4 * SYNC_LIVE_BATCH))
+				break;
 			r = rpack_id(x, &m, ch->pack, &rp);
 			if (r == 0)
 				r = idx_set_chunk_remote(x, &ch->key, &ch->digest, rp, &loc);
 		}
-		mutex_unlock_give_way(lock);
+		live_give_way(lock, live);
 		if (live->batch_done)
 			live->batch_done(live->data);
 	}
