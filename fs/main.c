@@ -721,7 +721,8 @@ static int open_remote(struct mount_args *a, struct store *st, struct remote **r
 
 /*
  * What this session moved to and from the remote, in STORE/remote-stats (key=value lines), for
- * `pkgcachefs stats` and for tests that count bytes.
+ * `pkgcachefs stats` and for tests that count bytes; read_wait_us is the time readers spent
+ * blocked on the remote, summed over the readers.
  */
 static void write_remote_stats(const char *store, struct vfs *v, struct remote *rem)
 {
@@ -741,10 +742,10 @@ static void write_remote_stats(const char *store, struct vfs *v, struct remote *
 		"\nfetch_wire_bytes=%" PRIu64 "\nfetch_failures=%" PRIu64 "\nbytes_in=%" PRIu64
 		"\nbytes_out=%" PRIu64 "\nrequests=%" PRIu64 "\nrequest_failures=%" PRIu64
 		"\nconnects=%" PRIu64 "\nconnect_us=%" PRIu64 "\ntls_us=%" PRIu64
-		"\nfirst_byte_us=%" PRIu64 "\nrequest_us=%" PRIu64 "\n",
+		"\nfirst_byte_us=%" PRIu64 "\nrequest_us=%" PRIu64 "\nread_wait_us=%" PRIu64 "\n",
 		remote_url(rem), fs.chunks, fs.bytes, fs.wire_bytes, fs.failures, rc.bytes_in,
 		rc.bytes_out, rc.requests, rc.failures, rc.connects, rc.connect_us, rc.tls_us,
-		rc.first_byte_us, rc.total_us);
+		rc.first_byte_us, rc.total_us, fs.wait_ns / 1000);
 	if (fclose(f) == 0)
 		store_replace_file(store, "remote-stats", text, len, false);
 	free(text);

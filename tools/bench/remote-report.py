@@ -228,18 +228,20 @@ def main():
               f(med(r, s, "fetch_failures"), "%.0f")))
     P("")
     P("where the requests' time went (median of the session sums, seconds; requests overlap, so"
-      " the sums can exceed the wall time; first byte includes connect and TLS)")
-    P("  %-20s %8s %9s %8s %8s %11s %9s %12s" % ("scenario", "requests", "new conns", "connect",
-      "TLS", "first byte", "in all", "mean/request"))
+      " the sums can exceed the wall time; first byte includes connect and TLS; readers waited:"
+      " the time the job's reads spent blocked on the remote, summed over concurrent readers)")
+    P("  %-20s %8s %9s %8s %8s %11s %9s %12s %14s" % ("scenario", "requests", "new conns",
+      "connect", "TLS", "first byte", "in all", "mean/request", "readers waited"))
     for s in ("first-webdav", "first-s3", "cold-webdav", "cold-s3", *variants):
         if s not in r or med(r, s, "request_us") is None:
             continue
         n = med(r, s, "requests")
         tot = med(r, s, "request_us")
-        P("  %-20s %8s %9s %8s %8s %11s %9s %12s" % (
+        P("  %-20s %8s %9s %8s %8s %11s %9s %12s %14s" % (
             s, f(n, "%.0f"), f(med(r, s, "connects"), "%.0f"), f((med(r, s, "connect_us") or 0) / 1e6),
             f((med(r, s, "tls_us") or 0) / 1e6), f((med(r, s, "first_byte_us") or 0) / 1e6),
-            f(tot / 1e6), f(tot / 1e3 / n if n else None, "%.1f ms")))
+            f(tot / 1e6), f(tot / 1e3 / n if n else None, "%.1f ms"),
+            f(med(r, s, "read_wait_us") / 1e6 if med(r, s, "read_wait_us") is not None else None)))
     P("")
 
     # ---- push
