@@ -181,6 +181,20 @@ static const char schema_v2_sql[] =
 	"CREATE INDEX extents_chunk ON extents (chunk);"
 	"UPDATE meta SET value = '2' WHERE key = 'schema_version';";
 
+/*
+ * Inode rows last read, direct-mapped by number: a cp -a reads each new inode's row about ten
+ * times (create, the parent's mtime, setattr, the ACL, flush, ...). Only the writer caches: it
+ * holds the store's lock, so every change to inodes is its own, and SQLite's update hook drops
+ * a row's slot whenever a statement inserts, updates or deletes it. A rollback puts back rows
+ * the hook saw change, so it empties the cache.
+ */
+#define INODE_CACHE_SLOTS 4096
+
+struct inode_slot {
+	bool valid;
+	struct idx_inode in;
+};
+
 struct idx {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[S_COUNT];
@@ -188,7 +202,50 @@ struct idx {
 	bool in_txn;
 	bool reader; /* opened by idx_open_reader: read-only, holds one snapshot */
 	char *wal_path;
+	struct inode_slot *icache; /* INODE_CACHE_SLOTS; NULL: no cache (a reader) */
 };
+
+static struct inode_slot *icache_slot(struct idx *x, uint64_t ino)
+{
+	return &x->icache[ino & (INODE_CACHE_SLOTS - 1)];
+}
+
+static void icache_clear(struct idx *x)
+{
+	if (x->icache)
+		memset(x->icache, 0, INODE_CACHE_SLOTS * sizeof(*x->icache));
+}
+
+/* Remember a row just written, as a read of it would return it. */
+static void icache_put(struct idx *x, const struct idx_inode *in)
+{
+	struct inode_slot *sl;
+
+	if (!x->icache)
+		return;
+	sl = icache_slot(x, in->ino);
+	sl->in = *in;
+	sl->valid = true;
+}
+
+static void icache_row_changed(void *arg, int op, const char *db, const char *table,
+			       sqlite3_int64 rowid)
+{
+	struct idx *x = arg;
+	struct inode_slot *sl;
+
+	(void)op;
+	if (strcmp(table, "inodes") || strcmp(db, "main"))
+		return;
+	sl = icache_slot(x, (uint64_t)rowid);
+	if (sl->valid && sl->in.ino == (uint64_t)rowid)
+		sl->valid = false;
+}
+
+static void icache_rolled_back(void *arg)
+{
+	icache_clear(arg);
+}
 
 int idx_errno(int rc)
 {
@@ -421,6 +478,13 @@ int idx_open(const char *path, bool create, struct idx **ret)
 	r = prepare_all(x);
 	if (r < 0)
 		goto out_close;
+	x->icache = calloc(INODE_CACHE_SLOTS, sizeof(*x->icache));
+	if (!x->icache) {
+		r = -ENOMEM;
+		goto out_close;
+	}
+	sqlite3_update_hook(x->db, icache_row_changed, x);
+	sqlite3_rollback_hook(x->db, icache_rolled_back, x);
 	*ret = x;
 	return 0;
 out_close:
@@ -440,6 +504,7 @@ void idx_close(struct idx *x)
 		sqlite3_finalize(x->extra.stmt[i]);
 	sqlite3_close(x->db);
 	free(x->wal_path);
+	free(x->icache);
 	free(x);
 }
 
@@ -508,18 +573,31 @@ int idx_rollback(struct idx *x)
 	return r;
 }
 
+/*
+ * Run a statement from the cache: every operation opens and releases a savepoint, and
+ * sqlite3_exec would parse its text each time (four parses of a file's cp -a).
+ */
+static int exec_cached(struct idx *x, const char *sql)
+{
+	sqlite3_stmt *s = idx_stmt(x, sql);
+
+	return s ? idx_step_done(s) : idx_exec(x, sql);
+}
+
 int idx_op_begin(struct idx *x)
 {
 	int r = idx_begin(x);
 
-	return r < 0 ? r : idx_exec(x, "SAVEPOINT op");
+	return r < 0 ? r : exec_cached(x, "SAVEPOINT op");
 }
 
 void idx_op_end(struct idx *x, bool failed)
 {
-	if (failed)
-		idx_exec(x, "ROLLBACK TO op");
-	idx_exec(x, "RELEASE op");
+	if (failed) {
+		exec_cached(x, "ROLLBACK TO op");
+		icache_clear(x); /* the rollback hook sees only whole transactions */
+	}
+	exec_cached(x, "RELEASE op");
 }
 
 bool idx_in_txn(const struct idx *x)
@@ -665,15 +743,25 @@ static void read_inode_cols(sqlite3_stmt *s, int c, struct idx_inode *in)
 
 int idx_get_inode(struct idx *x, uint64_t ino, struct idx_inode *ret)
 {
-	sqlite3_stmt *s = st(x, S_GET_INODE);
+	sqlite3_stmt *s;
 	int rc;
 
+	if (x->icache) {
+		struct inode_slot *sl = icache_slot(x, ino);
+
+		if (sl->valid && sl->in.ino == ino) {
+			*ret = sl->in;
+			return 1;
+		}
+	}
+	s = st(x, S_GET_INODE);
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		read_inode_cols(s, 0, ret);
 		ret->ino = ino;
 		sqlite3_reset(s);
+		icache_put(x, ret);
 		return 1;
 	}
 	sqlite3_reset(s);
@@ -698,9 +786,14 @@ int idx_put_inode(struct idx *x, const struct idx_inode *in)
 {
 	sqlite3_stmt *s = st(x, S_PUT_INODE);
 
+	int r;
+
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)in->ino);
 	bind_inode(s, in);
-	return step_done(s);
+	r = step_done(s);
+	if (r == 0 && sqlite3_changes(x->db) == 1)
+		icache_put(x, in);
+	return r;
 }
 
 int idx_new_inode(struct idx *x, const struct idx_inode *in, uint64_t *ret_ino)
@@ -710,8 +803,12 @@ int idx_new_inode(struct idx *x, const struct idx_inode *in, uint64_t *ret_ino)
 
 	bind_inode(s, in);
 	r = step_done(s);
-	if (r == 0)
-		*ret_ino = (uint64_t)sqlite3_last_insert_rowid(x->db);
+	if (r == 0) {
+		struct idx_inode made = *in;
+
+		made.ino = *ret_ino = (uint64_t)sqlite3_last_insert_rowid(x->db);
+		icache_put(x, &made);
+	}
 	return r;
 }
 

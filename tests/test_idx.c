@@ -319,6 +319,50 @@ Test(idx, savepoint_undoes_only_failed_op)
 	cr_assert_eq(idx_lookup(x, 1, "undone", &got), 0);
 }
 
+/*
+ * The writer's inode cache never answers with a row the database no longer holds: not after
+ * a statement that bypasses idx_put_inode, nor after a savepoint or a transaction is rolled
+ * back, nor after a delete.
+ */
+Test(idx, inode_cache_follows_every_change)
+{
+	struct idx_inode in = {.mode = 0100644, .nlink = 1}, out;
+	char sql[128];
+	uint64_t a;
+
+	cr_assert_eq(idx_begin(x), 0);
+	cr_assert_eq(idx_new_inode(x, &in, &a), 0);
+	cr_assert_eq(idx_get_inode(x, a, &out), 1);
+	cr_assert_eq(out.mode, 0100644);
+
+	snprintf(sql, sizeof(sql), "UPDATE inodes SET mode = %d WHERE ino = %llu", 0100600,
+		 (unsigned long long)a);
+	cr_assert_eq(sqlite3_exec(idx_sqlite(x), sql, NULL, NULL, NULL), SQLITE_OK);
+	cr_assert_eq(idx_get_inode(x, a, &out), 1);
+	cr_assert_eq(out.mode, 0100600, "a raw UPDATE left the cached mode %o", out.mode);
+
+	cr_assert_eq(idx_op_begin(x), 0);
+	out.uid = 7;
+	cr_assert_eq(idx_put_inode(x, &out), 0);
+	cr_assert_eq(idx_get_inode(x, a, &out), 1);
+	cr_assert_eq(out.uid, 7);
+	idx_op_end(x, true);
+	cr_assert_eq(idx_get_inode(x, a, &out), 1);
+	cr_assert_eq(out.uid, 0, "ROLLBACK TO left the cached uid %u", out.uid);
+	cr_assert_eq(idx_commit(x), 0);
+
+	cr_assert_eq(idx_begin(x), 0);
+	out.uid = 9;
+	cr_assert_eq(idx_put_inode(x, &out), 0);
+	cr_assert_eq(idx_rollback(x), 0);
+	cr_assert_eq(idx_get_inode(x, a, &out), 1);
+	cr_assert_eq(out.uid, 0, "ROLLBACK left the cached uid %u", out.uid);
+
+	snprintf(sql, sizeof(sql), "DELETE FROM inodes WHERE ino = %llu", (unsigned long long)a);
+	cr_assert_eq(sqlite3_exec(idx_sqlite(x), sql, NULL, NULL, NULL), SQLITE_OK);
+	cr_assert_eq(idx_get_inode(x, a, &out), 0, "a deleted inode was still found");
+}
+
 Test(idx, survives_reopen_and_refuses_newer_schema)
 {
 	uint64_t f, got;
