@@ -26,8 +26,11 @@ static size_t cat_index(struct cat **cats, size_t n, const struct cat *c)
 	return k;
 }
 
-/* Whether the batch in progress, batch entries long, should end now. */
-static bool live_batch_full(const struct sync_live *live, size_t batch, size_t max)
+/*
+ * Whether the batch in progress, batch entries long, should end now: it reached max, or a
+ * request waits for the lock and the batch has done its minimum.
+ */
+static bool live_batch_ends(const struct sync_live *live, size_t batch, size_t max)
 {
 	if (batch >= max)
 		return true;
@@ -59,7 +62,7 @@ static int live_apply(struct merge *m, pthread_mutex_t *lock, struct cand **win,
 
 		pthread_mutex_lock(lock);
 		r = idx_begin(m->x);
-		for (; done < nwin && !live_batch_full(m->live, batch, SYNC_LIVE_BATCH) && r == 0;
+		for (; done < nwin && !live_batch_ends(m->live, batch, SYNC_LIVE_BATCH) && r == 0;
 		     done++) {
 			struct cand *cd = win[gone ? nwin - 1 - done : done];
 
@@ -94,7 +97,7 @@ static int live_learn(struct idx *x, pthread_mutex_t *lock, const struct cat *c,
 			struct pack_loc loc = chunk_rloc(ch);
 			uint64_t rp;
 
-			if (live_batch_full(live, k, 4 * SYNC_LIVE_BATCH))
+			if (live_batch_ends(live, k, 4 * SYNC_LIVE_BATCH))
 				break;
 			r = rpack_id(x, &m, ch->pack, &rp);
 			if (r == 0)

@@ -237,11 +237,12 @@ def main():
             continue
         n = med(r, s, "requests")
         tot = med(r, s, "request_us")
+        waited = med(r, s, "read_wait_us")
         P("  %-20s %8s %9s %8s %8s %11s %9s %12s %14s" % (
             s, f(n, "%.0f"), f(med(r, s, "connects"), "%.0f"), f((med(r, s, "connect_us") or 0) / 1e6),
             f((med(r, s, "tls_us") or 0) / 1e6), f((med(r, s, "first_byte_us") or 0) / 1e6),
             f(tot / 1e6), f(tot / 1e3 / n if n else None, "%.1f ms"),
-            f(med(r, s, "read_wait_us") / 1e6 if med(r, s, "read_wait_us") is not None else None)))
+            f(waited / 1e6 if waited is not None else None)))
     P("")
 
     # ---- push
