@@ -554,7 +554,7 @@ static struct fuse_session *the_session;
 static pid_t adopt_pid;
 
 /* For measuring (tools/bench/fuse-ops.sh): the requests this session received, by operation,
- * written at unmount to the file $PKGCACHEFS_FUSE_OPS names. */
+ * and their handlers' time, written at unmount to the file $PKGCACHEFS_FUSE_OPS names. */
 static void dump_op_counts(void)
 {
 	const char *path = getenv("PKGCACHEFS_FUSE_OPS");

@@ -25,9 +25,9 @@
 #define MAX_WRITE (1u << 20)
 
 /*
- * Requests received, by operation (and, for setattr and xattrs, by what they asked), for
- * `tools/bench/fuse-ops.sh`: relaxed atomic increments, which cost nothing next to a round trip.
- * ops_counts_dump prints them.
+ * Requests received, by operation (and, for setattr and xattrs, by what they asked), and the
+ * time their handlers took, for `tools/bench/fuse-ops.sh`: relaxed atomic additions and two
+ * vDSO clock reads, which cost nothing next to a round trip. ops_counts_dump prints them.
  */
 enum {
 	OPC_INIT,
@@ -111,16 +111,44 @@ static const char *const opc_names[OPC_COUNT] = {
 };
 
 static _Atomic uint64_t opc[OPC_COUNT];
+static _Atomic uint64_t opc_ns[OPC_COUNT];
 
 #define COUNT(op) atomic_fetch_add_explicit(&opc[op], 1, memory_order_relaxed)
+
+struct op_clock {
+	int op;
+	int64_t start;
+};
+
+static void op_clock_stop(const struct op_clock *c)
+{
+	atomic_fetch_add_explicit(&opc_ns[c->op], (uint64_t)(mono_ns() - c->start),
+				  memory_order_relaxed);
+}
+
+/*
+ * First in a handler: count the request, and add the handler's time when it returns, reply
+ * included (a write's includes the chunking after its early reply). The cleanup attribute runs
+ * op_clock_stop on every return path.
+ */
+#define OP(op)                                                                                     \
+	COUNT(op);                                                                                 \
+	struct op_clock op_clock __attribute__((cleanup(op_clock_stop))) = {(op), mono_ns()}
 
 void ops_counts_dump(FILE *f)
 {
 	for (int i = 0; i < OPC_COUNT; i++) {
 		uint64_t n = atomic_load_explicit(&opc[i], memory_order_relaxed);
 
-		if (n)
+		uint64_t ns = atomic_load_explicit(&opc_ns[i], memory_order_relaxed);
+
+		if (!n)
+			continue;
+		/* "name count handler_ns"; the breakdowns (a dot in the name) have no time. */
+		if (strchr(opc_names[i], '.'))
 			fprintf(f, "%s %" PRIu64 "\n", opc_names[i], n);
+		else
+			fprintf(f, "%s %" PRIu64 " %" PRIu64 "\n", opc_names[i], n, ns);
 	}
 }
 
@@ -168,7 +196,7 @@ static struct vfs_ctx ctx_of(fuse_req_t req)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	COUNT(OPC_INIT);
+	OP(OPC_INIT);
 	conn->max_write = MAX_WRITE;
 	conn->max_readahead = MAX_WRITE;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
@@ -188,10 +216,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	OP(OPC_LOOKUP);
 	struct stat st;
 	int r = vfs_lookup(vfs_of(req), parent, name, &st);
 
-	COUNT(OPC_LOOKUP);
 	if (r == -ENOENT) {
 		/* A negative entry, cached by the kernel until something creates the name. */
 		struct fuse_entry_param e;
@@ -206,14 +234,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	COUNT(OPC_FORGET);
+	OP(OPC_FORGET);
 	vfs_forget(vfs_of(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
-	COUNT(OPC_FORGET_MULTI);
+	OP(OPC_FORGET_MULTI);
 	for (size_t i = 0; i < count; i++)
 		vfs_forget(vfs_of(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
@@ -221,16 +249,16 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	OP(OPC_GETATTR);
 	struct stat st;
 
-	COUNT(OPC_GETATTR);
 	reply_attr(req, vfs_getattr(vfs_of(req), ino, &st), &st);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
-	COUNT(OPC_SETATTR);
+	OP(OPC_SETATTR);
 	static const struct {
 		int fuse, vfs;
 	} map[] = {
@@ -264,10 +292,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
+	OP(OPC_READLINK);
 	char buf[4096];
 	int r = vfs_readlink(vfs_of(req), ino, buf, sizeof(buf));
 
-	COUNT(OPC_READLINK);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -276,55 +304,55 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
+	OP(OPC_MKNOD);
 	struct vfs_ctx c = ctx_of(req);
 	struct stat st;
 
-	COUNT(OPC_MKNOD);
 	reply_entry(req, vfs_mknod(vfs_of(req), &c, parent, name, mode, rdev, &st), &st);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
+	OP(OPC_MKDIR);
 	struct vfs_ctx c = ctx_of(req);
 	struct stat st;
 
-	COUNT(OPC_MKDIR);
 	reply_entry(req, vfs_mkdir(vfs_of(req), &c, parent, name, mode, &st), &st);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
+	OP(OPC_SYMLINK);
 	struct vfs_ctx c = ctx_of(req);
 	struct stat st;
 
-	COUNT(OPC_SYMLINK);
 	reply_entry(req, vfs_symlink(vfs_of(req), &c, parent, name, link, &st), &st);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
+	OP(OPC_LINK);
 	struct stat st;
 
-	COUNT(OPC_LINK);
 	reply_entry(req, vfs_link(vfs_of(req), ino, newparent, newname, &st), &st);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	COUNT(OPC_UNLINK);
+	OP(OPC_UNLINK);
 	fuse_reply_err(req, -vfs_unlink(vfs_of(req), parent, name));
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	COUNT(OPC_RMDIR);
+	OP(OPC_RMDIR);
 	fuse_reply_err(req, -vfs_rmdir(vfs_of(req), parent, name));
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
-	COUNT(OPC_RENAME);
+	OP(OPC_RENAME);
 	fuse_reply_err(req, -vfs_rename(vfs_of(req), parent, name, newparent, newname, flags));
 }
 
@@ -339,13 +367,13 @@ static void reply_open(fuse_req_t req, struct fuse_file_info *fi, struct vfs_fil
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
+	OP(OPC_CREATE);
 	struct vfs_ctx c = ctx_of(req);
 	struct fuse_entry_param e;
 	struct vfs_file *f;
 	struct stat st;
 	int r;
 
-	COUNT(OPC_CREATE);
 	r = vfs_create(vfs_of(req), &c, parent, name, mode, fi->flags, &st, &f);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
@@ -364,10 +392,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	OP(OPC_OPEN);
 	struct vfs_file *f;
 	int r = vfs_open_file(vfs_of(req), ino, fi->flags, &f);
 
-	COUNT(OPC_OPEN);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -377,10 +405,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	OP(OPC_READ);
 	char *buf = malloc(size ? size : 1);
 	ssize_t r;
 
-	COUNT(OPC_READ);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -409,10 +437,10 @@ static void early_write_reply(void *ctx, size_t n)
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
+	OP(OPC_WRITE);
 	struct write_reply w = {.req = req};
 	ssize_t r = vfs_write(vfs_of(req), file_of(fi), buf, size, off, early_write_reply, &w);
 
-	COUNT(OPC_WRITE);
 	if (w.replied)
 		return;
 	if (r < 0)
@@ -423,20 +451,20 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	COUNT(OPC_FLUSH);
+	OP(OPC_FLUSH);
 	fuse_reply_err(req, -vfs_flush(vfs_of(req), file_of(fi)));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	COUNT(OPC_RELEASE);
+	OP(OPC_RELEASE);
 	vfs_release(vfs_of(req), file_of(fi));
 	fuse_reply_err(req, 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	COUNT(OPC_FSYNC);
+	OP(OPC_FSYNC);
 	fuse_reply_err(req, -vfs_fsync(vfs_of(req), file_of(fi), datasync));
 }
 
@@ -446,7 +474,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
  */
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	COUNT(OPC_OPENDIR);
+	OP(OPC_OPENDIR);
 	fuse_reply_err(req, ENOSYS);
 }
 
@@ -511,29 +539,29 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	COUNT(OPC_READDIR);
+	OP(OPC_READDIR);
 	do_readdir(req, ino, size, off, false);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
-	COUNT(OPC_READDIRPLUS);
+	OP(OPC_READDIRPLUS);
 	do_readdir(req, ino, size, off, true);
 }
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	COUNT(OPC_FSYNCDIR);
+	OP(OPC_FSYNCDIR);
 	fuse_reply_err(req, -vfs_sync(vfs_of(req)));
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	OP(OPC_STATFS);
 	struct statvfs sv;
 	int r = vfs_statfs(vfs_of(req), &sv);
 
-	COUNT(OPC_STATFS);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -543,7 +571,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
-	COUNT(OPC_SETXATTR);
+	OP(OPC_SETXATTR);
 	if (!strncmp(name, "system.posix_acl_", 17))
 		COUNT(OPC_SETXATTR_ACL);
 	if (!strcmp(name, "system.posix_acl_access")) {
@@ -575,9 +603,9 @@ static void reply_xattr(fuse_req_t req, int r, char *buf, size_t size)
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	OP(OPC_GETXATTR);
 	char *buf = size ? malloc(size) : NULL;
 
-	COUNT(OPC_GETXATTR);
 	if (!strncmp(name, "security.", 9))
 		COUNT(OPC_GETXATTR_SECURITY);
 	else if (!strncmp(name, "system.posix_acl_", 17))
@@ -591,9 +619,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
+	OP(OPC_LISTXATTR);
 	char *buf = size ? malloc(size) : NULL;
 
-	COUNT(OPC_LISTXATTR);
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -603,7 +631,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	COUNT(OPC_REMOVEXATTR);
+	OP(OPC_REMOVEXATTR);
 	fuse_reply_err(req, -vfs_removexattr(vfs_of(req), ino, name));
 }
 

@@ -6,7 +6,8 @@
 # (`find -printf '%s'` after drop_caches, in a new mount) and `rm -rf` (in a new mount). Each
 # phase is one mount session; the daemon writes its request counts at unmount to the file
 # $PKGCACHEFS_FUSE_OPS names (fs/ops.c), so a count includes the few requests of mounting and
-# unmounting (init, the root's getattr, forgets at unmount). Prints a table; not a pass/fail test.
+# unmounting (init, the root's getattr, forgets at unmount). Prints a table of counts, and one of
+# the time the daemon's handlers took; not a pass/fail test.
 # Run as root.
 set -euo pipefail
 
@@ -81,11 +82,14 @@ import sys
 work, nfiles, nentries = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 phases = ["copy", "walk", "rm"]
 counts = {}
+nanos = {}  # handler time, reply included; the breakdowns (a.b) have none
 for p in phases:
     with open(f"{work}/{p}.ops") as f:
         for line in f:
-            op, n = line.split()
+            op, n, *ns = line.split()
             counts.setdefault(op, {})[p] = int(n)
+            if ns:
+                nanos.setdefault(op, {})[p] = int(ns[0])
 print(f"FUSE requests per regular file ({nfiles} files, {nentries} entries with directories and "
       "links); a.b rows break down row a")
 print(f"| operation | {' | '.join(phases)} |")
@@ -98,4 +102,17 @@ for op in main:
         print(f"| {o} | {cells} |")
 tot = [sum(counts[o].get(p, 0) for o in main) for p in phases]
 print(f"| total | {' | '.join(f'{t / nfiles:.2f}' for t in tot)} |")
+print()
+print("Time in the daemon's handlers, reply included (it depends on the load; a write's includes "
+      "the chunking after its early reply): mean µs per request, and µs per regular file")
+print(f"| operation | {' | '.join(f'{p} µs each | {p} µs/file' for p in phases)} |")
+print(f"| --- | {' | '.join('---: | ---:' for _ in phases)} |")
+for op in sorted(nanos, key=lambda o: -nanos[o].get("copy", 0)):
+    cells = []
+    for p in phases:
+        n, ns = counts[op].get(p, 0), nanos[op].get(p, 0)
+        cells += [f"{ns / n / 1e3:.1f}" if n else "-", f"{ns / nfiles / 1e3:.1f}"]
+    print(f"| {op} | {' | '.join(cells)} |")
+tot = [sum(nanos[o].get(p, 0) for o in nanos) for p in phases]
+print(f"| total | {' | '.join(f'- | {t / nfiles / 1e3:.1f}' for t in tot)} |")
 EOF
