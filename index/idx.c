@@ -573,31 +573,20 @@ int idx_rollback(struct idx *x)
 	return r;
 }
 
-/*
- * Run a statement from the cache: every operation opens and releases a savepoint, and
- * sqlite3_exec would parse its text each time (four parses of a file's cp -a).
- */
-static int exec_cached(struct idx *x, const char *sql)
-{
-	sqlite3_stmt *s = idx_stmt(x, sql);
-
-	return s ? idx_step_done(s) : idx_exec(x, sql);
-}
-
 int idx_op_begin(struct idx *x)
 {
 	int r = idx_begin(x);
 
-	return r < 0 ? r : exec_cached(x, "SAVEPOINT op");
+	return r < 0 ? r : idx_exec(x, "SAVEPOINT op");
 }
 
 void idx_op_end(struct idx *x, bool failed)
 {
 	if (failed) {
-		exec_cached(x, "ROLLBACK TO op");
+		idx_exec(x, "ROLLBACK TO op");
 		icache_clear(x); /* the rollback hook sees only whole transactions */
 	}
-	exec_cached(x, "RELEASE op");
+	idx_exec(x, "RELEASE op");
 }
 
 bool idx_in_txn(const struct idx *x)
