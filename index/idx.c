@@ -183,10 +183,10 @@ static const char schema_v2_sql[] =
 
 /*
  * Inode rows last read, direct-mapped by number: a cp -a reads each new inode's row about ten
- * times (create, the parent's mtime, setattr, the ACL, flush, ...). Only the writer caches: it
- * holds the store's lock, so every change to inodes is its own, and SQLite's update hook drops
- * a row's slot whenever a statement inserts, updates or deletes it. A rollback puts back rows
- * the hook saw change, so it empties the cache.
+ * times (create, the parent's mtime, setattr, the ACL, flush, ...). Only the store's lock
+ * holder caches (idx_cache_inodes, from store_open), so every change to inodes is its own, and
+ * SQLite's update hook drops a row's slot whenever a statement inserts, updates or deletes it.
+ * A rollback puts back rows the hook saw change, so it empties the cache.
  */
 #define INODE_CACHE_SLOTS 4096
 
@@ -202,12 +202,23 @@ struct idx {
 	bool in_txn;
 	bool reader; /* opened by idx_open_reader: read-only, holds one snapshot */
 	char *wal_path;
-	struct inode_slot *icache; /* INODE_CACHE_SLOTS; NULL: no cache (a reader) */
+	struct inode_slot *icache; /* INODE_CACHE_SLOTS; NULL: no cache (idx_cache_inodes) */
 };
 
 static struct inode_slot *icache_slot(struct idx *x, uint64_t ino)
 {
 	return &x->icache[ino & (INODE_CACHE_SLOTS - 1)];
+}
+
+/* The valid slot holding ino, or NULL. */
+static struct inode_slot *icache_find(struct idx *x, uint64_t ino)
+{
+	struct inode_slot *sl;
+
+	if (!x->icache)
+		return NULL;
+	sl = icache_slot(x, ino);
+	return sl->valid && sl->in.ino == ino ? sl : NULL;
 }
 
 static void icache_clear(struct idx *x)
@@ -231,14 +242,13 @@ static void icache_put(struct idx *x, const struct idx_inode *in)
 static void icache_row_changed(void *arg, int op, const char *db, const char *table,
 			       sqlite3_int64 rowid)
 {
-	struct idx *x = arg;
 	struct inode_slot *sl;
 
 	(void)op;
 	if (strcmp(table, "inodes") || strcmp(db, "main"))
 		return;
-	sl = icache_slot(x, (uint64_t)rowid);
-	if (sl->valid && sl->in.ino == (uint64_t)rowid)
+	sl = icache_find(arg, (uint64_t)rowid);
+	if (sl)
 		sl->valid = false;
 }
 
@@ -478,18 +488,23 @@ int idx_open(const char *path, bool create, struct idx **ret)
 	r = prepare_all(x);
 	if (r < 0)
 		goto out_close;
-	x->icache = calloc(INODE_CACHE_SLOTS, sizeof(*x->icache));
-	if (!x->icache) {
-		r = -ENOMEM;
-		goto out_close;
-	}
-	sqlite3_update_hook(x->db, icache_row_changed, x);
-	sqlite3_rollback_hook(x->db, icache_rolled_back, x);
 	*ret = x;
 	return 0;
 out_close:
 	idx_close(x);
 	return r;
+}
+
+int idx_cache_inodes(struct idx *x)
+{
+	if (x->icache)
+		return 0;
+	x->icache = calloc(INODE_CACHE_SLOTS, sizeof(*x->icache));
+	if (!x->icache)
+		return -ENOMEM;
+	sqlite3_update_hook(x->db, icache_row_changed, x);
+	sqlite3_rollback_hook(x->db, icache_rolled_back, x);
+	return 0;
 }
 
 void idx_close(struct idx *x)
@@ -732,16 +747,13 @@ static void read_inode_cols(sqlite3_stmt *s, int c, struct idx_inode *in)
 
 int idx_get_inode(struct idx *x, uint64_t ino, struct idx_inode *ret)
 {
+	struct inode_slot *sl = icache_find(x, ino);
 	sqlite3_stmt *s;
 	int rc;
 
-	if (x->icache) {
-		struct inode_slot *sl = icache_slot(x, ino);
-
-		if (sl->valid && sl->in.ino == ino) {
-			*ret = sl->in;
-			return 1;
-		}
+	if (sl) {
+		*ret = sl->in;
+		return 1;
 	}
 	s = st(x, S_GET_INODE);
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)ino);
@@ -774,7 +786,6 @@ static void bind_inode(sqlite3_stmt *s, const struct idx_inode *in)
 int idx_put_inode(struct idx *x, const struct idx_inode *in)
 {
 	sqlite3_stmt *s = st(x, S_PUT_INODE);
-
 	int r;
 
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)in->ino);

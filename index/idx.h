@@ -60,6 +60,12 @@ struct idx_extent {
  * idx_close.
  */
 int idx_open(const char *path, bool create, struct idx **ret);
+/*
+ * From now on, keep the inode rows read and written in memory. Only for the connection of the
+ * store's lock holder: a change made by any other connection would leave the cache stale.
+ * 0 or -ENOMEM.
+ */
+int idx_cache_inodes(struct idx *x);
 /* Roll back what was not committed and close. Accepts NULL. */
 void idx_close(struct idx *x);
 /*

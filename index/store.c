@@ -587,6 +587,8 @@ int store_open(const char *dir, int flags, struct store **ret, pid_t *ret_owner)
 	}
 	snprintf(path, sizeof(path), "%s/index.db", dir);
 	r = idx_open(path, true, &st->idx);
+	if (r == 0 && st->locked)
+		r = idx_cache_inodes(st->idx); /* every change to the index is then ours */
 	if (r < 0)
 		goto out_free;
 	chmod(path, 0600);

@@ -26,6 +26,7 @@ static void setup(void)
 	cr_assert_not_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/index.db", dir);
 	cr_assert_eq(idx_open(path, true, &x), 0);
+	cr_assert_eq(idx_cache_inodes(x), 0); /* as store_open does for the lock holder */
 }
 
 static void teardown(void)

@@ -71,6 +71,36 @@ Test(store, one_lock_holder_at_a_time)
 	cr_assert_eq(store_close(NULL), 0);
 }
 
+/*
+ * Only the lock holder caches inode rows: a store opened without the lock (fsck, stats beside a
+ * running daemon) must see each change the holder commits, not a row it read before.
+ */
+Test(store, an_unlocked_open_sees_what_the_lock_holder_commits)
+{
+	struct idx_inode in = {.mode = 0100644, .nlink = 1}, out;
+	struct store *holder, *other;
+	uint64_t ino;
+
+	cr_assert_eq(store_open(sdir, STORE_CREATE | STORE_LOCK, &holder, NULL), 0);
+	cr_assert_eq(idx_begin(store_idx(holder)), 0);
+	cr_assert_eq(idx_new_inode(store_idx(holder), &in, &ino), 0);
+	cr_assert_eq(idx_commit(store_idx(holder)), 0);
+
+	cr_assert_eq(store_open(sdir, 0, &other, NULL), 0);
+	cr_assert_eq(idx_get_inode(store_idx(other), ino, &out), 1);
+	cr_assert_eq(out.uid, 0);
+
+	cr_assert_eq(idx_begin(store_idx(holder)), 0);
+	out.uid = 42;
+	cr_assert_eq(idx_put_inode(store_idx(holder), &out), 0);
+	cr_assert_eq(idx_commit(store_idx(holder)), 0);
+
+	cr_assert_eq(idx_get_inode(store_idx(other), ino, &out), 1);
+	cr_assert_eq(out.uid, 42, "the unlocked open answered from a stale row (uid %u)", out.uid);
+	store_close(other);
+	store_close(holder);
+}
+
 Test(store, the_config_it_writes_parses_and_damage_is_refused)
 {
 	struct chunker_params p;
