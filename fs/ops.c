@@ -139,7 +139,6 @@ void ops_counts_dump(FILE *f)
 {
 	for (int i = 0; i < OPC_COUNT; i++) {
 		uint64_t n = atomic_load_explicit(&opc[i], memory_order_relaxed);
-
 		uint64_t ns = atomic_load_explicit(&opc_ns[i], memory_order_relaxed);
 
 		if (!n)

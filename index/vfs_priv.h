@@ -225,8 +225,8 @@ static inline void stat_from_inode(const struct idx_inode *in, struct stat *st)
 	st->st_size = (off_t)in->size;
 	/*
 	 * Tools size their buffers by this. A file's is 1 MiB, what one FUSE write carries (cp,
-	 * Python). A directory's is a page: glibc sizes its getdents buffer by it, and kernels
-	 * from 6.14 allocate and map that much for each readdir request.
+	 * Python). A directory's is a page: glibc sizes its getdents buffer by it, and newer
+	 * kernels (6.18 here) allocate and map that much for each readdir request.
 	 */
 	st->st_blksize = S_ISDIR(in->mode) ? 4096 : 1 << 20;
 	st->st_blocks = (blkcnt_t)((in->size + 511) / 512);
