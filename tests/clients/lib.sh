@@ -118,11 +118,16 @@ pcf_umount() {
 	! is_mounted "$mnt" || fail "pkgcachefs umount returned 0 but $mnt is still mounted"
 }
 
-# pcf_wait_daemon_exit STORE: after umount the daemon must go away by itself.
+# pcf_wait_daemon_exit STORE: after umount the daemon must go away by itself. It removes
+# daemon.pid as it closes the store, then writes exit-status, then releases the store lock:
+# wait for the lock, as `pkgcachefs umount` does, so that exit-status can be read after this.
 pcf_wait_daemon_exit() {
 	local store=$1 i
 	for i in $(seq 100); do
-		pcf_daemon_pid "$store" >/dev/null || return 0
+		if ! pcf_daemon_pid "$store" >/dev/null &&
+			{ [ ! -e "$store/lock" ] || flock -n -s "$store/lock" true; }; then
+			return 0
+		fi
 		sleep 0.1
 	done
 	fail "daemon $(cat "$store/daemon.pid") still running 10 s after umount"
