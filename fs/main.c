@@ -30,6 +30,7 @@
 
 #include "cli.h"
 #include "fetch.h"
+#include "loop.h"
 #include "remote.h"
 #include "sync.h"
 #include "ops.h"
@@ -38,6 +39,9 @@
 #include "store.h"
 #include "util.h"
 #include "vfs.h"
+
+/* What the request loop polls for at most: one-at-a-time clients' next request comes within. */
+#define SPIN_US_DEFAULT 50
 
 struct mount_args {
 	char *store;
@@ -57,6 +61,7 @@ struct mount_args {
 	char *metrics_file;         /* -o metrics_file=PATH (absolute), or NULL */
 	unsigned metrics_s;         /* -o metrics_interval=SECS */
 	int log_level;              /* -o log_level=..., -1: the default (info; debug with -d) */
+	unsigned spin_us;           /* -o spin_us=US: the request loop's longest poll (fs/loop.c) */
 };
 
 /* Said to the user with a successful mount (the remote was down, say). */
@@ -123,7 +128,9 @@ static void usage_mount(FILE *f)
 	      "                  beyond SIZE), commit_interval=MS (group commit period, default\n"
 	      "                  1000), log_level=LEVEL (error, warn, info: the default,\n"
 	      "                  debug), metrics_file=PATH (a Prometheus text file, rewritten\n"
-	      "                  every metrics_interval=SECS, default 15), allow_other, ro,\n"
+	      "                  every metrics_interval=SECS, default 15), spin_us=US (after a\n"
+	      "                  reply, poll for the next request up to US microseconds,\n"
+	      "                  0..1000, default 50, 0: never), allow_other, ro,\n"
 	      "                  and other FUSE mount options; with a remote:\n"
 	      "                  push_interval=SECS (background push period, default 300, 0:\n"
 	      "                  only at unmount), pull_interval=SECS (merge what others pushed,\n"
@@ -311,6 +318,13 @@ static int parse_one_opt(const char *tok, struct mount_args *a)
 			return -EINVAL;
 		}
 		a->metrics_s = (unsigned)v;
+	} else if (strncmp(tok, "spin_us=", 8) == 0) {
+		if (parse_long(tok + 8, 0, 1000, &v) < 0) {
+			fprintf(stderr, "pkgcachefs: bad spin_us '%s' (0..1000 microseconds)\n",
+				tok + 8);
+			return -EINVAL;
+		}
+		a->spin_us = (unsigned)v;
 	} else if (!ignored_opt(tok)) {
 		return 0;
 	}
@@ -364,6 +378,7 @@ static int parse_mount_args(int argc, char **argv, struct mount_args *a)
 	a->adopt = true;
 	a->log_level = -1;
 	a->metrics_s = 15;
+	a->spin_us = SPIN_US_DEFAULT;
 	a->push_interval_s = 300;
 	a->remote_timeout_s = 30;
 	optind = 1;
@@ -555,7 +570,7 @@ static pid_t adopt_pid;
 
 /* For measuring (tools/bench/fuse-ops.sh): the requests this session received, by operation,
  * and their handlers' time, written at unmount to the file $PKGCACHEFS_FUSE_OPS names. */
-static void dump_op_counts(void)
+static void dump_op_counts(const struct loop_stats *ls)
 {
 	const char *path = getenv("PKGCACHEFS_FUSE_OPS");
 	FILE *f;
@@ -568,6 +583,12 @@ static void dump_op_counts(void)
 		return;
 	}
 	ops_counts_dump(f);
+	/* How the loop got its requests (fs/loop.c): a dot in the name, so no time field. */
+	fprintf(f, "loop.spun %" PRIu64 "\n", ls->spun);
+	fprintf(f, "loop.blocked %" PRIu64 "\n", ls->blocked);
+	fprintf(f, "loop.handovers %" PRIu64 "\n", ls->handovers);
+	fprintf(f, "loop.rescues %" PRIu64 "\n", ls->rescues);
+	fprintf(f, "loop.threads %" PRIu64 "\n", ls->threads);
 	if (fclose(f) != 0)
 		log_warn("cannot write %s: %s", path, strerror(errno));
 }
@@ -908,7 +929,7 @@ static int start_serving(struct mount_args *a, struct vfs *v, struct remote *rem
 static int run_daemon(struct mount_args *a)
 {
 	struct fuse_args fargs = FUSE_ARGS_INIT(0, NULL);
-	struct fuse_loop_config *lc = NULL;
+	struct loop_stats ls;
 	struct store *st = NULL;
 	struct vfs *v = NULL;
 	struct remote *rem = NULL;
@@ -968,14 +989,10 @@ static int run_daemon(struct mount_args *a)
 		fuse_session_unmount(the_session);
 		goto out_session;
 	}
-	lc = fuse_loop_cfg_create();
-	fuse_loop_cfg_set_clone_fd(lc, 0);
-	fuse_loop_cfg_set_max_threads(lc, 16);
 	live_set_session(the_session);
-	r = fuse_session_loop_mt(the_session, lc);
+	r = loop_run(the_session, 16, a->spin_us, &ls);
 	live_set_session(NULL);
-	fuse_loop_cfg_destroy(lc);
-	dump_op_counts();
+	dump_op_counts(&ls);
 	fuse_remove_signal_handlers(the_session);
 	fuse_session_unmount(the_session);
 	signal(SIGUSR1, SIG_IGN);

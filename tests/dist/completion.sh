@@ -102,7 +102,7 @@ expect 'export --since takes files (and directories)' "$tmp/delta.bundle${nl}$tm
 expect 'import FILE takes files' "$tmp/cache.bundle" pkgcachefs import --store "$tmp/store" "$tmp/c"
 expect 'no file for stats' "" pkgcachefs stats "$tmp/"
 
-o="max_size=${nl}commit_interval=${nl}push_interval=${nl}pull_interval=${nl}remote_timeout=${nl}fetch_workers=${nl}fetch_range=${nl}ca_file=${nl}client_cert=${nl}client_key=${nl}no_push${nl}keep_suid${nl}log_level=${nl}metrics_file=${nl}metrics_interval=${nl}allow_other${nl}ro"
+o="max_size=${nl}commit_interval=${nl}push_interval=${nl}pull_interval=${nl}remote_timeout=${nl}fetch_workers=${nl}fetch_range=${nl}ca_file=${nl}client_cert=${nl}client_key=${nl}no_push${nl}keep_suid${nl}log_level=${nl}metrics_file=${nl}metrics_interval=${nl}spin_us=${nl}allow_other${nl}ro"
 expect '-o names' "$o" pkgcachefs mount -o ''
 expect '-o names by prefix' "push_interval=${nl}pull_interval=" pkgcachefs mount -o pu
 expect '-o after a comma' "allow_other,remote_timeout=${nl}allow_other,ro" pkgcachefs mount -o allow_other,r

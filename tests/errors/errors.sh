@@ -107,6 +107,8 @@ expect 'bad -o log_level' 2 "bad log_level 'loud'" 'error, warn, info or debug' 
 	"$prog" mount --store "$tmp/s-cli" -o log_level=loud "$tmp/mp"
 expect 'bad -o metrics_interval' 2 "bad metrics_interval '0s'" '1..86400' -- \
 	"$prog" mount --store "$tmp/s-cli" -o metrics_interval=0s "$tmp/mp"
+expect 'bad -o spin_us' 2 "bad spin_us '5000'" '0..1000 microseconds' -- \
+	"$prog" mount --store "$tmp/s-cli" -o spin_us=5000 "$tmp/mp"
 expect 'empty -o metrics_file' 2 'metrics_file= needs a path' -- \
 	"$prog" mount --store "$tmp/s-cli" -o metrics_file= "$tmp/mp"
 expect 'bad size for gc' 2 "bad size '10Q'" 'try 10G' -- "$prog" gc --store "$tmp/s-cli" --max-size 10Q
