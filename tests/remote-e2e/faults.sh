@@ -287,6 +287,17 @@ read_interrupted() {
 		for p in $(slow_dav_pids); do kill -STOP "$p"; done
 	fi
 	t_fault=$(now_ms)
+	if [ "$how" = freeze ]; then
+		# The read's request waits in the daemon for the frozen server; the others must not
+		# (fs/loop.c hands the device to another thread): a new file is written and read back.
+		timeout 3 sh -c 'echo during > "$1" && cat "$1"' sh "$(dirname "$src")/during-$how.txt" \
+			>"$w/during" 2>&1 || fail "$what: a new file could not be written while the read waits"
+		grep -qx during "$w/during" || fail "$what: the file written while the read waits reads wrong"
+		kill -0 $dpid 2>/dev/null ||
+			fail "$what: the read ended before the check that other requests are served"
+		figure "$what: while the read waited, a new file was written and read in" \
+			"$(secs $(($(now_ms) - t_fault))) s"
+	fi
 	# Bounded by the test, not by the product: give it 4 x remote_timeout before calling it hung.
 	for i in $(seq $((RT * 4 * 10))); do
 		kill -0 $dpid 2>/dev/null || break
