@@ -115,4 +115,13 @@ for op in sorted(nanos, key=lambda o: -nanos[o].get("copy", 0)):
     print(f"| {op} | {' | '.join(cells)} |")
 tot = [sum(nanos[o].get(p, 0) for o in nanos) for p in phases]
 print(f"| total | {' | '.join(f'- | {t / nfiles / 1e3:.1f}' for t in tot)} |")
+print()
+print("How the request loop (fs/loop.c) got them, per phase: found by polling after a reply, "
+      "waited for in read(2), device handed over (a request waiting; a request served over 1 ms), "
+      "most threads")
+print(f"| loop | {' | '.join(phases)} |")
+print(f"| --- | {' | '.join('---:' for _ in phases)} |")
+for o in ["loop.spun", "loop.blocked", "loop.handovers", "loop.rescues", "loop.threads"]:
+    if o in counts:
+        print(f"| {o[5:]} | {' | '.join(str(counts[o].get(p, 0)) for p in phases)} |")
 EOF
