@@ -180,8 +180,11 @@ static void *worker_main(void *arg)
 			pthread_cond_wait(&l->follow, &l->mu);
 			l->waiting--;
 		}
-		if (l->stop || fuse_session_exited(l->se))
+		if (l->stop || fuse_session_exited(l->se)) {
+			/* A signal may have ended the session: tell the main thread. */
+			stop_locked(l, 0);
 			break;
+		}
 		if (!w->holds) {
 			w->holds = true;
 			l->taken = true;
