@@ -929,7 +929,7 @@ static int start_serving(struct mount_args *a, struct vfs *v, struct remote *rem
 static int run_daemon(struct mount_args *a)
 {
 	struct fuse_args fargs = FUSE_ARGS_INIT(0, NULL);
-	struct loop_stats ls;
+	struct loop_stats ls = {0};
 	struct store *st = NULL;
 	struct vfs *v = NULL;
 	struct remote *rem = NULL;
@@ -1002,7 +1002,7 @@ static int run_daemon(struct mount_args *a)
 	/* What this job wrote goes to the remote before the store is released. */
 	cli_rdaemon_stop(true);
 	the_vfs = NULL;
-	/* A positive value is the signal that stopped us: a clean stop, like umount. */
+	/* A signal stops the loop with 0: a clean stop, like umount. */
 	status = r < 0 ? 1 : 0;
 	if (r < 0)
 		log_error("the FUSE loop failed: %s", strerror(-r));
