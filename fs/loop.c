@@ -30,7 +30,6 @@
 #include <semaphore.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 #include "util.h"
@@ -45,7 +44,6 @@ struct worker {
 	struct loop *l;
 	pthread_t tid;
 	struct fuse_buf buf;
-	bool holds; /* this thread holds the device (mu) */
 };
 
 struct loop {
@@ -60,9 +58,8 @@ struct loop {
 	pthread_mutex_t mu;
 	pthread_cond_t follow; /* threads without the device wait here */
 	pthread_cond_t wake;   /* the sleeping watchdog waits here */
-	bool taken;            /* some thread holds the device */
 	bool stop;
-	struct worker *holder;
+	struct worker *holder; /* the thread holding the device, or NULL */
 	struct worker *workers[MAX_THREADS];
 	unsigned nworkers, waiting;
 	bool serving; /* the holder is serving a request */
@@ -94,11 +91,9 @@ static void start_worker(struct loop *l)
 		l->stats.threads = l->nworkers;
 }
 
-/* Give the device up, to a waiting thread or a new one; mu held. */
-static void hand_over(struct loop *l, struct worker *w)
+/* Take the device from its holder, for a waiting thread or a new one; mu held. */
+static void hand_over(struct loop *l)
 {
-	w->holds = false;
-	l->taken = false;
 	l->holder = NULL;
 	l->serving = false;
 	if (l->waiting)
@@ -175,7 +170,7 @@ static void *worker_main(void *arg)
 		bool more;
 		int r;
 
-		while (!l->stop && l->taken && !w->holds) {
+		while (!l->stop && l->holder && l->holder != w) {
 			l->waiting++;
 			pthread_cond_wait(&l->follow, &l->mu);
 			l->waiting--;
@@ -185,11 +180,7 @@ static void *worker_main(void *arg)
 			stop_locked(l, 0);
 			break;
 		}
-		if (!w->holds) {
-			w->holds = true;
-			l->taken = true;
-			l->holder = w;
-		}
+		l->holder = w;
 		pthread_mutex_unlock(&l->mu);
 		r = next_request(l, w);
 		more = r > 0 && request_waiting(l);
@@ -203,7 +194,7 @@ static void *worker_main(void *arg)
 		}
 		if (more) {
 			l->stats.handovers++;
-			hand_over(l, w);
+			hand_over(l);
 		} else {
 			l->serving = true;
 			l->serving_since = now_ns();
@@ -215,14 +206,11 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&l->mu);
 		fuse_session_process_buf(l->se, &w->buf);
 		pthread_mutex_lock(&l->mu);
-		if (w->holds)
+		if (l->holder == w)
 			l->serving = false;
 	}
-	if (w->holds) {
-		w->holds = false;
-		l->taken = false;
+	if (l->holder == w)
 		l->holder = NULL;
-	}
 	pthread_mutex_unlock(&l->mu);
 	return NULL;
 }
@@ -254,7 +242,7 @@ static void *watchdog_main(void *arg)
 		idle = 0;
 		if (now_ns() - l->serving_since > RESCUE_NS) {
 			l->stats.rescues++;
-			hand_over(l, l->holder);
+			hand_over(l);
 		}
 	}
 	pthread_mutex_unlock(&l->mu);
@@ -265,6 +253,7 @@ int loop_run(struct fuse_session *se, unsigned max_threads, unsigned spin_us,
 	     struct loop_stats *ret_stats)
 {
 	struct loop *l = calloc(1, sizeof(*l));
+	bool watching;
 	int r;
 
 	if (!l)
@@ -282,6 +271,7 @@ int loop_run(struct fuse_session *se, unsigned max_threads, unsigned spin_us,
 	pthread_mutex_lock(&l->mu);
 	start_worker(l);
 	r = l->nworkers ? -pthread_create(&l->watchdog, NULL, watchdog_main, l) : -EAGAIN;
+	watching = r == 0;
 	if (r < 0)
 		stop_locked(l, r);
 	pthread_mutex_unlock(&l->mu);
@@ -300,7 +290,7 @@ int loop_run(struct fuse_session *se, unsigned max_threads, unsigned spin_us,
 		free(l->workers[i]->buf.mem);
 		free(l->workers[i]);
 	}
-	if (r == 0)
+	if (watching)
 		pthread_join(l->watchdog, NULL);
 	r = l->status;
 	if (ret_stats)
