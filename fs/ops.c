@@ -420,14 +420,15 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
-struct write_reply {
+/* A request vfs may answer before it has finished with it (a write, a close). */
+struct early_reply {
 	fuse_req_t req;
 	bool replied;
 };
 
 static void early_write_reply(void *ctx, size_t n)
 {
-	struct write_reply *w = ctx;
+	struct early_reply *w = ctx;
 
 	fuse_reply_write(w->req, n);
 	w->replied = true;
@@ -437,7 +438,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		     struct fuse_file_info *fi)
 {
 	OP(OPC_WRITE);
-	struct write_reply w = {.req = req};
+	struct early_reply w = {.req = req};
 	ssize_t r = vfs_write(vfs_of(req), file_of(fi), buf, size, off, early_write_reply, &w);
 
 	if (w.replied)
@@ -448,10 +449,22 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, (size_t)r);
 }
 
+static void early_flush_reply(void *ctx)
+{
+	struct early_reply *w = ctx;
+
+	fuse_reply_err(w->req, 0);
+	w->replied = true;
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	OP(OPC_FLUSH);
-	fuse_reply_err(req, -vfs_flush(vfs_of(req), file_of(fi)));
+	struct early_reply w = {.req = req};
+	int r = vfs_flush_early(vfs_of(req), file_of(fi), early_flush_reply, &w);
+
+	if (!w.replied)
+		fuse_reply_err(req, -r);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -436,6 +436,7 @@ int vfs_open(struct store *st, const struct vfs_options *o, struct vfs **ret)
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_mutex_init(&v->sync_lock, NULL);
 	pthread_cond_init(&v->cond, NULL);
+	pthread_cond_init(&v->closed, NULL);
 
 	r = recover(v);
 	if (r < 0)
@@ -554,6 +555,7 @@ int vfs_close(struct vfs *v)
 	pthread_mutex_destroy(&v->sync_lock);
 	pthread_rwlock_destroy(&v->gc_lock);
 	pthread_cond_destroy(&v->cond);
+	pthread_cond_destroy(&v->closed);
 	pthread_mutex_destroy(&v->hq_lock);
 	pthread_cond_destroy(&v->hq_work);
 	pthread_cond_destroy(&v->hq_done);
@@ -588,6 +590,11 @@ int vfs_push(struct vfs *v, const struct sync_options *o, struct sync_report *re
 
 	if (!v->opts.remote)
 		return -ENOTCONN;
+	/* Files closed before the push was asked for go with it. */
+	vfs_lock(v);
+	while (v->closing)
+		pthread_cond_wait(&v->closed, &v->lock);
+	vfs_unlock(v);
 	/* gc must not reclaim chunks the push is copying. */
 	pthread_rwlock_rdlock(&v->gc_lock);
 	vfs_lock(v);

@@ -136,6 +136,13 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf, size_t siz
 		  void (*early_reply)(void *ctx, size_t n), void *ctx);
 /* Commit what was written through f (on close(2)); reports write-back errors. */
 int vfs_flush(struct vfs *v, struct vfs_file *f);
+/*
+ * vfs_flush for close(2). When f's bytes were written from the start to the end (a stream),
+ * whose writes took them and checked their room, vfs calls early_reply before storing the last
+ * of them (the caller then must not reply again). A failure after that is logged and the commit
+ * is tried again by fsync or release; vfs_push waits for such commits.
+ */
+int vfs_flush_early(struct vfs *v, struct vfs_file *f, void (*early_reply)(void *ctx), void *ctx);
 int vfs_fsync(struct vfs *v, struct vfs_file *f, bool datasync);
 void vfs_release(struct vfs *v, struct vfs_file *f);
 

@@ -568,15 +568,49 @@ out_unlock:
 	return r;
 }
 
-int vfs_flush(struct vfs *v, struct vfs_file *f)
+int vfs_flush_early(struct vfs *v, struct vfs_file *f, void (*early_reply)(void *ctx), void *ctx)
 {
 	struct vnode *n = f->n;
-	int r;
+	bool early = false;
+	int r = 0;
 
 	vfs_lock_for_commit(v, n);
-	r = vfs_commit_node(v, n);
+	/*
+	 * A stream's bytes were taken, and their room checked, by its writes. Once every chunk
+	 * but the tail is stored (an error so far still reaches close), let the closer go on
+	 * while the tail and the extents are stored, as a local filesystem's close(2) returns
+	 * before its writeback. The node's rw, held until the commit is done, orders every later
+	 * access to the file after it.
+	 */
+	if (early_reply && n->stream) {
+		r = vfs_stream_settle(v, n);
+		early = r == 0;
+	}
+	if (early) {
+		vfs_lock(v);
+		v->closing++;
+		vfs_unlock(v);
+		early_reply(ctx);
+	}
+	if (r == 0)
+		r = vfs_commit_node(v, n);
+	if (early) {
+		if (r < 0)
+			log_warn("inode %llu: storing its data after close failed: %s; it is tried "
+				 "again at release",
+				 (unsigned long long)n->ino, strerror(-r));
+		vfs_lock(v);
+		if (--v->closing == 0)
+			pthread_cond_broadcast(&v->closed);
+		vfs_unlock(v);
+	}
 	vfs_unlock_for_commit(v, n);
 	return vfs_note_enospc(v, r);
+}
+
+int vfs_flush(struct vfs *v, struct vfs_file *f)
+{
+	return vfs_flush_early(v, f, NULL, NULL);
 }
 
 int vfs_fsync(struct vfs *v, struct vfs_file *f, bool datasync)

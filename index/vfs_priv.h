@@ -166,9 +166,11 @@ struct vfs {
 	unsigned ntops; /* lock */
 
 	pthread_t thread;
-	pthread_cond_t cond; /* with lock: wakes the commit thread */
-	bool stop;           /* lock */
-	int last_error;      /* lock; last background commit failure */
+	pthread_cond_t cond;   /* with lock: wakes the commit thread */
+	bool stop;             /* lock */
+	int last_error;        /* lock; last background commit failure */
+	unsigned closing;      /* lock; commits running after their close was answered */
+	pthread_cond_t closed; /* with lock: closing went to 0 */
 };
 
 /*
@@ -300,6 +302,8 @@ void vfs_hashers_stop(struct vfs *v, int n);
 int vfs_stream_start(struct vfs *v, struct vnode *n);
 int vfs_stream_add(struct vfs *v, struct vnode *n, const uint8_t *data, size_t size);
 int vfs_stream_process(struct vfs *v, struct vnode *n);
+/* Store every chunk of the stream but its tail, waiting for the hashing threads. */
+int vfs_stream_settle(struct vfs *v, struct vnode *n);
 int vfs_stream_finish(struct vfs *v, struct vnode *n);
 int vfs_stream_spill(struct vfs *v, struct vnode *n);
 void vfs_stream_discard(struct vfs *v, struct vnode *n);

@@ -292,15 +292,20 @@ int vfs_stream_process(struct vfs *v, struct vnode *n)
 }
 
 /* Emit the tail and make the streamed chunks the file's content; rw held for writing. */
+int vfs_stream_settle(struct vfs *v, struct vnode *n)
+{
+	int r = vfs_stream_process(v, n);
+
+	return r < 0 ? r : collect_jobs(v, n->stream, true);
+}
+
 int vfs_stream_finish(struct vfs *v, struct vnode *n)
 {
 	struct stream *sm = n->stream;
 	uint64_t size = sm->base + sm->len;
 	int r;
 
-	r = vfs_stream_process(v, n);
-	if (r == 0)
-		r = collect_jobs(v, sm, true);
+	r = vfs_stream_settle(v, n);
 	if (r < 0)
 		return r;
 	if (sm->len > 0) {

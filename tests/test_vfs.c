@@ -22,6 +22,7 @@
 #include "idx_priv.h" /* white-box: the tests damage rows directly */
 #include "maint.h"
 #include "vfs.h"
+#include "vfs_priv.h" /* white-box: the count of commits running after their close */
 
 static char dir[] = "/tmp/pkgcachefs-test-vfs-XXXXXX";
 static struct vfs *v;
@@ -333,6 +334,62 @@ Test(vfs, access_acl_of_a_mode_is_a_chmod)
 	cr_assert_eq(vfs_set_access_acl(v, &ctx, f, acl, 28, &changed), -EOPNOTSUPP, "perm 8");
 	cr_assert_eq(vfs_getattr(v, f, &st), 0);
 	cr_assert_eq(st.st_mode, S_IFREG | 0751);
+}
+
+struct early_seen {
+	uint64_t ino;
+	int calls;
+	size_t extents;   /* the file's extents in the index when the reply went */
+	unsigned closing; /* commits vfs_push would wait for, then */
+};
+
+static void note_early_reply(void *arg)
+{
+	struct early_seen *e = arg;
+	struct idx_extent *ext = NULL;
+	size_t n = 0;
+
+	vfs_lock(v);
+	cr_assert_eq(idx_get_extents(store_idx(vfs_store(v)), e->ino, &ext, &n), 0);
+	e->closing = v->closing;
+	vfs_unlock(v);
+	free(ext);
+	e->extents = n;
+	e->calls++;
+}
+
+/* close(2) of a file written from its start is answered before its last chunk is stored. */
+Test(vfs, close_of_a_stream_is_answered_before_the_store)
+{
+	uint8_t data[3000];
+	struct early_seen seen = {0}, staged = {0};
+	struct vfs_file *f;
+	struct stat st;
+
+	fill_random(data, sizeof(data), 7);
+	cr_assert_eq(vfs_create(v, &ctx, 1, "early", 0644, O_WRONLY, &st, &f), 0);
+	seen.ino = st.st_ino;
+	cr_assert_eq(vfs_write(v, f, data, sizeof(data), 0, NULL, NULL), (ssize_t)sizeof(data));
+	cr_assert_eq(vfs_flush_early(v, f, note_early_reply, &seen), 0);
+	cr_assert_eq(seen.calls, 1);
+	cr_assert_eq(seen.extents, 0, "the reply went after the data was stored");
+	cr_assert_eq(seen.closing, 1, "vfs_push would not wait for the commit");
+	cr_assert_eq(v->closing, 0);
+	vfs_release(v, f);
+	vfs_forget(v, seen.ino, 1);
+	check_file(seen.ino, data, sizeof(data));
+
+	/* Written first past its start, a file is staged; its close is answered after the store. */
+	cr_assert_eq(vfs_create(v, &ctx, 1, "staged", 0644, O_WRONLY, &st, &f), 0);
+	staged.ino = st.st_ino;
+	cr_assert_eq(vfs_write(v, f, data + 100, sizeof(data) - 100, 100, NULL, NULL),
+		     (ssize_t)sizeof(data) - 100);
+	cr_assert_eq(vfs_write(v, f, data, 100, 0, NULL, NULL), 100);
+	cr_assert_eq(vfs_flush_early(v, f, note_early_reply, &staged), 0);
+	cr_assert_eq(staged.calls, 0, "a staged file's close was answered early");
+	vfs_release(v, f);
+	vfs_forget(v, staged.ino, 1);
+	check_file(staged.ino, data, sizeof(data));
 }
 
 /* A sequential writer is chunked as it writes; a read or a write elsewhere spills to staging. */
