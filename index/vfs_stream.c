@@ -291,7 +291,6 @@ int vfs_stream_process(struct vfs *v, struct vnode *n)
 	return r;
 }
 
-/* Emit the tail and make the streamed chunks the file's content; rw held for writing. */
 int vfs_stream_settle(struct vfs *v, struct vnode *n)
 {
 	int r = vfs_stream_process(v, n);
@@ -299,6 +298,7 @@ int vfs_stream_settle(struct vfs *v, struct vnode *n)
 	return r < 0 ? r : collect_jobs(v, n->stream, true);
 }
 
+/* Emit the tail and make the streamed chunks the file's content; rw held for writing. */
 int vfs_stream_finish(struct vfs *v, struct vnode *n)
 {
 	struct stream *sm = n->stream;
