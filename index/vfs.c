@@ -176,10 +176,15 @@ int vfs_reap_if_unused(struct vfs *v, uint64_t ino)
 		return r;
 	r = idx_delete_inode(v->x, ino);
 	if (r == 0 && n) {
-		char name[32];
+		/* A staging file exists only while its fd is open (the store empties the staging
+		 * directory at open): an unlinkat per deleted file would cost rm -rf a failed
+		 * syscall each. */
+		if (n->staging_fd >= 0) {
+			char name[32];
 
-		snprintf(name, sizeof(name), "%llu", (unsigned long long)ino);
-		unlinkat(store_staging_fd(v->st), name, 0);
+			snprintf(name, sizeof(name), "%llu", (unsigned long long)ino);
+			unlinkat(store_staging_fd(v->st), name, 0);
+		}
 		vfs_node_free(v, n);
 	}
 	return r;

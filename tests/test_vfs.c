@@ -257,6 +257,28 @@ Test(vfs, unlinked_open_file_lives_until_release)
 	cr_assert(fsck_clean(&rep));
 }
 
+/* A staged file unlinked while open leaves nothing in staging/ once it is closed and forgotten. */
+Test(vfs, unlinked_staged_file_leaves_no_staging_file)
+{
+	uint8_t data[300];
+	struct vfs_file *f;
+	struct stat st;
+	char name[64];
+
+	fill_random(data, sizeof(data), 5);
+	cr_assert_eq(vfs_create(v, &ctx, 1, "staged", 0644, O_RDWR, &st, &f), 0);
+	cr_assert_eq(vfs_write(v, f, data + 100, 200, 100, NULL, NULL), 200);
+	cr_assert_eq(vfs_write(v, f, data, 100, 0, NULL, NULL), 100); /* not a stream: staged */
+	snprintf(name, sizeof(name), "%s/staging/%llu", dir, (unsigned long long)st.st_ino);
+	cr_assert_eq(access(name, F_OK), 0, "a random write stages the file");
+	cr_assert_eq(vfs_unlink(v, 1, "staged"), 0);
+	vfs_release(v, f);
+	vfs_forget(v, st.st_ino, 1);
+	cr_assert_eq(vfs_getattr(v, st.st_ino, &st), -ENOENT);
+	cr_assert_eq(access(name, F_OK), -1, "%s outlived its file", name);
+	cr_assert_eq(errno, ENOENT);
+}
+
 Test(vfs, directories_and_links)
 {
 	struct stat d, st;
