@@ -28,6 +28,7 @@ WORK=/var/tmp/pkgcachefs-bench
 RSS_FILES=0
 FRESH_FS=1
 PKG_OPTS=""
+MEMFS_OPTS="default_permissions,loop=pkgcachefs"
 BASE_OPTS=""
 BASE_OPTS_SET=0
 PIP_WRITE=0
@@ -40,14 +41,16 @@ usage() {
 usage: $0 [options] BUILD_DIR
 
 Times write, cold read, warm read of a wheel corpus and copy, walk and delete of a small-file
-tree on ext4, libfuse passthrough_ll, bindfs and pkgcachefs (BUILD_DIR/pkgcachefs), median of
---reps.
+tree on ext4, libfuse passthrough_ll, bindfs, memfs (BUILD_DIR/memfs: the FUSE floor, an
+in-memory filesystem answering the kernel as pkgcachefs does) and pkgcachefs
+(BUILD_DIR/pkgcachefs), median of --reps.
 
   --size-mb N          logical size of the wheel corpus (pip + Poetry + point releases) [$SIZE_MB]
   --small-files N      files in the node_modules-like tree [$SMALL_FILES]
-  --only LIST          comma list of ext4,passthrough,bindfs,pkgcachefs,base
-                       [ext4,passthrough, bindfs when installed, pkgcachefs when
-                       BUILD_DIR/pkgcachefs exists, base with --base]
+  --only LIST          comma list of ext4,passthrough,bindfs,memfs,pkgcachefs,base
+                       [ext4,passthrough, bindfs when installed, memfs and pkgcachefs when
+                       built in BUILD_DIR, base with --base]
+  --memfs-opts O       memfs's mount options [$MEMFS_OPTS]
   --base DIR           also run DIR/pkgcachefs (another build, e.g. of main) as target 'base',
                        interleaved with the others, so before/after ratios come from one run
   --out DIR            where report.txt, results.json and logs go [WORK/out]
@@ -86,6 +89,7 @@ while [[ $# -gt 0 ]]; do
 	--reps) REPS=$2; shift 2 ;;
 	--seed) SEED=$2; shift 2 ;;
 	--pkgcachefs-opts) PKG_OPTS=$2; shift 2 ;;
+	--memfs-opts) MEMFS_OPTS=$2; shift 2 ;;
 	--base) BASE_DIR=$2; shift 2 ;;
 	--base-opts) BASE_OPTS=$2; BASE_OPTS_SET=1; shift 2 ;;
 	--pip-write) PIP_WRITE=1; shift ;;
@@ -101,6 +105,7 @@ done
 [[ $# -eq 1 ]] || { usage >&2; exit 2; }
 BUILD_DIR=$(realpath -m "$1")
 PKG="$BUILD_DIR/pkgcachefs"
+MEMFS="$BUILD_DIR/memfs"
 BASE_PKG=""
 [[ $BASE_OPTS_SET -eq 1 ]] || BASE_OPTS=$PKG_OPTS
 [[ -n $BASE_DIR ]] && BASE_PKG="$(realpath -m "$BASE_DIR")/pkgcachefs"
@@ -136,6 +141,11 @@ if [[ -z $ONLY ]]; then
 	else
 		log "note: bindfs not installed (apt-get install bindfs); measuring without it"
 	fi
+	if [[ -x $MEMFS ]]; then
+		ONLY+=,memfs
+	else
+		log "note: $MEMFS not built; measuring without the FUSE floor"
+	fi
 	if [[ -x $PKG ]]; then
 		ONLY+=,pkgcachefs
 	else
@@ -150,12 +160,14 @@ for t in "${_only[@]}"; do
 	ext4|passthrough) TARGETS+=("$t") ;;
 	bindfs) command -v bindfs >/dev/null || die "bindfs is not installed (apt-get install bindfs)"
 		TARGETS+=("$t") ;;
+	memfs) [[ -x $MEMFS ]] || die "$MEMFS does not exist (build it, or drop it from --only)"
+		TARGETS+=("$t") ;;
 	pkgcachefs) [[ -x $PKG ]] || die "$PKG does not exist (build it, or drop it from --only)"
 		TARGETS+=("$t") ;;
 	base) [[ -n $BASE_PKG ]] || die "target 'base' needs --base DIR"
 		[[ -x $BASE_PKG ]] || die "$BASE_PKG does not exist (build it, or drop --base)"
 		TARGETS+=("$t") ;;
-	*) die "unknown target '$t' (ext4, passthrough, bindfs, pkgcachefs, base)" ;;
+	*) die "unknown target '$t' (ext4, passthrough, bindfs, memfs, pkgcachefs, base)" ;;
 	esac
 done
 [[ ${#TARGETS[@]} -gt 0 ]] || die "no targets"
@@ -222,7 +234,7 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # A previous run that was killed with -9 may have left our own mountpoints mounted.
-for m in "$TGT/pt-mnt" "$TGT/bf-mnt" "$TGT/pkg-mnt" "$TGT/base-mnt" "$TGT"; do
+for m in "$TGT/pt-mnt" "$TGT/bf-mnt" "$TGT/mf-mnt" "$TGT/pkg-mnt" "$TGT/base-mnt" "$TGT"; do
 	if is_mounted "$m"; then
 		log "unmounting stale $m from an earlier run"
 		fusermount3 -u "$m" 2>/dev/null || umount -l "$m"
@@ -351,6 +363,7 @@ mnt_of() {
 	case "$1" in
 	passthrough) echo "$TGT/pt-mnt" ;;
 	bindfs) echo "$TGT/bf-mnt" ;;
+	memfs) echo "$TGT/mf-mnt" ;;
 	pkgcachefs) echo "$TGT/pkg-mnt" ;;
 	base) echo "$TGT/base-mnt" ;;
 	esac
@@ -380,6 +393,15 @@ target_mount() {
 		MOUNTED[$TGT/bf-mnt]=bindfs
 		wait_mounted "$TGT/bf-mnt" "$DPID" || die "bindfs did not mount (see $OUT/daemon.log)"
 		DATA="$TGT/bf-mnt"
+		;;
+	memfs)
+		# Its data lives in the daemon: it is mounted once per rep, never remounted.
+		"$MEMFS" -f -o "$MEMFS_OPTS" "$TGT/mf-mnt" >>"$OUT/daemon.log" 2>&1 &
+		DPID=$!
+		DAEMON_PID[$TGT/mf-mnt]=$DPID
+		MOUNTED[$TGT/mf-mnt]=memfs
+		wait_mounted "$TGT/mf-mnt" "$DPID" || die "memfs did not mount (see $OUT/daemon.log)"
+		DATA="$TGT/mf-mnt"
 		;;
 	pkgcachefs|base)
 		local mnt store bin
@@ -423,6 +445,7 @@ target_fresh() {
 	ext4) rm -rf "$TGT/ext4"; mkdir -p "$TGT/ext4" ;;
 	passthrough) rm -rf "$TGT/pt-src"; mkdir -p "$TGT/pt-src" "$TGT/pt-mnt" ;;
 	bindfs) rm -rf "$TGT/bf-src"; mkdir -p "$TGT/bf-src" "$TGT/bf-mnt" ;;
+	memfs) mkdir -p "$TGT/mf-mnt" ;;
 	pkgcachefs|base) rm -rf "$(store_of "$1")"; mkdir -p "$(store_of "$1")" "$(mnt_of "$1")" ;;
 	esac
 	target_mount "$1"
@@ -502,7 +525,8 @@ if [[ $RSS_FILES -gt 0 ]]; then
 	MODE=rss
 	# ext4 is timed too, as the reference for the walks; only the FUSE daemons have an RSS.
 	FUSE_TARGETS=()
-	for t in "${TARGETS[@]}"; do [[ $t != ext4 ]] && FUSE_TARGETS+=("$t"); done
+	# memfs keeps nothing across the remount before the cold walk.
+	for t in "${TARGETS[@]}"; do [[ $t != ext4 && $t != memfs ]] && FUSE_TARGETS+=("$t"); done
 	[[ ${#FUSE_TARGETS[@]} -gt 0 ]] || die "--rss-files needs a FUSE target"
 	check_pt_fds "$RSS_FILES"
 	TREE_DIR="$WORK/corpus-tree-n$RSS_FILES-s$SEED-$gen_hash"
@@ -510,6 +534,7 @@ if [[ $RSS_FILES -gt 0 ]]; then
 	ensure_corpus "$TREE_DIR" tree "$RSS_FILES"
 	check_disk $((RSS_FILES * 16 / 1024 + 1024))
 	for t in "${TARGETS[@]}"; do
+		[[ $t == memfs ]] && { log "rss: memfs skipped (it keeps nothing across a remount)"; continue; }
 		log "rss: $t, $RSS_FILES files"
 		target_fresh "$t"
 		timed "$t" 1 rss_tree_copy op_copy "$TREE_DIR/data" "$DATA/tree"
@@ -576,7 +601,9 @@ else
 			drop_caches
 			timed "$t" "$rep" write op_copy "$WHEEL_DIR/data" "$DATA/cache"
 			timed "$t" "$rep" write_sync sync
-			if [[ $t != ext4 ]]; then
+			# memfs keeps its data in the daemon, so its cold read finds only the kernel's
+			# caches dropped: the floor of a cold read through FUSE.
+			if [[ $t != ext4 && $t != memfs ]]; then
 				target_unmount "$t" "$rep" write umount_after_write
 				[[ ($t == pkgcachefs || $t == base) && $rep == 1 ]] && store_figures "$t" after_write
 				target_mount "$t"
@@ -620,7 +647,7 @@ T_END=$EPOCHREALTIME
 cat >"$OUT/config.json" <<EOF
 {"mode": "$MODE", "size_mb": $SIZE_MB, "small_files": $SMALL_FILES, "rss_files": $RSS_FILES,
  "reps": $REPS, "seed": $SEED, "targets": "$(IFS=,; echo "${TARGETS[*]}")",
- "pkgcachefs_opts": "$PKG_OPTS", "base_opts": "$BASE_OPTS", "build_dir": "$BUILD_DIR", "base_dir": "${BASE_DIR:+$(realpath -m "$BASE_DIR")}", "work": "$WORK",
+ "pkgcachefs_opts": "$PKG_OPTS", "memfs_opts": "$MEMFS_OPTS", "base_opts": "$BASE_OPTS", "build_dir": "$BUILD_DIR", "base_dir": "${BASE_DIR:+$(realpath -m "$BASE_DIR")}", "work": "$WORK",
  "bindfs": "$(command -v bindfs >/dev/null && bindfs --version 2>/dev/null | head -1)",
  "wheel_corpus": "${WHEEL_DIR:-}", "tree_corpus": "${TREE_DIR:-}",
  "drop_caches": $CAN_DROP, "fresh_fs": $FRESH_FS, "loadavg_start": "$LOAD_START", "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "wall_seconds": $(awk -v a="$T_START" -v b="$T_END" 'BEGIN { printf "%.1f", b - a }'),

@@ -32,8 +32,8 @@ OPS = [  # (op, label, rule): rule is None (information only) or (vs passthrough
     ("rss_umount", "umount", None),
     ("rss_tree_walk_cold", "tree walk, cold (remounted)", None),
 ]
-TARGETS = ["ext4", "passthrough", "bindfs", "pkgcachefs", "base"]
-SHORT = {"passthrough": "pt", "pkgcachefs": "pkg"}
+TARGETS = ["ext4", "passthrough", "bindfs", "memfs", "pkgcachefs", "base"]
+SHORT = {"passthrough": "pt", "pkgcachefs": "pkg", "memfs": "mem"}
 MiB = 1 << 20
 RSS_TARGET_MIB = 100
 STORED_SLACK = 1.05
@@ -135,7 +135,7 @@ def main():
     # --base build, for before/after), then the peers and the base over ext4.
     shown = [t for t in TARGETS if t in present] or ["ext4", "passthrough", "pkgcachefs"]
     pairs = [("pkgcachefs", t) for t in shown if t != "pkgcachefs"]
-    pairs += [(t, "ext4") for t in ("passthrough", "bindfs", "base") if t in shown and "ext4" in shown]
+    pairs += [(t, "ext4") for t in ("passthrough", "bindfs", "memfs", "base") if t in shown and "ext4" in shown]
     hdr = ["operation"] + ["%s s" % SHORT.get(t, t) for t in shown] + \
           ["%s/%s" % (SHORT.get(a, a), SHORT.get(b, b)) for a, b in pairs] + ["verdict"]
     res["ratios"] = {}
